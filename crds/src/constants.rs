@@ -1,0 +1,103 @@
+//! Names shared by every ferrolb component: the API group, the namespace,
+//! annotations users write on Services, condition types and reasons.
+
+/// The API group of every ferrolb resource.
+pub const GROUP: &str = "ferrolb.io";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+/// The namespace ferrolb runs in.
+pub const NAMESPACE: &str = "ferrolb-system";
+/// The load balancer class ferrolb answers to (Services without a class are ours too).
+pub const LB_CLASS: &str = "ferrolb.io/ferrolb";
+
+/// Field managers, named after the binaries.
+pub mod manager {
+    /// The operator's field manager.
+    pub const OPERATOR: &str = "ferrolb-operator";
+    /// The speakers' field manager.
+    pub const SPEAKER: &str = "ferrolb-speaker";
+    /// The webhook's field manager.
+    pub const WEBHOOK: &str = "ferrolb-webhook";
+}
+
+/// Service annotations. Each has MetalLB spellings that are read too.
+pub mod annotation {
+    /// The pool to take the address from.
+    pub const ADDRESS_POOL: &str = "ferrolb.io/address-pool";
+    /// Requested IPs, comma-separated, one per family.
+    pub const LOAD_BALANCER_IPS: &str = "ferrolb.io/loadBalancerIPs";
+    /// The sharing key: Services with the same key may share an IP.
+    pub const ALLOW_SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
+
+    /// The spellings read for an annotation, ours first.
+    pub fn spellings(ours: &str) -> [String; 3] {
+        let name = ours.trim_start_matches("ferrolb.io/");
+        [
+            ours.to_string(),
+            format!("metallb.io/{name}"),
+            format!("metallb.universe.tf/{name}"),
+        ]
+    }
+}
+
+/// Label a node carries to keep it out of external load balancing.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// Condition types and reasons on Services and ferrolb objects.
+pub mod condition {
+    /// Whether the Service has its IPs.
+    pub const IP_ALLOCATED: &str = "ferrolb.io/IPAllocated";
+    /// Whether the Service's IPs are announced.
+    pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+    /// Whether the speaker applied its NodeAnnouncement.
+    pub const APPLIED: &str = "Applied";
+    /// Whether an object is valid and in use.
+    pub const READY: &str = "Ready";
+
+    /// Reasons for `IPAllocated`.
+    pub mod reason {
+        /// True: the IPs are assigned.
+        pub const ALLOCATED: &str = "Allocated";
+        /// No pool serves the Service.
+        pub const NO_MATCHING_POOL: &str = "NoMatchingPool";
+        /// Every matching pool is full.
+        pub const POOL_EXHAUSTED: &str = "PoolExhausted";
+        /// The requested IP is held by another Service.
+        pub const REQUESTED_IP_UNAVAILABLE: &str = "RequestedIPUnavailable";
+        /// The requested IP lies in no pool.
+        pub const REQUESTED_IP_NOT_IN_ANY_POOL: &str = "RequestedIPNotInAnyPool";
+        /// The IP is shared under incompatible terms.
+        pub const SHARING_CONFLICT: &str = "SharingConflict";
+        /// The annotations or spec cannot be satisfied as written.
+        pub const INVALID_REQUEST: &str = "InvalidRequest";
+        /// Dual stack required but one family has no address.
+        pub const DUAL_STACK_UNAVAILABLE: &str = "DualStackUnavailable";
+        /// True for `Announced`.
+        pub const ANNOUNCED: &str = "Announced";
+        /// No advertisement covers the pool.
+        pub const NO_ADVERTISEMENT: &str = "NoAdvertisement";
+        /// No node may announce.
+        pub const NO_ELIGIBLE_NODE: &str = "NoEligibleNode";
+        /// externalTrafficPolicy Local and no node has a ready endpoint.
+        pub const NO_LOCAL_ENDPOINTS: &str = "NoLocalEndpoints";
+        /// The chosen node's speaker has not applied it yet.
+        pub const NOT_YET_APPLIED: &str = "NotYetApplied";
+        /// No BGP session carries the route.
+        pub const NO_ESTABLISHED_SESSION: &str = "NoEstablishedSession";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metallb_spellings_are_read_too() {
+        assert_eq!(
+            super::annotation::spellings(super::annotation::ADDRESS_POOL),
+            [
+                "ferrolb.io/address-pool",
+                "metallb.io/address-pool",
+                "metallb.universe.tf/address-pool"
+            ]
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! `NodeAnnouncement`: one node's desired announcements, written by the operator
+//! (spec) and applied and reported by that node's speaker (status).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::address::{parse_cidr, parse_ip, parse_ipv4};
+use crate::bgppeer::{DynamicAsn, SecretKeyRef};
+use crate::cel::{self, push_rules, rule_at};
+use crate::community::Community;
+use crate::timer::parse_timer;
+use crate::validation::{
+    Errors, FieldError, NOT_A_NAME, NOT_AN_INTERFACE, Validate, is_interface_name, is_object_name,
+};
+
+/// The message for a standby entry without the node it stands by for (or an
+/// active entry with one).
+pub const STANDBY_FOR: &str = "standbyFor is required for role standby and not allowed for role active";
+
+/// What one node announces. Named after the node; the operator writes the spec,
+/// the node's speaker the status. `kubectl get nodeannouncements` shows what
+/// every node announces and whether it worked.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1alpha1",
+    kind = "NodeAnnouncement",
+    plural = "nodeannouncements",
+    shortname = "na",
+    category = "ferrolb",
+    status = "NodeAnnouncementStatus",
+    doc = "The announcements one node's speaker must make, and what it reports back.",
+    printcolumn(name = "L2 IPs", type_ = "string", json_path = ".spec.l2[*].ip"),
+    printcolumn(name = "BGP Up", type_ = "string", json_path = ".status.bgpSessions"),
+    printcolumn(name = "Generation", type_ = "integer", json_path = ".metadata.generation"),
+    printcolumn(name = "Applied", type_ = "integer", json_path = ".status.observedGeneration"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAnnouncementSpec {
+    /// IPs this node answers ARP/NDP for (role `active`) or is ready to take
+    /// over (role `standby`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "l2_list")]
+    pub l2: Vec<L2Announcement>,
+
+    /// BGP sessions this node opens, each with the prefixes it advertises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "session_list")]
+    pub bgp: Vec<BgpSession>,
+}
+
+/// One IP announced in layer 2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = l2_rules)]
+pub struct L2Announcement {
+    /// The Service IP.
+    #[schemars(schema_with = "cel::ip_string")]
+    pub ip: String,
+
+    /// Interfaces to answer on. Empty: the interface carrying the node's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "cel::interface_set")]
+    pub interfaces: Vec<String>,
+
+    /// `active`: answer for the IP now. `standby`: watch the active node and take
+    /// over when it stops answering.
+    pub role: L2Role,
+
+    /// For role `standby`: the node that is active for the IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::name_string")]
+    pub standby_for: Option<String>,
+
+    /// The Services (`namespace/name`) using the IP, for people reading this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 317)))]
+    pub services: Vec<String>,
+}
+
+/// The part a node plays for an IP.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum L2Role {
+    /// Answers for the IP.
+    Active,
+    /// Ready to take the IP over.
+    Standby,
+}
+
+/// One BGP session with everything the speaker needs, defaults resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpSession {
+    /// The BGPPeer this session comes from.
+    #[schemars(schema_with = "cel::name_string")]
+    pub name: String,
+    /// Local AS number.
+    #[serde(rename = "myASN")]
+    #[schemars(schema_with = "cel::asn")]
+    pub my_asn: u32,
+    /// The peer's AS number, unless `dynamicASN` is set.
+    #[serde(rename = "peerASN", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::optional_asn")]
+    pub peer_asn: Option<u32>,
+    /// Accept any internal or external AS from the peer.
+    #[serde(rename = "dynamicASN", default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_asn: Option<DynamicAsn>,
+    /// The peer's address.
+    #[schemars(schema_with = "cel::ip_string")]
+    pub peer_address: String,
+    /// The peer's TCP port.
+    #[schemars(schema_with = "cel::port")]
+    pub peer_port: u16,
+    /// The local address to connect from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::ip_string")]
+    pub source_address: Option<String>,
+    /// The BGP identifier (IPv4).
+    #[serde(rename = "routerID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::ipv4_string")]
+    pub router_id: Option<String>,
+    /// Proposed hold time.
+    #[schemars(schema_with = "cel::hold_time")]
+    pub hold_time: String,
+    /// Keepalive interval.
+    #[schemars(schema_with = "cel::keepalive_time")]
+    pub keepalive_time: String,
+    /// Connect retry time.
+    #[schemars(schema_with = "cel::connect_time")]
+    pub connect_time: String,
+    /// Raise the TTL for a multi-hop eBGP peer.
+    #[serde(default)]
+    pub ebgp_multi_hop: bool,
+    /// Negotiate graceful restart.
+    #[serde(default)]
+    pub enable_graceful_restart: bool,
+    /// The TCP-MD5 password's Secret key; the value itself is never written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Prefixes to advertise on this session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "prefix_list")]
+    pub prefixes: Vec<AdvertisedPrefix>,
+}
+
+/// One prefix with its path attributes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertisedPrefix {
+    /// The prefix, such as `172.20.1.5/32` or `fd00::5/128`.
+    #[schemars(length(max = 49))]
+    pub prefix: String,
+    /// Standard and large communities, as in BGPAdvertisement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 40)))]
+    pub communities: Vec<String>,
+    /// LOCAL_PREF, for iBGP sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::local_pref")]
+    pub local_pref: Option<u32>,
+}
+
+/// What the speaker reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAnnouncementStatus {
+    /// The spec generation the speaker has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Applied`: whether the speaker applied the whole spec, and why not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "cel::conditions")]
+    pub conditions: Vec<Condition>,
+
+    /// Per-IP layer 2 state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "l2_state_list")]
+    pub l2: Vec<L2State>,
+
+    /// Per-session BGP state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "session_state_list")]
+    pub bgp: Vec<SessionState>,
+
+    /// Sessions Established out of sessions configured, such as `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_sessions: Option<String>,
+}
+
+/// The layer 2 state of one IP on this node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct L2State {
+    /// The Service IP.
+    pub ip: String,
+    /// What the speaker is doing for it.
+    pub state: L2Phase,
+    /// Interfaces it answers on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// When the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Why, for `Failed`, and the detail of a takeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Layer 2 state of an IP on a node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum L2Phase {
+    /// Answering ARP/NDP for the IP.
+    Announcing,
+    /// Standing by, watching the active node.
+    Standby,
+    /// Took the IP over from a silent active node, not yet confirmed by the operator.
+    TakenOver,
+    /// Cannot announce (for example no such interface).
+    Failed,
+}
+
+/// The state of one BGP session on this node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionState {
+    /// The session's name (its BGPPeer).
+    pub name: String,
+    /// The RFC 4271 state.
+    pub state: BgpState,
+    /// When the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Prefixes currently advertised on the session.
+    #[serde(default)]
+    pub prefixes_advertised: i32,
+    /// The last error: a NOTIFICATION sent or received, a connection failure,
+    /// an authentication failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The RFC 4271 session states.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BgpState {
+    /// Not trying yet, or backing off.
+    Idle,
+    /// Opening the TCP connection.
+    Connect,
+    /// Waiting to retry the TCP connection.
+    Active,
+    /// OPEN sent.
+    OpenSent,
+    /// OPEN received, waiting for KEEPALIVE.
+    OpenConfirm,
+    /// Up: routes are exchanged.
+    Established,
+}
+
+fn keyed_list<T: JsonSchema>(generator: &mut SchemaGenerator, key: &str, max: u64) -> Schema {
+    let item = generator.subschema_for::<T>();
+    let mut schema = schemars::json_schema!({ "type": "array", "maxItems": max, "items": item });
+    cel::list_map(&mut schema, &[key]);
+    schema
+}
+
+fn l2_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<L2Announcement>(generator, "ip", 4096)
+}
+
+fn session_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<BgpSession>(generator, "name", 64)
+}
+
+fn prefix_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<AdvertisedPrefix>(generator, "prefix", 4096)
+}
+
+fn l2_state_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<L2State>(generator, "ip", 4096)
+}
+
+fn session_state_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<SessionState>(generator, "name", 64)
+}
+
+fn l2_rules(schema: &mut Schema) {
+    push_rules(
+        schema,
+        [rule_at(
+            "(self.role == 'standby') == has(self.standbyFor)",
+            STANDBY_FOR,
+            ".standbyFor",
+        )],
+    );
+}
+
+impl Validate for NodeAnnouncementSpec {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Errors::new();
+        for (i, entry) in self.l2.iter().enumerate() {
+            let at = format!("spec.l2[{i}]");
+            errors.check(&format!("{at}.ip"), parse_ip(&entry.ip));
+            for (j, name) in entry.interfaces.iter().enumerate() {
+                if !is_interface_name(name) {
+                    errors.add(format!("{at}.interfaces[{j}]"), format!("'{name}' {NOT_AN_INTERFACE}"));
+                }
+            }
+            if (entry.role == L2Role::Standby) != entry.standby_for.is_some() {
+                errors.add(format!("{at}.standbyFor"), STANDBY_FOR);
+            }
+        }
+        let ips: Vec<&str> = self.l2.iter().map(|e| e.ip.as_str()).collect();
+        errors.no_duplicates("spec.l2", &ips);
+        for (i, session) in self.bgp.iter().enumerate() {
+            let at = format!("spec.bgp[{i}]");
+            if !is_object_name(&session.name) {
+                errors.add(format!("{at}.name"), format!("'{}' {NOT_A_NAME}", session.name));
+            }
+            errors.check(&format!("{at}.peerAddress"), parse_ip(&session.peer_address));
+            if let Some(source) = &session.source_address {
+                errors.check(&format!("{at}.sourceAddress"), parse_ip(source));
+            }
+            if let Some(id) = &session.router_id {
+                errors.check(&format!("{at}.routerID"), parse_ipv4(id));
+            }
+            for (field, value) in [
+                ("holdTime", &session.hold_time),
+                ("keepaliveTime", &session.keepalive_time),
+                ("connectTime", &session.connect_time),
+            ] {
+                errors.check(&format!("{at}.{field}"), parse_timer(value));
+            }
+            for (j, prefix) in session.prefixes.iter().enumerate() {
+                let at = format!("{at}.prefixes[{j}]");
+                errors.check(&format!("{at}.prefix"), parse_cidr(&prefix.prefix));
+                for (k, community) in prefix.communities.iter().enumerate() {
+                    errors.check(&format!("{at}.communities[{k}]"), Community::parse(community));
+                }
+            }
+        }
+        let names: Vec<&str> = self.bgp.iter().map(|s| s.name.as_str()).collect();
+        errors.no_duplicates("spec.bgp", &names);
+        errors.into_vec()
+    }
+}
