@@ -32,7 +32,7 @@ pub const STANDBY_FOR: &str = "standbyFor is required for role standby and not a
     category = "ferrolb",
     status = "NodeAnnouncementStatus",
     doc = "The announcements one node's speaker must make, and what it reports back.",
-    printcolumn(name = "L2 IPs", type_ = "string", json_path = ".spec.l2[*].ip"),
+    printcolumn(name = "L2 Active", type_ = "string", json_path = ".status.l2Active"),
     printcolumn(name = "BGP Up", type_ = "string", json_path = ".status.bgpSessions"),
     printcolumn(name = "Generation", type_ = "integer", json_path = ".metadata.generation"),
     printcolumn(name = "Applied", type_ = "integer", json_path = ".status.observedGeneration"),
@@ -186,6 +186,11 @@ pub struct NodeAnnouncementStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "session_state_list")]
     pub bgp: Vec<SessionState>,
+
+    /// The IPs this node answers ARP/NDP for right now, comma-separated (a table
+    /// column can show only one value of a list, so this summary exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_active: Option<String>,
 
     /// Sessions Established out of sessions configured, such as `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
