@@ -218,10 +218,10 @@ pub fn from_u128(family: Family, value: u128) -> IpAddr {
 pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
     let not_ip = || AddressError::NotAnIp(text.to_string());
     let ip = IpAddr::from_str(text).map_err(|_| not_ip())?;
-    if let IpAddr::V6(v6) = ip {
-        if v6.to_ipv4_mapped().is_some() {
-            return Err(not_ip());
-        }
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err(not_ip());
     }
     Ok(ip)
 }
@@ -274,7 +274,8 @@ pub fn parse_pool_entry(text: &str) -> Result<AddressRange, AddressError> {
         if Family::of(&start) != Family::of(&end) {
             return Err(AddressError::MixedFamilies(text.to_string()));
         }
-        return AddressRange::new(start, end).ok_or_else(|| AddressError::Reversed(text.to_string()));
+        return AddressRange::new(start, end)
+            .ok_or_else(|| AddressError::Reversed(text.to_string()));
     }
     let ip = parse_ip(text).map_err(|_| AddressError::Syntax(text.to_string()))?;
     Ok(AddressRange { start: ip, end: ip })
@@ -291,9 +292,15 @@ mod tests {
     #[test]
     fn cidr_range_and_single_ip_parse_to_inclusive_ranges() {
         let r = parse_pool_entry("10.0.0.0/30").expect("cidr");
-        assert_eq!((r.start(), r.end(), r.size()), (ip("10.0.0.0"), ip("10.0.0.3"), 4));
+        assert_eq!(
+            (r.start(), r.end(), r.size()),
+            (ip("10.0.0.0"), ip("10.0.0.3"), 4)
+        );
         let r = parse_pool_entry("10.0.0.10 - 10.0.0.20").expect("range with spaces");
-        assert_eq!((r.start(), r.end(), r.size()), (ip("10.0.0.10"), ip("10.0.0.20"), 11));
+        assert_eq!(
+            (r.start(), r.end(), r.size()),
+            (ip("10.0.0.10"), ip("10.0.0.20"), 11)
+        );
         let r = parse_pool_entry("192.168.1.7").expect("single");
         assert_eq!(r.size(), 1);
         let r = parse_pool_entry("fd00::/64").expect("v6 cidr");
@@ -301,8 +308,14 @@ mod tests {
         assert_eq!(r.end(), ip("fd00::ffff:ffff:ffff:ffff"));
         let r = parse_pool_entry("fd00::10-fd00::1:0").expect("v6 range");
         assert_eq!(r.size(), 0x1_0000 - 0x10 + 1);
-        assert_eq!(parse_pool_entry("::/0").expect("everything").size(), u128::MAX);
-        assert_eq!(parse_pool_entry("2001:db8::1").expect("v6 single").family(), Family::V6);
+        assert_eq!(
+            parse_pool_entry("::/0").expect("everything").size(),
+            u128::MAX
+        );
+        assert_eq!(
+            parse_pool_entry("2001:db8::1").expect("v6 single").family(),
+            Family::V6
+        );
     }
 
     #[test]
@@ -332,7 +345,10 @@ mod tests {
     #[test]
     fn host_bits_are_refused_with_the_masked_cidr() {
         let err = parse_pool_entry("10.0.0.1/24").expect_err("host bits");
-        assert!(err.to_string().starts_with("'10.0.0.1/24' has host bits set"));
+        assert!(
+            err.to_string()
+                .starts_with("'10.0.0.1/24' has host bits set")
+        );
         assert!(err.to_string().ends_with("here 10.0.0.0/24"));
         let err = parse_pool_entry("fd00::1/64").expect_err("v6 host bits");
         assert!(err.to_string().ends_with("here fd00::/64"));
@@ -362,7 +378,10 @@ mod tests {
         let v6 = parse_pool_entry("::/0").expect("v6");
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!b.overlaps(&c) && !a.overlaps(&v6));
-        assert_eq!(a.intersection(&b).expect("shared").to_string(), "10.0.0.200-10.0.0.255");
+        assert_eq!(
+            a.intersection(&b).expect("shared").to_string(),
+            "10.0.0.200-10.0.0.255"
+        );
         assert!(a.contains(ip("10.0.0.9")) && !a.contains(ip("fd00::1")));
     }
 

@@ -34,7 +34,11 @@ fn default_v6_len() -> u8 {
     printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
     printcolumn(name = "Peers", type_ = "string", json_path = ".spec.peers"),
     printcolumn(name = "Local Pref", type_ = "integer", json_path = ".spec.localPref"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPAdvertisementSpec {
@@ -101,18 +105,31 @@ impl Validate for BGPAdvertisementSpec {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Errors::new();
         if !(1..=32).contains(&self.aggregation_length) {
-            errors.add("spec.aggregationLength", "an IPv4 aggregation length is 1-32");
+            errors.add(
+                "spec.aggregationLength",
+                "an IPv4 aggregation length is 1-32",
+            );
         }
         if !(1..=128).contains(&self.aggregation_length_v6) {
-            errors.add("spec.aggregationLengthV6", "an IPv6 aggregation length is 1-128");
+            errors.add(
+                "spec.aggregationLengthV6",
+                "an IPv6 aggregation length is 1-128",
+            );
         }
         for (i, community) in self.communities.iter().enumerate() {
-            errors.check(&format!("spec.communities[{i}]"), Community::parse(community));
+            errors.check(
+                &format!("spec.communities[{i}]"),
+                Community::parse(community),
+            );
         }
         errors.no_duplicates("spec.communities", &self.communities);
         check_names(&mut errors, "spec.ipAddressPools", &self.ip_address_pools);
         check_names(&mut errors, "spec.peers", &self.peers);
-        selector::check_all(&mut errors, "spec.ipAddressPoolSelectors", &self.ip_address_pool_selectors);
+        selector::check_all(
+            &mut errors,
+            "spec.ipAddressPoolSelectors",
+            &self.ip_address_pool_selectors,
+        );
         selector::check_all(&mut errors, "spec.nodeSelectors", &self.node_selectors);
         errors.into_vec()
     }

@@ -47,9 +47,17 @@ fn default_port() -> u16 {
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.peerASN"),
     printcolumn(name = "My ASN", type_ = "integer", json_path = ".spec.myASN"),
-    printcolumn(name = "Established", type_ = "integer", json_path = ".status.establishedNodes"),
+    printcolumn(
+        name = "Established",
+        type_ = "integer",
+        json_path = ".status.establishedNodes"
+    ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.selectedNodes"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = peer_rules)]
@@ -67,7 +75,11 @@ pub struct BGPPeerSpec {
 
     /// Accept whatever AS the peer announces, as long as it is `internal` (equal
     /// to myASN) or `external` (different). Set this or `peerASN`.
-    #[serde(rename = "dynamicASN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dynamicASN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dynamic_asn: Option<DynamicAsn>,
 
     /// The peer's IP address, IPv4 or IPv6.
@@ -236,7 +248,10 @@ fn check_timer(
     }
     if secs < min || secs > max {
         if zero_ok {
-            errors.add(path, format!("{field} must be 0s (no keepalives) or between {min}s and {max}s"));
+            errors.add(
+                path,
+                format!("{field} must be 0s (no keepalives) or between {min}s and {max}s"),
+            );
         } else {
             errors.add(path, format!("{field} must be between {min}s and {max}s"));
         }
@@ -278,29 +293,42 @@ impl Validate for BGPPeerSpec {
         let peer = errors.check("spec.peerAddress", parse_ip(&self.peer_address));
         if let Some(source) = &self.source_address {
             let source = errors.check("spec.sourceAddress", parse_ip(source));
-            if let (Some(peer), Some(source)) = (peer, source) {
-                if Family::of(&peer) != Family::of(&source) {
-                    errors.add("spec.sourceAddress", SOURCE_FAMILY);
-                }
+            if let (Some(peer), Some(source)) = (peer, source)
+                && Family::of(&peer) != Family::of(&source)
+            {
+                errors.add("spec.sourceAddress", SOURCE_FAMILY);
             }
         }
         if let Some(id) = &self.router_id {
             errors.check("spec.routerID", parse_ipv4(id));
         }
-        let hold = check_timer(&mut errors, "spec.holdTime", &self.hold_time, (3, 65535), true);
+        let hold = check_timer(
+            &mut errors,
+            "spec.holdTime",
+            &self.hold_time,
+            (3, 65535),
+            true,
+        );
         if let Some(keepalive) = &self.keepalive_time {
-            let keepalive =
-                check_timer(&mut errors, "spec.keepaliveTime", keepalive, (0, 21845), false);
-            if let (Some(hold), Some(keepalive)) = (hold, keepalive) {
-                if keepalive > hold {
-                    errors.add("spec.keepaliveTime", KEEPALIVE_OVER_HOLD);
-                }
+            let keepalive = check_timer(
+                &mut errors,
+                "spec.keepaliveTime",
+                keepalive,
+                (0, 21845),
+                false,
+            );
+            if let (Some(hold), Some(keepalive)) = (hold, keepalive)
+                && keepalive > hold
+            {
+                errors.add("spec.keepaliveTime", KEEPALIVE_OVER_HOLD);
             }
         }
         if let Some(connect) = &self.connect_time {
             check_timer(&mut errors, "spec.connectTime", connect, (1, 65535), false);
         }
-        if self.ebgp_multi_hop && (self.is_ibgp() || (self.peer_asn.is_none() && self.dynamic_asn.is_none())) {
+        if self.ebgp_multi_hop
+            && (self.is_ibgp() || (self.peer_asn.is_none() && self.dynamic_asn.is_none()))
+        {
             errors.add("spec.ebgpMultiHop", MULTIHOP_IBGP);
         }
         selector::check_all(&mut errors, "spec.nodeSelectors", &self.node_selectors);
@@ -314,7 +342,10 @@ impl Validate for BGPPeerSpec {
                 }
             }
             if secret.key.is_empty() || secret.key.len() > 253 {
-                errors.add("spec.passwordSecretRef.key", "a Secret key is 1-253 characters");
+                errors.add(
+                    "spec.passwordSecretRef.key",
+                    "a Secret key is 1-253 characters",
+                );
             }
         }
         errors.into_vec()

@@ -210,9 +210,8 @@ pub fn local_pref(_: &mut SchemaGenerator) -> Schema {
 /// seconds (or exactly zero when `zero_ok`).
 fn timer(min: u64, max: u64, zero_ok: bool, what: &str) -> Schema {
     let mut schema = json_schema!({ "type": "string", "maxLength": 16 });
-    let range = format!(
-        "(duration(self) >= duration('{min}s') && duration(self) <= duration('{max}s'))"
-    );
+    let range =
+        format!("(duration(self) >= duration('{min}s') && duration(self) <= duration('{max}s'))");
     let (bounds, message) = if zero_ok {
         (
             format!("duration(self) == duration('0s') || {range}"),
@@ -228,7 +227,10 @@ fn timer(min: u64, max: u64, zero_ok: bool, what: &str) -> Schema {
                 format!("self.matches({})", lit(TIMER_RE)),
                 quoted_then("self", crate::timer::TIMER_SYNTAX),
             ),
-            rule(format!("!self.matches({}) || {bounds}", lit(TIMER_RE)), message),
+            rule(
+                format!("!self.matches({}) || {bounds}", lit(TIMER_RE)),
+                message,
+            ),
         ],
     );
     schema
@@ -337,7 +339,10 @@ pub fn interface_set(_: &mut SchemaGenerator) -> Schema {
     push_rules(
         &mut item,
         [rule_expr(
-            format!("self.matches({}) && self != '.' && self != '..'", lit(INTERFACE_RE)),
+            format!(
+                "self.matches({}) && self != '.' && self != '..'",
+                lit(INTERFACE_RE)
+            ),
             quoted_then("self", crate::validation::NOT_AN_INTERFACE),
         )],
     );
@@ -370,7 +375,10 @@ pub fn selector_schema() -> Schema {
     push_rules(
         &mut labels,
         [
-            rule(format!("self.all(k, {})", key_ok("k")), format!("a key {KEY_RULE}")),
+            rule(
+                format!("self.all(k, {})", key_ok("k")),
+                format!("a key {KEY_RULE}"),
+            ),
             rule(
                 format!("self.all(k, {})", value_ok("self[k]")),
                 format!("a value {VALUE_RULE}"),
@@ -385,7 +393,10 @@ pub fn selector_schema() -> Schema {
     });
     push_rules(
         &mut values,
-        [rule(format!("self.all(v, {})", value_ok("v")), format!("a value {VALUE_RULE}"))],
+        [rule(
+            format!("self.all(v, {})", value_ok("v")),
+            format!("a value {VALUE_RULE}"),
+        )],
     );
     let mut key_schema = Schema::try_from(key).unwrap_or_default();
     key_schema.insert("description".into(), json!("The label key."));
@@ -459,8 +470,8 @@ pub fn selector(_: &mut SchemaGenerator) -> Schema {
 /// Status conditions: merged by `type` under server-side apply (k8s-openapi's
 /// `Condition` schema lacks these markers).
 pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
-    let item = generator
-        .subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>();
+    let item =
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>();
     json_schema!({
         "type": "array",
         "maxItems": 32,

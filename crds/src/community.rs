@@ -54,7 +54,9 @@ impl Community {
             [high, low] => {
                 let high: u16 = number(high).ok_or_else(err)?;
                 let low: u16 = number(low).ok_or_else(err)?;
-                Ok(Community::Standard((u32::from(high) << 16) | u32::from(low)))
+                Ok(Community::Standard(
+                    (u32::from(high) << 16) | u32::from(low),
+                ))
             }
             _ => Err(err()),
         }
@@ -81,16 +83,31 @@ mod tests {
 
     #[test]
     fn standard_large_and_well_known_parse() {
-        assert_eq!(Community::parse("65000:100"), Ok(Community::Standard(0xFDE8_0064)));
+        assert_eq!(
+            Community::parse("65000:100"),
+            Ok(Community::Standard(0xFDE8_0064))
+        );
         assert_eq!(Community::parse("0:0"), Ok(Community::Standard(0)));
-        assert_eq!(Community::parse("65535:65535"), Ok(Community::Standard(u32::MAX)));
+        assert_eq!(
+            Community::parse("65535:65535"),
+            Ok(Community::Standard(u32::MAX))
+        );
         assert_eq!(
             Community::parse("large:4294967295:1:2"),
             Ok(Community::Large(u32::MAX, 1, 2))
         );
-        assert_eq!(Community::parse("no-export"), Ok(Community::Standard(0xFFFF_FF01)));
-        assert_eq!(Community::parse("no-export").expect("known").to_string(), "65535:65281");
-        assert_eq!(Community::parse("large:1:2:3").expect("large").to_string(), "large:1:2:3");
+        assert_eq!(
+            Community::parse("no-export"),
+            Ok(Community::Standard(0xFFFF_FF01))
+        );
+        assert_eq!(
+            Community::parse("no-export").expect("known").to_string(),
+            "65535:65281"
+        );
+        assert_eq!(
+            Community::parse("large:1:2:3").expect("large").to_string(),
+            "large:1:2:3"
+        );
     }
 
     #[test]
@@ -110,7 +127,10 @@ mod tests {
             ":",
         ] {
             let err = Community::parse(bad).expect_err(bad);
-            assert!(err.to_string().starts_with(&format!("'{bad}' is not a community")));
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("'{bad}' is not a community"))
+            );
         }
     }
 }

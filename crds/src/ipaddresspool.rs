@@ -27,10 +27,18 @@ fn yes() -> bool {
     status = "IPAddressPoolStatus",
     doc = "A pool of IP addresses for LoadBalancer Services.",
     printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
-    printcolumn(name = "Auto Assign", type_ = "boolean", json_path = ".spec.autoAssign"),
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
     printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
     printcolumn(name = "Available", type_ = "string", json_path = ".status.available"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {

@@ -26,7 +26,11 @@ use crate::validation::{
     doc = "Layer 2 (ARP/NDP) announcement of pools' IPs.",
     printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
     printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
@@ -84,11 +88,18 @@ impl Validate for L2AdvertisementSpec {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Errors::new();
         check_names(&mut errors, "spec.ipAddressPools", &self.ip_address_pools);
-        selector::check_all(&mut errors, "spec.ipAddressPoolSelectors", &self.ip_address_pool_selectors);
+        selector::check_all(
+            &mut errors,
+            "spec.ipAddressPoolSelectors",
+            &self.ip_address_pool_selectors,
+        );
         selector::check_all(&mut errors, "spec.nodeSelectors", &self.node_selectors);
         for (i, name) in self.interfaces.iter().enumerate() {
             if !is_interface_name(name) {
-                errors.add(format!("spec.interfaces[{i}]"), format!("'{name}' {NOT_AN_INTERFACE}"));
+                errors.add(
+                    format!("spec.interfaces[{i}]"),
+                    format!("'{name}' {NOT_AN_INTERFACE}"),
+                );
             }
         }
         errors.no_duplicates("spec.interfaces", &self.interfaces);

@@ -2,6 +2,10 @@
 //! rules (as CRD schema for the apiserver and as Rust for the webhook and the
 //! operator), and the names every component shares.
 
+// kube-derive repeats `type_ = …` once per print column, which clippy reads as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod address;
 pub mod bgpadvertisement;
 pub mod bgppeer;

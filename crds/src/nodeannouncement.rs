@@ -17,7 +17,8 @@ use crate::validation::{
 
 /// The message for a standby entry without the node it stands by for (or an
 /// active entry with one).
-pub const STANDBY_FOR: &str = "standbyFor is required for role standby and not allowed for role active";
+pub const STANDBY_FOR: &str =
+    "standbyFor is required for role standby and not allowed for role active";
 
 /// What one node announces. Named after the node; the operator writes the spec,
 /// the node's speaker the status. `kubectl get nodeannouncements` shows what
@@ -34,9 +35,21 @@ pub const STANDBY_FOR: &str = "standbyFor is required for role standby and not a
     doc = "The announcements one node's speaker must make, and what it reports back.",
     printcolumn(name = "L2 Active", type_ = "string", json_path = ".status.l2Active"),
     printcolumn(name = "BGP Up", type_ = "string", json_path = ".status.bgpSessions"),
-    printcolumn(name = "Generation", type_ = "integer", json_path = ".metadata.generation"),
-    printcolumn(name = "Applied", type_ = "integer", json_path = ".status.observedGeneration"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Generation",
+        type_ = "integer",
+        json_path = ".metadata.generation"
+    ),
+    printcolumn(
+        name = "Applied",
+        type_ = "integer",
+        json_path = ".status.observedGeneration"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeAnnouncementSpec {
@@ -107,7 +120,11 @@ pub struct BgpSession {
     #[schemars(schema_with = "cel::optional_asn")]
     pub peer_asn: Option<u32>,
     /// Accept any internal or external AS from the peer.
-    #[serde(rename = "dynamicASN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dynamicASN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dynamic_asn: Option<DynamicAsn>,
     /// The peer's address.
     #[schemars(schema_with = "cel::ip_string")]
@@ -312,7 +329,10 @@ impl Validate for NodeAnnouncementSpec {
             errors.check(&format!("{at}.ip"), parse_ip(&entry.ip));
             for (j, name) in entry.interfaces.iter().enumerate() {
                 if !is_interface_name(name) {
-                    errors.add(format!("{at}.interfaces[{j}]"), format!("'{name}' {NOT_AN_INTERFACE}"));
+                    errors.add(
+                        format!("{at}.interfaces[{j}]"),
+                        format!("'{name}' {NOT_AN_INTERFACE}"),
+                    );
                 }
             }
             if (entry.role == L2Role::Standby) != entry.standby_for.is_some() {
@@ -324,9 +344,15 @@ impl Validate for NodeAnnouncementSpec {
         for (i, session) in self.bgp.iter().enumerate() {
             let at = format!("spec.bgp[{i}]");
             if !is_object_name(&session.name) {
-                errors.add(format!("{at}.name"), format!("'{}' {NOT_A_NAME}", session.name));
+                errors.add(
+                    format!("{at}.name"),
+                    format!("'{}' {NOT_A_NAME}", session.name),
+                );
             }
-            errors.check(&format!("{at}.peerAddress"), parse_ip(&session.peer_address));
+            errors.check(
+                &format!("{at}.peerAddress"),
+                parse_ip(&session.peer_address),
+            );
             if let Some(source) = &session.source_address {
                 errors.check(&format!("{at}.sourceAddress"), parse_ip(source));
             }
@@ -344,7 +370,10 @@ impl Validate for NodeAnnouncementSpec {
                 let at = format!("{at}.prefixes[{j}]");
                 errors.check(&format!("{at}.prefix"), parse_cidr(&prefix.prefix));
                 for (k, community) in prefix.communities.iter().enumerate() {
-                    errors.check(&format!("{at}.communities[{k}]"), Community::parse(community));
+                    errors.check(
+                        &format!("{at}.communities[{k}]"),
+                        Community::parse(community),
+                    );
                 }
             }
         }

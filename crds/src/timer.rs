@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 /// The message tail for a timer that is not whole seconds, shared with the schema.
-pub const TIMER_SYNTAX: &str =
-    "is not a whole number of seconds: write it like 90s, 1m30s or 0s";
+pub const TIMER_SYNTAX: &str = "is not a whole number of seconds: write it like 90s, 1m30s or 0s";
 
 /// Why a timer string was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -63,9 +62,14 @@ mod tests {
 
     #[test]
     fn fractions_other_units_and_garbage_are_refused() {
-        for bad in ["", "90", "1.5s", "500ms", "s", "1s1m", "-3s", "3 s", "1h1h", "3S"] {
+        for bad in [
+            "", "90", "1.5s", "500ms", "s", "1s1m", "-3s", "3 s", "1h1h", "3S",
+        ] {
             let err = parse_timer(bad).expect_err(bad);
-            assert!(err.to_string().starts_with(&format!("'{bad}' is not a whole number")));
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("'{bad}' is not a whole number"))
+            );
         }
     }
 }

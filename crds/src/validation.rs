@@ -10,11 +10,9 @@ use std::fmt;
 use std::hash::Hash;
 
 /// The message tail for a bad object name, shared with the CRD schema.
-pub const NOT_A_NAME: &str =
-    "is not an object name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit";
+pub const NOT_A_NAME: &str = "is not an object name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit";
 /// The message tail for a bad namespace name.
-pub const NOT_A_NAMESPACE: &str =
-    "is not a namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit";
+pub const NOT_A_NAMESPACE: &str = "is not a namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit";
 /// The message tail for a bad interface name.
 pub const NOT_AN_INTERFACE: &str =
     "is not a network interface name: 1-15 characters without '/', ':' or spaces";
@@ -30,7 +28,9 @@ pub fn is_interface_name(name: &str) -> bool {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// One broken rule: where, and what is wrong.
@@ -151,7 +151,9 @@ pub mod selector {
     /// Whether `s` is a label key such as `kubernetes.io/hostname`.
     pub fn is_label_key(s: &str) -> bool {
         match s.rsplit_once('/') {
-            Some((prefix, name)) => prefix.len() <= 253 && is_dns_subdomain(prefix) && name_part_ok(name),
+            Some((prefix, name)) => {
+                prefix.len() <= 253 && is_dns_subdomain(prefix) && name_part_ok(name)
+            }
             None => name_part_ok(s),
         }
     }
@@ -168,7 +170,10 @@ pub mod selector {
                 errors.add(format!("{path}.matchLabels"), format!("'{key}' {KEY_RULE}"));
             }
             if !is_label_value(value) {
-                errors.add(format!("{path}.matchLabels"), format!("'{value}' {VALUE_RULE}"));
+                errors.add(
+                    format!("{path}.matchLabels"),
+                    format!("'{value}' {VALUE_RULE}"),
+                );
             }
         }
         for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
@@ -178,7 +183,9 @@ pub mod selector {
             }
             let values = expr.values.as_deref().unwrap_or_default();
             match expr.operator.as_str() {
-                "In" | "NotIn" if values.is_empty() => errors.add(format!("{at}.values"), VALUES_RULE),
+                "In" | "NotIn" if values.is_empty() => {
+                    errors.add(format!("{at}.values"), VALUES_RULE)
+                }
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
                     errors.add(format!("{at}.values"), VALUES_RULE)
                 }

@@ -23,7 +23,11 @@ fn every_crd_is_cluster_scoped_with_status_and_described_fields() {
         assert_eq!(crd.spec.scope, "Cluster", "{}", crd.spec.names.kind);
         let version = &crd.spec.versions[0];
         assert!(
-            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{} has a status subresource",
             crd.spec.names.kind
         );
@@ -43,7 +47,9 @@ fn find_undocumented(schema: &serde_json::Value, path: &str, found: &mut Vec<Str
     if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
         for (name, property) in properties {
             let here = format!("{path}.{name}");
-            if property.get("description").is_none() && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+            if property.get("description").is_none()
+                && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
+            {
                 found.push(here.clone());
             }
             find_undocumented(property, &here, found);

@@ -8,8 +8,8 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,11 @@ pub fn binaries() -> Result<PathBuf> {
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
-        bail!("{} failed ({}); see its output above", script.display(), out.status);
+        bail!(
+            "{} failed ({}); see its output above",
+            script.display(),
+            out.status
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = stdout.lines().last().unwrap_or_default().trim().to_string();
@@ -141,7 +145,10 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", pki.serving_cert.display()),
                 format!("--tls-private-key-file={}", pki.serving_key.display()),
                 format!("--client-ca-file={}", pki.ca_cert.display()),
-                format!("--service-account-key-file={}", pki.service_account_pub.display()),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_pub.display()
+                ),
                 format!(
                     "--service-account-signing-key-file={}",
                     pki.service_account_key.display()
@@ -289,10 +296,10 @@ fn stop(pid: u32) {
     while alive(pid) && Instant::now() < deadline {
         // A child of ours stays a zombie until waited for; `alive` sees it as
         // gone only after the caller's wait, so poll briefly and move on.
-        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if stat.split_whitespace().nth(2) == Some("Z") {
-                return;
-            }
+        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
+            && stat.split_whitespace().nth(2) == Some("Z")
+        {
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -307,13 +314,12 @@ pub fn stop_detached(dir: &Path) -> Result<bool> {
     let mut found = false;
     for name in ["kube-apiserver", "etcd"] {
         let pid_file = dir.join(format!("{name}.pid"));
-        if let Ok(text) = fs::read_to_string(&pid_file) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                if alive(pid) {
-                    found = true;
-                    stop(pid);
-                }
-            }
+        if let Ok(text) = fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && alive(pid)
+        {
+            found = true;
+            stop(pid);
         }
     }
     if dir.exists() {

@@ -74,9 +74,13 @@ impl Authority {
     ) -> Result<(String, String)> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         if let Some(org) = organization {
-            params.distinguished_name.push(DnType::OrganizationName, org);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
         }
         for san in sans {
             params.subject_alt_names.push(match san.parse() {
@@ -106,7 +110,13 @@ pub fn write_pki(dir: &Path) -> Result<Pki> {
     let (serving, serving_key) = ca.issue(
         "kube-apiserver",
         None,
-        &["localhost", "127.0.0.1", "::1", "kubernetes", "kubernetes.default.svc"],
+        &[
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "kubernetes",
+            "kubernetes.default.svc",
+        ],
         true,
     )?;
     let (admin, admin_key) = ca.issue("admin", Some("system:masters"), &[], false)?;

@@ -55,7 +55,13 @@ fn plane_with_crds() -> ControlPlane {
     assert_eq!(out.matches("created").count(), 5, "{out}");
     kubectl_ok(
         &plane,
-        &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
     );
     plane
 }
@@ -93,16 +99,51 @@ fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
     assert!(explain.contains("FIELD: addresses <[]string>"), "{explain}");
     assert!(explain.contains("an inclusive range"), "{explain}");
     let explain = kubectl_ok(&plane, &["explain", "bgppeer.spec.holdTime"]);
-    assert!(explain.contains("Proposed BGP hold time in whole seconds"), "{explain}");
+    assert!(
+        explain.contains("Proposed BGP hold time in whole seconds"),
+        "{explain}"
+    );
 
     let pools = kubectl_ok(&plane, &["get", "ipaddresspools"]);
-    let header: Vec<&str> = pools.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "ADDRESSES", "AUTO", "ASSIGN", "ASSIGNED", "AVAILABLE", "AGE"]);
-    assert!(pools.contains(r#"["192.168.35.100-192.168.35.110"]"#), "{pools}");
+    let header: Vec<&str> = pools
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "ADDRESSES",
+            "AUTO",
+            "ASSIGN",
+            "ASSIGNED",
+            "AVAILABLE",
+            "AGE"
+        ]
+    );
+    assert!(
+        pools.contains(r#"["192.168.35.100-192.168.35.110"]"#),
+        "{pools}"
+    );
     let peers = kubectl_ok(&plane, &["get", "bgppeers"]);
-    let line = peers.lines().find(|l| l.starts_with("router ")).expect("router row");
-    assert_eq!(line.split_whitespace().take(4).collect::<Vec<_>>(), ["router", "192.168.10.254", "64513", "64512"]);
-    assert!(peers.lines().next().unwrap_or_default().contains("ESTABLISHED"), "{peers}");
+    let line = peers
+        .lines()
+        .find(|l| l.starts_with("router "))
+        .expect("router row");
+    assert_eq!(
+        line.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["router", "192.168.10.254", "64513", "64512"]
+    );
+    assert!(
+        peers
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("ESTABLISHED"),
+        "{peers}"
+    );
 
     // A NodeAnnouncement as the operator and a speaker would leave it.
     let out = apply(
@@ -110,20 +151,59 @@ fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
         "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{ip: 192.168.35.100, role: active}]\n",
     );
     assert!(out.status.success(), "{}", text(&out));
-    let status = r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2"}}"#;
+    let status =
+        r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2"}}"#;
     kubectl_ok(
         &plane,
-        &["patch", "nodeannouncement", "node-a", "--subresource=status", "--type=merge", "-p", status],
+        &[
+            "patch",
+            "nodeannouncement",
+            "node-a",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
     );
     let table = kubectl_ok(&plane, &["get", "nodeannouncements"]);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "L2", "ACTIVE", "BGP", "UP", "GENERATION", "APPLIED", "AGE"]);
-    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
-    assert_eq!(row[..5], ["node-a", "192.168.35.100", "1/2", "1", "1"], "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "L2",
+            "ACTIVE",
+            "BGP",
+            "UP",
+            "GENERATION",
+            "APPLIED",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..5],
+        ["node-a", "192.168.35.100", "1/2", "1", "1"],
+        "{table}"
+    );
 
     // `kubectl get ferrolb` lists every kind through the category.
     let all = kubectl_ok(&plane, &["get", "ferrolb", "-o", "name"]);
-    assert!(all.contains("nodeannouncement.ferrolb.io/node-a") && all.contains("bgppeer.ferrolb.io/router"), "{all}");
+    assert!(
+        all.contains("nodeannouncement.ferrolb.io/node-a")
+            && all.contains("bgppeer.ferrolb.io/router"),
+        "{all}"
+    );
 }
 
 /// One object the schema must reject: where, and words the message must hold.
@@ -134,8 +214,18 @@ struct Bad {
     says: &'static str,
 }
 
-const fn bad(kind: &'static str, spec: &'static str, path: &'static str, says: &'static str) -> Bad {
-    Bad { kind, spec, path, says }
+const fn bad(
+    kind: &'static str,
+    spec: &'static str,
+    path: &'static str,
+    says: &'static str,
+) -> Bad {
+    Bad {
+        kind,
+        spec,
+        path,
+        says,
+    }
 }
 
 const POOL: &str = "IPAddressPool";
@@ -145,46 +235,246 @@ const ADV: &str = "BGPAdvertisement";
 const NODE: &str = "NodeAnnouncement";
 
 const BAD: &[Bad] = &[
-    bad(POOL, "{addresses: [nonsense]}", "spec.addresses[0]", "'nonsense' is not an address"),
-    bad(POOL, "{addresses: ['10.0.0.0/33']}", "spec.addresses[0]", "is not an address"),
-    bad(POOL, "{addresses: [10.0.0.1/24]}", "spec.addresses[0]", "has host bits set"),
-    bad(POOL, "{addresses: ['fd00::1/64']}", "spec.addresses[0]", "has host bits set"),
-    bad(POOL, "{addresses: ['10.0.0.1-fd00::1']}", "spec.addresses[0]", "mixes IPv4 and IPv6"),
-    bad(POOL, "{addresses: [10.0.0.20-10.0.0.10]}", "spec.addresses[0]", "starts after it ends"),
-    bad(POOL, "{addresses: ['fd00::1:0-fd00::ffff']}", "spec.addresses[0]", "starts after it ends"),
-    bad(POOL, "{addresses: [10.0.0.0/24, 10.0.0.0/24]}", "spec.addresses[1]", "Duplicate value"),
-    bad(POOL, "{addresses: []}", "spec.addresses", "at least 1 items"),
-    bad(POOL, "{addresses: [10.0.0.0/24], serviceAllocation: {namespaces: [Team_A]}}", "spec.serviceAllocation.namespaces[0]", "is not a namespace name"),
-    bad(POOL, "{addresses: [10.0.0.0/24], serviceAllocation: {serviceSelectors: [{matchExpressions: [{key: tier, operator: In}]}]}}", "spec.serviceAllocation.serviceSelectors[0].matchExpressions[0].values", "need at least one value"),
-    bad(POOL, "{addresses: [10.0.0.0/24], serviceAllocation: {namespaceSelectors: [{matchExpressions: [{key: '-x', operator: Exists}]}]}}", "spec.serviceAllocation.namespaceSelectors[0].matchExpressions[0].key", "is not a label key"),
-    bad(L2, "{interfaces: ['eth0:1']}", "spec.interfaces[0]", "not a network interface name"),
-    bad(L2, "{ipAddressPools: [a, a]}", "spec.ipAddressPools[1]", "Duplicate value"),
-    bad(L2, "{ipAddressPools: [L2_Pool]}", "spec.ipAddressPools[0]", "is not an object name"),
-    bad(PEER, "{myASN: 0, peerASN: 1, peerAddress: 10.0.0.1}", "spec.myASN", "greater than or equal to 1"),
-    bad(PEER, "{myASN: 1, peerASN: 4294967296, peerAddress: 10.0.0.1}", "spec.peerASN", "less than or equal to 4294967295"),
-    bad(PEER, "{myASN: 1, peerAddress: 10.0.0.1}", "spec", "set exactly one of peerASN and dynamicASN"),
-    bad(PEER, "{myASN: 1, peerASN: 2, dynamicASN: external, peerAddress: 10.0.0.1}", "spec", "set exactly one of peerASN and dynamicASN"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, peerPort: 0}", "spec.peerPort", "greater than or equal to 1"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, peerPort: 65536}", "spec.peerPort", "less than or equal to 65535"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: router.lan}", "spec.peerAddress", "is not an IP address"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 2s}", "spec.holdTime", "0s (no keepalives) or between 3s and 65535s"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 1.5s}", "spec.holdTime", "not a whole number of seconds"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 9s, keepaliveTime: 10s}", "spec.keepaliveTime", "must not exceed holdTime"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, connectTime: 0s}", "spec.connectTime", "between 1s and 65535s"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, sourceAddress: 'fd00::1'}", "spec.sourceAddress", "same IP family"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, routerID: 'fd00::1'}", "spec.routerID", "is not an IPv4 address"),
-    bad(PEER, "{myASN: 7, peerASN: 7, peerAddress: 10.0.0.1, ebgpMultiHop: true}", "spec.ebgpMultiHop", "eBGP only"),
-    bad(PEER, "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, passwordSecretRef: {name: Bgp_Auth}}", "spec.passwordSecretRef.name", "is not an object name"),
-    bad(ADV, "{aggregationLength: 33}", "spec.aggregationLength", "less than or equal to 32"),
-    bad(ADV, "{aggregationLength: 0}", "spec.aggregationLength", "greater than or equal to 1"),
-    bad(ADV, "{aggregationLengthV6: 129}", "spec.aggregationLengthV6", "less than or equal to 128"),
-    bad(ADV, "{communities: ['65536:1']}", "spec.communities[0]", "is not a community"),
-    bad(ADV, "{communities: ['large:1:2']}", "spec.communities[0]", "is not a community"),
-    bad(ADV, "{communities: ['1:1', '1:1']}", "spec.communities[1]", "Duplicate value"),
-    bad(ADV, "{localPref: 4294967296}", "spec.localPref", "less than or equal to 4294967295"),
-    bad(ADV, "{peers: [Router]}", "spec.peers[0]", "is not an object name"),
-    bad(NODE, "{l2: [{ip: 10.0.0.1, role: standby}]}", "spec.l2[0].standbyFor", "required for role standby"),
-    bad(NODE, "{l2: [{ip: 10.0.0.1, role: leader}]}", "spec.l2[0].role", "Unsupported value"),
+    bad(
+        POOL,
+        "{addresses: [nonsense]}",
+        "spec.addresses[0]",
+        "'nonsense' is not an address",
+    ),
+    bad(
+        POOL,
+        "{addresses: ['10.0.0.0/33']}",
+        "spec.addresses[0]",
+        "is not an address",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.1/24]}",
+        "spec.addresses[0]",
+        "has host bits set",
+    ),
+    bad(
+        POOL,
+        "{addresses: ['fd00::1/64']}",
+        "spec.addresses[0]",
+        "has host bits set",
+    ),
+    bad(
+        POOL,
+        "{addresses: ['10.0.0.1-fd00::1']}",
+        "spec.addresses[0]",
+        "mixes IPv4 and IPv6",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.20-10.0.0.10]}",
+        "spec.addresses[0]",
+        "starts after it ends",
+    ),
+    bad(
+        POOL,
+        "{addresses: ['fd00::1:0-fd00::ffff']}",
+        "spec.addresses[0]",
+        "starts after it ends",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.0/24, 10.0.0.0/24]}",
+        "spec.addresses[1]",
+        "Duplicate value",
+    ),
+    bad(
+        POOL,
+        "{addresses: []}",
+        "spec.addresses",
+        "at least 1 items",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.0/24], serviceAllocation: {namespaces: [Team_A]}}",
+        "spec.serviceAllocation.namespaces[0]",
+        "is not a namespace name",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.0/24], serviceAllocation: {serviceSelectors: [{matchExpressions: [{key: tier, operator: In}]}]}}",
+        "spec.serviceAllocation.serviceSelectors[0].matchExpressions[0].values",
+        "need at least one value",
+    ),
+    bad(
+        POOL,
+        "{addresses: [10.0.0.0/24], serviceAllocation: {namespaceSelectors: [{matchExpressions: [{key: '-x', operator: Exists}]}]}}",
+        "spec.serviceAllocation.namespaceSelectors[0].matchExpressions[0].key",
+        "is not a label key",
+    ),
+    bad(
+        L2,
+        "{interfaces: ['eth0:1']}",
+        "spec.interfaces[0]",
+        "not a network interface name",
+    ),
+    bad(
+        L2,
+        "{ipAddressPools: [a, a]}",
+        "spec.ipAddressPools[1]",
+        "Duplicate value",
+    ),
+    bad(
+        L2,
+        "{ipAddressPools: [L2_Pool]}",
+        "spec.ipAddressPools[0]",
+        "is not an object name",
+    ),
+    bad(
+        PEER,
+        "{myASN: 0, peerASN: 1, peerAddress: 10.0.0.1}",
+        "spec.myASN",
+        "greater than or equal to 1",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 4294967296, peerAddress: 10.0.0.1}",
+        "spec.peerASN",
+        "less than or equal to 4294967295",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerAddress: 10.0.0.1}",
+        "spec",
+        "set exactly one of peerASN and dynamicASN",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, dynamicASN: external, peerAddress: 10.0.0.1}",
+        "spec",
+        "set exactly one of peerASN and dynamicASN",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, peerPort: 0}",
+        "spec.peerPort",
+        "greater than or equal to 1",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, peerPort: 65536}",
+        "spec.peerPort",
+        "less than or equal to 65535",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: router.lan}",
+        "spec.peerAddress",
+        "is not an IP address",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 2s}",
+        "spec.holdTime",
+        "0s (no keepalives) or between 3s and 65535s",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 1.5s}",
+        "spec.holdTime",
+        "not a whole number of seconds",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 9s, keepaliveTime: 10s}",
+        "spec.keepaliveTime",
+        "must not exceed holdTime",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, connectTime: 0s}",
+        "spec.connectTime",
+        "between 1s and 65535s",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, sourceAddress: 'fd00::1'}",
+        "spec.sourceAddress",
+        "same IP family",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, routerID: 'fd00::1'}",
+        "spec.routerID",
+        "is not an IPv4 address",
+    ),
+    bad(
+        PEER,
+        "{myASN: 7, peerASN: 7, peerAddress: 10.0.0.1, ebgpMultiHop: true}",
+        "spec.ebgpMultiHop",
+        "eBGP only",
+    ),
+    bad(
+        PEER,
+        "{myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, passwordSecretRef: {name: Bgp_Auth}}",
+        "spec.passwordSecretRef.name",
+        "is not an object name",
+    ),
+    bad(
+        ADV,
+        "{aggregationLength: 33}",
+        "spec.aggregationLength",
+        "less than or equal to 32",
+    ),
+    bad(
+        ADV,
+        "{aggregationLength: 0}",
+        "spec.aggregationLength",
+        "greater than or equal to 1",
+    ),
+    bad(
+        ADV,
+        "{aggregationLengthV6: 129}",
+        "spec.aggregationLengthV6",
+        "less than or equal to 128",
+    ),
+    bad(
+        ADV,
+        "{communities: ['65536:1']}",
+        "spec.communities[0]",
+        "is not a community",
+    ),
+    bad(
+        ADV,
+        "{communities: ['large:1:2']}",
+        "spec.communities[0]",
+        "is not a community",
+    ),
+    bad(
+        ADV,
+        "{communities: ['1:1', '1:1']}",
+        "spec.communities[1]",
+        "Duplicate value",
+    ),
+    bad(
+        ADV,
+        "{localPref: 4294967296}",
+        "spec.localPref",
+        "less than or equal to 4294967295",
+    ),
+    bad(
+        ADV,
+        "{peers: [Router]}",
+        "spec.peers[0]",
+        "is not an object name",
+    ),
+    bad(
+        NODE,
+        "{l2: [{ip: 10.0.0.1, role: standby}]}",
+        "spec.l2[0].standbyFor",
+        "required for role standby",
+    ),
+    bad(
+        NODE,
+        "{l2: [{ip: 10.0.0.1, role: leader}]}",
+        "spec.l2[0].role",
+        "Unsupported value",
+    ),
 ];
 
 /// The Rust rules find an error at the same path, or cannot even read the spec
@@ -289,7 +579,20 @@ fn address_like(rng: &mut Rng) -> String {
             let b = ip(rng);
             format!("{a} - {b}")
         }
-        _ => rng.pick(&["", "x", "10.0.0.1-", "-10.0.0.1", "10.0.0.0/+8", "10.0.0.0/08", " 10.0.0.1", "::ffff:10.0.0.1", "fe80::1%eth0", "10.0.0.1--10.0.0.2"]).to_string(),
+        _ => rng
+            .pick(&[
+                "",
+                "x",
+                "10.0.0.1-",
+                "-10.0.0.1",
+                "10.0.0.0/+8",
+                "10.0.0.0/08",
+                " 10.0.0.1",
+                "::ffff:10.0.0.1",
+                "fe80::1%eth0",
+                "10.0.0.1--10.0.0.2",
+            ])
+            .to_string(),
     }
 }
 
@@ -317,10 +620,15 @@ async fn schema_rules_and_rust_rules_agree() {
         let rust = parse_pool_entry(&entry);
         accepted += usize::from(server.is_ok());
         if server.is_ok() != rust.is_ok() {
-            disagreements.push(format!("address {entry:?}: apiserver {server:?}, Rust {rust:?}"));
+            disagreements.push(format!(
+                "address {entry:?}: apiserver {server:?}, Rust {rust:?}"
+            ));
         }
     }
-    assert!(accepted > 80 && accepted < 320, "the cases exercise both verdicts ({accepted}/400 accepted)");
+    assert!(
+        accepted > 80 && accepted < 320,
+        "the cases exercise both verdicts ({accepted}/400 accepted)"
+    );
 
     let advertisements: Api<ferrolb_api::BGPAdvertisement> = Api::all(client.clone());
     for i in 0..150 {
@@ -334,7 +642,17 @@ async fn schema_rules_and_rust_rules_agree() {
             0 => format!("{}:{}", n(&mut rng), n(&mut rng)),
             1 => format!("large:{}:{}:{}", n(&mut rng), n(&mut rng), n(&mut rng)),
             2 => format!("large:{}:{}", n(&mut rng), n(&mut rng)),
-            _ => rng.pick(&["no-export", "no-peer", "NO-EXPORT", "1:2:3", "+1:2", ":", "blackhole"]).to_string(),
+            _ => rng
+                .pick(&[
+                    "no-export",
+                    "no-peer",
+                    "NO-EXPORT",
+                    "1:2:3",
+                    "+1:2",
+                    ":",
+                    "blackhole",
+                ])
+                .to_string(),
         };
         let adv: ferrolb_api::BGPAdvertisement = serde_json::from_value(serde_json::json!({
             "apiVersion": "ferrolb.io/v1alpha1", "kind": "BGPAdvertisement",
@@ -344,14 +662,34 @@ async fn schema_rules_and_rust_rules_agree() {
         let server = advertisements.create(&dry_run, &adv).await;
         let rust = Community::parse(&community);
         if server.is_ok() != rust.is_ok() {
-            disagreements.push(format!("community {community:?}: apiserver {server:?}, Rust {rust:?}"));
+            disagreements.push(format!(
+                "community {community:?}: apiserver {server:?}, Rust {rust:?}"
+            ));
         }
     }
 
     let peers: Api<ferrolb_api::BGPPeer> = Api::all(client.clone());
-    for (i, hold) in ["0", "0s", "2s", "3s", "90s", "1m30s", "1h", "18h12m15s", "18h12m16s", "1.5s", "500ms", "3", "1s1m", "s", "-3s", "65535s", "65536s"]
-        .iter()
-        .enumerate()
+    for (i, hold) in [
+        "0",
+        "0s",
+        "2s",
+        "3s",
+        "90s",
+        "1m30s",
+        "1h",
+        "18h12m15s",
+        "18h12m16s",
+        "1.5s",
+        "500ms",
+        "3",
+        "1s1m",
+        "s",
+        "-3s",
+        "65535s",
+        "65536s",
+    ]
+    .iter()
+    .enumerate()
     {
         let peer: ferrolb_api::BGPPeer = serde_json::from_value(serde_json::json!({
             "apiVersion": "ferrolb.io/v1alpha1", "kind": "BGPPeer",
@@ -362,7 +700,9 @@ async fn schema_rules_and_rust_rules_agree() {
         let server = peers.create(&dry_run, &peer).await;
         let rust = peer.spec.validate();
         if server.is_ok() != rust.is_empty() {
-            disagreements.push(format!("holdTime {hold:?}: apiserver {server:?}, Rust {rust:?}"));
+            disagreements.push(format!(
+                "holdTime {hold:?}: apiserver {server:?}, Rust {rust:?}"
+            ));
         }
         // The parser alone agrees on syntax too.
         let _ = parse_timer(hold);
@@ -376,7 +716,9 @@ async fn server_side_apply_merges_conditions_by_type() {
     let client = plane.client().await.expect("client");
     let api: Api<NodeAnnouncement> = Api::all(client);
     let node = NodeAnnouncement::new("node-a", Default::default());
-    api.create(&PostParams::default(), &node).await.expect("create");
+    api.create(&PostParams::default(), &node)
+        .await
+        .expect("create");
     let condition = |kind: &str, manager: &str| {
         serde_json::json!({
             "apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
@@ -396,8 +738,17 @@ async fn server_side_apply_merges_conditions_by_type() {
         .await
         .expect("apply status");
     }
-    let status = api.get_status("node-a").await.expect("get").status.expect("status");
+    let status = api
+        .get_status("node-a")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
     let mut kinds: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
     kinds.sort();
-    assert_eq!(kinds, ["Applied", "Checked"], "each manager keeps its own condition");
+    assert_eq!(
+        kinds,
+        ["Applied", "Checked"],
+        "each manager keeps its own condition"
+    );
 }

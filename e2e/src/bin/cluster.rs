@@ -29,7 +29,9 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let dir = cli.dir.unwrap_or_else(|| workspace_root().join(".cache/cluster"));
+    let dir = cli
+        .dir
+        .unwrap_or_else(|| workspace_root().join(".cache/cluster"));
     match cli.command {
         Cmd::Up => {
             if dir.join("kube-apiserver.pid").exists() {

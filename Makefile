@@ -1,0 +1,72 @@
+# ferrolb — the commands people and CI use. `make help` lists them.
+
+CARGO ?= cargo
+CLUSTER_DIR ?= $(CURDIR)/.cache/cluster
+CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTER_DIR)
+# kubectl built with the control plane (same pin as kube-apiserver).
+KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
+
+.PHONY: help build test unit e2e crds crds-check lint controlplane cluster-up cluster-down demo demo-down
+
+help:
+	@echo "make demo          bring up the local control plane, install the CRDs and samples, show them"
+	@echo "make demo-down     stop it again (same as cluster-down)"
+	@echo "make test          every test: unit tests, generated-CRD check, tests on a real kube-apiserver"
+	@echo "make build         build every binary"
+	@echo "make crds          regenerate the CRD YAML under crds/ from the Rust types"
+	@echo "make lint          cargo fmt --check and clippy -D warnings"
+	@echo "make cluster-up    start etcd + kube-apiserver on loopback (kubeconfig in $(CLUSTER_DIR))"
+	@echo "make cluster-down  stop them and remove $(CLUSTER_DIR)"
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+# Builds kube-apiserver, etcd and kubectl from the Go module proxy once per pin.
+controlplane:
+	bash e2e/scripts/build-controlplane.sh >/dev/null
+
+crds:
+	$(CARGO) run -q -p ferrolb-api --bin crdgen -- crds
+
+crds-check:
+	$(CARGO) run -q -p ferrolb-api --bin crdgen -- --check crds
+
+unit:
+	$(CARGO) test --workspace --exclude ferrolb-e2e
+
+e2e: controlplane
+	$(CARGO) test -p ferrolb-e2e
+
+test: controlplane crds-check
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cluster-up: controlplane
+	@$(CLUSTER) up
+
+cluster-down:
+	@$(CLUSTER) down
+
+demo: cluster-up
+	@$(KUBECTL) apply -f crds/ >/dev/null
+	@$(KUBECTL) wait --for=condition=Established crd --all --timeout=60s >/dev/null
+	@echo "== kubectl apply -f config/samples/"
+	@$(KUBECTL) apply -f config/samples/
+	@echo
+	@echo "== kubectl get ferrolb   (every ferrolb kind, through the category)"
+	@$(KUBECTL) get ferrolb
+	@echo
+	@echo "== a pool the apiserver itself refuses (no webhook runs):"
+	@printf 'apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: backwards}\nspec: {addresses: [192.168.40.20-192.168.40.10]}\n' \
+		| $(KUBECTL) apply -f - 2>&1 || true
+	@echo
+	@echo "The control plane keeps running. Use it with:"
+	@echo "  export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig"
+	@echo "  alias kubectl=$(shell $(CLUSTER) bin)/kubectl"
+	@echo "  kubectl explain ipaddresspool.spec"
+	@echo "Stop it with: make demo-down"
+
+demo-down: cluster-down
