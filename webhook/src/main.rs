@@ -7,11 +7,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "ferrolb webhook: validates ferrolb objects at admission")]
+#[command(
+    version,
+    about = "ferrolb webhook: validates ferrolb objects at admission"
+)]
 struct Cli {}
 
 fn main() -> ExitCode {
     let _cli = Cli::parse();
-    eprintln!("ferrolb-webhook: not built yet (issue #4); this binary only parses its command line");
+    eprintln!(
+        "ferrolb-webhook: not built yet (issue #4); this binary only parses its command line"
+    );
     ExitCode::FAILURE
 }
