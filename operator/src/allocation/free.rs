@@ -48,19 +48,9 @@ impl FreeSpace {
     /// at the start of each interval: enough to step over a .255 and a .0
     /// address, the only ones a pool skips.
     pub fn lowest(&self, usable: impl Fn(u128) -> bool) -> Option<u128> {
-        for (start, end) in self.iter() {
-            let mut value = start;
-            for _ in 0..3 {
-                if usable(value) {
-                    return Some(value);
-                }
-                if value == end {
-                    break;
-                }
-                value += 1;
-            }
-        }
-        None
+        self.iter().find_map(|(start, end)| {
+            (start..=end.min(start.saturating_add(2))).find(|value| usable(*value))
+        })
     }
 
     /// Marks `value` used; false when it was not free.

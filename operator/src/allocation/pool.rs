@@ -220,7 +220,7 @@ mod tests {
             }),
             ..Pool::new(name, vec![])
         };
-        let mut pools = vec![
+        let mut pools = [
             Pool::new("a-plain", vec![]),
             with("z-none", None),
             with("b-20", Some(20)),
