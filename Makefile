@@ -6,7 +6,7 @@ CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTE
 # kubectl built with the control plane (same pin as kube-apiserver).
 KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help build test unit e2e crds crds-check lint controlplane cluster-up cluster-down demo demo-down
+.PHONY: help build test unit e2e bench crds crds-check lint controlplane cluster-up cluster-down demo demo-down
 
 help:
 	@echo "make demo          bring up the local control plane, install the CRDs and samples, show them"
@@ -15,6 +15,7 @@ help:
 	@echo "make build         build every binary"
 	@echo "make crds          regenerate the CRD YAML under crds/ from the Rust types"
 	@echo "make lint          cargo fmt --check and clippy -D warnings"
+	@echo "make bench         criterion benchmarks (allocation speed and memory)"
 	@echo "make cluster-up    start etcd + kube-apiserver on loopback (kubeconfig in $(CLUSTER_DIR))"
 	@echo "make cluster-down  stop them and remove $(CLUSTER_DIR)"
 
@@ -39,6 +40,9 @@ e2e: controlplane
 
 test: controlplane crds-check
 	$(CARGO) test --workspace
+
+bench:
+	$(CARGO) bench -p ferrolb-operator --bench allocation
 
 lint:
 	$(CARGO) fmt --all -- --check
