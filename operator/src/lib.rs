@@ -2,3 +2,8 @@
 //! which node announces it.
 
 pub mod allocation;
+pub mod controller;
+pub mod convert;
+pub mod leader;
+pub mod metrics;
+pub mod status;

@@ -1,22 +1,101 @@
-//! `ferrolb-operator`: reconciles pools, Services and NodeAnnouncements.
-//!
-//! Only the command line exists so far; the component itself is issue #3.
+//! `ferrolb-operator`: gives every LoadBalancer Service an IP from the
+//! IPAddressPools and says so on the Service.
 
-use std::process::ExitCode;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
+use ferrolb_api::constants::{LB_CLASS, NAMESPACE};
+use ferrolb_operator::{controller, leader, metrics};
+use tokio::sync::watch;
 
-#[derive(Parser)]
+#[derive(Parser, Debug)]
 #[command(
     version,
-    about = "ferrolb operator: reconciles pools, Services and NodeAnnouncements"
+    about = "ferrolb operator: IPs for LoadBalancer Services, from IPAddressPools"
 )]
-struct Cli {}
+struct Cli {
+    /// The spec.loadBalancerClass handled, besides Services with no class.
+    #[arg(long, env = "FERROLB_LB_CLASS", default_value = LB_CLASS)]
+    lb_class: String,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long, env = "FERROLB_LOG_JSON")]
+    log_json: bool,
+    /// Elect a leader among replicas through a Lease; without it this replica
+    /// always writes (run only one).
+    #[arg(long, env = "FERROLB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = NAMESPACE)]
+    namespace: String,
+    /// This replica's identity (default: the pod or host name and the PID).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a leader Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Concurrent writes to the API.
+    #[arg(long, default_value_t = 16)]
+    write_concurrency: usize,
+}
 
-fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "ferrolb-operator: not built yet (issue #3); this binary only parses its command line"
-    );
-    ExitCode::FAILURE
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = cli.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let client = kube::Client::try_default().await?;
+    let metrics = metrics::Metrics::new();
+    let (leading_tx, leading_rx) = watch::channel(!cli.leader_elect);
+    if cli.leader_elect {
+        let client = client.clone();
+        let (namespace, identity) = (cli.namespace.clone(), identity.clone());
+        let timing = leader::Timing::from_duration(Duration::from_secs(cli.lease_duration_seconds));
+        tokio::spawn(async move {
+            leader::run(
+                client,
+                &namespace,
+                "ferrolb-operator",
+                &identity,
+                timing,
+                leading_tx,
+            )
+            .await;
+        });
+    }
+    let serve = tokio::spawn(metrics::serve(cli.metrics_addr, metrics.clone()));
+    tracing::info!(%identity, lb_class = %cli.lb_class, metrics = %cli.metrics_addr, "ferrolb-operator starting");
+    let config = controller::Config {
+        lb_class: cli.lb_class,
+        identity,
+        write_concurrency: cli.write_concurrency,
+    };
+    tokio::select! {
+        result = controller::run(client, config, metrics, leading_rx) => result,
+        served = serve => anyhow::bail!("the metrics server stopped: {served:?}"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+    }
 }

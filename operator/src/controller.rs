@@ -1,0 +1,530 @@
+//! The allocation controller: watches Services, IPAddressPools and Namespaces
+//! into in-memory stores, and on every change (coalesced) makes one pass over
+//! all of them with the allocator, writing only what differs. Only the leader
+//! passes and writes; a new leader first rebuilds the allocator from the IPs
+//! Services already show, so no IP is ever handed out twice or renumbered.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrolb_api::constants::{condition, manager};
+use ferrolb_api::{IPAddressPool, IPAddressPoolStatus};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use crate::allocation::selector::Labels;
+use crate::allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
+use crate::convert;
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
+use crate::status::{self, Desired};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `loadBalancerClass` handled besides Services without one.
+    pub lb_class: String,
+    /// This replica's name, in Events and the leader Lease.
+    pub identity: String,
+    /// Concurrent API writes.
+    pub write_concurrency: usize,
+}
+
+/// Watches `api` into a store, waking `notify` on every event.
+fn watch_into<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "watch error; retrying");
+                }
+                notify.notify_one();
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
+/// The stores the controller reads.
+struct Stores {
+    services: Store<Service>,
+    pools: Store<IPAddressPool>,
+    namespaces: Store<Namespace>,
+}
+
+impl Stores {
+    fn namespace_labels(&self) -> HashMap<String, Labels> {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect()
+    }
+
+    fn pools(&self) -> Vec<Pool> {
+        let mut pools: Vec<Pool> = self
+            .pools
+            .state()
+            .iter()
+            .map(|p| convert::pool(p))
+            .collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        pools
+    }
+
+    /// Our LoadBalancer Services, oldest first: when two want the last IP, the
+    /// one that asked first gets it.
+    fn ours(&self, lb_class: &str) -> Vec<Arc<Service>> {
+        let mut services: Vec<Arc<Service>> = self
+            .services
+            .state()
+            .into_iter()
+            .filter(|s| convert::is_ours(s, lb_class) && s.metadata.deletion_timestamp.is_none())
+            .collect();
+        services.sort_by(|a, b| {
+            let key = |s: &Service| {
+                (
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    s.metadata.namespace.clone(),
+                    s.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        services
+    }
+}
+
+fn resource_version(object: &impl Resource) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// One write the pass decided on.
+enum Write {
+    /// Apply a Service's status.
+    Service {
+        key: ServiceKey,
+        service: Arc<Service>,
+        desired: Desired,
+        event: Option<Event>,
+    },
+    /// Take back what we wrote on a Service no longer ours.
+    Clear {
+        key: ServiceKey,
+        service: Arc<Service>,
+    },
+    /// Apply a pool's status.
+    Pool {
+        name: String,
+        status: IPAddressPoolStatus,
+    },
+}
+
+/// The leader's memory between passes.
+struct State {
+    allocator: Allocator,
+    pools: Vec<Pool>,
+    /// What we last wrote per Service, and the resourceVersion it produced: a
+    /// store older than that has not seen our write yet.
+    written: HashMap<ServiceKey, (Desired, u64)>,
+    pools_written: HashMap<String, (IPAddressPoolStatus, u64)>,
+}
+
+impl State {
+    /// Rebuilds the allocator from the pools and the IPs Services already show.
+    fn rebuild(stores: &Stores, config: &Config) -> State {
+        let pools = stores.pools();
+        let mut allocator = Allocator::new(pools.clone());
+        let labels = stores.namespace_labels();
+        let mut restored = 0;
+        for service in stores.ours(&config.lb_class) {
+            let (ingress, _) = status::current(&service);
+            let ips: Vec<IpAddr> = ingress.iter().filter_map(|ip| ip.parse().ok()).collect();
+            if ips.is_empty() {
+                continue;
+            }
+            let ns_labels = labels
+                .get(service.namespace().as_deref().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
+            let request = convert::request(&service, &ns_labels)
+                .unwrap_or_else(|_| ServiceRequest::new(convert::service_key(&service)));
+            match allocator.restore(&request, &ips) {
+                Ok(_) => restored += 1,
+                Err(failure) => {
+                    tracing::warn!(service = %request.service, %failure, "cannot restore the IPs this Service shows; it will get new ones")
+                }
+            }
+        }
+        tracing::info!(
+            restored,
+            pools = pools.len(),
+            "allocator rebuilt from Service status"
+        );
+        State {
+            allocator,
+            pools,
+            written: HashMap::new(),
+            pools_written: HashMap::new(),
+        }
+    }
+
+    /// One pass: decide every Service's and pool's status; returns the writes.
+    fn plan(&mut self, stores: &Stores, config: &Config, metrics: &Metrics) -> Vec<Write> {
+        let pools = stores.pools();
+        if pools != self.pools {
+            self.allocator.set_pools(pools.clone());
+            self.pools = pools;
+        }
+        let labels = stores.namespace_labels();
+        let ours = stores.ours(&config.lb_class);
+        let live: HashSet<ServiceKey> = ours.iter().map(|s| convert::service_key(s)).collect();
+        let gone: Vec<ServiceKey> = self
+            .allocator
+            .services()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let released = self.allocator.release(&key);
+            self.written.remove(&key);
+            tracing::info!(service = %key, ?released, "released");
+        }
+
+        let mut writes = Vec::new();
+        for service in ours {
+            let key = convert::service_key(&service);
+            let ns_labels = labels.get(&key.namespace).cloned().unwrap_or_default();
+            let result =
+                convert::request(&service, &ns_labels).and_then(|r| self.allocator.allocate(&r));
+            let held: Vec<Assignment> = self.allocator.assignments(&key).unwrap_or_default();
+            let desired = status::desired(&result, &held);
+            if status::up_to_date(&service, &desired) {
+                self.written.remove(&key);
+                continue;
+            }
+            if let Some((last, rv)) = self.written.get(&key)
+                && *last == desired
+                && resource_version(service.as_ref()).is_none_or(|seen| seen < *rv)
+            {
+                // Our write is on its way into the store.
+                continue;
+            }
+            let previous = status::current(&service).1.map(|c| c.reason.clone());
+            let event = (previous.as_deref() != Some(desired.reason.as_str())).then(|| {
+                if desired.status == "True" {
+                    metrics.allocations.inc();
+                } else {
+                    metrics
+                        .failures
+                        .get_or_create(&ReasonLabels {
+                            reason: desired.reason.clone(),
+                        })
+                        .inc();
+                }
+                Event {
+                    type_: if desired.status == "True" {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    reason: if desired.status == "True" {
+                        "IPAllocated".to_string()
+                    } else {
+                        "AllocationFailed".to_string()
+                    },
+                    note: Some(
+                        format!("{}: {}", desired.reason, desired.message)
+                            .chars()
+                            .take(1000)
+                            .collect(),
+                    ),
+                    action: "Allocate".to_string(),
+                    secondary: None,
+                }
+            });
+            writes.push(Write::Service {
+                key,
+                service,
+                desired,
+                event,
+            });
+        }
+
+        // Services we wrote on that are no longer ours (type or class changed).
+        for service in stores.services.state() {
+            if convert::is_ours(&service, &config.lb_class) {
+                continue;
+            }
+            if status::current(&service).1.is_some() {
+                let key = convert::service_key(&service);
+                writes.push(Write::Clear { key, service });
+            }
+        }
+
+        for pool in stores.pools.state() {
+            let name = pool.name_any();
+            let Some(state) = self.allocator.pool(&name) else {
+                continue;
+            };
+            let family_counts = |s: usize| {
+                (state.total[s] > 0).then(|| ferrolb_api::ipaddresspool::AddressCounts {
+                    total: state.total[s].to_string(),
+                    assigned: i64::try_from(state.assigned[s]).unwrap_or(i64::MAX),
+                    available: state.total[s].saturating_sub(state.assigned[s]).to_string(),
+                })
+            };
+            let assigned = state.assigned[0] + state.assigned[1];
+            let available = state.total[0]
+                .saturating_sub(state.assigned[0])
+                .saturating_add(state.total[1].saturating_sub(state.assigned[1]));
+            for (s, family) in [(0, "ipv4"), (1, "ipv6")] {
+                let labels = PoolLabels {
+                    pool: name.clone(),
+                    family: family.to_string(),
+                };
+                metrics
+                    .pool_total
+                    .get_or_create(&labels)
+                    .set(state.total[s] as f64);
+                metrics
+                    .pool_assigned
+                    .get_or_create(&labels)
+                    .set(state.assigned[s] as f64);
+                metrics
+                    .pool_available
+                    .get_or_create(&labels)
+                    .set(state.total[s].saturating_sub(state.assigned[s]) as f64);
+            }
+            let since = pool
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
+                .filter(|c| c.status == "True")
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(Timestamp::now()));
+            let status = IPAddressPoolStatus {
+                observed_generation: pool.metadata.generation,
+                conditions: vec![Condition {
+                    type_: condition::READY.to_string(),
+                    status: "True".to_string(),
+                    reason: "Valid".to_string(),
+                    message: "the pool hands out addresses".to_string(),
+                    observed_generation: pool.metadata.generation,
+                    last_transition_time: since,
+                }],
+                assigned: i64::try_from(assigned).unwrap_or(i64::MAX),
+                available: Some(available.to_string()),
+                ipv4: family_counts(0),
+                ipv6: family_counts(1),
+            };
+            if pool.status.as_ref() == Some(&status) {
+                self.pools_written.remove(&name);
+                continue;
+            }
+            if let Some((last, rv)) = self.pools_written.get(&name)
+                && *last == status
+                && resource_version(pool.as_ref()).is_none_or(|seen| seen < *rv)
+            {
+                continue;
+            }
+            writes.push(Write::Pool { name, status });
+        }
+        writes
+    }
+}
+
+/// The outcome of one write, fed back into the state.
+enum Written {
+    Service(ServiceKey, Desired, Option<u64>),
+    Pool(String, IPAddressPoolStatus, Option<u64>),
+    Failed,
+    Cleared,
+}
+
+async fn execute(
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    write: Write,
+) -> Written {
+    let apply = PatchParams::apply(manager::OPERATOR).force();
+    match write {
+        Write::Service {
+            key,
+            service,
+            desired,
+            event,
+        } => {
+            let api: Api<Service> = Api::namespaced(client, &key.namespace);
+            let body = status::apply_body(&service, &desired, Time(Timestamp::now()));
+            let result = api
+                .patch_status(&key.name, &apply, &Patch::Apply(body))
+                .await;
+            metrics.wrote("service_status", result.is_ok());
+            match result {
+                Ok(updated) => {
+                    if let Some(event) = event {
+                        let reference = service.object_ref(&());
+                        let published = recorder.publish(&event, &reference).await;
+                        metrics.wrote("event", published.is_ok());
+                        if let Err(e) = published {
+                            tracing::warn!(service = %key, error = %e, "cannot publish event");
+                        }
+                    }
+                    tracing::info!(service = %key, reason = %desired.reason, ingress = ?desired.ingress, "status written");
+                    Written::Service(key, desired, resource_version(&updated))
+                }
+                Err(e) => {
+                    tracing::warn!(service = %key, error = %e, "cannot write Service status");
+                    Written::Failed
+                }
+            }
+        }
+        Write::Clear { key, service } => {
+            let api: Api<Service> = Api::namespaced(client, &key.namespace);
+            let result = api
+                .patch_status(
+                    &key.name,
+                    &apply,
+                    &Patch::Apply(status::clear_body(&service)),
+                )
+                .await;
+            metrics.wrote("service_status", result.is_ok());
+            match result {
+                Ok(_) => {
+                    tracing::info!(service = %key, "no longer ours: status cleared");
+                    Written::Cleared
+                }
+                Err(e) => {
+                    tracing::warn!(service = %key, error = %e, "cannot clear Service status");
+                    Written::Failed
+                }
+            }
+        }
+        Write::Pool { name, status } => {
+            let api: Api<IPAddressPool> = Api::all(client);
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1",
+                "kind": "IPAddressPool",
+                "metadata": { "name": name },
+                "status": status,
+            });
+            let result = api.patch_status(&name, &apply, &Patch::Apply(body)).await;
+            metrics.wrote("pool_status", result.is_ok());
+            match result {
+                Ok(updated) => Written::Pool(name, status, resource_version(&updated)),
+                Err(e) => {
+                    tracing::warn!(pool = %name, error = %e, "cannot write pool status");
+                    Written::Failed
+                }
+            }
+        }
+    }
+}
+
+/// Runs the controller until the process ends.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let notify = Arc::new(Notify::new());
+    let stores = Stores {
+        services: watch_into(Api::<Service>::all(client.clone()), notify.clone()),
+        pools: watch_into(Api::<IPAddressPool>::all(client.clone()), notify.clone()),
+        namespaces: watch_into(Api::<Namespace>::all(client.clone()), notify.clone()),
+    };
+    stores.services.wait_until_ready().await?;
+    stores.pools.wait_until_ready().await?;
+    stores.namespaces.wait_until_ready().await?;
+    tracing::info!("caches synced");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: manager::OPERATOR.to_string(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+
+    let mut state: Option<State> = None;
+    let mut retry: Option<Instant> = None;
+    loop {
+        let retry_in = retry.map(|at| at.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = notify.notified() => {}
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the leader election stopped");
+                }
+            }
+            _ = tokio::time::sleep(retry_in.unwrap_or(Duration::from_secs(3600))), if retry_in.is_some() => {}
+        }
+        // Let a burst of events land before one pass over all of them.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !*leading.borrow() {
+            if state.take().is_some() {
+                tracing::info!("no longer the leader: stopped writing");
+            }
+            metrics.leader.set(0);
+            continue;
+        }
+        metrics.leader.set(1);
+        let started = Instant::now();
+        let state = state.get_or_insert_with(|| State::rebuild(&stores, &config));
+        let writes = state.plan(&stores, &config, &metrics);
+        let planned = writes.len();
+        let results: Vec<Written> = stream::iter(writes)
+            .map(|w| execute(client.clone(), recorder.clone(), metrics.clone(), w))
+            .buffer_unordered(config.write_concurrency.max(1))
+            .collect()
+            .await;
+        let mut failed = 0;
+        for result in results {
+            match result {
+                Written::Service(key, desired, Some(rv)) => {
+                    state.written.insert(key, (desired, rv));
+                }
+                Written::Pool(name, status, Some(rv)) => {
+                    state.pools_written.insert(name, (status, rv));
+                }
+                Written::Failed => failed += 1,
+                _ => {}
+            }
+        }
+        metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if planned > 0 {
+            tracing::debug!(planned, failed, elapsed = ?started.elapsed(), "pass done");
+        }
+        retry = (failed > 0).then(|| Instant::now() + Duration::from_secs(2));
+    }
+}

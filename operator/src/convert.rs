@@ -1,0 +1,242 @@
+//! Kubernetes objects into the allocator's plain values: IPAddressPools into
+//! [`Pool`]s, Services into [`ServiceRequest`]s.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_api::IPAddressPool;
+use ferrolb_api::address::{Family, parse_ip};
+use ferrolb_api::constants::annotation;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::allocation::selector::{Labels, Requirement, Selector};
+use crate::allocation::{
+    Failure, FamilyPolicy, Pool, PoolAllocation, Protocol, Reason, ServiceKey, ServiceRequest,
+    Sharing,
+};
+
+/// A label selector as a plain [`Selector`]. Operators the schema would not let
+/// through match nothing.
+pub fn selector(selector: &LabelSelector) -> Selector {
+    let requirements = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            let values = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => Requirement::In(e.key.clone(), values),
+                "NotIn" => Requirement::NotIn(e.key.clone(), values),
+                "Exists" => Requirement::Exists(e.key.clone()),
+                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                // Unknown operator: require a key that cannot exist.
+                _ => Requirement::In(e.key.clone(), Vec::new()),
+            }
+        })
+        .collect();
+    Selector {
+        labels: selector.match_labels.clone().unwrap_or_default(),
+        requirements,
+    }
+}
+
+/// An IPAddressPool as a [`Pool`]; entries that do not parse are left out (the
+/// schema rejects them, so only a pool written around it can have them).
+pub fn pool(object: &IPAddressPool) -> Pool {
+    let spec = &object.spec;
+    Pool {
+        name: object.metadata.name.clone().unwrap_or_default(),
+        ranges: spec.ranges(),
+        auto_assign: spec.auto_assign,
+        avoid_buggy_ips: spec.avoid_buggy_ips,
+        allocation: spec.service_allocation.as_ref().map(|a| PoolAllocation {
+            priority: a.priority,
+            namespaces: a.namespaces.clone(),
+            namespace_selectors: a.namespace_selectors.iter().map(selector).collect(),
+            service_selectors: a.service_selectors.iter().map(selector).collect(),
+        }),
+    }
+}
+
+/// The key of a Service.
+pub fn service_key(service: &Service) -> ServiceKey {
+    ServiceKey::new(
+        service.metadata.namespace.clone().unwrap_or_default(),
+        service.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Whether the operator is responsible for a Service: `type: LoadBalancer`, and
+/// no `loadBalancerClass` or ours.
+pub fn is_ours(service: &Service, lb_class: &str) -> bool {
+    let Some(spec) = &service.spec else {
+        return false;
+    };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && spec
+            .load_balancer_class
+            .as_deref()
+            .is_none_or(|class| class == lb_class)
+}
+
+/// The first of an annotation's spellings (ours, then MetalLB's) that is set.
+fn annotation<'a>(service: &'a Service, name: &str) -> Option<&'a str> {
+    let annotations = service.metadata.annotations.as_ref()?;
+    annotation::spellings(name)
+        .iter()
+        .find_map(|key| annotations.get(key.as_str()))
+        .map(|v| v.trim())
+}
+
+fn family_of(name: &str) -> Family {
+    if name == "IPv6" {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
+/// What a Service asks for. A request that cannot be read (an annotation that
+/// is not an IP list) is a [`Reason::InvalidRequest`] failure.
+pub fn request(service: &Service, namespace_labels: &Labels) -> Result<ServiceRequest, Failure> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let primary = spec
+        .ip_families
+        .as_ref()
+        .and_then(|f| f.first())
+        .map_or(Family::V4, |f| family_of(f));
+    let families = match spec.ip_family_policy.as_deref() {
+        Some("PreferDualStack") => FamilyPolicy::PreferDual(primary),
+        Some("RequireDualStack") => FamilyPolicy::RequireDual(primary),
+        _ => FamilyPolicy::Single(primary),
+    };
+    let invalid = |m: String| Failure::new(Reason::InvalidRequest, m);
+    let mut requested: Vec<IpAddr> = Vec::new();
+    if let Some(list) = annotation(service, annotation::LOAD_BALANCER_IPS) {
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            requested.push(parse_ip(part).map_err(|_| {
+                invalid(format!(
+                    "annotation {}: '{part}' is not an IP address; write one IP per family, comma-separated",
+                    annotation::LOAD_BALANCER_IPS
+                ))
+            })?);
+        }
+    } else if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
+        requested.push(
+            parse_ip(ip).map_err(|_| {
+                invalid(format!("spec.loadBalancerIP: '{ip}' is not an IP address"))
+            })?,
+        );
+    }
+    let sharing = annotation(service, annotation::ALLOW_SHARED_IP)
+        .filter(|k| !k.is_empty())
+        .map(|key| {
+            let local = spec.external_traffic_policy.as_deref() == Some("Local");
+            let backend = if local {
+                let selector: BTreeMap<_, _> = spec.selector.clone().unwrap_or_default();
+                selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                String::new()
+            };
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = match p.protocol.as_deref() {
+                        Some("UDP") => Protocol::Udp,
+                        Some("SCTP") => Protocol::Sctp,
+                        _ => Protocol::Tcp,
+                    };
+                    (protocol, u16::try_from(p.port).unwrap_or_default())
+                })
+                .collect();
+            Sharing {
+                key: key.to_string(),
+                backend,
+                ports,
+            }
+        });
+    Ok(ServiceRequest {
+        service: service_key(service),
+        namespace_labels: namespace_labels.clone(),
+        labels: service.metadata.labels.clone().unwrap_or_default(),
+        families,
+        requested,
+        pool: annotation(service, annotation::ADDRESS_POOL)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        sharing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(yaml: &str) -> Service {
+        serde_yaml::from_str(yaml).expect("service yaml")
+    }
+
+    #[test]
+    fn classes_decide_ownership() {
+        let lb = service("metadata: {name: a, namespace: d}\nspec: {type: LoadBalancer}");
+        let other = service(
+            "metadata: {name: a, namespace: d}\nspec: {type: LoadBalancer, loadBalancerClass: example.com/x}",
+        );
+        let ours = service(
+            "metadata: {name: a, namespace: d}\nspec: {type: LoadBalancer, loadBalancerClass: ferrolb.io/ferrolb}",
+        );
+        let cluster_ip = service("metadata: {name: a, namespace: d}\nspec: {type: ClusterIP}");
+        assert!(is_ours(&lb, "ferrolb.io/ferrolb") && is_ours(&ours, "ferrolb.io/ferrolb"));
+        assert!(
+            !is_ours(&other, "ferrolb.io/ferrolb") && !is_ours(&cluster_ip, "ferrolb.io/ferrolb")
+        );
+    }
+
+    #[test]
+    fn metallb_annotations_are_read_and_ours_win() {
+        let svc = service(
+            "metadata:\n  name: a\n  namespace: d\n  annotations:\n    metallb.universe.tf/address-pool: old\n    metallb.io/loadBalancerIPs: '10.0.0.1, fd00::1'\n    metallb.io/allow-shared-ip: k\nspec:\n  type: LoadBalancer\n  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]\n  ports: [{port: 53, protocol: UDP}]",
+        );
+        let r = request(&svc, &Labels::new()).expect("request");
+        assert_eq!(r.pool.as_deref(), Some("old"));
+        assert_eq!(r.requested.len(), 2);
+        assert_eq!(r.families, FamilyPolicy::PreferDual(Family::V6));
+        assert_eq!(r.sharing.expect("sharing").ports, [(Protocol::Udp, 53)]);
+        let mut svc = svc;
+        svc.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("ferrolb.io/address-pool".into(), "new".into());
+        assert_eq!(
+            request(&svc, &Labels::new())
+                .expect("request")
+                .pool
+                .as_deref(),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ip_annotation_is_an_invalid_request() {
+        let svc = service(
+            "metadata: {name: a, namespace: d, annotations: {ferrolb.io/loadBalancerIPs: 'ten.0.0.1'}}\nspec: {type: LoadBalancer}",
+        );
+        let failure = request(&svc, &Labels::new()).expect_err("invalid");
+        assert_eq!(failure.reason, Reason::InvalidRequest);
+        assert!(failure.message.contains("'ten.0.0.1' is not an IP address"));
+        let svc = service(
+            "metadata: {name: a, namespace: d}\nspec: {type: LoadBalancer, loadBalancerIP: 10.0.0.9}",
+        );
+        assert_eq!(
+            request(&svc, &Labels::new()).expect("ok").requested,
+            ["10.0.0.9".parse::<IpAddr>().expect("ip")]
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Leader election on a coordination.k8s.io Lease, so that of several replicas
+//! exactly one writes. A replica leads while it renews the Lease; it stops
+//! counting itself leader once its last renewal is older than the renew
+//! deadline, which is shorter than the Lease duration, so a stalled leader stops
+//! writing before another one may take over.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+/// Lease timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long a Lease holds without renewal.
+    pub lease_duration: Duration,
+    /// How often the holder renews, and others retry.
+    pub retry_period: Duration,
+    /// The holder stops leading when it could not renew for this long.
+    pub renew_deadline: Duration,
+}
+
+impl Timing {
+    /// Timing derived from the Lease duration: retry every duration/7, give up
+    /// leading after 2/3 of the duration without a renewal.
+    pub fn from_duration(lease_duration: Duration) -> Timing {
+        Timing {
+            lease_duration,
+            retry_period: lease_duration / 7,
+            renew_deadline: lease_duration * 2 / 3,
+        }
+    }
+}
+
+fn now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+/// Whether a Lease's holder let it expire.
+fn expired(spec: &LeaseSpec, at: Timestamp) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    renewed.0.as_second() + duration < at.as_second()
+}
+
+/// One attempt to take or renew the Lease; true when we hold it afterwards.
+async fn try_lead(
+    api: &Api<Lease>,
+    name: &str,
+    identity: &str,
+    timing: &Timing,
+) -> kube::Result<bool> {
+    let duration = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(15);
+    let existing = api.get_opt(name).await?;
+    let Some(mut lease) = existing else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(identity.to_string()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: Some(now()),
+                renew_time: Some(now()),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.get_or_insert_default();
+    let ours = spec.holder_identity.as_deref() == Some(identity);
+    if !ours && !expired(spec, Timestamp::now()) {
+        return Ok(false);
+    }
+    if !ours {
+        spec.holder_identity = Some(identity.to_string());
+        spec.acquire_time = Some(now());
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.renew_time = Some(now());
+    spec.lease_duration_seconds = Some(duration);
+    // The replace carries the resourceVersion we read: if another replica wrote
+    // in between, it fails with a conflict and we are not the leader.
+    match api.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the election until the process ends, publishing whether we lead.
+pub async fn run(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    timing: Timing,
+    leading: watch::Sender<bool>,
+) {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let mut last_renewal: Option<Instant> = None;
+    loop {
+        match try_lead(&api, name, identity, &timing).await {
+            Ok(true) => last_renewal = Some(Instant::now()),
+            Ok(false) => last_renewal = None,
+            Err(e) => tracing::warn!(error = %e, "cannot reach the leader Lease"),
+        }
+        let lead = last_renewal.is_some_and(|t| t.elapsed() < timing.renew_deadline);
+        leading.send_if_modified(|was| {
+            if *was != lead {
+                tracing::info!(identity, leading = lead, "leadership changed");
+                *was = lead;
+                true
+            } else {
+                false
+            }
+        });
+        tokio::time::sleep(timing.retry_period).await;
+    }
+}

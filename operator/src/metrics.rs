@@ -1,0 +1,173 @@
+//! The operator's Prometheus metrics and the HTTP endpoint serving them with
+//! the health checks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of pool gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// The pool.
+    pub pool: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+}
+
+/// Labels by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The condition reason.
+    pub reason: String,
+}
+
+/// Labels by API write kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What was written: `service_status`, `pool_status`, `event`.
+    pub kind: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    /// Usable addresses per pool and family.
+    pub pool_total: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Assigned addresses per pool and family.
+    pub pool_assigned: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Free addresses per pool and family.
+    pub pool_available: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Services that got their IPs (transitions to Allocated).
+    pub allocations: Counter,
+    /// Services that could not get IPs, by reason (transitions).
+    pub failures: Family<ReasonLabels, Counter>,
+    /// How long one reconcile pass over every Service and pool took.
+    pub reconcile_seconds: Histogram,
+    /// Writes to the API, by kind.
+    pub writes: Family<WriteLabels, Counter>,
+    /// Failed writes to the API, by kind.
+    pub write_errors: Family<WriteLabels, Counter>,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ferrolb");
+        let m = Metrics {
+            pool_total: Family::default(),
+            pool_assigned: Family::default(),
+            pool_available: Family::default(),
+            allocations: Counter::default(),
+            failures: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            writes: Family::default(),
+            write_errors: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "pool_addresses_total",
+            "Usable addresses of a pool",
+            m.pool_total.clone(),
+        );
+        registry.register(
+            "pool_addresses_assigned",
+            "Addresses of a pool held by Services",
+            m.pool_assigned.clone(),
+        );
+        registry.register(
+            "pool_addresses_available",
+            "Addresses of a pool still free",
+            m.pool_available.clone(),
+        );
+        registry.register(
+            "allocations",
+            "Services that got their IPs",
+            m.allocations.clone(),
+        );
+        registry.register(
+            "allocation_failures",
+            "Services that could not get IPs, by reason",
+            m.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one pass over every Service and pool",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind",
+            m.writes.clone(),
+        );
+        registry.register(
+            "api_write_errors",
+            "Failed writes to the Kubernetes API, by kind",
+            m.write_errors.clone(),
+        );
+        registry.register(
+            "operator_leader",
+            "1 while this replica is the leader",
+            m.leader.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one write of `kind`, failed or not.
+    pub fn wrote(&self, kind: &str, ok: bool) {
+        let labels = WriteLabels {
+            kind: kind.to_string(),
+        };
+        self.writes.get_or_create(&labels).inc();
+        if !ok {
+            self.write_errors.get_or_create(&labels).inc();
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/readyz", get(|| async { (StatusCode::OK, "ok") }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
