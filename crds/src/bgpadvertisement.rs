@@ -46,12 +46,12 @@ pub struct BGPAdvertisementSpec {
     /// shorter lengths advertise the covering block once. Must not be shorter
     /// than the prefix of any selected pool's CIDR.
     #[serde(default = "default_v4_len")]
-    #[schemars(range(min = 1, max = 32))]
+    #[schemars(range(min = 1, max = 32), extend("format" = "int32"))]
     pub aggregation_length: u8,
 
     /// Prefix length advertised for IPv6 addresses, 1-128.
     #[serde(default = "default_v6_len", rename = "aggregationLengthV6")]
-    #[schemars(range(min = 1, max = 128))]
+    #[schemars(range(min = 1, max = 128), extend("format" = "int32"))]
     pub aggregation_length_v6: u8,
 
     /// BGP LOCAL_PREF (0-4294967295), sent to iBGP peers only.

@@ -75,14 +75,16 @@ pub struct ServiceAllocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
 
-    /// Namespaces whose Services may use the pool. Empty: any namespace (subject
-    /// to `namespaceSelectors`).
+    /// Namespaces whose Services may use the pool. A namespace qualifies when it
+    /// is listed here or matches one of `namespaceSelectors`; with both empty,
+    /// every namespace does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::namespace_set")]
     pub namespaces: Vec<String>,
 
     /// Label selectors on Namespaces whose Services may use the pool; a
-    /// namespace matching any one of them qualifies.
+    /// namespace matching any one of them qualifies (as does one listed in
+    /// `namespaces`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::selector_list")]
     pub namespace_selectors: Vec<LabelSelector>,

@@ -260,10 +260,14 @@ impl State {
                         "AllocationFailed".to_string()
                     },
                     note: Some(
-                        format!("{}: {}", desired.reason, desired.message)
-                            .chars()
-                            .take(1000)
-                            .collect(),
+                        if desired.status == "True" {
+                            desired.message.clone()
+                        } else {
+                            format!("{}: {}", desired.reason, desired.message)
+                        }
+                        .chars()
+                        .take(1000)
+                        .collect(),
                     ),
                     action: "Allocate".to_string(),
                     secondary: None,

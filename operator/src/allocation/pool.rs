@@ -14,9 +14,10 @@ use super::selector::{Selector, any_matches};
 pub struct PoolAllocation {
     /// Lower first; `None` after every pool with a priority.
     pub priority: Option<i32>,
-    /// Namespaces served; empty for any.
+    /// Namespaces served. With `namespace_selectors`: a namespace qualifies when
+    /// it is listed or matches a selector; both empty: any namespace.
     pub namespaces: Vec<String>,
-    /// Namespace label selectors, any of which must match; empty for any.
+    /// Namespace label selectors (see `namespaces`).
     pub namespace_selectors: Vec<Selector>,
     /// Service label selectors, any of which must match; empty for any.
     pub service_selectors: Vec<Selector>,
@@ -54,10 +55,16 @@ impl Pool {
         let Some(allocation) = &self.allocation else {
             return true;
         };
-        (allocation.namespaces.is_empty()
-            || allocation.namespaces.contains(&request.service.namespace))
-            && any_matches(&allocation.namespace_selectors, &request.namespace_labels)
-            && any_matches(&allocation.service_selectors, &request.labels)
+        // `namespaces` and `namespaceSelectors` widen each other (as in MetalLB):
+        // a namespace qualifies when it is listed or matches a selector.
+        let namespace_ok = (allocation.namespaces.is_empty()
+            && allocation.namespace_selectors.is_empty())
+            || allocation.namespaces.contains(&request.service.namespace)
+            || allocation
+                .namespace_selectors
+                .iter()
+                .any(|s| s.matches(&request.namespace_labels));
+        namespace_ok && any_matches(&allocation.service_selectors, &request.labels)
     }
 
     /// Whether `ip` is an address the pool hands out automatically.

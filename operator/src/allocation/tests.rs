@@ -99,6 +99,27 @@ fn pool_order_priority_then_plain_pools_then_name() {
 }
 
 #[test]
+fn namespaces_and_namespace_selectors_widen_each_other() {
+    let mut team = pool("team", &["10.1.0.0/30"]);
+    team.allocation = Some(PoolAllocation {
+        namespaces: vec!["team-a".into()],
+        namespace_selectors: vec![Selector {
+            labels: Labels::from([("team".to_string(), "a".to_string())]),
+            ..Selector::default()
+        }],
+        ..PoolAllocation::default()
+    });
+    let mut a = Allocator::new(vec![team]);
+    let listed = ServiceRequest::new(ServiceKey::new("team-a", "x"));
+    assert_eq!(ips(&a.allocate(&listed)), [ip("10.1.0.0")]);
+    let mut labelled = ServiceRequest::new(ServiceKey::new("team-a-staging", "y"));
+    labelled.namespace_labels.insert("team".into(), "a".into());
+    assert_eq!(ips(&a.allocate(&labelled)), [ip("10.1.0.1")]);
+    let other = ServiceRequest::new(ServiceKey::new("team-b", "z"));
+    assert_eq!(reason(&a.allocate(&other)), Some(Reason::NoMatchingPool));
+}
+
+#[test]
 fn auto_assign_false_pools_only_when_asked_for() {
     let mut reserved = pool("reserved", &["10.9.0.0/30"]);
     reserved.auto_assign = false;
