@@ -6,7 +6,7 @@ CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTE
 # kubectl built with the control plane (same pin as kube-apiserver).
 KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help build test unit e2e bench crds crds-check lint controlplane cluster-up cluster-down demo demo-down
+.PHONY: help build bins test unit e2e bench crds crds-check lint controlplane cluster-up cluster-down demo demo-down
 
 help:
 	@echo "make demo          bring up the local control plane, install the CRDs and samples, show them"
@@ -35,10 +35,14 @@ crds-check:
 unit:
 	$(CARGO) test --workspace --exclude ferrolb-e2e
 
-e2e: controlplane
+# The e2e tests run the real binaries: build them first.
+bins:
+	$(CARGO) build --workspace --bins
+
+e2e: controlplane bins
 	$(CARGO) test -p ferrolb-e2e
 
-test: controlplane crds-check
+test: controlplane crds-check bins
 	$(CARGO) test --workspace
 
 bench:

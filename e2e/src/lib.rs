@@ -1,7 +1,11 @@
 //! End-to-end support for ferrolb: the test control plane (real etcd and
-//! kube-apiserver), its PKI, and helpers the scenario tests share.
+//! kube-apiserver), its PKI, ferrolb processes, and helpers the scenario tests
+//! share.
 
+pub mod cluster;
 pub mod controlplane;
 pub mod pki;
+pub mod process;
 
+pub use cluster::TestCluster;
 pub use controlplane::ControlPlane;

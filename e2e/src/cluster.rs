@@ -1,0 +1,193 @@
+//! A test cluster: the control plane with ferrolb's CRDs installed, the
+//! `ferrolb-system` namespace, a kube client, and helpers to run the operator
+//! and wait for what users wait for.
+
+use std::io::Write;
+use std::net::{IpAddr, TcpListener};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrolb_api::constants::{NAMESPACE, condition};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+
+use crate::controlplane::{ControlPlane, workspace_root};
+use crate::process::Process;
+
+/// The control plane with the CRDs applied.
+pub struct TestCluster {
+    /// The control plane.
+    pub plane: ControlPlane,
+    /// An admin client.
+    pub client: kube::Client,
+}
+
+/// Output of a command as one string.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TestCluster {
+    /// Starts a control plane, installs the CRDs and creates `ferrolb-system`.
+    pub async fn start() -> Result<TestCluster> {
+        let plane = ControlPlane::start()?;
+        let crds = workspace_root().join("crds");
+        let cluster = TestCluster {
+            client: plane.client().await?,
+            plane,
+        };
+        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap_or("crds")])?;
+        cluster.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])?;
+        cluster.kubectl(&["create", "namespace", NAMESPACE])?;
+        Ok(cluster)
+    }
+
+    /// Runs kubectl; fails with its output when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = self.plane.kubectl(args)?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), text(&out));
+        }
+        Ok(text(&out))
+    }
+
+    /// `kubectl apply -f -` with `yaml`; returns kubectl's output, success or not.
+    pub fn apply(&self, yaml: &str) -> Result<Output> {
+        let mut child = self
+            .plane
+            .kubectl_command()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(yaml.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Like [`apply`](Self::apply), failing when kubectl fails.
+    pub fn apply_ok(&self, yaml: &str) -> Result<String> {
+        let out = self.apply(yaml)?;
+        if !out.status.success() {
+            bail!("kubectl apply failed: {}\n{yaml}", text(&out));
+        }
+        Ok(text(&out))
+    }
+
+    /// Starts an operator replica named `identity`.
+    pub fn operator(&self, identity: &str, extra: &[&str]) -> Result<Process> {
+        let mut args = vec![
+            format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+            format!("--identity={identity}"),
+            "--lease-duration-seconds=3".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Process::start(
+            "ferrolb-operator",
+            &args,
+            &self.plane.kubeconfig,
+            self.plane.dir().join(format!("operator-{identity}.log")),
+        )
+    }
+
+    /// A Service's ingress IPs and its IPAllocated condition (status, reason,
+    /// message), if it has one.
+    pub async fn allocation(&self, namespace: &str, name: &str) -> Result<Allocation> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let service = api.get(name).await?;
+        let status = service.status.unwrap_or_default();
+        let ips = status
+            .load_balancer
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip?.parse().ok())
+            .collect();
+        let condition = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == condition::IP_ALLOCATED);
+        Ok(Allocation {
+            ips,
+            status: condition.as_ref().map(|c| c.status.clone()),
+            reason: condition.as_ref().map(|c| c.reason.clone()),
+            message: condition.map(|c| c.message).unwrap_or_default(),
+        })
+    }
+
+    /// Waits until a Service's allocation satisfies `check`; fails after
+    /// `limit` with the last allocation seen.
+    pub async fn wait_allocation(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+        check: impl Fn(&Allocation) -> bool,
+    ) -> Result<Allocation> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let seen = self.allocation(namespace, name).await;
+            if let Ok(allocation) = &seen
+                && check(allocation)
+            {
+                return Ok(allocation.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("{namespace}/{name} never got there; last seen: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What a Service's status says about its IPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// `status.loadBalancer.ingress[].ip`.
+    pub ips: Vec<IpAddr>,
+    /// The condition's status, `True` or `False`.
+    pub status: Option<String>,
+    /// The condition's reason.
+    pub reason: Option<String>,
+    /// The condition's message.
+    pub message: String,
+}
+
+impl Allocation {
+    /// Whether the condition is True/Allocated.
+    pub fn allocated(&self) -> bool {
+        self.status.as_deref() == Some("True")
+    }
+
+    /// Whether the condition has `reason`.
+    pub fn is(&self, reason: &str) -> bool {
+        self.reason.as_deref() == Some(reason)
+    }
+}
+
+/// A LoadBalancer Service manifest.
+pub fn service_yaml(namespace: &str, name: &str, extra_metadata: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: '{name}'\n  namespace: '{namespace}'\n{extra_metadata}spec:\n  type: LoadBalancer\n  selector: {{app: '{name}'}}\n  ports: [{{port: 80, targetPort: 8080}}]\n{extra_spec}"
+    )
+}
