@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, TcpListener};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 
 use crate::controlplane::{ControlPlane, workspace_root};
-use crate::process::Process;
+use crate::process::{Process, binary};
 
 /// The control plane with the CRDs applied.
 pub struct TestCluster {
@@ -93,20 +94,28 @@ impl TestCluster {
         Ok(text(&out))
     }
 
-    /// Starts an operator replica named `identity`.
+    /// Starts an operator replica named `identity` (the debug build).
     pub fn operator(&self, identity: &str, extra: &[&str]) -> Result<Process> {
+        self.operator_from(&binary("ferrolb-operator")?, identity, extra)
+    }
+
+    /// Starts an operator replica from the binary at `path`.
+    pub fn operator_from(&self, path: &Path, identity: &str, extra: &[&str]) -> Result<Process> {
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut args = vec![
-            format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+            format!("--metrics-addr={metrics}"),
             format!("--identity={identity}"),
             "--lease-duration-seconds=3".to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Process::start(
-            "ferrolb-operator",
+        let mut process = Process::start(
+            path,
             &args,
             &self.plane.kubeconfig,
             self.plane.dir().join(format!("operator-{identity}.log")),
-        )
+        )?;
+        process.metrics = Some(metrics);
+        Ok(process)
     }
 
     /// A Service's ingress IPs and its IPAllocated condition (status, reason,

@@ -1,8 +1,11 @@
 //! ferrolb binaries run as real processes against the test control plane.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
@@ -32,13 +35,16 @@ pub struct Process {
     child: Child,
     /// The log file.
     pub log: PathBuf,
+    /// Where it serves `/metrics`, when it does.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Process {
-    /// Starts `name` with `args`, talking to the cluster of `kubeconfig`.
-    pub fn start(name: &str, args: &[String], kubeconfig: &Path, log: PathBuf) -> Result<Process> {
+    /// Starts the program at `path` with `args`, talking to the cluster of
+    /// `kubeconfig`.
+    pub fn start(path: &Path, args: &[String], kubeconfig: &Path, log: PathBuf) -> Result<Process> {
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary(name)?)
+        let child = Command::new(path)
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,ferrolb_operator=debug")
@@ -46,8 +52,12 @@ impl Process {
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Process { child, log })
+            .with_context(|| format!("starting {}", path.display()))?;
+        Ok(Process {
+            child,
+            log,
+            metrics: None,
+        })
     }
 
     /// The process ID.
@@ -69,6 +79,33 @@ impl Process {
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its `/metrics` page (plain HTTP/1.0 on loopback, no client library needed).
+    pub fn scrape(&self) -> Result<String> {
+        let addr = self.metrics.context("this process serves no metrics")?;
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .context("no HTTP body")?;
+        Ok(body)
+    }
+
+    /// The value of one sample line of `/metrics`, such as
+    /// `ferrolb_operator_leader` or `ferrolb_allocations_total`.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let page = self.scrape()?;
+        page.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .with_context(|| format!("no {series} in:\n{page}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{series} is not a number"))
     }
 
     /// What it logged so far.

@@ -42,7 +42,7 @@ async fn services_get_ips_exhaustion_explains_and_freed_ips_are_picked_up() {
     cluster
         .apply_ok(&pool_yaml("small", &["192.168.50.10-192.168.50.11"], ""))
         .expect("pool");
-    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let operator = cluster.operator("solo", &[]).expect("operator");
     for name in ["a", "b", "c"] {
         cluster
             .apply_ok(&service_yaml("default", name, "", ""))
@@ -91,6 +91,23 @@ async fn services_get_ips_exhaustion_explains_and_freed_ips_are_picked_up() {
         .split_whitespace()
         .collect();
     assert_eq!(row[3..5], ["2", "0"], "ASSIGNED, AVAILABLE: {pool}");
+
+    // Metrics: pool usage, allocations and failures by reason, leadership.
+    let metric = |series: &str| operator.metric(series).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        metric(r#"ferrolb_pool_addresses_assigned{pool="small",family="ipv4"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(r#"ferrolb_pool_addresses_available{pool="small",family="ipv4"}"#),
+        0.0
+    );
+    assert_eq!(metric("ferrolb_allocations_total"), 2.0);
+    assert_eq!(
+        metric(r#"ferrolb_allocation_failures_total{reason="PoolExhausted"}"#),
+        1.0
+    );
+    assert_eq!(metric("ferrolb_operator_leader"), 1.0);
 
     // Freeing an IP gives it to the waiting Service without touching it.
     cluster.kubectl(&["delete", "svc", "a"]).expect("delete a");
