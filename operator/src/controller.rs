@@ -532,3 +532,53 @@ pub async fn run(
         retry = (failed > 0).then(|| Instant::now() + Duration::from_secs(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scripted::{Reply, client, status};
+
+    #[tokio::test]
+    async fn a_failed_status_write_is_counted_and_reported_for_retry() {
+        let (client, server) = client(vec![Reply {
+            method: "PATCH",
+            path: "/api/v1/namespaces/default/services/web/status",
+            status: 500,
+            body: status(500, "InternalError"),
+        }]);
+        let metrics = Metrics::new();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+        }))
+        .expect("service");
+        let desired = Desired {
+            ingress: vec!["10.0.0.1".into()],
+            status: "True",
+            reason: "Allocated".into(),
+            message: "Allocated 10.0.0.1 from pool p".into(),
+        };
+        let write = Write::Service {
+            key: ServiceKey::new("default", "web"),
+            service: Arc::new(service),
+            desired,
+            event: None,
+        };
+        let written = execute(client, recorder, metrics.clone(), write).await;
+        server.await.expect("the write was attempted");
+        assert!(matches!(written, Written::Failed));
+        let page = metrics.encode();
+        assert!(
+            page.contains(r#"ferrolb_api_write_errors_total{kind="service_status"} 1"#),
+            "{page}"
+        );
+    }
+}

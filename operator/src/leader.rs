@@ -130,3 +130,107 @@ pub async fn run(
         tokio::time::sleep(timing.retry_period).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scripted::{Reply, client, status};
+    use serde_json::json;
+
+    fn lease(holder: &str, renewed_seconds_ago: i64) -> serde_json::Value {
+        let renewed = Timestamp::now().as_second() - renewed_seconds_ago;
+        let renewed = Timestamp::from_second(renewed).expect("time");
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ferrolb-operator", "namespace": "ferrolb-system", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+        })
+    }
+
+    const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ferrolb-system/leases";
+    const TIMING: Timing = Timing {
+        lease_duration: Duration::from_secs(15),
+        retry_period: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(10),
+    };
+
+    async fn attempt(replies: Vec<Reply>) -> kube::Result<bool> {
+        let (client, server) = client(replies);
+        let api: Api<Lease> = Api::namespaced(client, "ferrolb-system");
+        let result = try_lead(&api, "ferrolb-operator", "me", &TIMING).await;
+        server.await.expect("every scripted request was made");
+        result
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_of_another_replica_is_left_alone() {
+        let led = attempt(vec![Reply {
+            method: "GET",
+            path: PATH,
+            status: 200,
+            body: lease("other", 1),
+        }])
+        .await;
+        assert!(!led.expect("no error"));
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_unless_someone_else_was_faster() {
+        let took = attempt(vec![
+            Reply {
+                method: "GET",
+                path: PATH,
+                status: 200,
+                body: lease("other", 60),
+            },
+            Reply {
+                method: "PUT",
+                path: PATH,
+                status: 200,
+                body: lease("me", 0),
+            },
+        ])
+        .await;
+        assert!(took.expect("no error"));
+        let lost = attempt(vec![
+            Reply {
+                method: "GET",
+                path: PATH,
+                status: 200,
+                body: lease("other", 60),
+            },
+            Reply {
+                method: "PUT",
+                path: PATH,
+                status: 409,
+                body: status(409, "Conflict"),
+            },
+        ])
+        .await;
+        assert!(
+            !lost.expect("a conflict is not an error"),
+            "a conflicting write means not leading"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_is_reported_not_taken_as_leadership() {
+        let failed = attempt(vec![
+            Reply {
+                method: "GET",
+                path: PATH,
+                status: 200,
+                body: lease("me", 1),
+            },
+            Reply {
+                method: "PUT",
+                path: PATH,
+                status: 500,
+                body: status(500, "InternalError"),
+            },
+        ])
+        .await;
+        assert!(failed.is_err());
+    }
+}

@@ -7,3 +7,6 @@ pub mod convert;
 pub mod leader;
 pub mod metrics;
 pub mod status;
+
+#[cfg(test)]
+pub(crate) mod scripted;
