@@ -9,8 +9,8 @@ KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 .PHONY: help build bins test unit e2e bench crds crds-check lint controlplane cluster-up cluster-down demo demo-down
 
 help:
-	@echo "make demo          bring up the local control plane, install the CRDs and samples, show them"
-	@echo "make demo-down     stop it again (same as cluster-down)"
+	@echo "make demo          local control plane + CRDs + samples + operator; three Services get IPs"
+	@echo "make demo-down     stop the operator and the control plane"
 	@echo "make test          every test: unit tests, generated-CRD check, tests on a real kube-apiserver"
 	@echo "make build         build every binary"
 	@echo "make crds          regenerate the CRD YAML under crds/ from the Rust types"
@@ -58,23 +58,9 @@ cluster-up: controlplane
 cluster-down:
 	@$(CLUSTER) down
 
-demo: cluster-up
-	@$(KUBECTL) apply -f crds/ >/dev/null
-	@$(KUBECTL) wait --for=condition=Established crd --all --timeout=60s >/dev/null
-	@echo "== kubectl apply -f config/samples/"
-	@$(KUBECTL) apply -f config/samples/
-	@echo
-	@echo "== kubectl get ferrolb   (every ferrolb kind, through the category)"
-	@$(KUBECTL) get ferrolb
-	@echo
-	@echo "== a pool the apiserver itself refuses (no webhook runs):"
-	@printf 'apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: backwards}\nspec: {addresses: [192.168.40.20-192.168.40.10]}\n' \
-		| $(KUBECTL) apply -f - 2>&1 || true
-	@echo
-	@echo "The control plane keeps running. Use it with:"
-	@echo "  export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig"
-	@echo "  alias kubectl=$(shell $(CLUSTER) bin)/kubectl"
-	@echo "  kubectl explain ipaddresspool.spec"
-	@echo "Stop it with: make demo-down"
+demo: controlplane bins
+	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo.sh
 
-demo-down: cluster-down
+demo-down:
+	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; fi
+	@$(CLUSTER) down
