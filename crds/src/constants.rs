@@ -72,6 +72,9 @@ pub mod condition {
         pub const INVALID_REQUEST: &str = "InvalidRequest";
         /// Dual stack required but one family has no address.
         pub const DUAL_STACK_UNAVAILABLE: &str = "DualStackUnavailable";
+        /// The Service keeps an IP that no pool holds any more (its pool was
+        /// edited or deleted); nothing is renumbered silently.
+        pub const IP_NOT_IN_ANY_POOL: &str = "IPNotInAnyPool";
         /// True for `Announced`.
         pub const ANNOUNCED: &str = "Announced";
         /// No advertisement covers the pool.

@@ -2,6 +2,7 @@
 //! IPs and the `ferrolb.io/IPAllocated` condition with a message a person can act
 //! on.
 
+use ferrolb_api::constants::condition::reason::IP_NOT_IN_ANY_POOL;
 use ferrolb_api::constants::condition::{IP_ALLOCATED, reason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -21,9 +22,6 @@ pub struct Desired {
     /// The condition message.
     pub message: String,
 }
-
-/// The reason for a Service that keeps an IP no pool holds any more.
-pub const IP_NOT_IN_ANY_POOL: &str = "IPNotInAnyPool";
 
 fn describe(assignments: &[Assignment]) -> String {
     assignments
