@@ -15,6 +15,7 @@ pub mod constants;
 pub mod ipaddresspool;
 pub mod l2advertisement;
 pub mod nodeannouncement;
+pub mod overlap;
 pub mod timer;
 pub mod validation;
 

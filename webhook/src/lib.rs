@@ -1,0 +1,4 @@
+//! The ferrolb validating admission webhook: the cross-object rules for pools,
+//! peers and advertisements, the HTTPS server and its self-managed TLS.
+
+pub mod rules;
