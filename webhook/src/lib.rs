@@ -4,3 +4,5 @@
 pub mod admission;
 pub mod metrics;
 pub mod rules;
+pub mod source;
+pub mod tls;

@@ -1,22 +1,175 @@
-//! `ferrolb-webhook`: validates ferrolb objects at admission.
-//!
-//! Only the command line exists so far; the component itself is issue #4.
+//! `ferrolb-webhook`: validating admission for IPAddressPools, L2Advertisements,
+//! BGPPeers and BGPAdvertisements.
 
-use std::process::ExitCode;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use axum::routing::get;
 use clap::Parser;
+use ferrolb_api::constants::NAMESPACE;
+use ferrolb_webhook::admission::{Handler, router};
+use ferrolb_webhook::metrics::Metrics;
+use ferrolb_webhook::source::Watched;
+use ferrolb_webhook::tls::{CertStore, Mounted, SelfManaged};
 
-#[derive(Parser)]
+#[derive(Parser, Debug)]
 #[command(
     version,
-    about = "ferrolb webhook: validates ferrolb objects at admission"
+    about = "ferrolb webhook: validating admission for ferrolb objects"
 )]
-struct Cli {}
+struct Cli {
+    /// Where to serve admission over HTTPS.
+    #[arg(long, env = "FERROLB_LISTEN", default_value = "0.0.0.0:9443")]
+    listen: SocketAddr,
+    /// Where to serve /metrics, /healthz and /readyz over plain HTTP.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    metrics_addr: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long, env = "FERROLB_LOG_JSON")]
+    log_json: bool,
+    /// The namespace of the certificate Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = NAMESPACE)]
+    namespace: String,
+    /// The Secret holding the self-managed CA and serving certificate.
+    #[arg(long, default_value = "ferrolb-webhook-tls")]
+    secret: String,
+    /// The ValidatingWebhookConfiguration whose caBundle this webhook keeps.
+    #[arg(long, default_value = "ferrolb-webhook")]
+    webhook_config: String,
+    /// DNS names for the serving certificate (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ferrolb-webhook.ferrolb-system.svc,ferrolb-webhook.ferrolb-system.svc.cluster.local"
+    )]
+    dns_names: Vec<String>,
+    /// IP addresses for the serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    ip_sans: Vec<IpAddr>,
+    /// Seconds a serving certificate lives; it is replaced with a third left.
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    cert_validity_seconds: u64,
+    /// Seconds the self-managed CA lives.
+    #[arg(long, default_value_t = 10 * 365 * 24 * 3600)]
+    ca_validity_seconds: u64,
+    /// Serve this certificate (cert-manager) instead of managing one; reloaded
+    /// when the file changes.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of `--tls-cert-file`.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+}
 
-fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "ferrolb-webhook: not built yet (issue #4); this binary only parses its command line"
-    );
-    ExitCode::FAILURE
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new();
+    let store = Arc::new(CertStore::default());
+
+    match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let mounted = Mounted {
+                cert: cert.clone(),
+                key: key.clone(),
+                store: store.clone(),
+            };
+            mounted.load()?;
+            tokio::spawn(mounted.run());
+        }
+        _ => {
+            let managed = SelfManaged {
+                client: client.clone(),
+                namespace: cli.namespace.clone(),
+                secret: cli.secret.clone(),
+                webhook_config: cli.webhook_config.clone(),
+                dns_names: cli.dns_names.clone(),
+                ips: cli.ip_sans.clone(),
+                validity: Duration::from_secs(cli.cert_validity_seconds),
+                ca_validity: Duration::from_secs(cli.ca_validity_seconds),
+                store: store.clone(),
+                metrics: metrics.clone(),
+            };
+            // The first certificate before serving; then keep it fresh.
+            while let Err(e) = managed.ensure().await {
+                tracing::warn!(error = %e, "cannot set up the serving certificate yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            tokio::spawn(managed.run());
+        }
+    }
+
+    let watched = Watched::start(client);
+    watched.ready().await?;
+    tracing::info!("caches synced");
+    let handler = Handler::new(Arc::new(watched), metrics.clone());
+
+    let plain = {
+        let metrics = metrics.clone();
+        let store = store.clone();
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move { m.encode() }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = store.ready();
+                    async move {
+                        if ready {
+                            (axum::http::StatusCode::OK, "ok")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "no certificate",
+                            )
+                        }
+                    }
+                }),
+            )
+    };
+    let plain_listener = tokio::net::TcpListener::bind(cli.metrics_addr).await?;
+    tokio::spawn(async move { axum::serve(plain_listener, plain).await });
+
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    tracing::info!(listen = %cli.listen, "ferrolb-webhook serving");
+    let server =
+        axum_server::bind_rustls(cli.listen, tls).serve(router(handler).into_make_service());
+    tokio::select! {
+        result = server => result?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    Ok(())
 }

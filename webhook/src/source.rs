@@ -1,0 +1,133 @@
+//! The cluster as the admission rules see it: watches of the config kinds and
+//! of Services (for the IPs they hold), and Secret lookups on demand.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::admission::Source;
+use crate::rules::{ServiceIps, Snapshot};
+
+/// Watched stores of everything the rules read.
+pub struct Watched {
+    client: Client,
+    pools: Store<IPAddressPool>,
+    peers: Store<BGPPeer>,
+    l2: Store<L2Advertisement>,
+    bgp: Store<BGPAdvertisement>,
+    services: Store<Service>,
+}
+
+fn watch<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(stream.for_each(|event| {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watch error; retrying");
+        }
+        futures::future::ready(())
+    }));
+    reader
+}
+
+impl Watched {
+    /// Starts the watches.
+    pub fn start(client: Client) -> Watched {
+        Watched {
+            pools: watch(Api::all(client.clone())),
+            peers: watch(Api::all(client.clone())),
+            l2: watch(Api::all(client.clone())),
+            bgp: watch(Api::all(client.clone())),
+            services: watch(Api::all(client.clone())),
+            client,
+        }
+    }
+
+    /// Waits until every watch has listed once.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.pools.wait_until_ready().await?;
+        self.peers.wait_until_ready().await?;
+        self.l2.wait_until_ready().await?;
+        self.bgp.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        Ok(())
+    }
+}
+
+fn owned<K: Clone>(store: &Store<K>) -> Vec<K>
+where
+    K: kube::Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.state().iter().map(|k| (**k).clone()).collect()
+}
+
+impl Source for Watched {
+    fn snapshot(&self) -> Snapshot {
+        let services = self
+            .services
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let ips: Vec<IpAddr> = s
+                    .status
+                    .as_ref()?
+                    .load_balancer
+                    .as_ref()?
+                    .ingress
+                    .as_ref()?
+                    .iter()
+                    .filter_map(|i| i.ip.as_ref()?.parse().ok())
+                    .collect();
+                (!ips.is_empty()).then(|| ServiceIps {
+                    name: format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
+                    ips,
+                })
+            })
+            .collect();
+        Snapshot {
+            pools: owned(&self.pools),
+            peers: owned(&self.peers),
+            l2_advertisements: owned(&self.l2),
+            bgp_advertisements: owned(&self.bgp),
+            services,
+        }
+    }
+
+    fn secret_exists<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            match api.get_opt(name).await {
+                Ok(Some(secret)) => secret.data.is_some_and(|d| d.contains_key(key)),
+                Ok(None) => false,
+                // Unknown: do not warn about what we could not check.
+                Err(_) => true,
+            }
+        })
+    }
+}
