@@ -163,11 +163,11 @@ mod tests {
             "different keys can both hold"
         );
         assert!(
-            selector_lists_intersect(&[], &[zone_a.clone()]),
+            selector_lists_intersect(&[], std::slice::from_ref(&zone_a)),
             "an empty list selects every node"
         );
         assert!(!selector_lists_intersect(
-            &[zone_a.clone()],
+            std::slice::from_ref(&zone_a),
             &[zone_b.clone(), no_zone]
         ));
         assert!(selector_lists_intersect(
