@@ -74,9 +74,9 @@ impl Watched {
     }
 }
 
-fn owned<K: Clone>(store: &Store<K>) -> Vec<K>
+fn owned<K>(store: &Store<K>) -> Vec<K>
 where
-    K: kube::Resource + 'static,
+    K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store.state().iter().map(|k| (**k).clone()).collect()
