@@ -69,20 +69,7 @@ impl TestCluster {
 
     /// `kubectl apply -f -` with `yaml`; returns kubectl's output, success or not.
     pub fn apply(&self, yaml: &str) -> Result<Output> {
-        let mut child = self
-            .plane
-            .kubectl_command()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(yaml.as_bytes())?;
-        Ok(child.wait_with_output()?)
+        self.apply_with(yaml, &[])
     }
 
     /// Like [`apply`](Self::apply), failing when kubectl fails.
@@ -116,6 +103,79 @@ impl TestCluster {
         )?;
         process.metrics = Some(metrics);
         Ok(process)
+    }
+
+    /// Starts the webhook on a free loopback port with a self-managed certificate
+    /// for 127.0.0.1, registers it by URL in the ValidatingWebhookConfiguration
+    /// `ferrolb-webhook` (failurePolicy Fail), and waits until the apiserver calls
+    /// it (the webhook writes the caBundle itself).
+    pub async fn webhook(&self, extra: &[&str]) -> Result<Process> {
+        let port = free_port()?;
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let base = format!("https://127.0.0.1:{port}/validate");
+        let hook = |kind: &str, operations: &str| {
+            format!(
+                "- name: {kind}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
+            )
+        };
+        let config = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}",
+            hook("ipaddresspools", "CREATE, UPDATE, DELETE"),
+            hook("l2advertisements", "CREATE, UPDATE"),
+            hook("bgppeers", "CREATE, UPDATE"),
+            hook("bgpadvertisements", "CREATE, UPDATE"),
+        );
+        self.apply_ok(&config)?;
+        let mut args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--metrics-addr={metrics}"),
+            "--ip-sans=127.0.0.1".to_string(),
+            "--dns-names=localhost".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut process = Process::start(
+            &binary("ferrolb-webhook")?,
+            &args,
+            &self.plane.kubeconfig,
+            self.plane.dir().join("webhook.log"),
+        )?;
+        process.metrics = Some(metrics);
+        // Ready when a dry-run create goes through the webhook.
+        let probe = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: webhook-probe}\nspec: {addresses: [198.18.0.0/32]}\n";
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.apply_with(probe, &["--dry-run=server"])?;
+            if out.status.success() {
+                return Ok(process);
+            }
+            if Instant::now() > deadline || !process.running() {
+                bail!(
+                    "the webhook never answered: {}\n{}",
+                    text(&out),
+                    process.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kubectl apply -f - ARGS` with `yaml`.
+    pub fn apply_with(&self, yaml: &str, args: &[&str]) -> Result<Output> {
+        let mut child = self
+            .plane
+            .kubectl_command()
+            .args(["apply", "-f", "-"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(yaml.as_bytes())?;
+        Ok(child.wait_with_output()?)
     }
 
     /// A Service's ingress IPs and its IPAllocated condition (status, reason,
