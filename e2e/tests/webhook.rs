@@ -27,7 +27,7 @@ const HEAD: &str = "apiVersion: ferrolb.io/v1alpha1\n";
 #[tokio::test]
 async fn invalid_objects_are_denied_with_their_reason_and_warnings_show() {
     let cluster = TestCluster::start().await.expect("cluster");
-    let _webhook = cluster.webhook(&[]).await.expect("webhook");
+    let webhook = cluster.webhook(&[]).await.expect("webhook");
     cluster
         .apply_ok(&format!(
             "{HEAD}kind: IPAddressPool\nmetadata: {{name: main}}\nspec: {{addresses: [10.0.0.0/24, 'fd00::/64']}}\n---\n\
@@ -141,6 +141,17 @@ async fn invalid_objects_are_denied_with_their_reason_and_warnings_show() {
         out.contains("default/web (10.0.0.200)"),
         "deleting warns too: {out}"
     );
+
+    // Admissions by kind and verdict.
+    let metric = |series: &str| webhook.metric(series).unwrap_or_else(|e| panic!("{e}"));
+    assert!(metric(r#"ferrolb_webhook_admissions_total{kind="bgppeers",verdict="denied"}"#) >= 1.0);
+    assert!(
+        metric(r#"ferrolb_webhook_admissions_total{kind="ipaddresspools",verdict="warned"}"#)
+            >= 2.0
+    );
+    assert!(
+        metric(r#"ferrolb_webhook_admissions_total{kind="bgppeers",verdict="allowed"}"#) >= 2.0
+    );
 }
 
 /// Valid objects that reference each other, one per file.
@@ -243,4 +254,25 @@ async fn certificate_rotation_while_in_use_fails_no_admission() {
         failures.len()
     );
     assert!(calls > 20, "the apiserver kept calling ({calls} calls)");
+}
+
+#[tokio::test]
+async fn the_webhook_manifests_are_accepted_by_the_apiserver() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let dir = ferrolb_e2e::controlplane::workspace_root().join("config/webhook");
+    let out = cluster
+        .kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-k",
+            dir.to_str().expect("path"),
+        ])
+        .expect("kustomize dry run");
+    for object in [
+        "deployment.apps/ferrolb-webhook created",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/ferrolb-webhook created",
+        "clusterrole.rbac.authorization.k8s.io/ferrolb-webhook created",
+    ] {
+        assert!(out.contains(object), "{object} in:\n{out}");
+    }
 }

@@ -23,7 +23,7 @@ use crate::rules::{self, Snapshot, Verdict};
 /// Where the handler gets the cluster's objects from.
 pub trait Source: Send + Sync + 'static {
     /// The objects as they are now.
-    fn snapshot(&self) -> Snapshot;
+    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>>;
 
     /// Whether a Secret key exists (for the password reference warning).
     fn secret_exists<'a>(
@@ -38,8 +38,8 @@ pub trait Source: Send + Sync + 'static {
 pub struct Fixed(pub Snapshot);
 
 impl Source for Fixed {
-    fn snapshot(&self) -> Snapshot {
-        self.0.clone()
+    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
+        Box::pin(async { self.0.clone() })
     }
 
     fn secret_exists<'a>(
@@ -89,7 +89,7 @@ impl Handler {
         kind: &str,
         request: &AdmissionRequest<DynamicObject>,
     ) -> Result<Verdict, String> {
-        let snapshot = self.source.snapshot();
+        let snapshot = self.source.snapshot().await;
         let new = if request.operation == Operation::Delete {
             None
         } else {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -82,10 +83,10 @@ where
     store.state().iter().map(|k| (**k).clone()).collect()
 }
 
-impl Source for Watched {
-    fn snapshot(&self) -> Snapshot {
-        let services = self
-            .services
+impl Watched {
+    /// Services holding IPs, from the watch (they only feed warnings).
+    fn services(&self) -> Vec<ServiceIps> {
+        self.services
             .state()
             .iter()
             .filter_map(|s| {
@@ -104,14 +105,53 @@ impl Source for Watched {
                     ips,
                 })
             })
-            .collect();
-        Snapshot {
-            pools: owned(&self.pools),
-            peers: owned(&self.peers),
-            l2_advertisements: owned(&self.l2),
-            bgp_advertisements: owned(&self.bgp),
-            services,
-        }
+            .collect()
+    }
+
+    /// The config objects read from the apiserver now: a watch may lag a
+    /// create made a moment ago, and two overlapping pools applied back to back
+    /// must not both pass. Falls back to the watch when the read fails.
+    async fn fresh(&self) -> kube::Result<Snapshot> {
+        let params = ListParams::default();
+        let (pools, peers, l2, bgp) = (
+            Api::<IPAddressPool>::all(self.client.clone()),
+            Api::<BGPPeer>::all(self.client.clone()),
+            Api::<L2Advertisement>::all(self.client.clone()),
+            Api::<BGPAdvertisement>::all(self.client.clone()),
+        );
+        let (pools, peers, l2, bgp) = futures::try_join!(
+            pools.list(&params),
+            peers.list(&params),
+            l2.list(&params),
+            bgp.list(&params),
+        )?;
+        Ok(Snapshot {
+            pools: pools.items,
+            peers: peers.items,
+            l2_advertisements: l2.items,
+            bgp_advertisements: bgp.items,
+            services: self.services(),
+        })
+    }
+}
+
+impl Source for Watched {
+    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
+        Box::pin(async move {
+            match self.fresh().await {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the config objects; deciding on the watch cache");
+                    Snapshot {
+                        pools: owned(&self.pools),
+                        peers: owned(&self.peers),
+                        l2_advertisements: owned(&self.l2),
+                        bgp_advertisements: owned(&self.bgp),
+                        services: self.services(),
+                    }
+                }
+            }
+        })
     }
 
     fn secret_exists<'a>(
