@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::net::{IpAddr, TcpListener};
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,13 +80,8 @@ impl TestCluster {
         Ok(text(&out))
     }
 
-    /// Starts an operator replica named `identity` (the debug build).
+    /// Starts an operator replica named `identity` (see [`binary`] for which build).
     pub fn operator(&self, identity: &str, extra: &[&str]) -> Result<Process> {
-        self.operator_from(&binary("ferrolb-operator")?, identity, extra)
-    }
-
-    /// Starts an operator replica from the binary at `path`.
-    pub fn operator_from(&self, path: &Path, identity: &str, extra: &[&str]) -> Result<Process> {
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut args = vec![
             format!("--metrics-addr={metrics}"),
@@ -96,7 +90,7 @@ impl TestCluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut process = Process::start(
-            path,
+            &binary("ferrolb-operator")?,
             &args,
             &self.plane.kubeconfig,
             self.plane.dir().join(format!("operator-{identity}.log")),
@@ -110,12 +104,25 @@ impl TestCluster {
     /// `ferrolb-webhook` (failurePolicy Fail), and waits until the apiserver calls
     /// it (the webhook writes the caBundle itself).
     pub async fn webhook(&self, extra: &[&str]) -> Result<Process> {
+        self.webhook_trusting(extra, None).await
+    }
+
+    /// Like [`webhook`](Self::webhook), with the configuration's caBundle set to
+    /// `ca_pem` up front (for certificates the webhook does not manage).
+    pub async fn webhook_trusting(&self, extra: &[&str], ca_pem: Option<&str>) -> Result<Process> {
         let port = free_port()?;
+        let bundle = match ca_pem {
+            Some(pem) => format!(
+                ", caBundle: {}",
+                serde_json::to_string(&k8s_openapi::ByteString(pem.as_bytes().to_vec()))?
+            ),
+            None => String::new(),
+        };
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let base = format!("https://127.0.0.1:{port}/validate");
         let hook = |kind: &str, operations: &str| {
             format!(
-                "- name: {kind}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
+                "- name: {kind}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'{bundle}}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
             )
         };
         let config = format!(

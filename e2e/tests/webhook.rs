@@ -276,3 +276,63 @@ async fn the_webhook_manifests_are_accepted_by_the_apiserver() {
         assert!(out.contains(object), "{object} in:\n{out}");
     }
 }
+
+#[tokio::test]
+async fn a_mounted_certificate_is_served_and_reloaded_when_the_files_change() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let ca = ferrolb_e2e::pki::Authority::new("cert-manager-like").expect("ca");
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let write = |round: u32| {
+        let (cert, key) = ca
+            .issue(&format!("webhook-{round}"), None, &["127.0.0.1"], true)
+            .expect("issue");
+        // Write the key first and the certificate last, as a rotating mount does.
+        std::fs::write(&key_path, key).expect("key");
+        std::fs::write(&cert_path, cert).expect("cert");
+    };
+    write(0);
+    let args = [
+        format!("--tls-cert-file={}", cert_path.display()),
+        format!("--tls-key-file={}", key_path.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let webhook = cluster
+        .webhook_trusting(&args, Some(ca.pem()))
+        .await
+        .expect("webhook");
+    let probe = |i: u32| {
+        format!(
+            "{HEAD}kind: IPAddressPool\nmetadata: {{name: m{i}}}\nspec: {{addresses: [198.20.{i}.0/24]}}\n"
+        )
+    };
+    for round in 1..=2 {
+        write(round);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while webhook
+            .output()
+            .matches("certificate (re)loaded from files")
+            .count()
+            < round as usize
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never reloaded:\n{}",
+                webhook.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let out = cluster
+            .apply_with(&probe(round), &["--dry-run=server"])
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "admission after reload {round}: {}",
+            text(&out)
+        );
+    }
+    assert!(
+        !webhook.output().contains("ferrolb-webhook-tls"),
+        "no self-managed Secret in this mode"
+    );
+}

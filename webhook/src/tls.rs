@@ -57,7 +57,13 @@ impl CertStore {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| anyhow!("reading the key PEM: {e:?}"))?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
-        let certified = Arc::new(CertifiedKey::new(certs, signing));
+        let certified = CertifiedKey::new(certs, signing);
+        // A half-rotated mount (new certificate, old key) is not served: the
+        // next poll tries again.
+        certified
+            .keys_match()
+            .map_err(|e| anyhow!("the key does not belong to the certificate: {e}"))?;
+        let certified = Arc::new(certified);
         *self
             .current
             .write()
@@ -411,6 +417,11 @@ mod tests {
         assert!(store.set_pem(&cert2, &key2).expect("swap"));
         assert!(store.ready());
         assert!(store.set_pem("garbage", &key2).is_err());
+        let (cert3, _, _) = issue(&ca_key, &[], &[], Duration::from_secs(60)).expect("issue");
+        assert!(
+            store.set_pem(&cert3, &key2).is_err(),
+            "a key of another certificate is refused"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ferrolb_e2e::cluster::TestCluster;
-use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::process::{Process, binary};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Service;
@@ -65,23 +64,17 @@ fn operator_writes(process: &Process) -> usize {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let release = workspace_root().join("target/release/ferrolb-operator");
-    let operator_binary = if release.exists() {
-        release
-    } else {
-        eprintln!(
-            "note: {} is not built; measuring the debug build (cargo build --release -p ferrolb-operator for real figures)",
-            release.display()
-        );
-        binary("ferrolb-operator")?
-    };
-    eprintln!("measuring {}", operator_binary.display());
+    let operator_binary = binary("ferrolb-operator")?;
+    eprintln!(
+        "measuring {} (FERROLB_BIN_DIR=target/release for release figures)",
+        operator_binary.display()
+    );
     let cluster = TestCluster::start().await?;
     cluster.apply_ok(
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: load}\nspec:\n  addresses: [10.0.0.0/8]\n",
     )?;
     cluster.kubectl(&["create", "namespace", "load"])?;
-    let operator = cluster.operator_from(&operator_binary, "load", &["--log-json"])?;
+    let operator = cluster.operator("load", &["--log-json"])?;
     let pid = operator.pid();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_kib = rss_kib(pid).context("operator RSS")?;
