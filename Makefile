@@ -6,7 +6,7 @@ CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTE
 # kubectl built with the control plane (same pin as kube-apiserver).
 KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help build bins test unit e2e bench crds crds-check lint controlplane cluster-up cluster-down demo demo-down
+.PHONY: help build bins test unit e2e bench fuzz crds crds-check lint controlplane cluster-up cluster-down demo demo-down
 
 help:
 	@echo "make demo          local control plane + CRDs + samples + operator; three Services get IPs"
@@ -16,6 +16,7 @@ help:
 	@echo "make crds          regenerate the CRD YAML under crds/ from the Rust types"
 	@echo "make lint          cargo fmt --check and clippy -D warnings"
 	@echo "make bench         criterion benchmarks (allocation speed and memory)"
+	@echo "make fuzz          fuzz address parsing and the admission handler, FUZZ_SECONDS each (default 600)"
 	@echo "make cluster-up    start etcd + kube-apiserver on loopback (kubeconfig in $(CLUSTER_DIR))"
 	@echo "make cluster-down  stop them and remove $(CLUSTER_DIR)"
 
@@ -47,6 +48,15 @@ test: controlplane crds-check bins
 
 bench:
 	$(CARGO) bench -p ferrolb-operator --bench allocation
+
+# cargo-fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets the stable
+# toolchain here accept them. Not part of `make test`.
+FUZZ_SECONDS ?= 600
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in address admission; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check
