@@ -521,3 +521,40 @@ async fn two_replicas_never_both_write_and_a_leader_change_loses_nothing() {
     let first_write = log.find("status written").expect("wrote");
     assert!(took_over < first_write, "{log}");
 }
+
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_hands_the_lease_over() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .apply_ok(&pool_yaml("p", &["10.90.0.0/29"], ""))
+        .expect("pool");
+    let a = cluster
+        .operator("replica-a", &["--lease-duration-seconds=60"])
+        .expect("a");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = cluster
+        .operator("replica-b", &["--lease-duration-seconds=60"])
+        .expect("b");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    // With a 60 s Lease, only a released one lets the standby lead this soon.
+    cluster
+        .apply_ok(&service_yaml("default", "after", "", ""))
+        .expect("service");
+    let got = cluster
+        .wait_allocation(
+            "default",
+            "after",
+            Duration::from_secs(30),
+            Allocation::allocated,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- a\n{}\n--- b\n{}", a.output(), b.output()));
+    assert_eq!(got.ips, [ip("10.90.0.0")]);
+    assert!(
+        a.output().contains("leader Lease released"),
+        "{}",
+        a.output()
+    );
+    assert!(b.output().contains("leading=true"), "{}", b.output());
+}

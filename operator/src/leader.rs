@@ -81,7 +81,9 @@ async fn try_lead(
     };
     let spec = lease.spec.get_or_insert_default();
     let ours = spec.holder_identity.as_deref() == Some(identity);
-    if !ours && !expired(spec, Timestamp::now()) {
+    // A Lease released on shutdown has no holder and is free at once.
+    let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+    if !ours && !free && !expired(spec, Timestamp::now()) {
         return Ok(false);
     }
     if !ours {
@@ -98,6 +100,27 @@ async fn try_lead(
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Gives the Lease up if we hold it, so another replica takes over at once
+/// instead of waiting for it to expire (a rolling update, a drain).
+pub async fn release(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+) -> kube::Result<bool> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Some(mut lease) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_default();
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    api.replace(name, &PostParams::default(), &lease).await?;
+    Ok(true)
 }
 
 /// Runs the election until the process ends, publishing whether we lead.

@@ -10,9 +10,11 @@ use ferrolb_operator::{controller, leader, metrics};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
+// A flag given twice takes its last value, so wrappers can override defaults.
 #[command(
     version,
-    about = "ferrolb operator: IPs for LoadBalancer Services, from IPAddressPools"
+    about = "ferrolb operator: IPs for LoadBalancer Services, from IPAddressPools",
+    args_override_self = true
 )]
 struct Cli {
     /// The spec.loadBalancerClass handled, besides Services with no class.
@@ -91,16 +93,26 @@ async fn main() -> anyhow::Result<()> {
     let serve = tokio::spawn(metrics::serve(cli.metrics_addr, metrics.clone()));
     tracing::info!(%identity, lb_class = %cli.lb_class, metrics = %cli.metrics_addr, "ferrolb-operator starting");
     let config = controller::Config {
-        lb_class: cli.lb_class,
-        identity,
+        lb_class: cli.lb_class.clone(),
+        identity: identity.clone(),
         write_concurrency: cli.write_concurrency,
     };
-    tokio::select! {
-        result = controller::run(client, config, metrics, leading_rx) => result,
-        served = serve => anyhow::bail!("the metrics server stopped: {served:?}"),
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stopping");
-            Ok(())
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = controller::run(client.clone(), config, metrics, leading_rx) => result,
+        served = serve => Err(anyhow::anyhow!("the metrics server stopped: {served:?}")),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    };
+    if cli.leader_elect {
+        match leader::release(client, &cli.namespace, "ferrolb-operator", &identity).await {
+            Ok(true) => tracing::info!("leader Lease released for the next replica"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the leader Lease; it expires by itself")
+            }
         }
     }
+    tracing::info!("stopped");
+    result
 }
