@@ -20,10 +20,51 @@ use serde::de::DeserializeOwned;
 use crate::metrics::Metrics;
 use crate::rules::{self, Snapshot, Verdict};
 
+/// Which kinds a decision reads; the rest of the snapshot stays empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// IPAddressPools.
+    pub pools: bool,
+    /// BGPPeers.
+    pub peers: bool,
+    /// BGPAdvertisements.
+    pub bgp_advertisements: bool,
+    /// Services holding IPs.
+    pub services: bool,
+}
+
+impl Needs {
+    /// What the rules for the resource `kind` read.
+    pub fn of(kind: &str) -> Needs {
+        match kind {
+            "ipaddresspools" => Needs {
+                pools: true,
+                bgp_advertisements: true,
+                services: true,
+                ..Needs::default()
+            },
+            "bgppeers" => Needs {
+                peers: true,
+                ..Needs::default()
+            },
+            "l2advertisements" => Needs {
+                pools: true,
+                ..Needs::default()
+            },
+            _ => Needs {
+                pools: true,
+                peers: true,
+                bgp_advertisements: true,
+                ..Needs::default()
+            },
+        }
+    }
+}
+
 /// Where the handler gets the cluster's objects from.
 pub trait Source: Send + Sync + 'static {
-    /// The objects as they are now.
-    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>>;
+    /// The objects as they are now, of the kinds in `needs`.
+    fn snapshot(&self, needs: Needs) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>>;
 
     /// Whether a Secret key exists (for the password reference warning).
     fn secret_exists<'a>(
@@ -38,7 +79,7 @@ pub trait Source: Send + Sync + 'static {
 pub struct Fixed(pub Snapshot);
 
 impl Source for Fixed {
-    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
+    fn snapshot(&self, _: Needs) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
         Box::pin(async { self.0.clone() })
     }
 
@@ -89,7 +130,7 @@ impl Handler {
         kind: &str,
         request: &AdmissionRequest<DynamicObject>,
     ) -> Result<Verdict, String> {
-        let snapshot = self.source.snapshot().await;
+        let snapshot = self.source.snapshot(Needs::of(kind)).await;
         let new = if request.operation == Operation::Delete {
             None
         } else {

@@ -31,8 +31,6 @@ pub struct Snapshot {
     pub pools: Vec<IPAddressPool>,
     /// Every BGPPeer.
     pub peers: Vec<BGPPeer>,
-    /// Every L2Advertisement.
-    pub l2_advertisements: Vec<L2Advertisement>,
     /// Every BGPAdvertisement.
     pub bgp_advertisements: Vec<BGPAdvertisement>,
     /// Services holding IPs.

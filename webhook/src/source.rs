@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
+use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::admission::Source;
+use crate::admission::{Needs, Source};
 use crate::rules::{ServiceIps, Snapshot};
 
 /// Watched stores of everything the rules read.
@@ -21,7 +21,6 @@ pub struct Watched {
     client: Client,
     pools: Store<IPAddressPool>,
     peers: Store<BGPPeer>,
-    l2: Store<L2Advertisement>,
     bgp: Store<BGPAdvertisement>,
     services: Store<Service>,
 }
@@ -57,7 +56,6 @@ impl Watched {
         Watched {
             pools: watch(Api::all(client.clone())),
             peers: watch(Api::all(client.clone())),
-            l2: watch(Api::all(client.clone())),
             bgp: watch(Api::all(client.clone())),
             services: watch(Api::all(client.clone())),
             client,
@@ -68,7 +66,6 @@ impl Watched {
     pub async fn ready(&self) -> anyhow::Result<()> {
         self.pools.wait_until_ready().await?;
         self.peers.wait_until_ready().await?;
-        self.l2.wait_until_ready().await?;
         self.bgp.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
         Ok(())
@@ -110,42 +107,51 @@ impl Watched {
 
     /// The config objects read from the apiserver now: a watch may lag a
     /// create made a moment ago, and two overlapping pools applied back to back
-    /// must not both pass. Falls back to the watch when the read fails.
-    async fn fresh(&self) -> kube::Result<Snapshot> {
-        let params = ListParams::default();
-        let (pools, peers, l2, bgp) = (
-            Api::<IPAddressPool>::all(self.client.clone()),
-            Api::<BGPPeer>::all(self.client.clone()),
-            Api::<L2Advertisement>::all(self.client.clone()),
-            Api::<BGPAdvertisement>::all(self.client.clone()),
-        );
-        let (pools, peers, l2, bgp) = futures::try_join!(
-            pools.list(&params),
-            peers.list(&params),
-            l2.list(&params),
-            bgp.list(&params),
+    /// must not both pass. Only the kinds the decision reads are listed.
+    async fn fresh(&self, needs: Needs) -> kube::Result<Snapshot> {
+        async fn list<K>(client: &Client, wanted: bool) -> kube::Result<Vec<K>>
+        where
+            K: kube::Resource<DynamicType = ()>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug,
+        {
+            if !wanted {
+                return Ok(Vec::new());
+            }
+            Ok(Api::<K>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items)
+        }
+        let (pools, peers, bgp_advertisements) = futures::try_join!(
+            list::<IPAddressPool>(&self.client, needs.pools),
+            list::<BGPPeer>(&self.client, needs.peers),
+            list::<BGPAdvertisement>(&self.client, needs.bgp_advertisements),
         )?;
         Ok(Snapshot {
-            pools: pools.items,
-            peers: peers.items,
-            l2_advertisements: l2.items,
-            bgp_advertisements: bgp.items,
-            services: self.services(),
+            pools,
+            peers,
+            bgp_advertisements,
+            services: if needs.services {
+                self.services()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
 
 impl Source for Watched {
-    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
+    fn snapshot(&self, needs: Needs) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
         Box::pin(async move {
-            match self.fresh().await {
+            match self.fresh(needs).await {
                 Ok(snapshot) => snapshot,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the config objects; deciding on the watch cache");
                     Snapshot {
                         pools: owned(&self.pools),
                         peers: owned(&self.peers),
-                        l2_advertisements: owned(&self.l2),
                         bgp_advertisements: owned(&self.bgp),
                         services: self.services(),
                     }
