@@ -3,72 +3,26 @@
 //! webhook runs here) with a message naming the field, and the schema's rules
 //! agree with the Rust rules in `ferrolb-api`.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
-
 use ferrolb_api::address::parse_pool_entry;
 use ferrolb_api::community::Community;
 use ferrolb_api::timer::parse_timer;
 use ferrolb_api::{IPAddressPool, NodeAnnouncement, Validate};
-use ferrolb_e2e::ControlPlane;
+use ferrolb_e2e::cluster::{TestCluster, text};
 use ferrolb_e2e::controlplane::workspace_root;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// The control plane with the CRDs installed, and its kubectl output on success.
+async fn cluster() -> TestCluster {
+    TestCluster::start().await.expect("cluster with CRDs")
 }
 
-/// `kubectl apply -f -` with `yaml` on stdin.
-fn apply(plane: &ControlPlane, yaml: &str) -> Output {
-    let mut child = plane
-        .kubectl_command()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write yaml");
-    child.wait_with_output().expect("kubectl output")
+fn kubectl_ok(cluster: &TestCluster, args: &[&str]) -> String {
+    cluster.kubectl(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn kubectl_ok(plane: &ControlPlane, args: &[&str]) -> String {
-    let out = plane.kubectl(args).expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
-    text(&out)
-}
-
-/// A control plane with the CRDs applied and Established.
-fn plane_with_crds() -> ControlPlane {
-    let plane = ControlPlane::start().expect("control plane");
-    let crds = workspace_root().join("crds");
-    let out = kubectl_ok(&plane, &["apply", "-f", crds.to_str().expect("path")]);
-    assert_eq!(out.matches("created").count(), 5, "{out}");
-    kubectl_ok(
-        &plane,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-    );
-    plane
-}
-
-#[test]
-fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
-    let plane = plane_with_crds();
+#[tokio::test]
+async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
+    let plane = cluster().await;
     let established = kubectl_ok(&plane, &["get", "crd", "-o", "name"]);
     for name in [
         "ipaddresspools.ferrolb.io",
@@ -146,11 +100,9 @@ fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
     );
 
     // A NodeAnnouncement as the operator and a speaker would leave it.
-    let out = apply(
-        &plane,
-        "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{ip: 192.168.35.100, role: active}]\n",
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    plane
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{ip: 192.168.35.100, role: active}]\n")
+        .expect("node announcement");
     let status =
         r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2"}}"#;
     kubectl_ok(
@@ -495,17 +447,17 @@ fn rust_rejects(case: &Bad) -> bool {
     }
 }
 
-#[test]
-fn the_apiserver_alone_rejects_bad_objects_naming_the_field() {
+#[tokio::test]
+async fn the_apiserver_alone_rejects_bad_objects_naming_the_field() {
     assert!(BAD.len() >= 25);
-    let plane = plane_with_crds();
+    let plane = cluster().await;
     let mut failures = Vec::new();
     for (i, case) in BAD.iter().enumerate() {
         let yaml = format!(
             "apiVersion: ferrolb.io/v1alpha1\nkind: {}\nmetadata: {{name: bad-{i}}}\nspec: {}\n",
             case.kind, case.spec
         );
-        let out = apply(&plane, &yaml);
+        let out = plane.apply(&yaml).expect("kubectl");
         let said = text(&out);
         if out.status.success() {
             failures.push(format!("accepted: {} {}", case.kind, case.spec));
@@ -598,8 +550,8 @@ fn address_like(rng: &mut Rng) -> String {
 
 #[tokio::test]
 async fn schema_rules_and_rust_rules_agree() {
-    let plane = plane_with_crds();
-    let client = plane.client().await.expect("client");
+    let plane = cluster().await;
+    let client = plane.client.clone();
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
@@ -712,8 +664,8 @@ async fn schema_rules_and_rust_rules_agree() {
 
 #[tokio::test]
 async fn server_side_apply_merges_conditions_by_type() {
-    let plane = plane_with_crds();
-    let client = plane.client().await.expect("client");
+    let plane = cluster().await;
+    let client = plane.client.clone();
     let api: Api<NodeAnnouncement> = Api::all(client);
     let node = NodeAnnouncement::new("node-a", Default::default());
     api.create(&PostParams::default(), &node)

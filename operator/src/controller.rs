@@ -17,8 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
@@ -52,23 +51,7 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(async move {
-        stream
-            .for_each(|event| {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "watch error; retrying");
-                }
-                notify.notify_one();
-                futures::future::ready(())
-            })
-            .await;
-    });
-    reader
+    ferrolb_runtime::watch_store(api, move || notify.notify_one())
 }
 
 /// The stores the controller reads.

@@ -44,28 +44,10 @@ struct Cli {
     write_concurrency: usize,
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        // Colours only for a terminal: logs in files and collectors stay greppable.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
+    ferrolb_runtime::init_logs(cli.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = cli.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -90,7 +72,14 @@ async fn main() -> anyhow::Result<()> {
             .await;
         });
     }
-    let serve = tokio::spawn(metrics::serve(cli.metrics_addr, metrics.clone()));
+    let serve = {
+        let metrics = metrics.clone();
+        tokio::spawn(ferrolb_runtime::serve(
+            cli.metrics_addr,
+            move || metrics.encode(),
+            || true,
+        ))
+    };
     tracing::info!(%identity, lb_class = %cli.lb_class, metrics = %cli.metrics_addr, "ferrolb-operator starting");
     let config = controller::Config {
         lb_class: cli.lb_class.clone(),

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use clap::Parser;
 use ferrolb_api::constants::NAMESPACE;
 use ferrolb_webhook::admission::{Handler, router};
@@ -64,27 +62,10 @@ struct Cli {
     tls_key_file: Option<PathBuf>,
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
+    ferrolb_runtime::init_logs(cli.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new();
@@ -127,37 +108,15 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("caches synced");
     let handler = Handler::new(Arc::new(watched), metrics.clone());
 
-    let plain = {
+    {
         let metrics = metrics.clone();
         let store = store.clone();
-        Router::new()
-            .route(
-                "/metrics",
-                get(move || {
-                    let m = metrics.clone();
-                    async move { m.encode() }
-                }),
-            )
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let ready = store.ready();
-                    async move {
-                        if ready {
-                            (axum::http::StatusCode::OK, "ok")
-                        } else {
-                            (
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "no certificate",
-                            )
-                        }
-                    }
-                }),
-            )
-    };
-    let plain_listener = tokio::net::TcpListener::bind(cli.metrics_addr).await?;
-    tokio::spawn(async move { axum::serve(plain_listener, plain).await });
+        tokio::spawn(ferrolb_runtime::serve(
+            cli.metrics_addr,
+            move || metrics.encode(),
+            move || store.ready(),
+        ));
+    }
 
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()

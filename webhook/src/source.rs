@@ -6,11 +6,9 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use crate::admission::{Needs, Source};
@@ -36,18 +34,7 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(stream.for_each(|event| {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watch error; retrying");
-        }
-        futures::future::ready(())
-    }));
-    reader
+    ferrolb_runtime::watch_store(api, || {})
 }
 
 impl Watched {
