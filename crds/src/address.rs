@@ -189,11 +189,51 @@ impl AddressRange {
 impl fmt::Display for AddressRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.start == self.end {
-            write!(f, "{}", self.start)
+            f.write_str(&format_ip(self.start))
         } else {
-            write!(f, "{}-{}", self.start, self.end)
+            write!(f, "{}-{}", format_ip(self.start), format_ip(self.end))
         }
     }
+}
+
+/// An address as the API writes it: RFC 5952 for IPv6 but always in hex groups.
+/// (Rust prints `::ffff:a.b.c.d` for IPv4-mapped addresses, a form the API
+/// refuses to read, and a pool such as `::/80` does reach them.)
+pub fn format_ip(ip: IpAddr) -> String {
+    let IpAddr::V6(v6) = ip else {
+        return ip.to_string();
+    };
+    let groups = v6.segments();
+    // The longest run of two or more zero groups, the first of equals.
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, g) in groups.iter().enumerate() {
+        if *g == 0 {
+            run = if run.1 == 0 {
+                (i, 1)
+            } else {
+                (run.0, run.1 + 1)
+            };
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let hex = |part: &[u16]| {
+        part.iter()
+            .map(|g| format!("{g:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best.1 < 2 {
+        return hex(&groups);
+    }
+    format!(
+        "{}::{}",
+        hex(&groups[..best.0]),
+        hex(&groups[best.0 + best.1..])
+    )
 }
 
 /// The address as an unsigned integer; IPv4 takes the low 32 bits.
@@ -213,14 +253,18 @@ pub fn from_u128(family: Family, value: u128) -> IpAddr {
     }
 }
 
+/// Whether an address is IPv4-mapped IPv6 (`::ffff:0:0/96`): the API reads
+/// none as an IP and ferrolb hands none out.
+pub fn is_ipv4_mapped(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+}
+
 /// Parses one IP address the way the apiserver's CEL `ip()` does: no zone, no
 /// IPv4-mapped IPv6 form, no leading zeros in IPv4 octets.
 pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
     let not_ip = || AddressError::NotAnIp(text.to_string());
     let ip = IpAddr::from_str(text).map_err(|_| not_ip())?;
-    if let IpAddr::V6(v6) = ip
-        && v6.to_ipv4_mapped().is_some()
-    {
+    if is_ipv4_mapped(ip) {
         return Err(not_ip());
     }
     Ok(ip)
@@ -368,6 +412,28 @@ mod tests {
             parse_pool_entry("10.0.0.1-fd00::1"),
             Err(AddressError::MixedFamilies("10.0.0.1-fd00::1".into()))
         );
+    }
+
+    #[test]
+    fn ipv6_prints_in_hex_groups_and_reads_back() {
+        for text in [
+            "::",
+            "::1",
+            "fd00::",
+            "fd00::1:0:0:2",
+            "1:0:0:2::",
+            "1:2:3:4:5:6:7:8",
+            "fd00:0:0:1::1",
+        ] {
+            assert_eq!(format_ip(ip(text)), ip(text).to_string(), "{text}");
+        }
+        assert_eq!(format_ip(ip("::ffff:1.2.3.4")), "::ffff:102:304");
+        assert_eq!(format_ip(ip("1:0:0:2:0:0:0:3")), "1:0:0:2::3");
+        // A pool may cover IPv4-mapped addresses (`::/80` does); they print in
+        // hex but, as for the apiserver's `ip()`, are not accepted as an IP.
+        let range = parse_pool_entry("::/80").expect("range");
+        assert_eq!(range.to_string(), "::-::ffff:ffff:ffff");
+        assert!(is_ipv4_mapped(range.end()) && parse_pool_entry(&range.to_string()).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use ferrolb_api::address::{AddressRange, Family, to_u128};
+use ferrolb_api::address::{AddressRange, Family, from_u128, is_ipv4_mapped, to_u128};
 
 use super::free::FreeSpace;
 use super::request::ServiceRequest;
@@ -67,9 +67,14 @@ impl Pool {
         namespace_ok && any_matches(&allocation.service_selectors, &request.labels)
     }
 
-    /// Whether `ip` is an address the pool hands out automatically.
+    /// Whether `ip` is an address the pool hands out automatically: never an
+    /// IPv4-mapped IPv6 address (a pool such as `::/80` covers some), nor .0 and
+    /// .255 with `avoidBuggyIPs`.
     pub fn usable(&self, family: Family, value: u128) -> bool {
-        !(self.avoid_buggy_ips && family == Family::V4 && is_buggy(value))
+        match family {
+            Family::V4 => !(self.avoid_buggy_ips && is_buggy(value)),
+            Family::V6 => !is_ipv4_mapped(from_u128(family, value)),
+        }
     }
 
     /// The order pools are tried in: with a serviceAllocation by priority (none

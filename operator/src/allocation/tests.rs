@@ -333,6 +333,19 @@ fn avoid_buggy_ips_skips_dot_zero_and_dot_255() {
 }
 
 #[test]
+fn ipv4_mapped_addresses_are_never_handed_out() {
+    // The API never reads a mapped address as a range end, but a CIDR such as
+    // ::/80 covers them; build such a range directly.
+    let range = ferrolb_api::address::AddressRange::new(ip("::ffff:ffff:fffe"), ip("::1:0:0:1"))
+        .expect("range");
+    let mut a = Allocator::new(vec![Pool::new("odd", vec![range])]);
+    let mut s = svc("s");
+    s.families = FamilyPolicy::Single(Family::V6);
+    // ::ffff:ffff:fffe and ::ffff:ffff:ffff are IPv4-mapped: skipped.
+    assert_eq!(ips(&a.allocate(&s)), [ip("::1:0:0:0")]);
+}
+
+#[test]
 fn huge_pools_cost_nothing_to_build() {
     let mut a = Allocator::new(vec![
         pool("v6", &["fd00::/64"]),
