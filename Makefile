@@ -55,7 +55,9 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for target in address admission; do \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		mkdir -p corpus/$$target; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target seeds/$$target --sanitizer none \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
 lint:
