@@ -2,6 +2,7 @@
 //! which node announces it.
 
 pub mod allocation;
+pub mod announce;
 pub mod controller;
 pub mod convert;
 pub mod leader;

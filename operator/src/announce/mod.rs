@@ -1,0 +1,334 @@
+//! Layer 2 announcement planning: which node answers ARP/NDP for each Service
+//! IP, and which one stands by. Pure logic, no kube types.
+//!
+//! - A node is eligible for an IP when it is Ready, not labelled
+//!   `node.kubernetes.io/exclude-from-external-load-balancers`, its speaker is
+//!   alive, an L2Advertisement covering the IP's pool selects it, and, for
+//!   `externalTrafficPolicy: Local`, it holds a ready endpoint.
+//! - IPs that must travel together form a group: all IPs of one Service, and all
+//!   Services sharing an IP. A group lands on one node.
+//! - The active node is the eligible node with the highest rendezvous score for
+//!   the group, the standby the second: adding or removing a node moves only the
+//!   groups that node wins or held, and the same inputs always give the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_api::constants::EXCLUDE_LABEL;
+
+use crate::allocation::ServiceKey;
+use crate::allocation::selector::{Labels, Selector, any_matches};
+
+/// A node as planning sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The node's name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// Its speaker's Lease is alive.
+    pub speaker_alive: bool,
+}
+
+/// Which pools an advertisement covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pools {
+    /// Every pool.
+    All,
+    /// These pools (names listed, or selected by label).
+    Named(BTreeSet<String>),
+}
+
+impl Pools {
+    fn covers(&self, pool: &str) -> bool {
+        match self {
+            Pools::All => true,
+            Pools::Named(names) => names.contains(pool),
+        }
+    }
+}
+
+/// An L2Advertisement with its pool selection resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Advertisement {
+    /// The pools it covers.
+    pub pools: Pools,
+    /// Nodes it selects; empty for all.
+    pub node_selectors: Vec<Selector>,
+    /// Interfaces to answer on; empty for the default.
+    pub interfaces: Vec<String>,
+}
+
+/// A Service with IPs to announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// Which Service.
+    pub service: ServiceKey,
+    /// Its IPs and the pool of each (`None` when in no pool any more).
+    pub ips: Vec<(IpAddr, Option<String>)>,
+    /// `externalTrafficPolicy: Local`.
+    pub local: bool,
+    /// Nodes holding a ready (or serving) endpoint.
+    pub endpoint_nodes: BTreeSet<String>,
+}
+
+/// A node's part for one IP.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Answers for the IP.
+    Active,
+    /// Takes it over when the active node (named) goes silent.
+    Standby(String),
+}
+
+/// One IP on one node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// The IP.
+    pub ip: IpAddr,
+    /// What the node does for it.
+    pub role: Role,
+    /// Interfaces to answer on; empty for the default.
+    pub interfaces: Vec<String>,
+    /// The Services using the IP, `namespace/name`.
+    pub services: Vec<String>,
+}
+
+/// The layer 2 outcome for one Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Announced from `node`, with `standby` ready.
+    Announced {
+        /// The active node.
+        node: String,
+        /// The standby node, if there is a second eligible one.
+        standby: Option<String>,
+    },
+    /// No L2Advertisement covers its pool(s).
+    NoAdvertisement,
+    /// `externalTrafficPolicy: Local` and no eligible node has an endpoint.
+    NoLocalEndpoints,
+    /// No node may announce; the message says why each was left out.
+    NoEligibleNode(String),
+}
+
+/// The plan: entries per node (every node listed, possibly empty) and the
+/// outcome per Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Node → what it announces, sorted by IP.
+    pub nodes: BTreeMap<String, Vec<Entry>>,
+    /// Service → what happened to its IPs.
+    pub services: BTreeMap<ServiceKey, Outcome>,
+}
+
+/// FNV-1a, then a SplitMix64 finish: a small hash that is the same in every
+/// build and on every machine (std's hasher makes no such promise).
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Rendezvous score of a node for a group.
+fn score(node: &str, group: &str) -> u64 {
+    stable_hash(&[node.as_bytes(), group.as_bytes()])
+}
+
+/// Groups Services that must share a node: union-find over Services and IPs.
+fn groups(services: &[Announced]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..services.len()).collect();
+    fn find(parent: &mut [usize], i: usize) -> usize {
+        let mut root = i;
+        while parent[root] != root {
+            root = parent[root];
+        }
+        let mut i = i;
+        while parent[i] != root {
+            let next = parent[i];
+            parent[i] = root;
+            i = next;
+        }
+        root
+    }
+    let mut owner: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (i, service) in services.iter().enumerate() {
+        for (ip, _) in &service.ips {
+            if let Some(&j) = owner.get(ip) {
+                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                parent[a] = b;
+            } else {
+                owner.insert(*ip, i);
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..services.len() {
+        let root = find(&mut parent, i);
+        by_root.entry(root).or_default().push(i);
+    }
+    by_root.into_values().collect()
+}
+
+/// Why a node cannot announce, if it cannot (advertisement and endpoints
+/// aside).
+fn unfit(node: &Node) -> Option<&'static str> {
+    if !node.ready {
+        Some("not Ready")
+    } else if node.labels.contains_key(EXCLUDE_LABEL) {
+        Some("labelled node.kubernetes.io/exclude-from-external-load-balancers")
+    } else if !node.speaker_alive {
+        Some("its speaker is not running")
+    } else {
+        None
+    }
+}
+
+/// Plans layer 2 announcements.
+pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[Announced]) -> Plan {
+    let mut plan = Plan {
+        nodes: nodes.iter().map(|n| (n.name.clone(), Vec::new())).collect(),
+        services: BTreeMap::new(),
+    };
+    for group in groups(services) {
+        let members: Vec<&Announced> = group.iter().map(|i| &services[*i]).collect();
+        let pools: BTreeSet<&str> = members
+            .iter()
+            .flat_map(|s| s.ips.iter().filter_map(|(_, p)| p.as_deref()))
+            .collect();
+        // Advertisements covering every pool of the group.
+        let advertising: Vec<&L2Advertisement> = advertisements
+            .iter()
+            .filter(|a| !pools.is_empty() && pools.iter().all(|p| a.pools.covers(p)))
+            .collect();
+        let outcome_for_all = |plan: &mut Plan, outcome: Outcome| {
+            for member in &members {
+                plan.services
+                    .insert(member.service.clone(), outcome.clone());
+            }
+        };
+        if advertising.is_empty() {
+            outcome_for_all(&mut plan, Outcome::NoAdvertisement);
+            continue;
+        }
+        let mut reasons: Vec<String> = Vec::new();
+        let mut eligible: Vec<(&Node, Vec<String>)> = Vec::new();
+        let locals: Vec<&Announced> = members.iter().copied().filter(|s| s.local).collect();
+        let mut selected_any = false;
+        for node in nodes {
+            let selecting: Vec<&&L2Advertisement> = advertising
+                .iter()
+                .filter(|a| any_matches(&a.node_selectors, &node.labels))
+                .collect();
+            if selecting.is_empty() {
+                reasons.push(format!("{}: not selected by an L2Advertisement", node.name));
+                continue;
+            }
+            selected_any = true;
+            if let Some(why) = unfit(node) {
+                reasons.push(format!("{}: {why}", node.name));
+                continue;
+            }
+            if locals
+                .iter()
+                .any(|s| !s.endpoint_nodes.contains(&node.name))
+            {
+                continue;
+            }
+            let mut interfaces: Vec<String> = selecting
+                .iter()
+                .flat_map(|a| a.interfaces.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // One advertisement with no interfaces means the default one too.
+            if selecting.iter().any(|a| a.interfaces.is_empty()) {
+                interfaces.clear();
+            }
+            eligible.push((node, interfaces));
+        }
+        if eligible.is_empty() {
+            let outcome = if selected_any && !locals.is_empty() && reasons.len() < nodes.len() {
+                Outcome::NoLocalEndpoints
+            } else if reasons.is_empty() {
+                Outcome::NoEligibleNode("there are no nodes".to_string())
+            } else {
+                Outcome::NoEligibleNode(reasons.join("; "))
+            };
+            outcome_for_all(&mut plan, outcome);
+            continue;
+        }
+        let key = members
+            .iter()
+            .flat_map(|s| s.ips.iter().map(|(ip, _)| *ip))
+            .min()
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        eligible.sort_by(|(a, _), (b, _)| {
+            score(&b.name, &key)
+                .cmp(&score(&a.name, &key))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let (active, active_interfaces) = &eligible[0];
+        let standby = eligible.get(1);
+        let ips: BTreeSet<IpAddr> = members
+            .iter()
+            .flat_map(|s| s.ips.iter().map(|(ip, _)| *ip))
+            .collect();
+        for ip in &ips {
+            let users: Vec<String> = members
+                .iter()
+                .filter(|s| s.ips.iter().any(|(i, _)| i == ip))
+                .map(|s| s.service.to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            plan.nodes
+                .entry(active.name.clone())
+                .or_default()
+                .push(Entry {
+                    ip: *ip,
+                    role: Role::Active,
+                    interfaces: active_interfaces.clone(),
+                    services: users.clone(),
+                });
+            if let Some((node, interfaces)) = standby {
+                plan.nodes
+                    .entry(node.name.clone())
+                    .or_default()
+                    .push(Entry {
+                        ip: *ip,
+                        role: Role::Standby(active.name.clone()),
+                        interfaces: interfaces.clone(),
+                        services: users,
+                    });
+            }
+        }
+        outcome_for_all(
+            &mut plan,
+            Outcome::Announced {
+                node: active.name.clone(),
+                standby: standby.map(|(n, _)| n.name.clone()),
+            },
+        );
+    }
+    for entries in plan.nodes.values_mut() {
+        entries.sort();
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;

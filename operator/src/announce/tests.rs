@@ -1,0 +1,240 @@
+//! Eligibility, grouping, and the rendezvous choice as properties.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn node(name: &str) -> Node {
+    Node {
+        name: name.to_string(),
+        labels: Labels::from([("kubernetes.io/hostname".to_string(), name.to_string())]),
+        ready: true,
+        speaker_alive: true,
+    }
+}
+
+fn everywhere() -> L2Advertisement {
+    L2Advertisement {
+        pools: Pools::All,
+        node_selectors: Vec::new(),
+        interfaces: Vec::new(),
+    }
+}
+
+fn service(name: &str, ips: &[&str]) -> Announced {
+    Announced {
+        service: ServiceKey::new("default", name),
+        ips: ips
+            .iter()
+            .map(|ip| (ip.parse().expect("ip"), Some("pool".to_string())))
+            .collect(),
+        local: false,
+        endpoint_nodes: BTreeSet::new(),
+    }
+}
+
+fn active_of(plan: &Plan, name: &str) -> Option<String> {
+    match plan.services.get(&ServiceKey::new("default", name)) {
+        Some(Outcome::Announced { node, .. }) => Some(node.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_active_and_one_standby_node_per_ip() {
+    let nodes = [node("a"), node("b"), node("c")];
+    let plan = plan_l2(&nodes, &[everywhere()], &[service("web", &["10.0.0.1"])]);
+    let Some(Outcome::Announced {
+        node,
+        standby: Some(standby),
+    }) = plan.services.values().next().cloned()
+    else {
+        panic!("{plan:?}");
+    };
+    assert_ne!(node, standby);
+    let roles: Vec<(String, Role)> = plan
+        .nodes
+        .iter()
+        .flat_map(|(n, entries)| entries.iter().map(move |e| (n.clone(), e.role.clone())))
+        .collect();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.contains(&(node.clone(), Role::Active)));
+    assert!(roles.contains(&(standby, Role::Standby(node))));
+}
+
+#[test]
+fn all_ips_of_a_service_and_services_sharing_an_ip_land_together() {
+    let nodes: Vec<Node> = (0..8).map(|i| node(&format!("n{i}"))).collect();
+    let services = [
+        service("dual", &["10.0.0.1", "fd00::1"]),
+        service("http", &["10.0.0.9"]),
+        service("https", &["10.0.0.9"]),
+        service("both", &["10.0.0.9", "fd00::9"]),
+    ];
+    let plan = plan_l2(&nodes, &[everywhere()], &services);
+    let home = |ip: &str| -> Vec<String> {
+        plan.nodes
+            .iter()
+            .filter(|(_, e)| {
+                e.iter()
+                    .any(|e| e.ip.to_string() == ip && e.role == Role::Active)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(home("10.0.0.1"), home("fd00::1"));
+    assert_eq!(home("10.0.0.9"), home("fd00::9"));
+    assert_eq!(active_of(&plan, "http"), active_of(&plan, "https"));
+    let entry = plan
+        .nodes
+        .values()
+        .flatten()
+        .find(|e| e.ip.to_string() == "10.0.0.9" && e.role == Role::Active)
+        .expect("entry");
+    assert_eq!(
+        entry.services,
+        ["default/both", "default/http", "default/https"]
+    );
+}
+
+#[test]
+fn ineligible_nodes_are_skipped_and_named() {
+    let mut not_ready = node("a");
+    not_ready.ready = false;
+    let mut excluded = node("b");
+    excluded
+        .labels
+        .insert(EXCLUDE_LABEL.to_string(), String::new());
+    let mut no_speaker = node("c");
+    no_speaker.speaker_alive = false;
+    let nodes = [not_ready, excluded, no_speaker];
+    let plan = plan_l2(&nodes, &[everywhere()], &[service("web", &["10.0.0.1"])]);
+    let Some(Outcome::NoEligibleNode(why)) = plan.services.values().next() else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        why.contains("a: not Ready")
+            && why.contains("b: labelled")
+            && why.contains("c: its speaker"),
+        "{why}"
+    );
+    let mut nodes = nodes.to_vec();
+    nodes.push(node("d"));
+    assert_eq!(
+        active_of(
+            &plan_l2(&nodes, &[everywhere()], &[service("web", &["10.0.0.1"])]),
+            "web"
+        ),
+        Some("d".into())
+    );
+}
+
+#[test]
+fn advertisements_select_pools_nodes_and_interfaces() {
+    let nodes = [node("a"), node("b")];
+    let only_b = L2Advertisement {
+        pools: Pools::Named(BTreeSet::from(["pool".to_string()])),
+        node_selectors: vec![Selector {
+            labels: Labels::from([("kubernetes.io/hostname".to_string(), "b".to_string())]),
+            ..Selector::default()
+        }],
+        interfaces: vec!["eth1".to_string()],
+    };
+    let plan = plan_l2(
+        &nodes,
+        std::slice::from_ref(&only_b),
+        &[service("web", &["10.0.0.1"])],
+    );
+    assert_eq!(active_of(&plan, "web"), Some("b".into()));
+    assert_eq!(plan.nodes["b"][0].interfaces, ["eth1"]);
+    let other_pool = L2Advertisement {
+        pools: Pools::Named(BTreeSet::from(["other".to_string()])),
+        ..only_b
+    };
+    let plan = plan_l2(&nodes, &[other_pool], &[service("web", &["10.0.0.1"])]);
+    assert_eq!(
+        plan.services.values().next(),
+        Some(&Outcome::NoAdvertisement)
+    );
+}
+
+#[test]
+fn local_services_follow_their_endpoints() {
+    let nodes = [node("a"), node("b"), node("c")];
+    let mut web = service("web", &["10.0.0.1"]);
+    web.local = true;
+    web.endpoint_nodes = BTreeSet::from(["c".to_string()]);
+    let plan = plan_l2(&nodes, &[everywhere()], std::slice::from_ref(&web));
+    assert_eq!(
+        plan.services.values().next(),
+        Some(&Outcome::Announced {
+            node: "c".into(),
+            standby: None
+        })
+    );
+    web.endpoint_nodes.clear();
+    let plan = plan_l2(&nodes, &[everywhere()], &[web]);
+    assert_eq!(
+        plan.services.values().next(),
+        Some(&Outcome::NoLocalEndpoints)
+    );
+}
+
+fn cluster(size: usize) -> Vec<Node> {
+    (0..size).map(|i| node(&format!("node-{i}"))).collect()
+}
+
+fn many(ips: usize) -> Vec<Announced> {
+    (0..ips)
+        .map(|i| {
+            service(
+                &format!("s{i}"),
+                &[&format!("10.0.{}.{}", i / 250, i % 250)],
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn every_ip_has_exactly_one_active_node(size in 1usize..9, count in 1usize..40) {
+        let plan = plan_l2(&cluster(size), &[everywhere()], &many(count));
+        let mut active: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for entries in plan.nodes.values() {
+            for e in entries.iter().filter(|e| e.role == Role::Active) {
+                *active.entry(e.ip).or_default() += 1;
+            }
+        }
+        prop_assert_eq!(active.len(), count);
+        prop_assert!(active.values().all(|n| *n == 1));
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_plan(size in 1usize..9, count in 1usize..40) {
+        let a = plan_l2(&cluster(size), &[everywhere()], &many(count));
+        let mut reversed = cluster(size);
+        reversed.reverse();
+        let b = plan_l2(&reversed, &[everywhere()], &many(count));
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_the_ips_it_held(size in 2usize..9, count in 1usize..60, gone in 0usize..8) {
+        let nodes = cluster(size);
+        let gone = &nodes[gone % size].name;
+        let before = plan_l2(&nodes, &[everywhere()], &many(count));
+        let fewer: Vec<Node> = nodes.iter().filter(|n| &n.name != gone).cloned().collect();
+        let after = plan_l2(&fewer, &[everywhere()], &many(count));
+        for (service, outcome) in &before.services {
+            if let Outcome::Announced { node, standby } = outcome {
+                let Outcome::Announced { node: now, .. } = &after.services[service] else { unreachable!() };
+                if node != gone {
+                    prop_assert_eq!(now, node, "{} moved although its node stayed", service);
+                } else {
+                    // The standby takes over: what the speakers already prepared.
+                    prop_assert_eq!(Some(now), standby.as_ref());
+                }
+            }
+        }
+    }
+}
