@@ -1,21 +1,28 @@
-//! The allocation controller: watches Services, IPAddressPools and Namespaces
-//! into in-memory stores, and on every change (coalesced) makes one pass over
-//! all of them with the allocator, writing only what differs. Only the leader
-//! passes and writes; a new leader first rebuilds the allocator from the IPs
-//! Services already show, so no IP is ever handed out twice or renumbered.
+//! The controller: watches Services, IPAddressPools, Namespaces, Nodes, speaker
+//! Leases, L2Advertisements, EndpointSlices and NodeAnnouncements into
+//! in-memory stores, and on every change (coalesced) makes one pass over all of
+//! them: the allocator gives IPs, the planner picks the nodes that announce
+//! them, and only what differs is written (Service status, pool status,
+//! NodeAnnouncements). Only the leader passes and writes; a new leader first
+//! rebuilds the allocator from the IPs Services already show, so no IP is ever
+//! handed out twice or renumbered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrolb_api::constants::{condition, manager};
-use ferrolb_api::{IPAddressPool, IPAddressPoolStatus};
+use ferrolb_api::constants::{NAMESPACE, condition, manager};
+use ferrolb_api::{
+    IPAddressPool, IPAddressPoolStatus, L2Advertisement, NodeAnnouncement, NodeAnnouncementSpec,
+};
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -24,9 +31,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::allocation::selector::Labels;
 use crate::allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
-use crate::convert;
+use crate::announce::plan_l2;
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
-use crate::status::{self, Desired};
+use crate::status::{self, Desired, Verdict};
+use crate::{announcing, convert};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -59,6 +67,11 @@ struct Stores {
     services: Store<Service>,
     pools: Store<IPAddressPool>,
     namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+    l2: Store<L2Advertisement>,
+    slices: Store<EndpointSlice>,
+    announcements: Store<NodeAnnouncement>,
 }
 
 impl Stores {
@@ -115,8 +128,15 @@ enum Write {
         key: ServiceKey,
         service: Arc<Service>,
         desired: Desired,
-        event: Option<Event>,
+        events: Vec<Event>,
     },
+    /// Apply a node's NodeAnnouncement spec.
+    Announcement {
+        node: String,
+        spec: NodeAnnouncementSpec,
+    },
+    /// Delete the NodeAnnouncement of a node that is gone.
+    Retire { node: String },
     /// Take back what we wrote on a Service no longer ours.
     Clear {
         key: ServiceKey,
@@ -137,6 +157,50 @@ struct State {
     /// store older than that has not seen our write yet.
     written: HashMap<ServiceKey, (Desired, u64)>,
     pools_written: HashMap<String, (IPAddressPoolStatus, u64)>,
+    announcements_written: HashMap<String, (NodeAnnouncementSpec, u64)>,
+}
+
+/// An Event for a condition that changed reason, counting allocation outcomes.
+fn transition(
+    kind: &str,
+    previous: Option<&str>,
+    verdict: &Verdict,
+    metrics: &Metrics,
+) -> Option<Event> {
+    if previous == Some(verdict.reason.as_str()) {
+        return None;
+    }
+    let (ok, bad, action) = if kind == condition::IP_ALLOCATED {
+        if verdict.is_true() {
+            metrics.allocations.inc();
+        } else {
+            metrics
+                .failures
+                .get_or_create(&ReasonLabels {
+                    reason: verdict.reason.clone(),
+                })
+                .inc();
+        }
+        ("IPAllocated", "AllocationFailed", "Allocate")
+    } else {
+        ("Announced", "NotAnnounced", "Announce")
+    };
+    let note = if verdict.is_true() {
+        verdict.message.clone()
+    } else {
+        format!("{}: {}", verdict.reason, verdict.message)
+    };
+    Some(Event {
+        type_: if verdict.is_true() {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: if verdict.is_true() { ok } else { bad }.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    })
 }
 
 impl State {
@@ -175,6 +239,7 @@ impl State {
             pools,
             written: HashMap::new(),
             pools_written: HashMap::new(),
+            announcements_written: HashMap::new(),
         }
     }
 
@@ -200,14 +265,76 @@ impl State {
             tracing::info!(service = %key, ?released, "released");
         }
 
-        let mut writes = Vec::new();
+        // Allocation first, for every Service.
+        let mut allocated = Vec::new();
         for service in ours {
             let key = convert::service_key(&service);
             let ns_labels = labels.get(&key.namespace).cloned().unwrap_or_default();
             let result =
                 convert::request(&service, &ns_labels).and_then(|r| self.allocator.allocate(&r));
             let held: Vec<Assignment> = self.allocator.assignments(&key).unwrap_or_default();
-            let desired = status::desired(&result, &held);
+            allocated.push((service, key, status::desired(&result, &held), held));
+        }
+
+        // Then who announces what.
+        let pools_now = stores.pools.state();
+        let endpoints = announcing::endpoint_nodes(&stores.slices.state());
+        let announced: Vec<_> = allocated
+            .iter()
+            .filter(|(_, _, _, held)| !held.is_empty())
+            .map(|(service, _, _, held)| announcing::announced(service, held, &endpoints))
+            .collect();
+        let plan = plan_l2(
+            &announcing::nodes(&stores.nodes.state(), &stores.leases.state()),
+            &announcing::advertisements(&stores.l2.state(), &pools_now),
+            &announced,
+        );
+        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = stores
+            .announcements
+            .state()
+            .into_iter()
+            .map(|a| (a.name_any(), a))
+            .collect();
+
+        let mut writes = Vec::new();
+        for (node, entries) in &plan.nodes {
+            let spec = announcing::spec(entries);
+            let current = announcements.get(node);
+            if current.is_some_and(|a| a.spec == spec) {
+                self.announcements_written.remove(node);
+                continue;
+            }
+            if let Some((last, rv)) = self.announcements_written.get(node)
+                && *last == spec
+                && current
+                    .and_then(|a| resource_version(a.as_ref()))
+                    .is_none_or(|seen| seen < *rv)
+            {
+                continue;
+            }
+            writes.push(Write::Announcement {
+                node: node.clone(),
+                spec,
+            });
+        }
+        for node in announcements
+            .keys()
+            .filter(|n| !plan.nodes.contains_key(*n))
+        {
+            writes.push(Write::Retire { node: node.clone() });
+        }
+
+        for (service, key, mut desired, held) in allocated {
+            if !held.is_empty() {
+                let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
+                let pools: BTreeSet<String> = held.iter().filter_map(|a| a.pool.clone()).collect();
+                desired.announced = Some(announcing::verdict(
+                    plan.services.get(&key),
+                    &ips,
+                    &pools,
+                    &announcements,
+                ));
+            }
             if status::up_to_date(&service, &desired) {
                 self.written.remove(&key);
                 continue;
@@ -219,48 +346,27 @@ impl State {
                 // Our write is on its way into the store.
                 continue;
             }
-            let previous = status::current(&service).1.map(|c| c.reason.clone());
-            let event = (previous.as_deref() != Some(desired.reason.as_str())).then(|| {
-                if desired.status == "True" {
-                    metrics.allocations.inc();
-                } else {
-                    metrics
-                        .failures
-                        .get_or_create(&ReasonLabels {
-                            reason: desired.reason.clone(),
-                        })
-                        .inc();
-                }
-                Event {
-                    type_: if desired.status == "True" {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    reason: if desired.status == "True" {
-                        "IPAllocated".to_string()
-                    } else {
-                        "AllocationFailed".to_string()
-                    },
-                    note: Some(
-                        if desired.status == "True" {
-                            desired.message.clone()
-                        } else {
-                            format!("{}: {}", desired.reason, desired.message)
-                        }
-                        .chars()
-                        .take(1000)
-                        .collect(),
-                    ),
-                    action: "Allocate".to_string(),
-                    secondary: None,
-                }
-            });
+            let mut events = Vec::new();
+            let previous = |kind: &str| status::condition(&service, kind).map(|c| c.reason.clone());
+            events.extend(transition(
+                condition::IP_ALLOCATED,
+                previous(condition::IP_ALLOCATED).as_deref(),
+                &desired.allocated,
+                metrics,
+            ));
+            if let Some(verdict) = &desired.announced {
+                events.extend(transition(
+                    condition::ANNOUNCED,
+                    previous(condition::ANNOUNCED).as_deref(),
+                    verdict,
+                    metrics,
+                ));
+            }
             writes.push(Write::Service {
                 key,
                 service,
                 desired,
-                event,
+                events,
             });
         }
 
@@ -350,6 +456,7 @@ impl State {
 /// The outcome of one write, fed back into the state.
 enum Written {
     Service(ServiceKey, Desired, Option<u64>),
+    Announcement(String, NodeAnnouncementSpec, Option<u64>),
     Pool(String, IPAddressPoolStatus, Option<u64>),
     Failed,
     Cleared,
@@ -367,7 +474,7 @@ async fn execute(
             key,
             service,
             desired,
-            event,
+            events,
         } => {
             let api: Api<Service> = Api::namespaced(client, &key.namespace);
             let body = status::apply_body(&service, &desired, Time(Timestamp::now()));
@@ -377,7 +484,7 @@ async fn execute(
             metrics.wrote("service_status", result.is_ok());
             match result {
                 Ok(updated) => {
-                    if let Some(event) = event {
+                    for event in events {
                         let reference = service.object_ref(&());
                         let published = recorder.publish(&event, &reference).await;
                         metrics.wrote("event", published.is_ok());
@@ -385,7 +492,7 @@ async fn execute(
                             tracing::warn!(service = %key, error = %e, "cannot publish event");
                         }
                     }
-                    tracing::info!(service = %key, reason = %desired.reason, ingress = ?desired.ingress, "status written");
+                    tracing::info!(service = %key, reason = %desired.allocated.reason, announced = ?desired.announced.as_ref().map(|v| &v.reason), ingress = ?desired.ingress, "status written");
                     Written::Service(key, desired, resource_version(&updated))
                 }
                 Err(e) => {
@@ -411,6 +518,42 @@ async fn execute(
                 }
                 Err(e) => {
                     tracing::warn!(service = %key, error = %e, "cannot clear Service status");
+                    Written::Failed
+                }
+            }
+        }
+        Write::Announcement { node, spec } => {
+            let api: Api<NodeAnnouncement> = Api::all(client);
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1",
+                "kind": "NodeAnnouncement",
+                "metadata": { "name": node },
+                "spec": spec,
+            });
+            let result = api.patch(&node, &apply, &Patch::Apply(body)).await;
+            metrics.wrote("node_announcement", result.is_ok());
+            match result {
+                Ok(updated) => {
+                    tracing::info!(%node, l2 = spec.l2.len(), "NodeAnnouncement written");
+                    Written::Announcement(node, spec, resource_version(&updated))
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot write NodeAnnouncement");
+                    Written::Failed
+                }
+            }
+        }
+        Write::Retire { node } => {
+            let api: Api<NodeAnnouncement> = Api::all(client);
+            let result = api.delete(&node, &DeleteParams::default()).await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(%node, "node gone: NodeAnnouncement deleted");
+                    Written::Cleared
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => Written::Cleared,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot delete NodeAnnouncement");
                     Written::Failed
                 }
             }
@@ -448,10 +591,23 @@ pub async fn run(
         services: watch_into(Api::<Service>::all(client.clone()), notify.clone()),
         pools: watch_into(Api::<IPAddressPool>::all(client.clone()), notify.clone()),
         namespaces: watch_into(Api::<Namespace>::all(client.clone()), notify.clone()),
+        nodes: watch_into(Api::<Node>::all(client.clone()), notify.clone()),
+        leases: watch_into(
+            Api::<Lease>::namespaced(client.clone(), NAMESPACE),
+            notify.clone(),
+        ),
+        l2: watch_into(Api::<L2Advertisement>::all(client.clone()), notify.clone()),
+        slices: watch_into(Api::<EndpointSlice>::all(client.clone()), notify.clone()),
+        announcements: watch_into(Api::<NodeAnnouncement>::all(client.clone()), notify.clone()),
     };
     stores.services.wait_until_ready().await?;
     stores.pools.wait_until_ready().await?;
     stores.namespaces.wait_until_ready().await?;
+    stores.nodes.wait_until_ready().await?;
+    stores.leases.wait_until_ready().await?;
+    stores.l2.wait_until_ready().await?;
+    stores.slices.wait_until_ready().await?;
+    stores.announcements.wait_until_ready().await?;
     tracing::info!("caches synced");
     let recorder = Recorder::new(
         client.clone(),
@@ -502,6 +658,9 @@ pub async fn run(
                 Written::Pool(name, status, Some(rv)) => {
                     state.pools_written.insert(name, (status, rv));
                 }
+                Written::Announcement(node, spec, Some(rv)) => {
+                    state.announcements_written.insert(node, (spec, rv));
+                }
                 Written::Failed => failed += 1,
                 _ => {}
             }
@@ -545,15 +704,14 @@ mod tests {
         .expect("service");
         let desired = Desired {
             ingress: vec!["10.0.0.1".into()],
-            status: "True",
-            reason: "Allocated".into(),
-            message: "Allocated 10.0.0.1 from pool p".into(),
+            allocated: Verdict::yes("Allocated", "Allocated 10.0.0.1 from pool p"),
+            announced: None,
         };
         let write = Write::Service {
             key: ServiceKey::new("default", "web"),
             service: Arc::new(service),
             desired,
-            event: None,
+            events: Vec::new(),
         };
         let written = execute(client, recorder, metrics.clone(), write).await;
         server.await.expect("the write was attempted");

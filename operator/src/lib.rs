@@ -3,6 +3,7 @@
 
 pub mod allocation;
 pub mod announce;
+pub mod announcing;
 pub mod controller;
 pub mod convert;
 pub mod leader;

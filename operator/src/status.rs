@@ -1,26 +1,61 @@
-//! What a Service's status should say, from the allocator's answer: the ingress
-//! IPs and the `ferrolb.io/IPAllocated` condition with a message a person can act
-//! on.
+//! What a Service's status should say: the ingress IPs, the
+//! `ferrolb.io/IPAllocated` condition from the allocator's answer, and the
+//! `ferrolb.io/Announced` condition from the announcement plan, each with a
+//! message a person can act on.
 
 use ferrolb_api::constants::condition::reason::IP_NOT_IN_ANY_POOL;
-use ferrolb_api::constants::condition::{IP_ALLOCATED, reason};
+use ferrolb_api::constants::condition::{ANNOUNCED, IP_ALLOCATED, reason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
 use crate::allocation::{Assignment, Failure};
 
-/// The operator's part of a Service's status.
+/// One condition as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Desired {
-    /// `status.loadBalancer.ingress[].ip`, primary family first.
-    pub ingress: Vec<String>,
+pub struct Verdict {
     /// `True` or `False`.
     pub status: &'static str,
     /// The condition reason.
     pub reason: String,
     /// The condition message.
     pub message: String,
+}
+
+impl Verdict {
+    /// A True condition.
+    pub fn yes(reason: &str, message: impl Into<String>) -> Verdict {
+        Verdict {
+            status: "True",
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A False condition.
+    pub fn no(reason: &str, message: impl Into<String>) -> Verdict {
+        Verdict {
+            status: "False",
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether the condition is True.
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
+}
+
+/// The operator's part of a Service's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// `status.loadBalancer.ingress[].ip`, primary family first.
+    pub ingress: Vec<String>,
+    /// `ferrolb.io/IPAllocated`.
+    pub allocated: Verdict,
+    /// `ferrolb.io/Announced`, once the Service has IPs.
+    pub announced: Option<Verdict>,
 }
 
 fn describe(assignments: &[Assignment]) -> String {
@@ -48,19 +83,23 @@ pub fn desired(result: &Result<Vec<Assignment>, Failure>, held: &[Assignment]) -
             if orphans.is_empty() {
                 Desired {
                     ingress,
-                    status: "True",
-                    reason: reason::ALLOCATED.to_string(),
-                    message: format!("Allocated {}", describe(assignments)),
+                    allocated: Verdict::yes(
+                        reason::ALLOCATED,
+                        format!("Allocated {}", describe(assignments)),
+                    ),
+                    announced: None,
                 }
             } else {
                 Desired {
                     ingress,
-                    status: "False",
-                    reason: IP_NOT_IN_ANY_POOL.to_string(),
-                    message: format!(
-                        "keeps {} so traffic keeps flowing, but no IPAddressPool holds it any more (its pool was edited or deleted): add it back to a pool, or name a pool with the annotation ferrolb.io/address-pool to move the Service to a new address",
-                        orphans.join(" and ")
+                    allocated: Verdict::no(
+                        IP_NOT_IN_ANY_POOL,
+                        format!(
+                            "keeps {} so traffic keeps flowing, but no IPAddressPool holds it any more (its pool was edited or deleted): add it back to a pool, or name a pool with the annotation ferrolb.io/address-pool to move the Service to a new address",
+                            orphans.join(" and ")
+                        ),
                     ),
+                    announced: None,
                 }
             }
         }
@@ -71,53 +110,102 @@ pub fn desired(result: &Result<Vec<Assignment>, Failure>, held: &[Assignment]) -
             }
             Desired {
                 ingress: held.iter().map(|a| a.ip.to_string()).collect(),
-                status: "False",
-                reason: failure.reason.as_str().to_string(),
-                message,
+                allocated: Verdict::no(failure.reason.as_str(), message),
+                announced: None,
             }
         }
     }
 }
 
+/// A condition of a Service, by type.
+pub fn condition<'a>(service: &'a Service, kind: &str) -> Option<&'a Condition> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == kind))
+}
+
 /// The ingress IPs and the IPAllocated condition a Service has now.
 pub fn current(service: &Service) -> (Vec<String>, Option<&Condition>) {
-    let status = service.status.as_ref();
-    let ingress = status
+    let ingress = service
+        .status
+        .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .map(|list| list.iter().filter_map(|i| i.ip.clone()).collect())
         .unwrap_or_default();
-    let condition = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == IP_ALLOCATED));
-    (ingress, condition)
+    (ingress, condition(service, IP_ALLOCATED))
+}
+
+/// Whether a condition says what a verdict says.
+fn matches(
+    condition: Option<&Condition>,
+    verdict: Option<&Verdict>,
+    generation: Option<i64>,
+) -> bool {
+    match (condition, verdict) {
+        (None, None) => true,
+        (Some(c), Some(v)) => {
+            c.status == v.status
+                && c.reason == v.reason
+                && c.message == v.message
+                && c.observed_generation == generation
+        }
+        _ => false,
+    }
+}
+
+/// A condition for the apply body; its transition time is kept while its
+/// status is unchanged.
+fn condition_body(service: &Service, kind: &str, verdict: &Verdict, now: &Time) -> Value {
+    let since = match condition(service, kind) {
+        Some(c) if c.status == verdict.status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    json!({
+        "type": kind,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "observedGeneration": service.metadata.generation,
+        "lastTransitionTime": since,
+    })
 }
 
 /// Whether a Service's status already says what `desired` says.
 pub fn up_to_date(service: &Service, desired: &Desired) -> bool {
-    let (ingress, condition) = current(service);
-    ingress == desired.ingress
-        && condition.is_some_and(|c| {
-            c.status == desired.status
-                && c.reason == desired.reason
-                && c.message == desired.message
-                && c.observed_generation == service.metadata.generation
-        })
+    let generation = service.metadata.generation;
+    current(service).0 == desired.ingress
+        && matches(
+            condition(service, IP_ALLOCATED),
+            Some(&desired.allocated),
+            generation,
+        )
+        && matches(
+            condition(service, ANNOUNCED),
+            desired.announced.as_ref(),
+            generation,
+        )
 }
 
-/// The server-side apply body for a Service's status. The transition time is
-/// kept while the condition's status is unchanged.
+/// The server-side apply body for a Service's status: everything the operator
+/// owns on it, since what an apply leaves out is removed.
 pub fn apply_body(service: &Service, desired: &Desired, now: Time) -> Value {
-    let (_, condition) = current(service);
-    let since = match condition {
-        Some(c) if c.status == desired.status => c.last_transition_time.clone(),
-        _ => now,
-    };
     let ingress: Vec<Value> = desired
         .ingress
         .iter()
         .map(|ip| json!({ "ip": ip, "ipMode": "VIP" }))
         .collect();
+    let mut conditions = vec![condition_body(
+        service,
+        IP_ALLOCATED,
+        &desired.allocated,
+        &now,
+    )];
+    if let Some(announced) = &desired.announced {
+        conditions.push(condition_body(service, ANNOUNCED, announced, &now));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -127,14 +215,7 @@ pub fn apply_body(service: &Service, desired: &Desired, now: Time) -> Value {
         },
         "status": {
             "loadBalancer": { "ingress": ingress },
-            "conditions": [{
-                "type": IP_ALLOCATED,
-                "status": desired.status,
-                "reason": desired.reason,
-                "message": desired.message,
-                "observedGeneration": service.metadata.generation,
-                "lastTransitionTime": since,
-            }],
+            "conditions": conditions,
         },
     })
 }
@@ -174,9 +255,12 @@ mod tests {
             ]),
             &[],
         );
-        assert_eq!((d.status, d.reason.as_str()), ("True", "Allocated"));
         assert_eq!(
-            d.message,
+            (d.allocated.status, d.allocated.reason.as_str()),
+            ("True", "Allocated")
+        );
+        assert_eq!(
+            d.allocated.message,
             "Allocated 10.0.0.1 from pool a, fd00::1 from pool b"
         );
         assert_eq!(d.ingress, ["10.0.0.1", "fd00::1"]);
@@ -185,9 +269,12 @@ mod tests {
     #[test]
     fn an_ip_outside_every_pool_is_kept_and_explained() {
         let d = desired(&Ok(vec![assignment("10.0.0.1", None)]), &[]);
-        assert_eq!((d.status, d.reason.as_str()), ("False", IP_NOT_IN_ANY_POOL));
+        assert_eq!(
+            (d.allocated.status, d.allocated.reason.as_str()),
+            ("False", IP_NOT_IN_ANY_POOL)
+        );
         assert_eq!(d.ingress, ["10.0.0.1"]);
-        assert!(d.message.contains("add it back to a pool"));
+        assert!(d.allocated.message.contains("add it back to a pool"));
     }
 
     #[test]
@@ -198,12 +285,13 @@ mod tests {
         };
         let d = desired(&Err(failure.clone()), &[assignment("10.0.0.1", Some("a"))]);
         assert_eq!(
-            (d.status, d.reason.as_str()),
+            (d.allocated.status, d.allocated.reason.as_str()),
             ("False", "RequestedIPUnavailable")
         );
         assert_eq!(d.ingress, ["10.0.0.1"]);
         assert!(
-            d.message
+            d.allocated
+                .message
                 .ends_with("until then it keeps 10.0.0.1 from pool a")
         );
         assert!(desired(&Err(failure), &[]).ingress.is_empty());
