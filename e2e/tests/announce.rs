@@ -1,0 +1,316 @@
+//! Announcement planning end to end [L2]: the real operator against a real
+//! kube-apiserver writes one NodeAnnouncement per node and the
+//! `ferrolb.io/Announced` condition. Nodes, their Ready condition, speaker Leases
+//! and EndpointSlices are created by hand (no kubelet or controller-manager
+//! runs). The speaker's report is stood in for by patching NodeAnnouncement
+//! status, which is all this test checks the operator reads.
+
+use std::time::{Duration, Instant};
+
+use ferrolb_api::NodeAnnouncement;
+use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn node_yaml(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}{labels}}}\n"
+    )
+}
+
+fn set_ready(cluster: &TestCluster, node: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .expect("node status");
+}
+
+/// A speaker Lease renewed `ago` seconds ago, lasting `duration` seconds.
+fn lease(cluster: &TestCluster, node: &str, ago: i64, duration: i64) {
+    let renewed = Timestamp::from_second(Timestamp::now().as_second() - ago).expect("time");
+    cluster
+        .apply_ok(&format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: speaker-{node}, namespace: ferrolb-system}}\nspec:\n  holderIdentity: {node}\n  leaseDurationSeconds: {duration}\n  renewTime: '{}'\n",
+            renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        ))
+        .expect("lease");
+}
+
+/// Which node is active for `ip`, and which stands by, per the NodeAnnouncements.
+async fn holders(cluster: &TestCluster, ip: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let api: Api<NodeAnnouncement> = Api::all(cluster.client.clone());
+    let mut active = Vec::new();
+    let mut standby = Vec::new();
+    for na in api.list(&Default::default()).await.expect("list").items {
+        let node = na.metadata.name.clone().unwrap_or_default();
+        for entry in na.spec.l2.iter().filter(|e| e.ip == ip) {
+            match &entry.standby_for {
+                None => active.push(node.clone()),
+                Some(of) => standby.push((node.clone(), of.clone())),
+            }
+        }
+    }
+    (active, standby)
+}
+
+async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(150)).await,
+        }
+    }
+}
+
+async fn announced(cluster: &TestCluster, name: &str) -> (String, String, String) {
+    let out = cluster
+        .kubectl(&[
+            "get", "svc", name, "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].status}|{.status.conditions[?(@.type=="ferrolb.io/Announced")].reason}|{.status.conditions[?(@.type=="ferrolb.io/Announced")].message}"#,
+        ])
+        .unwrap_or_default();
+    let mut parts = out.splitn(3, '|').map(str::to_string);
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}
+
+async fn active_for(cluster: &TestCluster, ip: &str) -> String {
+    let (active, _) = holders(cluster, ip).await;
+    active.first().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [10.100.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
+        .expect("pool and advertisement");
+    for node in ["node-a", "node-b", "node-c"] {
+        cluster.apply_ok(&node_yaml(node, "")).expect("node");
+        set_ready(&cluster, node, true);
+        lease(&cluster, node, 0, 3600);
+    }
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml("default", "web", "", ""))
+        .expect("service");
+    let ip = "10.100.0.0";
+
+    // One active node and one standby standing by for it.
+    wait_for("an active and a standby node", || async {
+        let (active, standby) = holders(&cluster, ip).await;
+        match (active.as_slice(), standby.as_slice()) {
+            ([a], [(s, of)]) if s != a && of == a => Ok(()),
+            _ => Err(format!("active {active:?}, standby {standby:?}")),
+        }
+    })
+    .await;
+    let first = active_for(&cluster, ip).await;
+    let (status, reason, _) = announced(&cluster, "web").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NotYetApplied")
+    );
+
+    // The node's speaker reports the IP (stood in for by a status patch).
+    let report = format!(
+        r#"{{"status":{{"observedGeneration":1,"l2":[{{"ip":"{ip}","state":"Announcing"}}]}}}}"#
+    );
+    cluster
+        .kubectl(&[
+            "patch",
+            "nodeannouncement",
+            &first,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &report,
+        ])
+        .expect("report");
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            "svc/web",
+            "--timeout=30s",
+        ])
+        .expect("kubectl wait for Announced");
+    let (_, _, message) = announced(&cluster, "web").await;
+    assert!(
+        message.contains(&format!("answered by node {first}")),
+        "{message}"
+    );
+
+    // Not Ready → the IP moves.
+    set_ready(&cluster, &first, false);
+    wait_for("the IP leaves a NotReady node", || async {
+        let now = active_for(&cluster, ip).await;
+        if !now.is_empty() && now != first {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
+    let second = active_for(&cluster, ip).await;
+    let (status, reason, _) = announced(&cluster, "web").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NotYetApplied"),
+        "the new node has not reported yet"
+    );
+
+    // The exclude label → it moves again, to the last node.
+    cluster
+        .kubectl(&[
+            "label",
+            "node",
+            &second,
+            "node.kubernetes.io/exclude-from-external-load-balancers=",
+        ])
+        .expect("label");
+    wait_for("the IP leaves an excluded node", || async {
+        let now = active_for(&cluster, ip).await;
+        if !now.is_empty() && now != first && now != second {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
+    let third = active_for(&cluster, ip).await;
+
+    // Its speaker's Lease expires → no node is left, and the condition says why.
+    lease(&cluster, &third, 600, 10);
+    wait_for("no eligible node", || async {
+        let (status, reason, message) = announced(&cluster, "web").await;
+        if reason == "NoEligibleNode"
+            && status == "False"
+            && message.contains("not Ready")
+            && message.contains("exclude-from-external-load-balancers")
+            && message.contains("its speaker is not running")
+        {
+            Ok(())
+        } else {
+            Err(format!("{status} {reason} {message}"))
+        }
+    })
+    .await;
+
+    // A node that goes away takes its NodeAnnouncement with it.
+    cluster
+        .kubectl(&["delete", "node", &first])
+        .expect("delete node");
+    wait_for("the NodeAnnouncement of a deleted node goes", || async {
+        let out = cluster
+            .kubectl(&["get", "nodeannouncements", "-o", "name"])
+            .unwrap_or_default();
+        if out.contains(&first) {
+            Err(out)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_are_named() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [10.101.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2], interfaces: [eth1]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: dark}\nspec: {addresses: [10.102.0.0/29], autoAssign: false}\n")
+        .expect("pools");
+    for node in ["node-a", "node-b", "node-c"] {
+        cluster.apply_ok(&node_yaml(node, "")).expect("node");
+        set_ready(&cluster, node, true);
+        lease(&cluster, node, 0, 3600);
+    }
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "local",
+            "",
+            "  externalTrafficPolicy: Local\n",
+        ))
+        .expect("service");
+    wait_for("no local endpoints", || async {
+        let (_, reason, _) = announced(&cluster, "local").await;
+        if reason == "NoLocalEndpoints" {
+            Ok(())
+        } else {
+            Err(reason)
+        }
+    })
+    .await;
+    // An endpoint appears on node-c: it announces, on the advertised interface.
+    cluster
+        .apply_ok("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {kubernetes.io/service-name: local}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.2.7]\n  nodeName: node-c\n  conditions: {ready: true}\nports: [{port: 8080}]\n")
+        .expect("endpoint slice");
+    wait_for("node-c announces", || async {
+        let active = active_for(&cluster, "10.101.0.0").await;
+        if active == "node-c" {
+            Ok(())
+        } else {
+            Err(active)
+        }
+    })
+    .await;
+    let api: Api<NodeAnnouncement> = Api::all(cluster.client.clone());
+    let c = api.get("node-c").await.expect("node-c");
+    assert_eq!(c.spec.l2[0].interfaces, ["eth1"]);
+    assert_eq!(c.spec.l2[0].services, ["default/local"]);
+
+    // A pool no L2Advertisement covers.
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "dark",
+            "  annotations: {ferrolb.io/address-pool: dark}\n",
+            "",
+        ))
+        .expect("dark");
+    wait_for("no advertisement", || async {
+        let (status, reason, message) = announced(&cluster, "dark").await;
+        if status == "False" && reason == "NoAdvertisement" && message.contains("pool dark") {
+            Ok(())
+        } else {
+            Err(format!("{reason} {message}"))
+        }
+    })
+    .await;
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dark",
+        ])
+        .expect("events");
+    assert!(
+        events.contains("NotAnnounced") && events.contains("NoAdvertisement"),
+        "{events}"
+    );
+}
