@@ -1,0 +1,3 @@
+//! Layer 2 announcement: answering ARP and NDP for the IPs a node holds.
+
+pub mod packet;
