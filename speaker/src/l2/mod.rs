@@ -1,3 +1,6 @@
 //! Layer 2 announcement: answering ARP and NDP for the IPs a node holds.
 
+pub mod interface;
 pub mod packet;
+pub mod responder;
+pub mod socket;

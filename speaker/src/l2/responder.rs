@@ -1,0 +1,120 @@
+//! Answers ARP and NDP on one interface for the IPs this node holds now, and
+//! announces an IP it takes with gratuitous ARP / unsolicited NA, repeated for a
+//! few seconds. An IP removed from the set is not answered for from the next
+//! frame on.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::packet::{self, Mac, Request};
+use super::socket::PacketSocket;
+
+/// Frame counters of one responder.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// ARP requests for one of our IPs.
+    pub arp_requests: AtomicU64,
+    /// ARP replies sent.
+    pub arp_replies: AtomicU64,
+    /// Neighbor Solicitations for one of our IPs.
+    pub ndp_requests: AtomicU64,
+    /// Neighbor Advertisements sent in reply.
+    pub ndp_replies: AtomicU64,
+    /// Gratuitous ARPs and unsolicited NAs sent.
+    pub gratuitous: AtomicU64,
+    /// Frames dropped as malformed.
+    pub malformed: AtomicU64,
+}
+
+/// When announcements of a taken IP go out, from the moment it is taken.
+const REPEATS: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(3),
+];
+
+/// Answers requests for the IPs in `ips` (minus `own`) on `socket` as `mac`,
+/// until `ips` is dropped.
+pub async fn answer(
+    socket: Arc<PacketSocket>,
+    mac: Mac,
+    ips: watch::Receiver<BTreeSet<IpAddr>>,
+    own: BTreeSet<IpAddr>,
+    counters: Arc<Counters>,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let len = socket.receive(&mut buffer).await?;
+        let frame = &buffer[..len];
+        let holds = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
+        match packet::parse(frame) {
+            Ok(Request::Arp(request)) if request.sender_mac != mac && holds(request.target_ip.into()) => {
+                counters.arp_requests.fetch_add(1, Ordering::Relaxed);
+                socket.send(&packet::arp_reply(mac, &request)).await?;
+                counters.arp_replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Request::Ndp(solicitation)) if solicitation.source_mac != mac && holds(solicitation.target.into()) => {
+                counters.ndp_requests.fetch_add(1, Ordering::Relaxed);
+                socket.send(&packet::neighbor_reply(mac, &solicitation)).await?;
+                counters.ndp_replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(why) => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?why, len, "malformed frame dropped");
+            }
+        }
+    }
+}
+
+/// Announces newly taken IPs: each IP that enters `ips` gets gratuitous ARP or
+/// unsolicited NA at the [`REPEATS`] offsets, stopping early if it leaves.
+pub async fn announce(
+    socket: Arc<PacketSocket>,
+    mac: Mac,
+    mut ips: watch::Receiver<BTreeSet<IpAddr>>,
+    counters: Arc<Counters>,
+) {
+    let mut known: BTreeSet<IpAddr> = BTreeSet::new();
+    loop {
+        let now: BTreeSet<IpAddr> = ips.borrow_and_update().clone();
+        for ip in now.difference(&known).copied() {
+            let socket = socket.clone();
+            let counters = counters.clone();
+            let watch = ips.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                for offset in REPEATS {
+                    tokio::time::sleep_until(start + offset).await;
+                    if !watch.borrow().contains(&ip) {
+                        return;
+                    }
+                    let frame = match ip {
+                        IpAddr::V4(v4) => packet::gratuitous_arp(mac, v4),
+                        IpAddr::V6(v6) => packet::unsolicited_advertisement(mac, v6),
+                    };
+                    if let Err(e) = socket.send(&frame).await {
+                        tracing::warn!(%ip, error = %e, "cannot announce");
+                        return;
+                    }
+                    counters.gratuitous.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            tracing::info!(%ip, "taken: announcing");
+        }
+        for ip in known.difference(&now) {
+            tracing::info!(%ip, "released: silent from now on");
+        }
+        known = now;
+        if ips.changed().await.is_err() {
+            return;
+        }
+    }
+}
