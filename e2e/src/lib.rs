@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod controlplane;
+pub mod netns;
 pub mod pki;
 pub mod process;
 

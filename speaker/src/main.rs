@@ -41,12 +41,18 @@ struct Cli {
 
 /// The active IPs of a NodeAnnouncement file, and the interfaces they name.
 fn read(path: &Path) -> Result<(BTreeSet<IpAddr>, BTreeSet<String>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let announcement: NodeAnnouncement =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not a NodeAnnouncement", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let announcement: NodeAnnouncement = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not a NodeAnnouncement", path.display()))?;
     let mut ips = BTreeSet::new();
     let mut interfaces = BTreeSet::new();
-    for entry in announcement.spec.l2.iter().filter(|e| e.role == L2Role::Active) {
+    for entry in announcement
+        .spec
+        .l2
+        .iter()
+        .filter(|e| e.role == L2Role::Active)
+    {
         ips.insert(parse_ip(&entry.ip)?);
         interfaces.extend(entry.interfaces.iter().cloned());
     }
@@ -55,15 +61,41 @@ fn read(path: &Path) -> Result<(BTreeSet<IpAddr>, BTreeSet<String>)> {
 
 fn metrics(counters: &Counters) -> String {
     let line = |name: &str, help: &str, value: u64| {
-        format!("# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} counter\nferrolb_speaker_{name}_total {value}\n")
+        format!(
+            "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} counter\nferrolb_speaker_{name}_total {value}\n"
+        )
     };
     [
-        line("arp_requests", "ARP requests for an IP this node announces", counters.arp_requests.load(Ordering::Relaxed)),
-        line("arp_replies", "ARP replies sent", counters.arp_replies.load(Ordering::Relaxed)),
-        line("ndp_requests", "Neighbor Solicitations for an IP this node announces", counters.ndp_requests.load(Ordering::Relaxed)),
-        line("ndp_replies", "Neighbor Advertisements sent in reply", counters.ndp_replies.load(Ordering::Relaxed)),
-        line("gratuitous", "Gratuitous ARPs and unsolicited Neighbor Advertisements sent", counters.gratuitous.load(Ordering::Relaxed)),
-        line("malformed_frames", "Frames dropped as malformed", counters.malformed.load(Ordering::Relaxed)),
+        line(
+            "arp_requests",
+            "ARP requests for an IP this node announces",
+            counters.arp_requests.load(Ordering::Relaxed),
+        ),
+        line(
+            "arp_replies",
+            "ARP replies sent",
+            counters.arp_replies.load(Ordering::Relaxed),
+        ),
+        line(
+            "ndp_requests",
+            "Neighbor Solicitations for an IP this node announces",
+            counters.ndp_requests.load(Ordering::Relaxed),
+        ),
+        line(
+            "ndp_replies",
+            "Neighbor Advertisements sent in reply",
+            counters.ndp_replies.load(Ordering::Relaxed),
+        ),
+        line(
+            "gratuitous",
+            "Gratuitous ARPs and unsolicited Neighbor Advertisements sent",
+            counters.gratuitous.load(Ordering::Relaxed),
+        ),
+        line(
+            "malformed_frames",
+            "Frames dropped as malformed",
+            counters.malformed.load(Ordering::Relaxed),
+        ),
     ]
     .concat()
         + "# EOF\n"
@@ -75,7 +107,10 @@ async fn main() -> Result<()> {
     ferrolb_runtime::init_logs(cli.log_json);
     let (ips, named) = read(&cli.from_file)?;
     let interfaces: Vec<Interface> = if !named.is_empty() {
-        named.iter().map(|n| Interface::named(n)).collect::<Result<_>>()?
+        named
+            .iter()
+            .map(|n| Interface::named(n))
+            .collect::<Result<_>>()?
     } else if let Some(name) = &cli.interface {
         vec![Interface::named(name)?]
     } else {
@@ -85,14 +120,32 @@ async fn main() -> Result<()> {
     let (tx, rx) = watch::channel(ips);
     let counters = Arc::new(Counters::default());
     for interface in &interfaces {
-        let socket = Arc::new(PacketSocket::open(interface.index).with_context(|| format!("opening a packet socket on {}", interface.name))?);
+        let socket = Arc::new(
+            PacketSocket::open(interface.index)
+                .with_context(|| format!("opening a packet socket on {}", interface.name))?,
+        );
         tracing::info!(interface = %interface.name, mac = %interface.mac, "answering ARP and NDP");
-        tokio::spawn(responder::answer(socket.clone(), interface.mac, rx.clone(), own.clone(), counters.clone()));
-        tokio::spawn(responder::announce(socket, interface.mac, rx.clone(), counters.clone()));
+        tokio::spawn(responder::answer(
+            socket.clone(),
+            interface.mac,
+            rx.clone(),
+            own.clone(),
+            counters.clone(),
+        ));
+        tokio::spawn(responder::announce(
+            socket,
+            interface.mac,
+            rx.clone(),
+            counters.clone(),
+        ));
     }
     {
         let counters = counters.clone();
-        tokio::spawn(ferrolb_runtime::serve(cli.metrics_addr, move || metrics(&counters), || true));
+        tokio::spawn(ferrolb_runtime::serve(
+            cli.metrics_addr,
+            move || metrics(&counters),
+            || true,
+        ));
     }
     // Follow the file: IPs added are announced, IPs removed are silent at once.
     let path = cli.from_file.clone();
@@ -107,7 +160,9 @@ async fn main() -> Result<()> {
                         changed
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the NodeAnnouncement; keeping the last one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the NodeAnnouncement; keeping the last one")
+                }
             }
         }
     });

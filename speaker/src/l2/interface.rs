@@ -12,7 +12,16 @@ use super::packet::Mac;
 /// Interface name prefixes that are never the node's own network: container
 /// veths, CNI and overlay devices, kube-proxy's dummy.
 const NOT_NODE_NETWORK: [&str; 10] = [
-    "lo", "veth", "cni", "flannel", "cali", "docker", "kube-ipvs", "cilium", "vxlan", "tunl",
+    "lo",
+    "veth",
+    "cni",
+    "flannel",
+    "cali",
+    "docker",
+    "kube-ipvs",
+    "cilium",
+    "vxlan",
+    "tunl",
 ];
 
 /// One interface.
@@ -44,7 +53,11 @@ impl Interface {
         for (slot, part) in mac.iter_mut().zip(parts) {
             *slot = u8::from_str_radix(part, 16)?;
         }
-        Ok(Interface { name: name.to_string(), index, mac: Mac(mac) })
+        Ok(Interface {
+            name: name.to_string(),
+            index,
+            mac: Mac(mac),
+        })
     }
 }
 
@@ -57,7 +70,9 @@ fn bridge_port(name: &str) -> bool {
 pub fn own_addresses() -> Result<BTreeSet<IpAddr>> {
     let mut own = BTreeSet::new();
     for entry in nix::ifaddrs::getifaddrs()? {
-        let Some(address) = entry.address else { continue };
+        let Some(address) = entry.address else {
+            continue;
+        };
         if let Some(v4) = address.as_sockaddr_in() {
             own.insert(IpAddr::V4(v4.ip()));
         } else if let Some(v6) = address.as_sockaddr_in6() {
@@ -73,9 +88,11 @@ pub fn own_addresses() -> Result<BTreeSet<IpAddr>> {
 pub fn default_interface() -> Result<Interface> {
     let mut candidates: BTreeSet<String> = BTreeSet::new();
     for entry in nix::ifaddrs::getifaddrs()? {
-        let has_ip = entry
-            .address
-            .is_some_and(|a| a.as_sockaddr_in().is_some() || a.as_sockaddr_in6().is_some_and(|s| !s.ip().is_unicast_link_local()));
+        let has_ip = entry.address.is_some_and(|a| {
+            a.as_sockaddr_in().is_some()
+                || a.as_sockaddr_in6()
+                    .is_some_and(|s| !s.ip().is_unicast_link_local())
+        });
         let name = entry.interface_name;
         if has_ip && !NOT_NODE_NETWORK.iter().any(|p| name.starts_with(p)) && !bridge_port(&name) {
             candidates.insert(name);

@@ -55,14 +55,20 @@ pub async fn answer(
         let frame = &buffer[..len];
         let holds = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
         match packet::parse(frame) {
-            Ok(Request::Arp(request)) if request.sender_mac != mac && holds(request.target_ip.into()) => {
+            Ok(Request::Arp(request))
+                if request.sender_mac != mac && holds(request.target_ip.into()) =>
+            {
                 counters.arp_requests.fetch_add(1, Ordering::Relaxed);
                 socket.send(&packet::arp_reply(mac, &request)).await?;
                 counters.arp_replies.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Request::Ndp(solicitation)) if solicitation.source_mac != mac && holds(solicitation.target.into()) => {
+            Ok(Request::Ndp(solicitation))
+                if solicitation.source_mac != mac && holds(solicitation.target.into()) =>
+            {
                 counters.ndp_requests.fetch_add(1, Ordering::Relaxed);
-                socket.send(&packet::neighbor_reply(mac, &solicitation)).await?;
+                socket
+                    .send(&packet::neighbor_reply(mac, &solicitation))
+                    .await?;
                 counters.ndp_replies.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {}

@@ -34,7 +34,11 @@ const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
 fn check(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
 }
 
 /// A filtered AF_PACKET socket bound to one interface.
@@ -48,7 +52,11 @@ impl PacketSocket {
         let all = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); the descriptor is owned right away.
         let raw = check(unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
         })?;
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -106,7 +114,11 @@ impl PacketSocket {
                 let n = unsafe {
                     libc::recv(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0)
                 };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match result {
                 Ok(result) => return result,
@@ -121,8 +133,13 @@ impl PacketSocket {
             let mut guard = self.fd.writable().await?;
             let result = guard.try_io(|fd| {
                 // SAFETY: the frame is valid for its length.
-                let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+                let n =
+                    unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
             });
             match result {
                 Ok(result) => return result,

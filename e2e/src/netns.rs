@@ -1,0 +1,149 @@
+//! Test networks of Linux network namespaces: a switch (a bridge in its own
+//! namespace), nodes and a client plugged into it with veth pairs and fixed
+//! MACs. Everything is named with this process's ID and removed on drop.
+
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `ip ARGS`, failing with its output.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A host on the test network.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// The namespace's name.
+    pub namespace: String,
+    /// The interface inside it.
+    pub interface: String,
+    /// Its MAC address.
+    pub mac: String,
+}
+
+impl Host {
+    /// A command run inside the host's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespace, program]);
+        command
+    }
+
+    /// Runs a program in the namespace and returns what it printed.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program} in {}", self.namespace))
+    }
+}
+
+/// A switch with hosts on it.
+pub struct Network {
+    switch: String,
+    hosts: Vec<Host>,
+    tag: String,
+}
+
+impl Network {
+    /// An empty switch.
+    pub fn new() -> Result<Network> {
+        // Unique per process and per network, short enough for interface names.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 10_000);
+        let switch = format!("fl-sw{tag}");
+        ip(&["netns", "add", &switch])?;
+        let network = Network {
+            switch,
+            hosts: Vec::new(),
+            tag,
+        };
+        ip(&[
+            "-n",
+            &network.switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ])?;
+        ip(&["-n", &network.switch, "link", "set", "dev", "br0", "up"])?;
+        Ok(network)
+    }
+
+    /// Plugs in a host `name` with `mac` and the given addresses (CIDR).
+    pub fn host(&mut self, name: &str, mac: &str, addresses: &[&str]) -> Result<Host> {
+        let namespace = format!("fl-{name}{}", self.tag);
+        let inside = "eth0";
+        let port = format!("p{}{}", name.chars().take(6).collect::<String>(), self.tag);
+        ip(&["netns", "add", &namespace])?;
+        let host = Host {
+            namespace: namespace.clone(),
+            interface: inside.to_string(),
+            mac: mac.to_string(),
+        };
+        self.hosts.push(host.clone());
+        let temp = format!("t{}{}", name.chars().take(6).collect::<String>(), self.tag);
+        ip(&["link", "add", &temp, "type", "veth", "peer", "name", &port])?;
+        ip(&["link", "set", "dev", &temp, "netns", &namespace])?;
+        ip(&["link", "set", "dev", &port, "netns", &self.switch])?;
+        ip(&[
+            "-n", &namespace, "link", "set", "dev", &temp, "name", inside,
+        ])?;
+        ip(&[
+            "-n", &namespace, "link", "set", "dev", inside, "address", mac,
+        ])?;
+        for address in addresses {
+            let mut args = vec![
+                "-n",
+                namespace.as_str(),
+                "addr",
+                "add",
+                address,
+                "dev",
+                inside,
+            ];
+            if address.contains(':') {
+                args.push("nodad");
+            }
+            ip(&args)?;
+        }
+        ip(&["-n", &namespace, "link", "set", "dev", inside, "up"])?;
+        ip(&["-n", &namespace, "link", "set", "dev", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            "dev",
+            &port,
+            "master",
+            "br0",
+        ])?;
+        ip(&["-n", &self.switch, "link", "set", "dev", &port, "up"])?;
+        Ok(host)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = ip(&["netns", "del", &host.namespace]);
+        }
+        let _ = ip(&["netns", "del", &self.switch]);
+    }
+}
