@@ -16,6 +16,7 @@ use ferrolb_api::constants::{NAMESPACE, condition, manager};
 use ferrolb_api::{
     IPAddressPool, IPAddressPoolStatus, L2Advertisement, NodeAnnouncement, NodeAnnouncementSpec,
 };
+use ferrolb_runtime::watch_store;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
@@ -45,21 +46,6 @@ pub struct Config {
     pub identity: String,
     /// Concurrent API writes.
     pub write_concurrency: usize,
-}
-
-/// Watches `api` into a store, waking `notify` on every event.
-fn watch_into<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    ferrolb_runtime::watch_store(api, move || notify.notify_one())
 }
 
 /// The stores the controller reads.
@@ -587,18 +573,20 @@ pub async fn run(
     mut leading: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
+    // Every watch wakes the pass loop.
+    let wake = || {
+        let notify = notify.clone();
+        move || notify.notify_one()
+    };
     let stores = Stores {
-        services: watch_into(Api::<Service>::all(client.clone()), notify.clone()),
-        pools: watch_into(Api::<IPAddressPool>::all(client.clone()), notify.clone()),
-        namespaces: watch_into(Api::<Namespace>::all(client.clone()), notify.clone()),
-        nodes: watch_into(Api::<Node>::all(client.clone()), notify.clone()),
-        leases: watch_into(
-            Api::<Lease>::namespaced(client.clone(), NAMESPACE),
-            notify.clone(),
-        ),
-        l2: watch_into(Api::<L2Advertisement>::all(client.clone()), notify.clone()),
-        slices: watch_into(Api::<EndpointSlice>::all(client.clone()), notify.clone()),
-        announcements: watch_into(Api::<NodeAnnouncement>::all(client.clone()), notify.clone()),
+        services: watch_store(Api::<Service>::all(client.clone()), wake()),
+        pools: watch_store(Api::<IPAddressPool>::all(client.clone()), wake()),
+        namespaces: watch_store(Api::<Namespace>::all(client.clone()), wake()),
+        nodes: watch_store(Api::<Node>::all(client.clone()), wake()),
+        leases: watch_store(Api::<Lease>::namespaced(client.clone(), NAMESPACE), wake()),
+        l2: watch_store(Api::<L2Advertisement>::all(client.clone()), wake()),
+        slices: watch_store(Api::<EndpointSlice>::all(client.clone()), wake()),
+        announcements: watch_store(Api::<NodeAnnouncement>::all(client.clone()), wake()),
     };
     stores.services.wait_until_ready().await?;
     stores.pools.wait_until_ready().await?;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool};
+use ferrolb_runtime::watch_store;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
 use kube::runtime::reflector::Store;
@@ -23,28 +24,14 @@ pub struct Watched {
     services: Store<Service>,
 }
 
-fn watch<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    ferrolb_runtime::watch_store(api, || {})
-}
-
 impl Watched {
     /// Starts the watches.
     pub fn start(client: Client) -> Watched {
         Watched {
-            pools: watch(Api::all(client.clone())),
-            peers: watch(Api::all(client.clone())),
-            bgp: watch(Api::all(client.clone())),
-            services: watch(Api::all(client.clone())),
+            pools: watch_store(Api::all(client.clone()), || {}),
+            peers: watch_store(Api::all(client.clone()), || {}),
+            bgp: watch_store(Api::all(client.clone()), || {}),
+            services: watch_store(Api::all(client.clone()), || {}),
             client,
         }
     }
