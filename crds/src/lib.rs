@@ -16,6 +16,7 @@ pub mod ipaddresspool;
 pub mod l2advertisement;
 pub mod nodeannouncement;
 pub mod overlap;
+pub mod selector;
 pub mod timer;
 pub mod validation;
 

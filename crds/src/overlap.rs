@@ -72,25 +72,6 @@ pub fn selector_lists_intersect(a: &[LabelSelector], b: &[LabelSelector]) -> boo
         .any(|x| b.iter().any(|y| selectors_intersect(x, y)))
 }
 
-/// Whether a selector matches a set of labels.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v))
-        && selector.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-                "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-                "Exists" => labels.contains_key(&e.key),
-                "DoesNotExist" => !labels.contains_key(&e.key),
-                _ => false,
-            }
-        })
-}
-
 /// The smallest set of CIDR blocks covering a range exactly, as
 /// `(first address, prefix length)`, lowest first.
 pub fn cidr_blocks(range: &AddressRange) -> Vec<(u128, u8)> {
@@ -136,6 +117,7 @@ pub fn cidr_blocks(range: &AddressRange) -> Vec<(u128, u8)> {
 mod tests {
     use super::*;
     use crate::address::parse_pool_entry;
+    use crate::selector::label_selector_matches;
 
     fn selector(yaml: &str) -> LabelSelector {
         serde_yaml::from_str(yaml).expect("selector")
@@ -179,15 +161,15 @@ mod tests {
     #[test]
     fn matching_labels() {
         let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
-        assert!(selector_matches(
+        assert!(label_selector_matches(
             &selector("matchLabels: {zone: a}"),
             &labels
         ));
-        assert!(!selector_matches(
+        assert!(!label_selector_matches(
             &selector("matchExpressions: [{key: zone, operator: NotIn, values: [a]}]"),
             &labels
         ));
-        assert!(selector_matches(&LabelSelector::default(), &labels));
+        assert!(label_selector_matches(&LabelSelector::default(), &labels));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ferrolb_api::address::format_ip;
 use ferrolb_api::constants::condition::reason;
 use ferrolb_api::nodeannouncement::{L2Announcement, L2Phase, L2Role};
-use ferrolb_api::overlap::selector_matches;
+use ferrolb_api::selector::{Selector, label_selector_matches};
 use ferrolb_api::{IPAddressPool, L2Advertisement, NodeAnnouncement, NodeAnnouncementSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -87,7 +87,7 @@ pub fn advertisements(
                     if spec
                         .ip_address_pool_selectors
                         .iter()
-                        .any(|s| selector_matches(s, pool.labels()))
+                        .any(|s| label_selector_matches(s, pool.labels()))
                     {
                         names.insert(pool.name_any());
                     }
@@ -96,7 +96,7 @@ pub fn advertisements(
             };
             announce::L2Advertisement {
                 pools: selected,
-                node_selectors: spec.node_selectors.iter().map(convert::selector).collect(),
+                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
                 interfaces: spec.interfaces.clone(),
             }
         })

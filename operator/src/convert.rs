@@ -8,38 +8,12 @@ use ferrolb_api::IPAddressPool;
 use ferrolb_api::address::{Family, parse_ip};
 use ferrolb_api::constants::annotation;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::allocation::selector::{Labels, Requirement, Selector};
+use crate::allocation::selector::{Labels, Selector};
 use crate::allocation::{
     Failure, FamilyPolicy, Pool, PoolAllocation, Protocol, Reason, ServiceKey, ServiceRequest,
     Sharing,
 };
-
-/// A label selector as a plain [`Selector`]. Operators the schema would not let
-/// through match nothing.
-pub fn selector(selector: &LabelSelector) -> Selector {
-    let requirements = selector
-        .match_expressions
-        .iter()
-        .flatten()
-        .map(|e| {
-            let values = e.values.clone().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => Requirement::In(e.key.clone(), values),
-                "NotIn" => Requirement::NotIn(e.key.clone(), values),
-                "Exists" => Requirement::Exists(e.key.clone()),
-                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
-                // Unknown operator: require a key that cannot exist.
-                _ => Requirement::In(e.key.clone(), Vec::new()),
-            }
-        })
-        .collect();
-    Selector {
-        labels: selector.match_labels.clone().unwrap_or_default(),
-        requirements,
-    }
-}
 
 /// An IPAddressPool as a [`Pool`]; entries that do not parse are left out (the
 /// schema rejects them, so only a pool written around it can have them).
@@ -53,8 +27,8 @@ pub fn pool(object: &IPAddressPool) -> Pool {
         allocation: spec.service_allocation.as_ref().map(|a| PoolAllocation {
             priority: a.priority,
             namespaces: a.namespaces.clone(),
-            namespace_selectors: a.namespace_selectors.iter().map(selector).collect(),
-            service_selectors: a.service_selectors.iter().map(selector).collect(),
+            namespace_selectors: a.namespace_selectors.iter().map(Selector::from).collect(),
+            service_selectors: a.service_selectors.iter().map(Selector::from).collect(),
         }),
     }
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ferrolb_api::address::{AddressRange, Family, parse_pool_entry};
-use ferrolb_api::overlap::{cidr_blocks, selector_lists_intersect, selector_matches};
+use ferrolb_api::overlap::{cidr_blocks, selector_lists_intersect};
+use ferrolb_api::selector::label_selector_matches;
 use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, Validate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
@@ -217,7 +218,10 @@ fn selection(names: &[String], selectors: &[LabelSelector], snapshot: &Snapshot)
     }
     let mut selected: BTreeSet<String> = names.iter().cloned().collect();
     for pool in &snapshot.pools {
-        if selectors.iter().any(|s| selector_matches(s, pool.labels())) {
+        if selectors
+            .iter()
+            .any(|s| label_selector_matches(s, pool.labels()))
+        {
             selected.insert(pool.name_any());
         }
     }

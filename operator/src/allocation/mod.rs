@@ -15,7 +15,9 @@
 pub mod free;
 pub mod pool;
 pub mod request;
-pub mod selector;
+
+/// Label selectors, shared with the API crate.
+pub use ferrolb_api::selector;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;

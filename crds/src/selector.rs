@@ -1,7 +1,10 @@
-//! Label selectors as plain values: what `serviceAllocation` and the
-//! advertisements select with, without kube types.
+//! Label selectors as plain values, and matching: what `serviceAllocation`, the
+//! advertisements and the peers select with. The operator's pure logic uses
+//! [`Selector`]; a Kubernetes `LabelSelector` converts into one.
 
 use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels of an object.
 pub type Labels = BTreeMap<String, String>;
@@ -40,6 +43,37 @@ impl Selector {
                 Requirement::DoesNotExist(k) => !labels.contains_key(k),
             })
     }
+}
+
+impl From<&LabelSelector> for Selector {
+    /// Operators the schema would not let through match nothing.
+    fn from(selector: &LabelSelector) -> Selector {
+        let requirements = selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| {
+                let values = e.values.clone().unwrap_or_default();
+                match e.operator.as_str() {
+                    "In" => Requirement::In(e.key.clone(), values),
+                    "NotIn" => Requirement::NotIn(e.key.clone(), values),
+                    "Exists" => Requirement::Exists(e.key.clone()),
+                    "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                    // Unknown operator: a value set nothing can be in.
+                    _ => Requirement::In(e.key.clone(), Vec::new()),
+                }
+            })
+            .collect();
+        Selector {
+            labels: selector.match_labels.clone().unwrap_or_default(),
+            requirements,
+        }
+    }
+}
+
+/// Whether a Kubernetes label selector matches a set of labels.
+pub fn label_selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
+    Selector::from(selector).matches(labels)
 }
 
 /// Whether any selector of a list matches; an empty list matches everything.
