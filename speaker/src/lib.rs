@@ -1,4 +1,6 @@
-//! The ferrolb speaker: applies its node's NodeAnnouncement. So far, the ARP and
-//! NDP frames it reads and writes; the sockets, the runtime and BGP are to come.
+//! The ferrolb speaker: applies its node's NodeAnnouncement. So far layer 2
+//! (ARP and NDP), in a cluster or from a file; BGP is to come.
 
+pub mod cluster;
 pub mod l2;
+pub mod node;

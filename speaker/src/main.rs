@@ -1,10 +1,9 @@
-//! `ferrolb-speaker`: applies its node's NodeAnnouncement. So far the layer 2
-//! part, from a file (`--from-file`): it answers ARP and NDP for the node's
-//! active IPs and announces each IP it takes. Watching the NodeAnnouncement in
-//! a cluster, the speaker Lease, status reporting and BGP are still to come.
+//! `ferrolb-speaker`: applies its node's NodeAnnouncement — answers ARP and NDP
+//! for the node's active IPs and announces each IP it takes. In a cluster it
+//! watches its own NodeAnnouncement, renews its Lease and reports in the status;
+//! with `--from-file` it runs with no cluster. BGP is still to come.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,24 +12,39 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use ferrolb_api::NodeAnnouncement;
-use ferrolb_api::address::parse_ip;
-use ferrolb_api::nodeannouncement::L2Role;
-use ferrolb_speaker::l2::interface::{Interface, default_interface, own_addresses};
-use ferrolb_speaker::l2::responder::{self, Counters};
-use ferrolb_speaker::l2::socket::PacketSocket;
-use tokio::sync::watch;
+use ferrolb_api::constants::NAMESPACE;
+use ferrolb_speaker::cluster;
+use ferrolb_speaker::l2::responder::Counters;
+use ferrolb_speaker::node::{Layer2, Wanted};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "ferrolb speaker: answers ARP/NDP for its node's IPs")]
+#[command(
+    version,
+    about = "ferrolb speaker: applies its node's NodeAnnouncement"
+)]
 struct Cli {
+    /// This node's name (its NodeAnnouncement and Lease are named after it).
+    #[arg(long, env = "NODE_NAME")]
+    node: Option<String>,
     /// Run without a cluster from this NodeAnnouncement (YAML); re-read when it
     /// changes.
     #[arg(long)]
-    from_file: PathBuf,
+    from_file: Option<PathBuf>,
     /// The interface to answer on when the NodeAnnouncement names none (default:
     /// the one carrying the node's address).
     #[arg(long)]
     interface: Option<String>,
+    /// Answer inside this network namespace (a file such as /run/netns/NAME)
+    /// while talking to the apiserver from the process's own: for tests that
+    /// run nodes as namespaces.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// The namespace of the speaker Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = NAMESPACE)]
+    namespace: String,
+    /// Seconds the speaker Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
     /// Where to serve /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:9092")]
     metrics_addr: SocketAddr,
@@ -39,24 +53,12 @@ struct Cli {
     log_json: bool,
 }
 
-/// The active IPs of a NodeAnnouncement file, and the interfaces they name.
-fn read(path: &Path) -> Result<(BTreeSet<IpAddr>, BTreeSet<String>)> {
+fn read(path: &Path) -> Result<Wanted> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let announcement: NodeAnnouncement = serde_yaml::from_str(&text)
         .with_context(|| format!("{} is not a NodeAnnouncement", path.display()))?;
-    let mut ips = BTreeSet::new();
-    let mut interfaces = BTreeSet::new();
-    for entry in announcement
-        .spec
-        .l2
-        .iter()
-        .filter(|e| e.role == L2Role::Active)
-    {
-        ips.insert(parse_ip(&entry.ip)?);
-        interfaces.extend(entry.interfaces.iter().cloned());
-    }
-    Ok((ips, interfaces))
+    Ok(Wanted::from_spec(&announcement.spec))
 }
 
 fn metrics(counters: &Counters) -> String {
@@ -101,73 +103,59 @@ fn metrics(counters: &Counters) -> String {
         + "# EOF\n"
 }
 
+/// Follows a NodeAnnouncement file: IPs added are announced, IPs removed are
+/// silent at once.
+async fn from_file(path: PathBuf, mut layer2: Layer2) -> Result<()> {
+    let mut last = read(&path)?;
+    layer2.apply(&last);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match read(&path) {
+            Ok(wanted) if wanted != last => {
+                layer2.apply(&wanted);
+                last = wanted;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the NodeAnnouncement; keeping the last one")
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     ferrolb_runtime::init_logs(cli.log_json);
-    let (ips, named) = read(&cli.from_file)?;
-    let interfaces: Vec<Interface> = if !named.is_empty() {
-        named
-            .iter()
-            .map(|n| Interface::named(n))
-            .collect::<Result<_>>()?
-    } else if let Some(name) = &cli.interface {
-        vec![Interface::named(name)?]
-    } else {
-        vec![default_interface()?]
-    };
-    let own = own_addresses()?;
-    let (tx, rx) = watch::channel(ips);
-    let counters = Arc::new(Counters::default());
-    for interface in &interfaces {
-        let socket = Arc::new(
-            PacketSocket::open(interface.index)
-                .with_context(|| format!("opening a packet socket on {}", interface.name))?,
-        );
-        tracing::info!(interface = %interface.name, mac = %interface.mac, "answering ARP and NDP");
-        tokio::spawn(responder::answer(
-            socket.clone(),
-            interface.mac,
-            rx.clone(),
-            own.clone(),
-            counters.clone(),
-        ));
-        tokio::spawn(responder::announce(
-            socket,
-            interface.mac,
-            rx.clone(),
-            counters.clone(),
-        ));
-    }
-    {
-        let counters = counters.clone();
-        tokio::spawn(ferrolb_runtime::serve(
-            cli.metrics_addr,
-            move || metrics(&counters),
-            || true,
-        ));
-    }
-    // Follow the file: IPs added are announced, IPs removed are silent at once.
-    let path = cli.from_file.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            match read(&path) {
-                Ok((ips, _)) => {
-                    tx.send_if_modified(|current| {
-                        let changed = *current != ips;
-                        *current = ips;
-                        changed
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the NodeAnnouncement; keeping the last one")
-                }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let layer2 = Layer2::new(cli.netns.clone(), cli.interface.clone());
+    let counters: Arc<Counters> = layer2.counters.clone();
+    tokio::spawn(ferrolb_runtime::serve(
+        cli.metrics_addr,
+        move || metrics(&counters),
+        || true,
+    ));
+    let work = async {
+        match &cli.from_file {
+            Some(path) => from_file(path.clone(), layer2).await,
+            None => {
+                let node = cli
+                    .node
+                    .clone()
+                    .context("--node (or NODE_NAME) is needed in a cluster")?;
+                let client = kube::Client::try_default().await?;
+                let config = cluster::Config {
+                    node,
+                    namespace: cli.namespace.clone(),
+                    lease_seconds: cli.lease_seconds,
+                };
+                cluster::run(client, config, layer2).await
             }
         }
-    });
+    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
+        result = work => result?,
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }

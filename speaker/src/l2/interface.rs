@@ -36,28 +36,24 @@ pub struct Interface {
 }
 
 impl Interface {
-    /// Looks an interface up in /sys.
+    /// Looks an interface up by name, in the network namespace of the calling
+    /// thread (netlink, not /sys, which shows the namespace it was mounted in).
     pub fn named(name: &str) -> Result<Interface> {
-        let base = format!("/sys/class/net/{name}");
-        let index: u32 = fs::read_to_string(format!("{base}/ifindex"))
-            .with_context(|| format!("no interface {name}"))?
-            .trim()
-            .parse()
-            .with_context(|| format!("interface {name}: unreadable index"))?;
-        let text = fs::read_to_string(format!("{base}/address"))?;
-        let mut mac = [0u8; 6];
-        let parts: Vec<&str> = text.trim().split(':').collect();
-        if parts.len() != 6 {
-            anyhow::bail!("interface {name}: no Ethernet address");
+        for entry in nix::ifaddrs::getifaddrs()? {
+            if entry.interface_name != name {
+                continue;
+            }
+            if let Some(link) = entry.address.as_ref().and_then(|a| a.as_link_addr())
+                && let Some(mac) = link.addr()
+            {
+                return Ok(Interface {
+                    name: name.to_string(),
+                    index: u32::try_from(link.ifindex()).context("interface index")?,
+                    mac: Mac(mac),
+                });
+            }
         }
-        for (slot, part) in mac.iter_mut().zip(parts) {
-            *slot = u8::from_str_radix(part, 16)?;
-        }
-        Ok(Interface {
-            name: name.to_string(),
-            index,
-            mac: Mac(mac),
-        })
+        anyhow::bail!("no Ethernet interface named {name}")
     }
 }
 

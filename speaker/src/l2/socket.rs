@@ -47,8 +47,24 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens the socket on the interface with index `ifindex`.
+    /// Opens the socket on the interface with index `ifindex`, in the network
+    /// namespace of the calling thread.
     pub fn open(ifindex: u32) -> io::Result<PacketSocket> {
+        PacketSocket::register(PacketSocket::open_fd(ifindex)?)
+    }
+
+    /// Makes an open descriptor (from [`open_fd`](Self::open_fd)) async; needs
+    /// the tokio runtime.
+    pub fn register(fd: OwnedFd) -> io::Result<PacketSocket> {
+        // SAFETY: we own the descriptor and hand it over whole; nothing else
+        // reads or closes it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(PacketSocket { fd })
+    }
+
+    /// Opens the filtered, bound descriptor; works on any thread, so it can be
+    /// done inside another network namespace.
+    pub fn open_fd(ifindex: u32) -> io::Result<OwnedFd> {
         let all = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); the descriptor is owned right away.
         let raw = check(unsafe {
@@ -99,10 +115,7 @@ impl PacketSocket {
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
-        // SAFETY: we own the descriptor and hand it over whole; nothing else
-        // reads or closes it.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(PacketSocket { fd })
+        Ok(fd)
     }
 
     /// Waits for the next frame and copies it into `buffer`; returns its length.

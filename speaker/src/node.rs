@@ -1,0 +1,195 @@
+//! Applies a NodeAnnouncement's layer 2 part: one responder per interface in
+//! use, fed the active IPs; interfaces come and go with the announcement.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferrolb_api::NodeAnnouncementSpec;
+use ferrolb_api::address::parse_ip;
+use ferrolb_api::nodeannouncement::L2Role;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::l2::interface::{Interface, default_interface, own_addresses};
+use crate::l2::responder::{self, Counters};
+use crate::l2::socket::PacketSocket;
+
+/// What one NodeAnnouncement asks of layer 2 on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// IPs to answer for, by interface (`None`: the default interface).
+    pub active: BTreeMap<Option<String>, BTreeSet<IpAddr>>,
+    /// IPs this node stands by for.
+    pub standby: BTreeSet<IpAddr>,
+}
+
+impl Wanted {
+    /// Reads a spec; entries whose IP does not parse are skipped.
+    pub fn from_spec(spec: &NodeAnnouncementSpec) -> Wanted {
+        let mut wanted = Wanted::default();
+        for entry in &spec.l2 {
+            let Ok(ip) = parse_ip(&entry.ip) else {
+                continue;
+            };
+            match entry.role {
+                L2Role::Active if entry.interfaces.is_empty() => {
+                    wanted.active.entry(None).or_default().insert(ip);
+                }
+                L2Role::Active => {
+                    for name in &entry.interfaces {
+                        wanted
+                            .active
+                            .entry(Some(name.clone()))
+                            .or_default()
+                            .insert(ip);
+                    }
+                }
+                L2Role::Standby => {
+                    wanted.standby.insert(ip);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Every active IP.
+    pub fn active_ips(&self) -> BTreeSet<IpAddr> {
+        self.active.values().flatten().copied().collect()
+    }
+}
+
+/// A responder running on one interface.
+struct Running {
+    interface: Interface,
+    ips: watch::Sender<BTreeSet<IpAddr>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The layer 2 side of a node: responders per interface.
+pub struct Layer2 {
+    netns: Option<PathBuf>,
+    default_interface: Option<String>,
+    running: BTreeMap<Option<String>, Running>,
+    /// Frame counters, shared by every responder.
+    pub counters: Arc<Counters>,
+}
+
+/// Opens the socket for `name` (or the default interface), inside `netns` when
+/// given: a thread enters the namespace, so the process itself stays where it
+/// is (and keeps reaching the apiserver).
+fn open(
+    netns: Option<PathBuf>,
+    name: Option<String>,
+) -> Result<(Interface, BTreeSet<IpAddr>, OwnedFd)> {
+    std::thread::spawn(move || -> Result<(Interface, BTreeSet<IpAddr>, OwnedFd)> {
+        if let Some(path) = &netns {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {}", path.display()))?;
+        }
+        let interface = match &name {
+            Some(name) => Interface::named(name)?,
+            None => default_interface()?,
+        };
+        let own = own_addresses()?;
+        let fd = PacketSocket::open_fd(interface.index)
+            .with_context(|| format!("opening a packet socket on {}", interface.name))?;
+        Ok((interface, own, fd))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the socket thread panicked"))?
+}
+
+impl Layer2 {
+    /// No responders yet; `default_interface` overrides the automatic choice.
+    pub fn new(netns: Option<PathBuf>, default_interface: Option<String>) -> Layer2 {
+        Layer2 {
+            netns,
+            default_interface,
+            running: BTreeMap::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Makes the responders match `wanted`; returns the interfaces that failed.
+    pub fn apply(&mut self, wanted: &Wanted) -> BTreeMap<Option<String>, String> {
+        let mut failed = BTreeMap::new();
+        self.running
+            .retain(|name, _| wanted.active.contains_key(name));
+        for (name, ips) in &wanted.active {
+            if let Some(running) = self.running.get(name) {
+                running.ips.send_if_modified(|current| {
+                    let changed = current != ips;
+                    *current = ips.clone();
+                    changed
+                });
+                continue;
+            }
+            let chosen = name.clone().or_else(|| self.default_interface.clone());
+            match open(self.netns.clone(), chosen)
+                .and_then(|(interface, own, fd)| Ok((interface, own, PacketSocket::register(fd)?)))
+            {
+                Ok((interface, own, socket)) => {
+                    let socket = Arc::new(socket);
+                    let (tx, rx) = watch::channel(ips.clone());
+                    tracing::info!(interface = %interface.name, mac = %interface.mac, "answering ARP and NDP");
+                    let answer = tokio::spawn({
+                        let (socket, rx, counters, mac) = (
+                            socket.clone(),
+                            rx.clone(),
+                            self.counters.clone(),
+                            interface.mac,
+                        );
+                        async move {
+                            if let Err(e) = responder::answer(socket, mac, rx, own, counters).await
+                            {
+                                tracing::warn!(error = %e, "responder stopped");
+                            }
+                        }
+                    });
+                    let announce = tokio::spawn(responder::announce(
+                        socket,
+                        interface.mac,
+                        rx,
+                        self.counters.clone(),
+                    ));
+                    self.running.insert(
+                        name.clone(),
+                        Running {
+                            interface,
+                            ips: tx,
+                            tasks: vec![answer, announce],
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(interface = ?name, error = %e, "cannot answer on this interface");
+                    failed.insert(name.clone(), format!("{e:#}"));
+                }
+            }
+        }
+        failed
+    }
+
+    /// The interfaces answering for `ip`.
+    pub fn interfaces_for(&self, ip: IpAddr) -> Vec<String> {
+        self.running
+            .values()
+            .filter(|r| r.ips.borrow().contains(&ip))
+            .map(|r| r.interface.name.clone())
+            .collect()
+    }
+}
