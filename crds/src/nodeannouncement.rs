@@ -53,6 +53,12 @@ pub const STANDBY_FOR: &str =
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeAnnouncementSpec {
+    /// The node this is for (the object's name too). Always written by the
+    /// operator, so the spec stays present when the node announces nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::name_string")]
+    pub node: Option<String>,
+
     /// IPs this node answers ARP/NDP for (role `active`) or is ready to take
     /// over (role `standby`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -147,8 +147,9 @@ pub fn announced(
 }
 
 /// The NodeAnnouncement spec for a node's entries (BGP sessions come later).
-pub fn spec(entries: &[Entry]) -> NodeAnnouncementSpec {
+pub fn spec(node: &str, entries: &[Entry]) -> NodeAnnouncementSpec {
     NodeAnnouncementSpec {
+        node: Some(node.to_string()),
         l2: entries
             .iter()
             .map(|e| L2Announcement {

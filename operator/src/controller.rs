@@ -284,7 +284,7 @@ impl State {
 
         let mut writes = Vec::new();
         for (node, entries) in &plan.nodes {
-            let spec = announcing::spec(entries);
+            let spec = announcing::spec(node, entries);
             let current = announcements.get(node);
             if current.is_some_and(|a| a.spec == spec) {
                 self.announcements_written.remove(node);
@@ -510,6 +510,9 @@ async fn execute(
         }
         Write::Announcement { node, spec } => {
             let api: Api<NodeAnnouncement> = Api::all(client);
+            // `spec.node` is always there: an apply whose spec has no field
+            // left (a node that loses its last IP) would drop the spec, which
+            // the schema requires.
             let body = json!({
                 "apiVersion": "ferrolb.io/v1alpha1",
                 "kind": "NodeAnnouncement",
