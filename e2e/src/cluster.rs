@@ -185,6 +185,33 @@ impl TestCluster {
         Ok(child.wait_with_output()?)
     }
 
+    /// Creates a Node (no kubelet runs: the object alone, labelled with its
+    /// hostname) and marks it Ready.
+    pub fn node(&self, name: &str) -> Result<()> {
+        self.apply_ok(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}}}}}\n"
+        ))?;
+        self.set_ready(name, true)
+    }
+
+    /// Sets a Node's Ready condition through the status subresource.
+    pub fn set_ready(&self, node: &str, ready: bool) -> Result<()> {
+        let status = if ready { "True" } else { "False" };
+        let patch = format!(
+            r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
+        );
+        self.kubectl(&[
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])?;
+        Ok(())
+    }
+
     /// A Service's ingress IPs and its IPAllocated condition (status, reason,
     /// message), if it has one.
     pub async fn allocation(&self, namespace: &str, name: &str) -> Result<Allocation> {

@@ -14,30 +14,6 @@ use kube::Api;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn node_yaml(name: &str, labels: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}{labels}}}\n"
-    )
-}
-
-fn set_ready(cluster: &TestCluster, node: &str, ready: bool) {
-    let status = if ready { "True" } else { "False" };
-    let patch = format!(
-        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
-    );
-    cluster
-        .kubectl(&[
-            "patch",
-            "node",
-            node,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ])
-        .expect("node status");
-}
-
 /// A speaker Lease renewed `ago` seconds ago, lasting `duration` seconds.
 fn lease(cluster: &TestCluster, node: &str, ago: i64, duration: i64) {
     let renewed = Timestamp::from_second(Timestamp::now().as_second() - ago).expect("time");
@@ -108,8 +84,7 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [10.100.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
         .expect("pool and advertisement");
     for node in ["node-a", "node-b", "node-c"] {
-        cluster.apply_ok(&node_yaml(node, "")).expect("node");
-        set_ready(&cluster, node, true);
+        cluster.node(node).expect("node");
         lease(&cluster, node, 0, 3600);
     }
     let _operator = cluster.operator("solo", &[]).expect("operator");
@@ -164,7 +139,7 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
     );
 
     // Not Ready → the IP moves.
-    set_ready(&cluster, &first, false);
+    cluster.set_ready(&first, false).expect("node status");
     wait_for("the IP leaves a NotReady node", || async {
         let now = active_for(&cluster, ip).await;
         if !now.is_empty() && now != first {
@@ -243,8 +218,7 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [10.101.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2], interfaces: [eth1]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: dark}\nspec: {addresses: [10.102.0.0/29], autoAssign: false}\n")
         .expect("pools");
     for node in ["node-a", "node-b", "node-c"] {
-        cluster.apply_ok(&node_yaml(node, "")).expect("node");
-        set_ready(&cluster, node, true);
+        cluster.node(node).expect("node");
         lease(&cluster, node, 0, 3600);
     }
     let _operator = cluster.operator("solo", &[]).expect("operator");

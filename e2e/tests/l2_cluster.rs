@@ -122,23 +122,6 @@ struct Setup {
     _network: Network,
 }
 
-fn ready(cluster: &TestCluster, node: &str, status: &str) {
-    let patch = format!(
-        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
-    );
-    cluster
-        .kubectl(&[
-            "patch",
-            "node",
-            node,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ])
-        .expect("ready");
-}
-
 async fn setup() -> Setup {
     let cluster = TestCluster::start().await.expect("cluster");
     let mut network = Network::new().expect("switch");
@@ -153,10 +136,7 @@ async fn setup() -> Setup {
         .host("cli", "02:00:00:00:01:99", &["192.168.40.2/24"])
         .expect("client");
     for node in NODES {
-        cluster
-            .apply_ok(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{kubernetes.io/hostname: {node}}}}}\n"))
-            .expect("node");
-        ready(&cluster, node, "True");
+        cluster.node(node).expect("node");
     }
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [192.168.40.100-192.168.40.199]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
@@ -234,9 +214,9 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         .expect("unlabel");
 
     // NotReady moves it.
-    ready(cluster, NODES[second], "False");
+    cluster.set_ready(NODES[second], false).expect("not ready");
     let third = resolves_to_chosen(cluster, &s.client, &ip, Some(second), "NotReady");
-    ready(cluster, NODES[second], "True");
+    cluster.set_ready(NODES[second], true).expect("ready");
 
     // A node selector that leaves only another node moves it there.
     let target = (third + 1) % 3;
