@@ -7,6 +7,7 @@ pub mod controlplane;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod routers;
 
 pub use cluster::TestCluster;
 pub use controlplane::ControlPlane;

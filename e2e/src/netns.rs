@@ -139,6 +139,58 @@ impl Network {
     }
 }
 
+impl Network {
+    /// A host `name` behind `via` on a point-to-point link (`via` gets a second
+    /// interface, `eth1`, with `via_addresses`): a client behind a router.
+    pub fn behind(
+        &mut self,
+        via: &Host,
+        via_addresses: &[&str],
+        name: &str,
+        addresses: &[&str],
+    ) -> Result<Host> {
+        let namespace = format!("fl-{name}{}", self.tag);
+        ip(&["netns", "add", &namespace])?;
+        let host = Host {
+            namespace: namespace.clone(),
+            interface: "eth0".to_string(),
+            mac: String::new(),
+        };
+        self.hosts.push(host.clone());
+        let a = format!("u{}{}", name.chars().take(6).collect::<String>(), self.tag);
+        let b = format!("v{}{}", name.chars().take(6).collect::<String>(), self.tag);
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+        ip(&["link", "set", "dev", &a, "netns", &via.namespace])?;
+        ip(&["link", "set", "dev", &b, "netns", &namespace])?;
+        ip(&[
+            "-n",
+            &via.namespace,
+            "link",
+            "set",
+            "dev",
+            &a,
+            "name",
+            "eth1",
+        ])?;
+        ip(&["-n", &namespace, "link", "set", "dev", &b, "name", "eth0"])?;
+        for (ns, dev, list) in [
+            (via.namespace.as_str(), "eth1", via_addresses),
+            (namespace.as_str(), "eth0", addresses),
+        ] {
+            for address in list {
+                let mut args = vec!["-n", ns, "addr", "add", address, "dev", dev];
+                if address.contains(':') {
+                    args.push("nodad");
+                }
+                ip(&args)?;
+            }
+            ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
+        }
+        ip(&["-n", &namespace, "link", "set", "dev", "lo", "up"])?;
+        Ok(host)
+    }
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
         for host in &self.hosts {

@@ -3,22 +3,28 @@
 //! back in its status with its own field manager.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use ferrolb_api::NodeAnnouncement;
 use ferrolb_api::address::format_ip;
+use ferrolb_api::bgppeer::SecretKeyRef;
 use ferrolb_api::constants::{condition, manager};
 use ferrolb_api::nodeannouncement::{L2Phase, L2State, NodeAnnouncementStatus};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::sync::watch;
 
+use crate::bgp::Bgp;
+use crate::bgp::session::Passwords;
 use crate::node::{Layer2, Wanted};
 
 /// How the speaker runs in a cluster.
@@ -68,6 +74,7 @@ fn status(
     wanted: &Wanted,
     layer2: &Layer2,
     failed: &BTreeMap<Option<String>, String>,
+    bgp: &Bgp,
 ) -> NodeAnnouncementStatus {
     let now = Time(Timestamp::now());
     let previous = announcement.status.clone().unwrap_or_default();
@@ -145,35 +152,98 @@ fn status(
             last_transition_time: applied_since,
         }],
         l2,
-        bgp: Vec::new(),
+        bgp: bgp.states(),
         l2_active: (!announcing.is_empty()).then(|| announcing.join(",")),
-        bgp_sessions: Some("0/0".to_string()),
+        bgp_sessions: Some(bgp.summary()),
     }
 }
 
-/// Runs the speaker in the cluster until the process ends.
-pub async fn run(client: Client, config: Config, mut layer2: Layer2) -> Result<()> {
+/// Reads TCP-MD5 passwords from Secrets.
+pub fn secret_passwords(client: Client) -> Passwords {
+    Arc::new(move |reference: SecretKeyRef| {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
+        Box::pin(async move {
+            let secret = api
+                .get_opt(&reference.name)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot read Secret {}/{}: {e}",
+                        reference.namespace, reference.name
+                    )
+                })?
+                .ok_or_else(|| {
+                    format!(
+                        "Secret {}/{} does not exist",
+                        reference.namespace, reference.name
+                    )
+                })?;
+            secret
+                .data
+                .and_then(|mut data| data.remove(&reference.key))
+                .map(|bytes| bytes.0)
+                .ok_or_else(|| {
+                    format!(
+                        "Secret {}/{} has no key {}",
+                        reference.namespace, reference.name, reference.key
+                    )
+                })
+        })
+    })
+}
+
+/// Runs the speaker in the cluster until `stopping` turns true; then ends
+/// the BGP sessions as a stopping speaker should.
+pub async fn run(
+    client: Client,
+    config: Config,
+    mut layer2: Layer2,
+    mut bgp: Bgp,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<()> {
     tokio::spawn(renew(client.clone(), config.clone()));
     let api: Api<NodeAnnouncement> = Api::all(client);
     let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
     let mut events = watcher(api.clone(), own).default_backoff().boxed();
-    while let Some(event) = events.next().await {
-        let announcement = match event {
-            Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => a,
-            Ok(watcher::Event::Delete(_)) => {
-                layer2.apply(&Wanted::default());
-                tracing::info!("NodeAnnouncement deleted: silent");
-                continue;
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch error; retrying");
-                continue;
+    let changed = bgp.changed();
+    let mut current: Option<(NodeAnnouncement, Wanted, BTreeMap<Option<String>, String>)> = None;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            _ = changed.notified() => None,
+            _ = stopping.wait_for(|s| *s) => {
+                bgp.shutdown().await;
+                return Ok(());
             }
         };
-        let wanted = Wanted::from_spec(&announcement.spec);
-        let failed = layer2.apply(&wanted);
-        let report = status(&announcement, &wanted, &layer2, &failed);
+        if let Some(event) = event {
+            let announcement = match event {
+                Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => a,
+                Ok(watcher::Event::Delete(_)) => {
+                    layer2.apply(&Wanted::default());
+                    bgp.apply(&[]);
+                    current = None;
+                    tracing::info!("NodeAnnouncement deleted: silent");
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch error; retrying");
+                    continue;
+                }
+            };
+            let wanted = Wanted::from_spec(&announcement.spec);
+            let failed = layer2.apply(&wanted);
+            bgp.apply(&announcement.spec.bgp);
+            current = Some((announcement, wanted, failed));
+        }
+        let Some((announcement, wanted, failed)) = &mut current else {
+            continue;
+        };
+        let report = status(announcement, wanted, &layer2, failed, &bgp);
         if announcement.status.as_ref() == Some(&report) {
             continue;
         }
@@ -192,7 +262,9 @@ pub async fn run(client: Client, config: Config, mut layer2: Layer2) -> Result<(
             .await
         {
             Ok(_) => {
-                tracing::info!(active = ?wanted.active_ips(), generation = ?announcement.metadata.generation, "applied and reported")
+                tracing::info!(active = ?wanted.active_ips(), bgp = %bgp.summary(), generation = ?announcement.metadata.generation, "applied and reported");
+                // The next comparison is against what was just written.
+                announcement.status = Some(report);
             }
             Err(e) => tracing::warn!(error = %e, "cannot write NodeAnnouncement status"),
         }

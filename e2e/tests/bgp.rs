@@ -1,0 +1,371 @@
+//! BGP in network namespaces [BGP, IPV4, IPV6]: the real speaker binary, run
+//! with `--from-file` in node namespaces, against real peers from Debian's
+//! packages — FRR, GoBGP and BIRD 2 — on one switch. Routes are read back from
+//! each peer as its operator would (vtysh / gobgp JSON, birdc).
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ferrolb_e2e::netns::{Host, Network};
+use ferrolb_e2e::process::binary;
+use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, wait_for};
+
+/// One prefix a session advertises: prefix, communities, local-pref.
+type Prefix<'a> = (&'a str, &'a [&'a str], Option<u32>);
+
+/// A `spec.bgp` entry as YAML.
+fn session(
+    name: &str,
+    my: u32,
+    peer: u32,
+    address: &str,
+    prefixes: &[Prefix],
+    extra: &str,
+) -> String {
+    let mut text = format!(
+        "  - name: {name}\n    myASN: {my}\n    peerASN: {peer}\n    peerAddress: '{address}'\n    peerPort: 179\n    holdTime: 9s\n    keepaliveTime: 3s\n    connectTime: 2s\n{extra}"
+    );
+    if !prefixes.is_empty() {
+        text.push_str("    prefixes:\n");
+        for (prefix, communities, local_pref) in prefixes {
+            text.push_str(&format!("    - prefix: '{prefix}'\n"));
+            if !communities.is_empty() {
+                let list: Vec<String> = communities.iter().map(|c| format!("'{c}'")).collect();
+                text.push_str(&format!("      communities: [{}]\n", list.join(", ")));
+            }
+            if let Some(pref) = local_pref {
+                text.push_str(&format!("      localPref: {pref}\n"));
+            }
+        }
+    }
+    text
+}
+
+/// A speaker running inside a node namespace from a file; killed on drop.
+struct Speaker {
+    node: Host,
+    child: Option<Child>,
+    file: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Speaker {
+    fn start(node: &Host, dir: &Path, sessions: &[String], args: &[&str]) -> Speaker {
+        let file = dir.join(format!("{}.yaml", node.namespace));
+        let log = dir.join(format!("{}.log", node.namespace));
+        let mut speaker = Speaker {
+            node: node.clone(),
+            child: None,
+            file,
+            log,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        speaker.write(sessions);
+        speaker.spawn();
+        speaker
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = self
+            .node
+            .command(
+                binary("ferrolb-speaker")
+                    .expect("speaker built")
+                    .to_str()
+                    .expect("path"),
+            )
+            .args(["--from-file", self.file.to_str().expect("path")])
+            .args(&self.args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("speaker");
+        self.child = Some(child);
+    }
+
+    fn write(&self, sessions: &[String]) {
+        let temp = self.file.with_extension("tmp");
+        std::fs::write(
+            &temp,
+            format!(
+                "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {{name: node}}\nspec:\n  bgp:\n{}",
+                sessions.concat()
+            ),
+        )
+        .expect("write");
+        std::fs::rename(&temp, &self.file).expect("rename");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        // The child is `ip netns exec`, which execs the speaker: same pid.
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A router and `nodes` nodes on one switch. Router `10.77.0.1`/`fd77::1`,
+/// node i `10.77.0.(11+i)`/`fd77::(11+i)`.
+struct Topology {
+    network: Network,
+    router: Host,
+    nodes: Vec<Host>,
+    dir: tempfile::TempDir,
+}
+
+fn topology(nodes: usize) -> Topology {
+    let mut network = Network::new().expect("switch");
+    let router = network
+        .host("rtr", "02:00:00:00:01:01", &["10.77.0.1/24", "fd77::1/64"])
+        .expect("router");
+    let nodes = (0..nodes)
+        .map(|i| {
+            network
+                .host(
+                    &format!("n{i}"),
+                    &format!("02:00:00:00:01:1{i}"),
+                    &[
+                        &format!("10.77.0.{}/24", 11 + i),
+                        &format!("fd77::{}/64", 11 + i),
+                    ],
+                )
+                .expect("node")
+        })
+        .collect();
+    Topology {
+        network,
+        router,
+        nodes,
+        dir: tempfile::tempdir().expect("dir"),
+    }
+}
+
+fn node_v4(i: usize) -> String {
+    format!("10.77.0.{}", 11 + i)
+}
+
+fn node_v6(i: usize) -> String {
+    format!("fd77::{}", 11 + i)
+}
+
+fn route_within(
+    router: &dyn Router,
+    prefix: &str,
+    limit: Duration,
+    check: impl Fn(&Route) -> bool,
+) -> Route {
+    let mut last = None;
+    let found = wait_for(&format!("{prefix} at {}", router.kind()), limit, || {
+        let route = router.route(prefix).ok().flatten();
+        last = route.clone();
+        route.filter(|r| check(r))
+    });
+    found.unwrap_or_else(|e| panic!("{e}; last seen: {last:?}"))
+}
+
+fn gone_within(router: &dyn Router, prefix: &str, limit: Duration) {
+    wait_for(
+        &format!("{prefix} to leave {}", router.kind()),
+        limit,
+        || {
+            router
+                .route(prefix)
+                .ok()
+                .and_then(|r| r.is_none().then_some(()))
+        },
+    )
+    .unwrap();
+}
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Node 0 peers over eBGP on IPv4 and IPv6 (AS 64512 to the router's 64500);
+/// node 1 over iBGP (AS 64500). Checks next hops, AS path, communities,
+/// large communities, local-pref, then a withdrawal.
+fn advertises_with_attributes_and_withdraws(t: &Topology, router: &dyn Router) {
+    let communities: &[&str] = &["65000:2", "65000:1", "large:64512:1:2"];
+    let ebgp4 = |with_five: bool| {
+        let mut prefixes: Vec<Prefix> = vec![("172.20.0.6/32", &[], None)];
+        if with_five {
+            prefixes.push(("172.20.0.5/32", communities, None));
+        }
+        session("ebgp4", 64512, 64500, "10.77.0.1", &prefixes, "")
+    };
+    let ebgp6 = session(
+        "ebgp6",
+        64512,
+        64500,
+        "fd77::1",
+        &[("fd20::5/128", communities, None)],
+        "",
+    );
+    let mut first = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[ebgp4(true), ebgp6.clone()],
+        &[],
+    );
+    let _second = Speaker::start(
+        &t.nodes[1],
+        t.dir.path(),
+        &[session(
+            "ibgp4",
+            64500,
+            64500,
+            "10.77.0.1",
+            &[("172.20.0.7/32", &[], Some(250))],
+            "",
+        )],
+        &[],
+    );
+    for neighbor in [node_v4(0), node_v6(0), node_v4(1)] {
+        wait_for(
+            &format!("{} session with {neighbor}", router.kind()),
+            LIMIT,
+            || router.established(&neighbor).ok().filter(|up| *up),
+        )
+        .unwrap();
+    }
+    let v4 = route_within(router, "172.20.0.5/32", LIMIT, |_| true);
+    assert_eq!(v4.next_hops, vec![node_v4(0)], "{}", router.kind());
+    assert_eq!(v4.as_path, vec![64512], "{}", router.kind());
+    assert_eq!(
+        v4.communities,
+        vec!["65000:1", "65000:2"],
+        "{}",
+        router.kind()
+    );
+    assert_eq!(v4.large_communities, vec!["64512:1:2"], "{}", router.kind());
+    let v6 = route_within(router, "fd20::5/128", LIMIT, |_| true);
+    assert_eq!(
+        v6.next_hops,
+        vec![node_v6(0)],
+        "{}: IPv6 over MP-BGP",
+        router.kind()
+    );
+    assert_eq!(
+        v6.communities,
+        vec!["65000:1", "65000:2"],
+        "{}",
+        router.kind()
+    );
+    let ibgp = route_within(router, "172.20.0.7/32", LIMIT, |_| true);
+    assert_eq!(
+        ibgp.local_pref,
+        Some(250),
+        "{}: iBGP LOCAL_PREF",
+        router.kind()
+    );
+    assert!(
+        ibgp.as_path.is_empty(),
+        "{}: iBGP adds no AS: {ibgp:?}",
+        router.kind()
+    );
+    assert_eq!(ibgp.next_hops, vec![node_v4(1)], "{}", router.kind());
+    // The Service goes: its prefix is withdrawn, the other stays.
+    first.write(&[ebgp4(false), ebgp6]);
+    gone_within(router, "172.20.0.5/32", LIMIT);
+    assert!(
+        router.route("172.20.0.6/32").unwrap().is_some(),
+        "{}",
+        router.kind()
+    );
+    assert!(
+        router.route("fd20::5/128").unwrap().is_some(),
+        "{}",
+        router.kind()
+    );
+    first.kill();
+}
+
+#[test]
+fn frr_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
+    let t = topology(2);
+    let frr = Frr::start(
+        &t.router,
+        &format!(
+            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 10.77.0.1\n no bgp ebgp-requires-policy\n neighbor {n0} remote-as 64512\n neighbor {n0v6} remote-as 64512\n neighbor {n1} remote-as 64500\n address-family ipv6 unicast\n  neighbor {n0v6} activate\n exit-address-family\n",
+            n0 = node_v4(0),
+            n0v6 = node_v6(0),
+            n1 = node_v4(1)
+        ),
+    )
+    .unwrap();
+    advertises_with_attributes_and_withdraws(&t, &frr);
+    drop(t.network);
+}
+
+#[test]
+fn gobgp_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
+    let t = topology(2);
+    let neighbor = |address: String, asn: u32, family: &str| {
+        format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{address}\"\n    peer-as = {asn}\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+        )
+    };
+    let config = format!(
+        "[global.config]\n  as = 64500\n  router-id = \"10.77.0.1\"\n{}{}{}",
+        neighbor(node_v4(0), 64512, "ipv4-unicast"),
+        neighbor(node_v6(0), 64512, "ipv6-unicast"),
+        neighbor(node_v4(1), 64500, "ipv4-unicast"),
+    );
+    let gobgp = GoBgp::start(&t.router, &config).unwrap();
+    advertises_with_attributes_and_withdraws(&t, &gobgp);
+}
+
+#[test]
+fn bird_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
+    let t = topology(2);
+    let config = format!(
+        "router id 10.77.0.1;\nprotocol device {{}}\n\
+         protocol bgp e4 {{ local 10.77.0.1 as 64500; neighbor {} as 64512; ipv4 {{ import all; export none; }}; }}\n\
+         protocol bgp e6 {{ local fd77::1 as 64500; neighbor {} as 64512; ipv6 {{ import all; export none; }}; }}\n\
+         protocol bgp i4 {{ local 10.77.0.1 as 64500; neighbor {} as 64500; ipv4 {{ import all; export none; }}; }}\n",
+        node_v4(0),
+        node_v6(0),
+        node_v4(1)
+    );
+    let bird = Bird::start(&t.router, &config).unwrap();
+    advertises_with_attributes_and_withdraws(&t, &bird);
+    let _ = bird.log();
+}

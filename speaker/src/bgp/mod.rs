@@ -1,0 +1,218 @@
+//! BGP: a native BGP-4 speaker that only advertises. One session per
+//! `spec.bgp` entry of the node's NodeAnnouncement; the wire format is
+//! netgauze's, the state machine and timers are here.
+
+pub mod config;
+pub mod md5;
+pub mod message;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrolb_api::nodeannouncement::{BgpSession, BgpState, SessionState};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{Notify, watch};
+
+use session::{Context, Handle, Passwords, Status, Stop};
+
+/// How long a stopping session may take to say goodbye.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// The sessions' statuses, for /metrics.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<BTreeMap<String, watch::Receiver<Status>>>>);
+
+impl Registry {
+    /// Prometheus text for every session.
+    pub fn metrics(&self) -> String {
+        let sessions = self.0.lock().expect("registry lock");
+        let mut out = String::new();
+        type Pick = fn(&Status) -> u64;
+        let families: [(&str, &str, &str, Pick); 6] = [
+            (
+                "bgp_session_up",
+                "gauge",
+                "1 when the session is Established",
+                |s| u64::from(s.state == BgpState::Established),
+            ),
+            (
+                "bgp_prefixes_advertised",
+                "gauge",
+                "Prefixes the peer holds from this speaker",
+                |s| s.prefixes as u64,
+            ),
+            ("bgp_updates_sent", "counter", "UPDATE messages sent", |s| {
+                s.updates_sent
+            }),
+            (
+                "bgp_updates_received",
+                "counter",
+                "UPDATE messages received (and ignored)",
+                |s| s.updates_received,
+            ),
+            (
+                "bgp_notifications_sent",
+                "counter",
+                "NOTIFICATION messages sent",
+                |s| s.notifications_sent,
+            ),
+            (
+                "bgp_notifications_received",
+                "counter",
+                "NOTIFICATION messages received",
+                |s| s.notifications_received,
+            ),
+        ];
+        for (name, kind, help, pick) in families {
+            out.push_str(&format!(
+                "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} {kind}\n"
+            ));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            for (session, status) in sessions.iter() {
+                let value = pick(&status.borrow());
+                out.push_str(&format!(
+                    "ferrolb_speaker_{name}{suffix}{{session=\"{session}\"}} {value}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The BGP side of a node: one session per `spec.bgp` entry.
+pub struct Bgp {
+    context: Context,
+    sessions: BTreeMap<String, Handle>,
+    /// Entries that could not be read, with why.
+    invalid: BTreeMap<String, String>,
+    registry: Registry,
+}
+
+impl Bgp {
+    /// No sessions yet. Sessions connect from `netns` when given.
+    pub fn new(netns: Option<PathBuf>, passwords: Passwords) -> Bgp {
+        Bgp {
+            context: Context {
+                netns,
+                passwords,
+                changed: Arc::new(Notify::new()),
+            },
+            sessions: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            registry: Registry::default(),
+        }
+    }
+
+    /// Poked whenever a session's status changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.context.changed.clone()
+    }
+
+    /// The statuses for /metrics.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    /// Makes the sessions match `wanted`: new ones start, removed ones end
+    /// with Cease / Peer De-configured, changed settings restart the session,
+    /// changed routes are sent as UPDATEs on the running session.
+    pub fn apply(&mut self, wanted: &[BgpSession]) {
+        let mut read = BTreeMap::new();
+        self.invalid.clear();
+        for entry in wanted {
+            match config::read(entry) {
+                Ok(session) => {
+                    read.insert(entry.name.clone(), session);
+                }
+                Err(why) => {
+                    self.invalid.insert(entry.name.clone(), why);
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(name, handle)| read.get(*name).is_none_or(|s| s.peer != handle.peer))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(handle) = self.sessions.remove(&name) {
+                tracing::info!(session = %name, "BGP session removed or changed: ending it");
+                tokio::spawn(handle.stop(Stop::Deconfigured, GOODBYE));
+            }
+        }
+        for (name, session) in read {
+            match self.sessions.get(&name) {
+                Some(handle) => handle.set_routes(session.routes),
+                None => {
+                    let handle = Handle::start(session.peer, session.routes, self.context.clone());
+                    self.sessions.insert(name, handle);
+                }
+            }
+        }
+        let mut registry = self.registry.0.lock().expect("registry lock");
+        *registry = self
+            .sessions
+            .iter()
+            .map(|(name, h)| (name.clone(), h.watch()))
+            .collect();
+        drop(registry);
+        self.context.changed.notify_one();
+    }
+
+    /// Per-session state for the NodeAnnouncement status.
+    pub fn states(&self) -> Vec<SessionState> {
+        let mut states: Vec<SessionState> = self
+            .sessions
+            .iter()
+            .map(|(name, handle)| {
+                let status = handle.status();
+                SessionState {
+                    name: name.clone(),
+                    state: status.state,
+                    since: Timestamp::try_from(status.since)
+                        .ok()
+                        .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+                        .map(Time),
+                    prefixes_advertised: i32::try_from(status.prefixes).unwrap_or(i32::MAX),
+                    last_error: status.last_error,
+                }
+            })
+            .collect();
+        for (name, why) in &self.invalid {
+            states.push(SessionState {
+                name: name.clone(),
+                state: BgpState::Idle,
+                since: None,
+                prefixes_advertised: 0,
+                last_error: Some(format!("cannot read this session: {why}")),
+            });
+        }
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        states
+    }
+
+    /// `established/configured`, such as `2/3`.
+    pub fn summary(&self) -> String {
+        let up = self
+            .sessions
+            .values()
+            .filter(|h| h.status().state == BgpState::Established)
+            .count();
+        format!("{up}/{}", self.sessions.len() + self.invalid.len())
+    }
+
+    /// Ends every session as the speaker stops: Cease / Administrative
+    /// Shutdown, or a silent close where graceful restart was negotiated.
+    pub async fn shutdown(&mut self) {
+        let stopping: Vec<_> = std::mem::take(&mut self.sessions)
+            .into_values()
+            .map(|h| h.stop(Stop::Shutdown, GOODBYE))
+            .collect();
+        futures::future::join_all(stopping).await;
+    }
+}
