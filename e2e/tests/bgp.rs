@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::binary;
 use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, wait_for};
@@ -368,4 +367,337 @@ fn bird_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
     let bird = Bird::start(&t.router, &config).unwrap();
     advertises_with_attributes_and_withdraws(&t, &bird);
     let _ = bird.log();
+}
+
+/// FRR as AS 64500 with one neighbor line set per node (`extra` lines go
+/// under `router bgp`, `v4` lines under its IPv4 address family).
+fn frr(t: &Topology, neighbors: &[String], extra: &str, v4: &str) -> Frr {
+    Frr::start(
+        &t.router,
+        &format!(
+            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 10.77.0.1\n no bgp ebgp-requires-policy\n{extra}{}\n address-family ipv4 unicast\n{v4} exit-address-family\n",
+            neighbors.concat()
+        ),
+    )
+    .unwrap()
+}
+
+fn password_dir(t: &Topology, name: &str, password: &str) -> String {
+    let dir = t.dir.path().join(name);
+    let key = dir.join("ferrolb-system/bgp-auth");
+    std::fs::create_dir_all(&key).unwrap();
+    std::fs::write(key.join("password"), password).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+const PASSWORD_REF: &str =
+    "    passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n";
+
+#[test]
+fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() {
+    let t = topology(2);
+    let router = frr(
+        &t,
+        &[0, 1].map(|i| {
+            format!(
+                " neighbor {} remote-as 64512\n neighbor {} password s3cret\n",
+                node_v4(i),
+                node_v4(i)
+            )
+        }),
+        "",
+        "",
+    );
+    let right = password_dir(&t, "right", "s3cret");
+    let wrong = password_dir(&t, "wrong", "guess");
+    let prefix = |p: &'static str| -> Vec<Prefix<'static>> { vec![(p, &[], None)] };
+    let _good = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[session(
+            "md5",
+            64512,
+            64500,
+            "10.77.0.1",
+            &prefix("172.20.3.1/32"),
+            PASSWORD_REF,
+        )],
+        &["--secrets-dir", &right],
+    );
+    let bad = Speaker::start(
+        &t.nodes[1],
+        t.dir.path(),
+        &[session(
+            "md5",
+            64512,
+            64500,
+            "10.77.0.1",
+            &prefix("172.20.3.2/32"),
+            PASSWORD_REF,
+        )],
+        &["--secrets-dir", &wrong],
+    );
+    route_within(&router, "172.20.3.1/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    // Give the wrong password several connect attempts (2 s apart, 3 s timeout).
+    std::thread::sleep(Duration::from_secs(8));
+    assert_ne!(router.neighbor_state(&node_v4(1)).unwrap(), "Established");
+    assert!(router.route("172.20.3.2/32").unwrap().is_none());
+    let log = bad.log();
+    assert!(
+        log.contains("TCP-MD5 password the peer does not share"),
+        "the session's status says why: {log}"
+    );
+}
+
+#[test]
+fn frr_withdraws_when_a_speaker_dies_and_keeps_routes_stale_with_graceful_restart() {
+    let t = topology(2);
+    let router = frr(
+        &t,
+        &[0, 1].map(|i| format!(" neighbor {} remote-as 64512\n", node_v4(i))),
+        " bgp graceful-restart\n",
+        "",
+    );
+    let plain = session(
+        "plain",
+        64512,
+        64500,
+        "10.77.0.1",
+        &[("172.20.4.1/32", &[], None)],
+        "",
+    );
+    let graceful = session(
+        "graceful",
+        64512,
+        64500,
+        "10.77.0.1",
+        &[("172.20.4.2/32", &[], None)],
+        "    enableGracefulRestart: true\n",
+    );
+    let mut first = Speaker::start(&t.nodes[0], t.dir.path(), &[plain], &[]);
+    let mut second = Speaker::start(&t.nodes[1], t.dir.path(), &[graceful], &[]);
+    route_within(&router, "172.20.4.1/32", LIMIT, |_| true);
+    route_within(&router, "172.20.4.2/32", LIMIT, |r| !r.stale);
+    first.kill();
+    gone_within(&router, "172.20.4.1/32", LIMIT);
+    second.kill();
+    let stale = route_within(&router, "172.20.4.2/32", LIMIT, |r| r.stale);
+    assert_eq!(stale.next_hops, vec![node_v4(1)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        router.route("172.20.4.2/32").unwrap().is_some(),
+        "graceful restart keeps the route while the speaker is away"
+    );
+    second.spawn();
+    route_within(&router, "172.20.4.2/32", LIMIT, |r| !r.stale);
+    // A planned stop without graceful restart withdraws at once (Cease).
+    first.spawn();
+    route_within(&router, "172.20.4.1/32", LIMIT, |_| true);
+    first.terminate();
+    gone_within(&router, "172.20.4.1/32", LIMIT);
+    let state = router
+        .json(&format!("show bgp neighbors {} json", node_v4(0)))
+        .unwrap();
+    let text = state.to_string();
+    assert!(
+        text.contains("Administrative Shutdown") || text.contains("Administratively Shutdown"),
+        "FRR saw a Cease / Administrative Shutdown: {text}"
+    );
+}
+
+#[test]
+fn frr_restarting_brings_the_session_and_routes_back() {
+    let t = topology(1);
+    let router = frr(
+        &t,
+        &[format!(" neighbor {} remote-as 64512\n", node_v4(0))],
+        "",
+        "",
+    );
+    let _speaker = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[session(
+            "r",
+            64512,
+            64500,
+            "10.77.0.1",
+            &[("172.20.5.1/32", &[], None)],
+            "",
+        )],
+        &[],
+    );
+    route_within(&router, "172.20.5.1/32", LIMIT, |_| true);
+    router.restart().unwrap();
+    route_within(&router, "172.20.5.1/32", LIMIT, |_| true);
+    assert!(router.established(&node_v4(0)).unwrap());
+}
+
+/// A small HTTP server in a node namespace answering with the node's name:
+/// it stands in for kube-proxy.
+fn http_server(node: &Host, name: &str) -> Child {
+    node.command("python3")
+        .args([
+            "-c",
+            &format!(
+                "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b=b'{name}\\n'\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3")
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
+    let mut t = topology(3);
+    let client = t
+        .network
+        .behind(&t.router, &["10.78.0.1/24"], "cli", &["10.78.0.2/24"])
+        .unwrap();
+    client
+        .run("ip", &["route", "add", "default", "via", "10.78.0.1"])
+        .unwrap();
+    t.router
+        .run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let service = "172.20.6.1";
+    let mut servers = Children(Vec::new());
+    let mut speakers = Vec::new();
+    for (i, node) in t.nodes.iter().enumerate() {
+        node.run(
+            "ip",
+            &["addr", "add", &format!("{service}/32"), "dev", "lo"],
+        )
+        .unwrap();
+        node.run("ip", &["route", "add", "default", "via", "10.77.0.1"])
+            .unwrap();
+        servers.0.push(http_server(node, &format!("node-{i}")));
+        speakers.push(Speaker::start(
+            node,
+            t.dir.path(),
+            &[session(
+                "r",
+                64512,
+                64500,
+                "10.77.0.1",
+                &[("172.20.6.1/32", &[], None)],
+                "",
+            )],
+            &[],
+        ));
+    }
+    let router = frr(
+        &t,
+        &[0, 1, 2].map(|i| format!(" neighbor {} remote-as 64512\n", node_v4(i))),
+        "",
+        "  maximum-paths 8\n",
+    );
+    route_within(&router, "172.20.6.1/32", LIMIT, |r| r.next_hops.len() == 3);
+    let kernel = wait_for("three next hops in the kernel", LIMIT, || {
+        let text = router.kernel_route("172.20.6.1").ok()?;
+        (text.matches("nexthop via").count() == 3).then_some(text)
+    })
+    .unwrap();
+    for i in 0..3 {
+        assert!(kernel.contains(&node_v4(i)), "{kernel}");
+    }
+    let answer = wait_for("an HTTP answer through the router", LIMIT, || {
+        let out = client
+            .run(
+                "curl",
+                &["-s", "--max-time", "2", &format!("http://{service}:8080/")],
+            )
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        text.starts_with("node-").then_some(text)
+    })
+    .unwrap();
+    println!("the client reached {service} and {answer} answered");
+    // One speaker goes: its next hop leaves the kernel table, the IP still answers.
+    speakers[0].kill();
+    wait_for("two next hops in the kernel", LIMIT, || {
+        let text = router.kernel_route("172.20.6.1").ok()?;
+        (text.matches("nexthop via").count() == 2 && !text.contains(&node_v4(0))).then_some(())
+    })
+    .unwrap();
+}
+
+/// Figures for the issue note: time from a speaker's kill to the withdrawal at
+/// FRR, and how fast one speaker advertises 10,000 prefixes (and its RSS).
+#[test]
+fn figures_withdrawal_time_and_ten_thousand_prefixes() {
+    let t = topology(1);
+    let router = frr(
+        &t,
+        &[format!(" neighbor {} remote-as 64512\n", node_v4(0))],
+        "",
+        "",
+    );
+    let mut withdrawals = Vec::new();
+    let mut speaker = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[session(
+            "r",
+            64512,
+            64500,
+            "10.77.0.1",
+            &[("172.20.7.1/32", &[], None)],
+            "",
+        )],
+        &[],
+    );
+    for _ in 0..5 {
+        route_within(&router, "172.20.7.1/32", LIMIT, |_| true);
+        let killed = Instant::now();
+        speaker.kill();
+        gone_within(&router, "172.20.7.1/32", LIMIT);
+        withdrawals.push(killed.elapsed());
+        speaker.spawn();
+    }
+    withdrawals.sort();
+    println!(
+        "FIGURE speaker SIGKILL -> route withdrawn at FRR: median {:?}, max {:?} (5 runs; 100 ms polling)",
+        withdrawals[2], withdrawals[4]
+    );
+    speaker.kill();
+    let prefixes: Vec<String> = (0..10_000u32)
+        .map(|i| format!("172.21.{}.{}/32", i / 250, i % 250 + 1))
+        .collect();
+    let list: Vec<Prefix> = prefixes
+        .iter()
+        .map(|p| (p.as_str(), &[][..], None))
+        .collect();
+    let big = session("r", 64512, 64500, "10.77.0.1", &list, "");
+    speaker.write(&[big]);
+    wait_for("the session to go down", LIMIT, || {
+        (!router.established(&node_v4(0)).ok()?).then_some(())
+    })
+    .unwrap();
+    let started = Instant::now();
+    speaker.spawn();
+    let count = wait_for("10,000 prefixes at FRR", Duration::from_secs(120), || {
+        let summary = router.json("show bgp ipv4 unicast summary json").ok()?;
+        let received = summary["peers"][node_v4(0)]["pfxRcd"].as_u64()?;
+        (received >= 10_000).then_some(received)
+    })
+    .unwrap();
+    println!(
+        "FIGURE 10,000 prefixes: speaker start -> all {count} at FRR in {:?}; speaker RSS {} KiB",
+        started.elapsed(),
+        speaker.rss_kib()
+    );
 }
