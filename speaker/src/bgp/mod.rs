@@ -32,7 +32,7 @@ impl Registry {
         let sessions = self.0.lock().expect("registry lock");
         let mut out = String::new();
         type Pick = fn(&Status) -> u64;
-        let families: [(&str, &str, &str, Pick); 6] = [
+        let families: [(&str, &str, &str, Pick); 7] = [
             (
                 "bgp_session_up",
                 "gauge",
@@ -65,6 +65,12 @@ impl Registry {
                 "counter",
                 "NOTIFICATION messages received",
                 |s| s.notifications_received,
+            ),
+            (
+                "bgp_attribute_errors",
+                "counter",
+                "Received UPDATEs with malformed attributes, treated as withdraw (RFC 7606)",
+                |s| s.attribute_errors,
             ),
         ];
         for (name, kind, help, pick) in families {

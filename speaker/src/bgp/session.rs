@@ -63,6 +63,9 @@ pub struct Status {
     pub notifications_sent: u64,
     /// NOTIFICATIONs received.
     pub notifications_received: u64,
+    /// Received UPDATEs with a malformed attribute handled as RFC 7606's
+    /// treat-as-withdraw (received routes are ignored anyway).
+    pub attribute_errors: u64,
 }
 
 impl Default for Status {
@@ -76,6 +79,7 @@ impl Default for Status {
             updates_received: 0,
             notifications_sent: 0,
             notifications_received: 0,
+            attribute_errors: 0,
         }
     }
 }
@@ -375,7 +379,13 @@ async fn read(
                 established,
             ))
         }
-        Some(Some(Ok((message, _)))) => Read::Message(message),
+        Some(Some(Ok((message, ignored)))) => {
+            if ignored != Default::default() {
+                tracing::warn!(errors = ?ignored, "malformed attributes in a received UPDATE: treated as withdraw (RFC 7606)");
+                reporter.update(|s| s.attribute_errors += 1);
+            }
+            Read::Message(message)
+        }
     }
 }
 
@@ -458,38 +468,27 @@ async fn attempt(
         return Ended::Failed(e, false);
     }
     reporter.state(BgpState::OpenSent);
-    let negotiated = loop {
-        let deadline = Some(Instant::now() + OPEN_HOLD);
-        let message = tokio::select! {
-            read = read(&mut framed, reporter, deadline, false) => match read {
-                Read::Message(m) => m,
-                Read::Ended(ended) => return ended,
-            },
-            _ = stop.changed() => {
-                let why = *stop.borrow();
-                return goodbye(&mut framed, reporter, why, false).await;
+    let message = tokio::select! {
+        read = read(&mut framed, reporter, Some(Instant::now() + OPEN_HOLD), false) => match read {
+            Read::Message(m) => m,
+            Read::Ended(ended) => return ended,
+        },
+        _ = stop.changed() => {
+            let why = *stop.borrow();
+            return goodbye(&mut framed, reporter, why, false).await;
+        }
+    };
+    let negotiated = match message {
+        BgpMessage::Open(open) => match message::check_open(peer, &local, peer.keepalive, &open) {
+            Ok(n) => n,
+            Err((notification, why)) => {
+                return refuse(&mut framed, reporter, notification, why, false).await;
             }
-        };
-        match message {
-            BgpMessage::Open(open) => {
-                match message::check_open(peer, &local, peer.keepalive, &open) {
-                    Ok(n) => break n,
-                    Err((notification, why)) => {
-                        return refuse(&mut framed, reporter, notification, why, false).await;
-                    }
-                }
-            }
-            other => {
-                let why = format!("unexpected {:?} before OPEN", other.get_type());
-                return refuse(
-                    &mut framed,
-                    reporter,
-                    fsm_error(BgpState::OpenSent),
-                    why,
-                    false,
-                )
-                .await;
-            }
+        },
+        other => {
+            let why = format!("unexpected {:?} before OPEN", other.get_type());
+            let error = fsm_error(BgpState::OpenSent);
+            return refuse(&mut framed, reporter, error, why, false).await;
         }
     };
     if let Err(e) = send(&mut framed, reporter, BgpMessage::KeepAlive).await {
@@ -497,32 +496,21 @@ async fn attempt(
     }
     reporter.state(BgpState::OpenConfirm);
     let hold = (!negotiated.hold_time.is_zero()).then_some(negotiated.hold_time);
-    loop {
-        let deadline = Some(Instant::now() + hold.unwrap_or(OPEN_HOLD));
-        let message = tokio::select! {
-            read = read(&mut framed, reporter, deadline, false) => match read {
-                Read::Message(m) => m,
-                Read::Ended(ended) => return ended,
-            },
-            _ = stop.changed() => {
-                let why = *stop.borrow();
-                return goodbye(&mut framed, reporter, why, false).await;
-            }
-        };
-        match message {
-            BgpMessage::KeepAlive => break,
-            other => {
-                let why = format!("unexpected {:?} before KEEPALIVE", other.get_type());
-                return refuse(
-                    &mut framed,
-                    reporter,
-                    fsm_error(BgpState::OpenConfirm),
-                    why,
-                    false,
-                )
-                .await;
-            }
+    let deadline = Some(Instant::now() + hold.unwrap_or(OPEN_HOLD));
+    let message = tokio::select! {
+        read = read(&mut framed, reporter, deadline, false) => match read {
+            Read::Message(m) => m,
+            Read::Ended(ended) => return ended,
+        },
+        _ = stop.changed() => {
+            let why = *stop.borrow();
+            return goodbye(&mut framed, reporter, why, false).await;
         }
+    };
+    if !matches!(message, BgpMessage::KeepAlive) {
+        let why = format!("unexpected {:?} before KEEPALIVE", message.get_type());
+        let error = fsm_error(BgpState::OpenConfirm);
+        return refuse(&mut framed, reporter, error, why, false).await;
     }
     let (next_hop_v4, next_hop_v6) = Sender::next_hops(local_address);
     let sender = Sender {
