@@ -4,20 +4,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ferrolb_api::address::format_ip;
+use ferrolb_api::bgppeer::BGPPeerStatus;
 use ferrolb_api::constants::condition::reason;
-use ferrolb_api::nodeannouncement::{L2Announcement, L2Phase, L2Role};
+use ferrolb_api::nodeannouncement::{BgpSession, BgpState, L2Announcement, L2Phase, L2Role};
 use ferrolb_api::selector::{Selector, label_selector_matches};
-use ferrolb_api::{IPAddressPool, L2Advertisement, NodeAnnouncement, NodeAnnouncementSpec};
+use ferrolb_api::timer::{format_timer, parse_timer};
+use ferrolb_api::{
+    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
+    NodeAnnouncementSpec,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::allocation::{Assignment, ServiceKey};
-use crate::announce::{self, Announced, Entry, Outcome, Pools, Role};
+use crate::announce::{self, Announced, Entry, Outcome, Pools, Role, bgp};
 use crate::convert;
 use crate::status::Verdict;
 
@@ -68,6 +75,92 @@ pub fn nodes(
         .collect()
 }
 
+/// The pools an advertisement covers: listed by name or selected by label;
+/// every pool when it says neither.
+fn resolve_pools(
+    names: &[String],
+    selectors: &[LabelSelector],
+    pools: &[std::sync::Arc<IPAddressPool>],
+) -> Pools {
+    if names.is_empty() && selectors.is_empty() {
+        return Pools::All;
+    }
+    let mut selected: BTreeSet<String> = names.iter().cloned().collect();
+    for pool in pools {
+        if selectors
+            .iter()
+            .any(|s| label_selector_matches(s, pool.labels()))
+        {
+            selected.insert(pool.name_any());
+        }
+    }
+    Pools::Named(selected)
+}
+
+/// BGPPeers as session templates, defaults resolved (keepalive a third of the
+/// hold time, connect time 10 s).
+pub fn bgp_peers(peers: &[std::sync::Arc<BGPPeer>]) -> Vec<bgp::Peer> {
+    peers
+        .iter()
+        .map(|peer| {
+            let spec = &peer.spec;
+            let hold = parse_timer(&spec.hold_time).unwrap_or(Duration::from_secs(90));
+            bgp::Peer {
+                session: BgpSession {
+                    name: peer.name_any(),
+                    my_asn: spec.my_asn,
+                    peer_asn: spec.peer_asn,
+                    dynamic_asn: spec.dynamic_asn,
+                    peer_address: spec.peer_address.clone(),
+                    peer_port: spec.peer_port,
+                    source_address: spec.source_address.clone(),
+                    router_id: spec.router_id.clone(),
+                    hold_time: format_timer(hold),
+                    keepalive_time: spec
+                        .keepalive_time
+                        .clone()
+                        .unwrap_or_else(|| format_timer(hold / 3)),
+                    connect_time: spec
+                        .connect_time
+                        .clone()
+                        .unwrap_or_else(|| "10s".to_string()),
+                    ebgp_multi_hop: spec.ebgp_multi_hop,
+                    enable_graceful_restart: spec.enable_graceful_restart,
+                    password_secret_ref: spec.password_secret_ref.clone(),
+                    prefixes: Vec::new(),
+                },
+                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
+            }
+        })
+        .collect()
+}
+
+/// BGPAdvertisements with their pool selection resolved.
+pub fn bgp_advertisements(
+    advertisements: &[std::sync::Arc<BGPAdvertisement>],
+    pools: &[std::sync::Arc<IPAddressPool>],
+) -> Vec<bgp::Advertisement> {
+    advertisements
+        .iter()
+        .map(|a| {
+            let spec = &a.spec;
+            bgp::Advertisement {
+                pools: resolve_pools(
+                    &spec.ip_address_pools,
+                    &spec.ip_address_pool_selectors,
+                    pools,
+                ),
+                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
+                peers: spec.peers.clone(),
+                aggregation_v4: spec.aggregation_length,
+                aggregation_v6: spec.aggregation_length_v6,
+                communities: spec.communities.clone(),
+                local_pref: spec.local_pref,
+            }
+        })
+        .collect()
+}
+
 /// L2Advertisements with their pool selection resolved against the pools.
 pub fn advertisements(
     advertisements: &[std::sync::Arc<L2Advertisement>],
@@ -77,25 +170,12 @@ pub fn advertisements(
         .iter()
         .map(|a| {
             let spec = &a.spec;
-            let selected = if spec.ip_address_pools.is_empty()
-                && spec.ip_address_pool_selectors.is_empty()
-            {
-                Pools::All
-            } else {
-                let mut names: BTreeSet<String> = spec.ip_address_pools.iter().cloned().collect();
-                for pool in pools {
-                    if spec
-                        .ip_address_pool_selectors
-                        .iter()
-                        .any(|s| label_selector_matches(s, pool.labels()))
-                    {
-                        names.insert(pool.name_any());
-                    }
-                }
-                Pools::Named(names)
-            };
             announce::L2Advertisement {
-                pools: selected,
+                pools: resolve_pools(
+                    &spec.ip_address_pools,
+                    &spec.ip_address_pool_selectors,
+                    pools,
+                ),
                 node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
                 interfaces: spec.interfaces.clone(),
             }
@@ -146,8 +226,8 @@ pub fn announced(
     }
 }
 
-/// The NodeAnnouncement spec for a node's entries (BGP sessions come later).
-pub fn spec(node: &str, entries: &[Entry]) -> NodeAnnouncementSpec {
+/// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions.
+pub fn spec(node: &str, entries: &[Entry], sessions: &[BgpSession]) -> NodeAnnouncementSpec {
     NodeAnnouncementSpec {
         node: Some(node.to_string()),
         l2: entries
@@ -166,7 +246,7 @@ pub fn spec(node: &str, entries: &[Entry]) -> NodeAnnouncementSpec {
                 services: e.services.clone(),
             })
             .collect(),
-        bgp: Vec::new(),
+        bgp: sessions.to_vec(),
     }
 }
 
@@ -184,9 +264,117 @@ fn reported(announcement: Option<&NodeAnnouncement>, ips: &[IpAddr]) -> bool {
     })
 }
 
-/// The Announced verdict for a Service with IPs.
+/// A session as a node's speaker reports it: `Ok` when Established on the
+/// current spec, else what is wrong.
+/// Why a session is not carrying routes.
+enum NotUp {
+    /// The speaker has not caught up with the spec yet.
+    Pending(String),
+    /// The speaker applied it and the session is down.
+    Down(String),
+}
+
+fn session_report(announcement: Option<&NodeAnnouncement>, peer: &str) -> Result<(), NotUp> {
+    let pending = |why: &str| Err(NotUp::Pending(why.to_string()));
+    let Some(announcement) = announcement else {
+        return pending("no NodeAnnouncement yet");
+    };
+    let Some(status) = &announcement.status else {
+        return pending("its speaker has not reported yet");
+    };
+    if status.observed_generation != announcement.metadata.generation
+        || !announcement.spec.bgp.iter().any(|s| s.name == peer)
+    {
+        return pending("its speaker has not applied the latest announcement yet");
+    }
+    match status.bgp.iter().find(|s| s.name == peer) {
+        Some(session) if session.state == BgpState::Established => Ok(()),
+        Some(session) => Err(NotUp::Down(match &session.last_error {
+            Some(error) => format!("{:?}: {error}", session.state),
+            None => format!("{:?}", session.state),
+        })),
+        None => pending("its speaker has not reported the session yet"),
+    }
+}
+
+impl NotUp {
+    fn text(&self) -> &str {
+        match self {
+            NotUp::Pending(why) | NotUp::Down(why) => why,
+        }
+    }
+}
+
+/// The BGP part of the Announced verdict.
+fn bgp_verdict(
+    outcome: &bgp::Outcome,
+    listed: &str,
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> Option<Verdict> {
+    match outcome {
+        bgp::Outcome::NoAdvertisement => None,
+        bgp::Outcome::NoLocalEndpoints => Some(Verdict::no(
+            reason::NO_LOCAL_ENDPOINTS,
+            "BGP: externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service",
+        )),
+        bgp::Outcome::NoEligibleNode(why) => Some(Verdict::no(
+            reason::NO_ELIGIBLE_NODE,
+            format!("BGP: no node may advertise {listed}: {why}"),
+        )),
+        bgp::Outcome::Advertised(sessions) => {
+            let mut up: Vec<&(String, String)> = Vec::new();
+            let mut all_pending = true;
+            let mut down: Vec<String> = Vec::new();
+            for session in sessions {
+                let (node, peer) = session;
+                match session_report(announcements.get(node).map(|a| a.as_ref()), peer) {
+                    Ok(()) => up.push(session),
+                    Err(why) => {
+                        all_pending &= matches!(why, NotUp::Pending(_));
+                        down.push(format!("{node} to {peer}: {}", why.text()));
+                    }
+                }
+            }
+            let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
+            let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
+            Some(if !up.is_empty() {
+                Verdict::yes(
+                    reason::ANNOUNCED,
+                    format!(
+                        "BGP: {listed} advertised by node {} to {} peer(s) ({} of {} sessions Established)",
+                        nodes.into_iter().collect::<Vec<_>>().join(", "),
+                        peers.len(),
+                        up.len(),
+                        sessions.len()
+                    ),
+                )
+            } else if all_pending {
+                Verdict::no(
+                    reason::NOT_YET_APPLIED,
+                    format!(
+                        "BGP: {listed} is to be advertised on {} session(s); {}",
+                        sessions.len(),
+                        down.join("; ")
+                    ),
+                )
+            } else {
+                Verdict::no(
+                    reason::NO_ESTABLISHED_SESSION,
+                    format!(
+                        "BGP: no session that would carry {listed} is Established: {}",
+                        down.join("; ")
+                    ),
+                )
+            })
+        }
+    }
+}
+
+/// The Announced verdict for a Service with IPs: layer 2 and BGP, each where
+/// an advertisement covers the Service's pool.
 pub fn verdict(
     outcome: Option<&Outcome>,
+    bgp_outcome: Option<&bgp::Outcome>,
     ips: &[IpAddr],
     pools: &BTreeSet<String>,
     announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
@@ -196,8 +384,40 @@ pub fn verdict(
         .map(|ip| format_ip(*ip))
         .collect::<Vec<_>>()
         .join(", ");
+    let l2 = match outcome {
+        Some(Outcome::NoAdvertisement) | None => None,
+        Some(outcome) => Some(l2_verdict(outcome, ips, &listed, announcements)),
+    };
+    let bgp = bgp_outcome.and_then(|o| bgp_verdict(o, &listed, announcements));
+    match (l2, bgp) {
+        (None, None) => Verdict::no(
+            reason::NO_ADVERTISEMENT,
+            format!(
+                "no L2Advertisement or BGPAdvertisement covers pool {}: create one that selects it",
+                pools.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        (Some(one), None) | (None, Some(one)) => one,
+        (Some(l2), Some(bgp)) => {
+            let message = format!("{}; {}", l2.message, bgp.message);
+            match (l2.is_true(), bgp.is_true()) {
+                (true, true) => Verdict::yes(reason::ANNOUNCED, message),
+                (false, _) => Verdict::no(&l2.reason, message),
+                (true, false) => Verdict::no(&bgp.reason, message),
+            }
+        }
+    }
+}
+
+/// The layer 2 part of the Announced verdict.
+fn l2_verdict(
+    outcome: &Outcome,
+    ips: &[IpAddr],
+    listed: &str,
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> Verdict {
     match outcome {
-        Some(Outcome::Announced { node, standby }) => {
+        Outcome::Announced { node, standby } => {
             let standby = standby
                 .as_ref()
                 .map_or(" (no standby node)".to_string(), |s| {
@@ -217,20 +437,85 @@ pub fn verdict(
                 )
             }
         }
-        Some(Outcome::NoAdvertisement) | None => Verdict::no(
-            reason::NO_ADVERTISEMENT,
-            format!(
-                "no L2Advertisement covers pool {}: create one that selects it",
-                pools.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ),
-        Some(Outcome::NoLocalEndpoints) => Verdict::no(
+        Outcome::NoAdvertisement => Verdict::no(reason::NO_ADVERTISEMENT, "L2: no L2Advertisement"),
+        Outcome::NoLocalEndpoints => Verdict::no(
             reason::NO_LOCAL_ENDPOINTS,
-            "externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service",
+            "L2: externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service",
         ),
-        Some(Outcome::NoEligibleNode(why)) => Verdict::no(
+        Outcome::NoEligibleNode(why) => Verdict::no(
             reason::NO_ELIGIBLE_NODE,
-            format!("no node may announce {listed}: {why}"),
+            format!("L2: no node may announce {listed}: {why}"),
         ),
+    }
+}
+
+/// A BGPPeer's status: how many of the nodes that peer with it have the
+/// session Established, and what is wrong with the others.
+pub fn peer_status(
+    peer: &BGPPeer,
+    plan: &bgp::Plan,
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> BGPPeerStatus {
+    let name = peer.name_any();
+    let nodes: Vec<&String> = plan
+        .nodes
+        .iter()
+        .filter(|(_, sessions)| sessions.iter().any(|s| s.name == name))
+        .map(|(node, _)| node)
+        .collect();
+    let mut established = 0;
+    let mut problems = Vec::new();
+    for node in &nodes {
+        match session_report(announcements.get(*node).map(|a| a.as_ref()), &name) {
+            Ok(()) => established += 1,
+            Err(why) => problems.push(format!("{node}: {}", why.text())),
+        }
+    }
+    let (status, reason, message) = if nodes.is_empty() {
+        (
+            "False",
+            "NoSelectedNodes",
+            "no node with a running speaker is selected by nodeSelectors".to_string(),
+        )
+    } else if problems.is_empty() {
+        (
+            "True",
+            "Established",
+            format!("Established on all {} selected nodes", nodes.len()),
+        )
+    } else {
+        (
+            "False",
+            if established == 0 {
+                "NotEstablished"
+            } else {
+                "PartlyEstablished"
+            },
+            format!(
+                "Established on {established} of {} nodes; {}",
+                nodes.len(),
+                problems.join("; ")
+            ),
+        )
+    };
+    let since = peer
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Established"))
+        .filter(|c| c.status == status && c.reason == reason)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(Timestamp::now()));
+    BGPPeerStatus {
+        observed_generation: peer.metadata.generation,
+        conditions: vec![Condition {
+            type_: "Established".to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.chars().take(4000).collect(),
+            observed_generation: peer.metadata.generation,
+            last_transition_time: since,
+        }],
+        selected_nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
+        established_nodes: established,
     }
 }

@@ -12,9 +12,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrolb_api::bgppeer::BGPPeerStatus;
 use ferrolb_api::constants::{NAMESPACE, condition, manager};
 use ferrolb_api::{
-    IPAddressPool, IPAddressPoolStatus, L2Advertisement, NodeAnnouncement, NodeAnnouncementSpec,
+    BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement,
+    NodeAnnouncement, NodeAnnouncementSpec,
 };
 use ferrolb_runtime::watch_store;
 use futures::{StreamExt, stream};
@@ -32,6 +34,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::allocation::selector::Labels;
 use crate::allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
+use crate::announce::bgp::plan_bgp;
 use crate::announce::plan_l2;
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{self, Desired, Verdict};
@@ -56,6 +59,8 @@ struct Stores {
     nodes: Store<Node>,
     leases: Store<Lease>,
     l2: Store<L2Advertisement>,
+    peers: Store<BGPPeer>,
+    bgp: Store<BGPAdvertisement>,
     slices: Store<EndpointSlice>,
     announcements: Store<NodeAnnouncement>,
 }
@@ -133,6 +138,8 @@ enum Write {
         name: String,
         status: IPAddressPoolStatus,
     },
+    /// Apply a BGPPeer's status.
+    Peer { name: String, status: BGPPeerStatus },
 }
 
 /// The leader's memory between passes.
@@ -143,6 +150,7 @@ struct State {
     /// store older than that has not seen our write yet.
     written: HashMap<ServiceKey, (Desired, u64)>,
     pools_written: HashMap<String, (IPAddressPoolStatus, u64)>,
+    peers_written: HashMap<String, (BGPPeerStatus, u64)>,
     announcements_written: HashMap<String, (NodeAnnouncementSpec, u64)>,
 }
 
@@ -225,6 +233,7 @@ impl State {
             pools,
             written: HashMap::new(),
             pools_written: HashMap::new(),
+            peers_written: HashMap::new(),
             announcements_written: HashMap::new(),
         }
     }
@@ -270,9 +279,16 @@ impl State {
             .filter(|(_, _, _, held)| !held.is_empty())
             .map(|(service, _, _, held)| announcing::announced(service, held, &endpoints))
             .collect();
+        let planned_nodes = announcing::nodes(&stores.nodes.state(), &stores.leases.state());
         let plan = plan_l2(
-            &announcing::nodes(&stores.nodes.state(), &stores.leases.state()),
+            &planned_nodes,
             &announcing::advertisements(&stores.l2.state(), &pools_now),
+            &announced,
+        );
+        let bgp_plan = plan_bgp(
+            &planned_nodes,
+            &announcing::bgp_peers(&stores.peers.state()),
+            &announcing::bgp_advertisements(&stores.bgp.state(), &pools_now),
             &announced,
         );
         let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = stores
@@ -284,7 +300,12 @@ impl State {
 
         let mut writes = Vec::new();
         for (node, entries) in &plan.nodes {
-            let spec = announcing::spec(node, entries);
+            let sessions = bgp_plan
+                .nodes
+                .get(node)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let spec = announcing::spec(node, entries, sessions);
             let current = announcements.get(node);
             if current.is_some_and(|a| a.spec == spec) {
                 self.announcements_written.remove(node);
@@ -316,6 +337,7 @@ impl State {
                 let pools: BTreeSet<String> = held.iter().filter_map(|a| a.pool.clone()).collect();
                 desired.announced = Some(announcing::verdict(
                     plan.services.get(&key),
+                    bgp_plan.services.get(&key),
                     &ips,
                     &pools,
                     &announcements,
@@ -365,6 +387,22 @@ impl State {
                 let key = convert::service_key(&service);
                 writes.push(Write::Clear { key, service });
             }
+        }
+
+        for peer in stores.peers.state() {
+            let name = peer.name_any();
+            let status = announcing::peer_status(&peer, &bgp_plan, &announcements);
+            if peer.status.as_ref() == Some(&status) {
+                self.peers_written.remove(&name);
+                continue;
+            }
+            if let Some((last, rv)) = self.peers_written.get(&name)
+                && *last == status
+                && resource_version(peer.as_ref()).is_none_or(|seen| seen < *rv)
+            {
+                continue;
+            }
+            writes.push(Write::Peer { name, status });
         }
 
         for pool in stores.pools.state() {
@@ -444,6 +482,7 @@ enum Written {
     Service(ServiceKey, Desired, Option<u64>),
     Announcement(String, NodeAnnouncementSpec, Option<u64>),
     Pool(String, IPAddressPoolStatus, Option<u64>),
+    Peer(String, BGPPeerStatus, Option<u64>),
     Failed,
     Cleared,
 }
@@ -565,6 +604,24 @@ async fn execute(
                 }
             }
         }
+        Write::Peer { name, status } => {
+            let api: Api<BGPPeer> = Api::all(client);
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1",
+                "kind": "BGPPeer",
+                "metadata": { "name": name },
+                "status": status,
+            });
+            let result = api.patch_status(&name, &apply, &Patch::Apply(body)).await;
+            metrics.wrote("peer_status", result.is_ok());
+            match result {
+                Ok(updated) => Written::Peer(name, status, resource_version(&updated)),
+                Err(e) => {
+                    tracing::warn!(peer = %name, error = %e, "cannot write BGPPeer status");
+                    Written::Failed
+                }
+            }
+        }
     }
 }
 
@@ -588,6 +645,8 @@ pub async fn run(
         nodes: watch_store(Api::<Node>::all(client.clone()), wake()),
         leases: watch_store(Api::<Lease>::namespaced(client.clone(), NAMESPACE), wake()),
         l2: watch_store(Api::<L2Advertisement>::all(client.clone()), wake()),
+        peers: watch_store(Api::<BGPPeer>::all(client.clone()), wake()),
+        bgp: watch_store(Api::<BGPAdvertisement>::all(client.clone()), wake()),
         slices: watch_store(Api::<EndpointSlice>::all(client.clone()), wake()),
         announcements: watch_store(Api::<NodeAnnouncement>::all(client.clone()), wake()),
     };
@@ -597,6 +656,8 @@ pub async fn run(
     stores.nodes.wait_until_ready().await?;
     stores.leases.wait_until_ready().await?;
     stores.l2.wait_until_ready().await?;
+    stores.peers.wait_until_ready().await?;
+    stores.bgp.wait_until_ready().await?;
     stores.slices.wait_until_ready().await?;
     stores.announcements.wait_until_ready().await?;
     tracing::info!("caches synced");
@@ -648,6 +709,9 @@ pub async fn run(
                 }
                 Written::Pool(name, status, Some(rv)) => {
                     state.pools_written.insert(name, (status, rv));
+                }
+                Written::Peer(name, status, Some(rv)) => {
+                    state.peers_written.insert(name, (status, rv));
                 }
                 Written::Announcement(node, spec, Some(rv)) => {
                     state.announcements_written.insert(node, (spec, rv));

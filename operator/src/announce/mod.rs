@@ -42,7 +42,7 @@ pub enum Pools {
 }
 
 impl Pools {
-    fn covers(&self, pool: &str) -> bool {
+    pub(crate) fn covers(&self, pool: &str) -> bool {
         match self {
             Pools::All => true,
             Pools::Named(names) => names.contains(pool),
@@ -184,7 +184,7 @@ fn groups(services: &[Announced]) -> Vec<Vec<usize>> {
 
 /// Why a node cannot announce, if it cannot (advertisement and endpoints
 /// aside).
-fn unfit(node: &Node) -> Option<&'static str> {
+pub(crate) fn unfit(node: &Node) -> Option<&'static str> {
     if !node.ready {
         Some("not Ready")
     } else if node.labels.contains_key(EXCLUDE_LABEL) {
@@ -329,6 +329,8 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
     }
     plan
 }
+
+pub mod bgp;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,323 @@
+//! BGP with everything real [BGP, E2E]: kube-apiserver, the operator, three
+//! speakers peering from node namespaces with FRR in a router namespace.
+//! BGPPeer + BGPAdvertisement + Service → the route at FRR; Local policy
+//! follows endpoints; a wrong TCP-MD5 password shows in BGPPeer,
+//! NodeAnnouncement and Service status. Figures are printed, never asserted.
+
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::netns::{Host, Network};
+use ferrolb_e2e::process::{Process, binary};
+use ferrolb_e2e::routers::{Frr, Router, wait_for};
+
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+fn node_ip(i: usize) -> String {
+    format!("192.168.50.{}", 11 + i)
+}
+
+fn speaker(cluster: &TestCluster, node: &str, host: &Host) -> Process {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let args = [
+        format!("--node={node}"),
+        format!("--netns=/run/netns/{}", host.namespace),
+        "--interface=eth0".to_string(),
+        "--lease-seconds=3".to_string(),
+        format!("--metrics-addr=127.0.0.1:{port}"),
+    ];
+    Process::start(
+        &binary("ferrolb-speaker").expect("speaker built"),
+        &args,
+        &cluster.plane.kubeconfig,
+        cluster.plane.dir().join(format!("speaker-{node}.log")),
+    )
+    .expect("speaker")
+}
+
+fn secret(password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-auth, namespace: ferrolb-system}}\nstringData: {{password: {password}}}\n"
+    )
+}
+
+fn service_ip(cluster: &TestCluster, name: &str) -> Option<String> {
+    cluster
+        .kubectl(&[
+            "get",
+            "svc",
+            name,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ])
+        .ok()
+        .filter(|ip| !ip.is_empty())
+}
+
+fn condition(cluster: &TestCluster, name: &str) -> String {
+    cluster
+        .kubectl(&[
+            "get",
+            "svc",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].reason}: {.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+        ])
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let mut network = Network::new().expect("switch");
+    let router_host = network
+        .host("rtr", "02:00:00:00:02:01", &["192.168.50.1/24"])
+        .expect("router");
+    let hosts: Vec<Host> = (0..3)
+        .map(|i| {
+            network
+                .host(
+                    NODES[i],
+                    &format!("02:00:00:00:02:1{i}"),
+                    &[&format!("{}/24", node_ip(i))],
+                )
+                .expect("node")
+        })
+        .collect();
+    let neighbors: String = (0..3)
+        .map(|i| {
+            format!(
+                " neighbor {} remote-as 64512\n neighbor {} password s3cret\n",
+                node_ip(i),
+                node_ip(i)
+            )
+        })
+        .collect();
+    let frr = Frr::start(
+        &router_host,
+        &format!(
+            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 192.168.50.1\n no bgp ebgp-requires-policy\n{neighbors} address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n"
+        ),
+    )
+    .expect("frr");
+    for node in NODES {
+        cluster.node(node).expect("node");
+    }
+    cluster
+        .kubectl(&["create", "namespace", "ferrolb-system"])
+        .ok();
+    // The wrong password first.
+    cluster.apply_ok(&secret("guess")).expect("secret");
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bgp}\nspec: {addresses: [172.30.0.0/24]}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec:\n  myASN: 64512\n  peerASN: 64500\n  peerAddress: 192.168.50.1\n  connectTime: 2s\n  passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:7']}\n",
+        )
+        .expect("config");
+    let mut speakers: Vec<Process> = NODES
+        .iter()
+        .zip(&hosts)
+        .map(|(n, h)| speaker(&cluster, n, h))
+        .collect();
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml("default", "web", "", ""))
+        .expect("service");
+
+    // Status explains the wrong password everywhere a user looks.
+    let peer_message = wait_for(
+        "BGPPeer status naming the password",
+        Duration::from_secs(60),
+        || {
+            let out = cluster
+                .kubectl(&[
+                    "get",
+                    "bgppeer",
+                    "router",
+                    "-o",
+                    "jsonpath={.status.conditions[0].reason} {.status.conditions[0].message}",
+                ])
+                .ok()?;
+            (out.starts_with("NotEstablished") && out.contains("TCP-MD5")).then_some(out)
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster
+                .kubectl(&["get", "bgppeer", "router", "-o", "yaml"])
+                .unwrap_or_default()
+        )
+    });
+    println!("BGPPeer: {peer_message}");
+    let na = cluster
+        .kubectl(&[
+            "get",
+            "nodeannouncement",
+            NODES[0],
+            "-o",
+            "jsonpath={.status.bgp[0].lastError}",
+        ])
+        .expect("na");
+    assert!(na.contains("TCP-MD5"), "NodeAnnouncement says why: {na}");
+    assert!(
+        !cluster
+            .kubectl(&["get", "nodeannouncement", NODES[0], "-o", "yaml"])
+            .unwrap()
+            .contains("guess"),
+        "the password itself is never written"
+    );
+    let reason = wait_for("the Service condition", Duration::from_secs(30), || {
+        let c = condition(&cluster, "web");
+        c.starts_with("NoEstablishedSession").then_some(c)
+    })
+    .expect("NoEstablishedSession");
+    println!("Service: {reason}");
+
+    // The right password: sessions come up, the route reaches FRR from all three.
+    cluster.apply_ok(&secret("s3cret")).expect("secret");
+    let ip = service_ip(&cluster, "web").expect("ip");
+    let prefix = format!("{ip}/32");
+    let route = wait_for(
+        "the route at FRR with three next hops",
+        Duration::from_secs(60),
+        || {
+            frr.route(&prefix)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops.len() == 3)
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            speakers
+                .iter()
+                .map(Process::output)
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        )
+    });
+    assert_eq!(route.communities, vec!["65000:7"]);
+    assert_eq!(route.as_path, vec![64512]);
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            "svc/web",
+            "--timeout=30s",
+        ])
+        .expect("Announced");
+    let message = condition(&cluster, "web");
+    assert!(
+        message.contains("BGP:") && message.contains("3 of 3 sessions"),
+        "{message}"
+    );
+    let counts = wait_for("BGPPeer 3/3", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "bgppeer",
+                "router",
+                "-o",
+                "jsonpath={.status.establishedNodes}/{.status.selectedNodes}",
+            ])
+            .ok()?;
+        (out == "3/3").then_some(out)
+    })
+    .expect("peer status");
+    println!("BGPPeer established/selected: {counts}");
+
+    // Local policy: only nodes with an endpoint advertise.
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "local",
+            "",
+            "  externalTrafficPolicy: Local\n",
+        ))
+        .expect("local");
+    let slice = |node: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: local}}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.0.9]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 8080}}]\n"
+        )
+    };
+    cluster.apply_ok(&slice(NODES[1])).expect("slice");
+    let local = wait_for("the local Service's IP", Duration::from_secs(30), || {
+        service_ip(&cluster, "local")
+    })
+    .unwrap();
+    let local_prefix = format!("{local}/32");
+    wait_for(
+        "the local route from node-b only",
+        Duration::from_secs(30),
+        || {
+            frr.route(&local_prefix)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops == vec![node_ip(1)])
+        },
+    )
+    .unwrap();
+    cluster.apply_ok(&slice(NODES[2])).expect("slice moves");
+    wait_for(
+        "the local route from node-c only",
+        Duration::from_secs(30),
+        || {
+            frr.route(&local_prefix)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops == vec![node_ip(2)])
+        },
+    )
+    .unwrap();
+
+    // Figure: Service created → its route at FRR, 20 Services one after another.
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let name = format!("timed-{i}");
+        let started = Instant::now();
+        cluster
+            .apply_ok(&service_yaml("default", &name, "", ""))
+            .expect("service");
+        let ip = wait_for("an IP", Duration::from_secs(30), || {
+            service_ip(&cluster, &name)
+        })
+        .unwrap();
+        let prefix = format!("{ip}/32");
+        wait_for("the route", Duration::from_secs(30), || {
+            frr.route(&prefix)
+                .ok()
+                .flatten()
+                .filter(|r| !r.next_hops.is_empty())
+        })
+        .unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "FIGURE Service created -> route in FRR: p50 {:?}, max {:?} (20 Services; kubectl apply + vtysh polling included)",
+        times[10], times[19]
+    );
+    // Figure: speaker killed → FRR withdraws its next hop.
+    let killed = Instant::now();
+    speakers.remove(0).kill();
+    wait_for("node-a's next hop to go", Duration::from_secs(30), || {
+        frr.route(&prefix)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops.len() == 2 && !r.next_hops.contains(&node_ip(0)))
+    })
+    .unwrap();
+    println!(
+        "FIGURE speaker SIGKILL -> its next hop withdrawn at FRR: {:?}",
+        killed.elapsed()
+    );
+    drop(speakers);
+    drop(frr);
+}
