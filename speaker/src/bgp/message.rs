@@ -502,3 +502,238 @@ pub fn describe(notification: &BgpNotificationMessage) -> String {
         format!("{code} / {subcode}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use netgauze_bgp_pkt::codec::BgpCodec;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn peer() -> Peer {
+        Peer {
+            name: "r".into(),
+            my_asn: 4_200_000_001,
+            peer_asn: Some(64500),
+            dynamic: None,
+            address: "10.0.0.1".parse().unwrap(),
+            port: 179,
+            source: None,
+            router_id: None,
+            hold_time: Duration::from_secs(90),
+            keepalive: Duration::from_secs(30),
+            connect_retry: Duration::from_secs(10),
+            multihop: false,
+            graceful_restart: true,
+            password: None,
+        }
+    }
+
+    fn local() -> Local {
+        Local {
+            asn: 4_200_000_001,
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            hold_time: 90,
+            families: vec![Family::V4],
+            graceful_restart: true,
+        }
+    }
+
+    /// Encodes and decodes through the codec, as on the wire.
+    fn wire(message: BgpMessage) -> (BgpMessage, usize) {
+        let mut codec = BgpCodec::new(true);
+        let mut buffer = BytesMut::new();
+        codec.encode(message, &mut buffer).unwrap();
+        let length = buffer.len();
+        let (back, _) = codec.decode(&mut buffer).unwrap().unwrap();
+        (back, length)
+    }
+
+    #[test]
+    fn a_four_octet_as_goes_as_as_trans_with_the_capability() {
+        let (back, _) = wire(open(&local()));
+        let BgpMessage::Open(open) = back else { panic!() };
+        assert_eq!(open.my_as(), AS_TRANS);
+        assert_eq!(open.my_asn4(), 4_200_000_001);
+        let caps = open.capabilities();
+        assert!(caps.iter().any(|c| matches!(c, BgpCapability::RouteRefresh)));
+        assert!(
+            caps.iter()
+                .any(|c| matches!(c, BgpCapability::GracefulRestartCapability(_)))
+        );
+    }
+
+    fn their_open(hold: u16, capabilities: Vec<BgpCapability>) -> BgpOpenMessage {
+        BgpOpenMessage::new(
+            64500,
+            hold,
+            Ipv4Addr::new(10, 0, 0, 1),
+            [BgpOpenMessageParameter::new_capabilities(capabilities)],
+        )
+    }
+
+    #[test]
+    fn negotiation_takes_the_lower_hold_time_and_common_families() {
+        let mp = |t| {
+            BgpCapability::MultiProtocolExtensions(MultiProtocolExtensionsCapability::new(t))
+        };
+        let open = their_open(
+            30,
+            vec![
+                mp(AddressType::Ipv6Unicast),
+                BgpCapability::FourOctetAs(FourOctetAsCapability::new(64500)),
+            ],
+        );
+        let mut ours = local();
+        ours.families = vec![Family::V4, Family::V6];
+        let n = check_open(&peer(), &ours, Duration::from_secs(30), &open).unwrap();
+        assert_eq!(n.hold_time, Duration::from_secs(30));
+        assert_eq!(n.keepalive, Some(Duration::from_secs(10)));
+        assert_eq!(n.families, [Family::V6].into());
+        assert!(n.asn4);
+        // No multiprotocol capability: IPv4 unicast only. Hold time 0: no keepalives.
+        let n = check_open(&peer(), &ours, Duration::from_secs(30), &their_open(0, vec![]))
+            .unwrap();
+        assert_eq!(n.families, [Family::V4].into());
+        assert_eq!(n.keepalive, None);
+        assert!(!n.asn4);
+    }
+
+    #[test]
+    fn a_bad_open_is_refused_with_the_matching_notification() {
+        let refused = |open: BgpOpenMessage| {
+            check_open(&peer(), &local(), Duration::from_secs(30), &open)
+                .unwrap_err()
+                .0
+        };
+        let wrong_as = BgpOpenMessage::new(65001, 90, Ipv4Addr::new(10, 0, 0, 1), []);
+        assert!(matches!(
+            refused(wrong_as),
+            BgpNotificationMessage::OpenMessageError(OpenMessageError::BadPeerAs { .. })
+        ));
+        assert!(matches!(
+            refused(their_open(2, vec![])),
+            BgpNotificationMessage::OpenMessageError(OpenMessageError::UnacceptableHoldTime { .. })
+        ));
+        let zero_id = BgpOpenMessage::new(64500, 90, Ipv4Addr::UNSPECIFIED, []);
+        assert!(matches!(
+            refused(zero_id),
+            BgpNotificationMessage::OpenMessageError(OpenMessageError::BadBgpIdentifier { .. })
+        ));
+    }
+
+    fn attributes_of(message: &BgpMessage) -> Vec<PathAttributeValue> {
+        let BgpMessage::Update(update) = message else { panic!() };
+        update
+            .path_attributes()
+            .iter()
+            .map(|a| a.value().clone())
+            .collect()
+    }
+
+    #[test]
+    fn ibgp_carries_local_pref_and_no_as_and_ebgp_prepends_ours() {
+        let attributes = Attributes {
+            communities: vec![65000 << 16 | 1],
+            large: vec![(64512, 1, 2)],
+            local_pref: Some(250),
+        };
+        let prefixes: Vec<IpNet> = vec!["172.20.0.5/32".parse().unwrap()];
+        let mut sender = Sender {
+            asn: 64512,
+            ibgp: true,
+            asn4: true,
+            next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            next_hop_v6: None,
+        };
+        let (back, _) = wire(sender.announce(&attributes, &prefixes).remove(0));
+        let values = attributes_of(&back);
+        assert!(values.contains(&PathAttributeValue::LocalPreference(LocalPreference::new(250))));
+        assert!(values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
+            vec![].into()
+        ))));
+        sender.ibgp = false;
+        let (back, _) = wire(sender.announce(&attributes, &prefixes).remove(0));
+        let values = attributes_of(&back);
+        assert!(
+            !values
+                .iter()
+                .any(|v| matches!(v, PathAttributeValue::LocalPreference(_)))
+        );
+        assert!(values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
+            vec![As4PathSegment::new(AsPathSegmentType::AsSequence, [64512])].into()
+        ))));
+        assert!(
+            values
+                .iter()
+                .any(|v| matches!(v, PathAttributeValue::LargeCommunities(_)))
+        );
+    }
+
+    #[test]
+    fn many_prefixes_split_into_messages_that_fit_4096_bytes() {
+        let attributes = Attributes {
+            communities: (0..64).collect(),
+            large: (0..64).map(|i| (i, i, i)).collect(),
+            local_pref: None,
+        };
+        let sender = Sender {
+            asn: 64512,
+            ibgp: false,
+            asn4: true,
+            next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            next_hop_v6: Some("fd00::2".parse().unwrap()),
+        };
+        let v4: Vec<IpNet> = (0..5000u32)
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0xac10_0000 + i), 32).unwrap()))
+            .collect();
+        let v6: Vec<IpNet> = (0..1000u128)
+            .map(|i| {
+                IpNet::V6(ipnet::Ipv6Net::new((0xfd20u128 << 112 | i).into(), 128).unwrap())
+            })
+            .collect();
+        for (messages, count) in [
+            (sender.announce(&attributes, &v4), v4.len()),
+            (sender.announce(&attributes, &v6), v6.len()),
+            (sender.withdraw(&v4), v4.len()),
+            (sender.withdraw(&v6), v6.len()),
+        ] {
+            let mut seen = 0;
+            for message in messages {
+                let (back, length) = wire(message);
+                assert!(length <= 4096, "{length} bytes");
+                let BgpMessage::Update(update) = back else { panic!() };
+                seen += update.nlri().len() + update.withdraw_routes().len();
+                for attribute in update.path_attributes() {
+                    match attribute.value() {
+                        PathAttributeValue::MpReach(MpReach::Ipv6Unicast { nlri, .. }) => {
+                            seen += nlri.len()
+                        }
+                        PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }) => {
+                            seen += nlri.len()
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            assert_eq!(seen, count);
+        }
+    }
+
+    #[test]
+    fn notifications_read_as_code_and_subcode() {
+        let cease = BgpNotificationMessage::CeaseError(
+            netgauze_bgp_pkt::notification::CeaseError::AdministrativeShutdown {
+                value: Box::new([]),
+            },
+        );
+        assert_eq!(describe(&cease), "Cease / AdministrativeShutdown");
+        let hold = BgpNotificationMessage::HoldTimerExpiredError(
+            netgauze_bgp_pkt::notification::HoldTimerExpiredError::Unspecific {
+                sub_code: 0,
+                value: Box::new([]),
+            },
+        );
+        assert_eq!(describe(&hold), "Hold Timer Expired");
+    }
+}

@@ -16,6 +16,7 @@ use futures::{SinkExt, StreamExt};
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::codec::{BgpCodec, BgpCodecDecoderError};
+use netgauze_bgp_pkt::wire::deserializer::BgpParsingIgnoredErrors;
 use netgauze_bgp_pkt::notification::{
     BgpNotificationMessage, CeaseError, FiniteStateMachineError, HoldTimerExpiredError,
 };
@@ -361,32 +362,101 @@ async fn read(
             "the peer closed the connection".into(),
             established,
         )),
-        Some(Some(Err(BgpCodecDecoderError::IoError(e)))) => {
-            Read::Ended(Ended::Failed(format!("connection error: {e}"), established))
-        }
-        Some(Some(Err(BgpCodecDecoderError::Incomplete(_)))) => Read::Ended(Ended::Failed(
-            "the peer closed the connection mid-message".into(),
-            established,
-        )),
-        Some(Some(Err(BgpCodecDecoderError::BgpMessageParsingError(e)))) => {
-            let why = format!("malformed message from the peer: {e}");
-            Read::Ended(refuse(framed, reporter, e.into(), why, established).await)
-        }
-        Some(Some(Ok((BgpMessage::Notification(n), _)))) => {
-            reporter.update(|s| s.notifications_received += 1);
-            Read::Ended(Ended::Failed(
-                format!("received NOTIFICATION {}", message::describe(&n)),
-                established,
-            ))
-        }
-        Some(Some(Ok((message, ignored)))) => {
-            if ignored != Default::default() {
-                tracing::warn!(errors = ?ignored, "malformed attributes in a received UPDATE: treated as withdraw (RFC 7606)");
-                reporter.update(|s| s.attribute_errors += 1);
+        Some(Some(item)) => match classify(item) {
+            Inbound::Message(message, attribute_errors) => {
+                if attribute_errors {
+                    reporter.update(|s| s.attribute_errors += 1);
+                }
+                Read::Message(message)
             }
-            Read::Message(message)
+            Inbound::Received(notification) => {
+                reporter.update(|s| s.notifications_received += 1);
+                Read::Ended(Ended::Failed(
+                    format!("received NOTIFICATION {}", message::describe(&notification)),
+                    established,
+                ))
+            }
+            Inbound::Close(Some(notification), why) => {
+                Read::Ended(refuse(framed, reporter, notification, why, established).await)
+            }
+            Inbound::Close(None, why) => Read::Ended(Ended::Failed(why, established)),
+        },
+    }
+}
+
+/// What one item read from the peer means for the session.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message to act on; `true` when it carried malformed attributes that
+    /// RFC 7606 says to treat as a withdrawal.
+    Message(BgpMessage, bool),
+    /// The peer sent a NOTIFICATION: the session ends.
+    Received(BgpNotificationMessage),
+    /// The session must end, after this NOTIFICATION when there is one.
+    Close(Option<BgpNotificationMessage>, String),
+}
+
+/// Decides what a decoded item (or decoding error) from the peer means.
+pub fn classify(
+    item: Result<(BgpMessage, BgpParsingIgnoredErrors), BgpCodecDecoderError>,
+) -> Inbound {
+    match item {
+        Err(BgpCodecDecoderError::IoError(e)) => {
+            Inbound::Close(None, format!("connection error: {e}"))
+        }
+        Err(BgpCodecDecoderError::Incomplete(_)) => {
+            Inbound::Close(None, "the peer closed the connection mid-message".into())
+        }
+        Err(BgpCodecDecoderError::BgpMessageParsingError(e)) => {
+            let why = format!("malformed message from the peer: {e}");
+            Inbound::Close(Some(e.into()), why)
+        }
+        Ok((BgpMessage::Notification(n), _)) => Inbound::Received(n),
+        Ok((message, ignored)) => {
+            let attribute_errors = ignored != BgpParsingIgnoredErrors::default();
+            if attribute_errors {
+                tracing::warn!(errors = ?ignored, "malformed attributes in a received UPDATE: treated as withdraw (RFC 7606)");
+            }
+            Inbound::Message(message, attribute_errors)
         }
     }
+}
+
+/// Runs bytes from a peer through the session's input path — the codec, the
+/// classification, the OPEN checks — and returns what the session would do
+/// with each item, with the NOTIFICATIONs it would send already encoded. For
+/// fuzzing; the session itself does the same one item at a time.
+pub fn feed(peer: &Peer, local: &Local, bytes: &[u8]) -> Vec<(Inbound, Vec<u8>)> {
+    use tokio_util::codec::{Decoder, Encoder};
+    let mut codec = BgpCodec::new(true);
+    let mut buffer = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    loop {
+        let item = match codec.decode(&mut buffer) {
+            Ok(None) => break,
+            Ok(Some(item)) => Ok(item),
+            Err(e) => Err(e),
+        };
+        let failed = item.is_err();
+        let mut inbound = classify(item);
+        if let Inbound::Message(BgpMessage::Open(open), _) = &inbound
+            && let Err((notification, why)) = message::check_open(peer, local, peer.keepalive, open)
+        {
+            inbound = Inbound::Close(Some(notification), why);
+        }
+        let mut encoded = bytes::BytesMut::new();
+        if let Inbound::Close(Some(notification), _) = &inbound {
+            let _ = message::describe(notification);
+            codec
+                .encode(BgpMessage::Notification(notification.clone()), &mut encoded)
+                .expect("a NOTIFICATION we build always encodes");
+        }
+        out.push((inbound, encoded.to_vec()));
+        if failed || out.len() > 64 {
+            break;
+        }
+    }
+    out
 }
 
 fn fsm_error(state: BgpState) -> BgpNotificationMessage {
