@@ -508,7 +508,7 @@ fn frr_withdraws_when_a_speaker_dies_and_keeps_routes_stale_with_graceful_restar
 }
 
 #[test]
-fn frr_restarting_brings_the_session_and_routes_back() {
+fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_back() {
     let t = topology(1);
     let router = frr(
         &t,
@@ -530,6 +530,29 @@ fn frr_restarting_brings_the_session_and_routes_back() {
         &[],
     );
     route_within(&router, "172.20.5.1/32", LIMIT, |_| true);
+    // A route refresh request is answered with the routes again; the session stays up.
+    let refreshes = |router: &Frr| {
+        let value = router
+            .json(&format!("show bgp neighbors {} json", node_v4(0)))
+            .unwrap();
+        value[node_v4(0)]["messageStats"]["routeRefreshSent"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = refreshes(&router);
+    router
+        .vtysh(&format!("clear bgp ipv4 unicast {} soft in", node_v4(0)))
+        .unwrap();
+    wait_for("FRR to send a ROUTE-REFRESH", LIMIT, || {
+        (refreshes(&router) > before).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        router.established(&node_v4(0)).unwrap(),
+        "a refresh keeps the session"
+    );
+    assert!(router.route("172.20.5.1/32").unwrap().is_some());
     router.restart().unwrap();
     route_within(&router, "172.20.5.1/32", LIMIT, |_| true);
     assert!(router.established(&node_v4(0)).unwrap());

@@ -552,11 +552,16 @@ mod tests {
     #[test]
     fn a_four_octet_as_goes_as_as_trans_with_the_capability() {
         let (back, _) = wire(open(&local()));
-        let BgpMessage::Open(open) = back else { panic!() };
+        let BgpMessage::Open(open) = back else {
+            panic!()
+        };
         assert_eq!(open.my_as(), AS_TRANS);
         assert_eq!(open.my_asn4(), 4_200_000_001);
         let caps = open.capabilities();
-        assert!(caps.iter().any(|c| matches!(c, BgpCapability::RouteRefresh)));
+        assert!(
+            caps.iter()
+                .any(|c| matches!(c, BgpCapability::RouteRefresh))
+        );
         assert!(
             caps.iter()
                 .any(|c| matches!(c, BgpCapability::GracefulRestartCapability(_)))
@@ -574,9 +579,8 @@ mod tests {
 
     #[test]
     fn negotiation_takes_the_lower_hold_time_and_common_families() {
-        let mp = |t| {
-            BgpCapability::MultiProtocolExtensions(MultiProtocolExtensionsCapability::new(t))
-        };
+        let mp =
+            |t| BgpCapability::MultiProtocolExtensions(MultiProtocolExtensionsCapability::new(t));
         let open = their_open(
             30,
             vec![
@@ -592,8 +596,13 @@ mod tests {
         assert_eq!(n.families, [Family::V6].into());
         assert!(n.asn4);
         // No multiprotocol capability: IPv4 unicast only. Hold time 0: no keepalives.
-        let n = check_open(&peer(), &ours, Duration::from_secs(30), &their_open(0, vec![]))
-            .unwrap();
+        let n = check_open(
+            &peer(),
+            &ours,
+            Duration::from_secs(30),
+            &their_open(0, vec![]),
+        )
+        .unwrap();
         assert_eq!(n.families, [Family::V4].into());
         assert_eq!(n.keepalive, None);
         assert!(!n.asn4);
@@ -623,7 +632,9 @@ mod tests {
     }
 
     fn attributes_of(message: &BgpMessage) -> Vec<PathAttributeValue> {
-        let BgpMessage::Update(update) = message else { panic!() };
+        let BgpMessage::Update(update) = message else {
+            panic!()
+        };
         update
             .path_attributes()
             .iter()
@@ -648,10 +659,16 @@ mod tests {
         };
         let (back, _) = wire(sender.announce(&attributes, &prefixes).remove(0));
         let values = attributes_of(&back);
-        assert!(values.contains(&PathAttributeValue::LocalPreference(LocalPreference::new(250))));
-        assert!(values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
-            vec![].into()
-        ))));
+        assert!(
+            values.contains(&PathAttributeValue::LocalPreference(LocalPreference::new(
+                250
+            )))
+        );
+        assert!(
+            values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
+                vec![].into()
+            )))
+        );
         sender.ibgp = false;
         let (back, _) = wire(sender.announce(&attributes, &prefixes).remove(0));
         let values = attributes_of(&back);
@@ -660,9 +677,11 @@ mod tests {
                 .iter()
                 .any(|v| matches!(v, PathAttributeValue::LocalPreference(_)))
         );
-        assert!(values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
-            vec![As4PathSegment::new(AsPathSegmentType::AsSequence, [64512])].into()
-        ))));
+        assert!(
+            values.contains(&PathAttributeValue::AsPath(AsPath::As4PathSegments(
+                vec![As4PathSegment::new(AsPathSegmentType::AsSequence, [64512])].into()
+            )))
+        );
         assert!(
             values
                 .iter()
@@ -688,9 +707,7 @@ mod tests {
             .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0xac10_0000 + i), 32).unwrap()))
             .collect();
         let v6: Vec<IpNet> = (0..1000u128)
-            .map(|i| {
-                IpNet::V6(ipnet::Ipv6Net::new((0xfd20u128 << 112 | i).into(), 128).unwrap())
-            })
+            .map(|i| IpNet::V6(ipnet::Ipv6Net::new((0xfd20u128 << 112 | i).into(), 128).unwrap()))
             .collect();
         for (messages, count) in [
             (sender.announce(&attributes, &v4), v4.len()),
@@ -702,7 +719,9 @@ mod tests {
             for message in messages {
                 let (back, length) = wire(message);
                 assert!(length <= 4096, "{length} bytes");
-                let BgpMessage::Update(update) = back else { panic!() };
+                let BgpMessage::Update(update) = back else {
+                    panic!()
+                };
                 seen += update.nlri().len() + update.withdraw_routes().len();
                 for attribute in update.path_attributes() {
                     match attribute.value() {

@@ -16,10 +16,10 @@ use futures::{SinkExt, StreamExt};
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::codec::{BgpCodec, BgpCodecDecoderError};
-use netgauze_bgp_pkt::wire::deserializer::BgpParsingIgnoredErrors;
 use netgauze_bgp_pkt::notification::{
     BgpNotificationMessage, CeaseError, FiniteStateMachineError, HoldTimerExpiredError,
 };
+use netgauze_bgp_pkt::wire::deserializer::BgpParsingIgnoredErrors;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
