@@ -98,6 +98,14 @@ pub struct L2Announcement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 317)))]
     pub services: Vec<String>,
+
+    /// Where the other speaker of the pair answers failover messages
+    /// (`ip:port`, as it reports in `status.probeAddress`): for role
+    /// `standby` the active node's (probed), for role `active` the standby's
+    /// (handed the IP on a planned stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub probe: Option<String>,
 }
 
 /// The part a node plays for an IP.
@@ -218,6 +226,10 @@ pub struct NodeAnnouncementStatus {
     /// Sessions Established out of sessions configured, such as `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_sessions: Option<String>,
+
+    /// Where this node's speaker answers failover probes (`ip:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_address: Option<String>,
 }
 
 /// The layer 2 state of one IP on this node.
@@ -237,6 +249,9 @@ pub struct L2State {
     /// Why, for `Failed`, and the detail of a takeover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For `TakenOver`: the node the IP was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<String>,
 }
 
 /// Layer 2 state of an IP on a node.
@@ -343,6 +358,14 @@ impl Validate for NodeAnnouncementSpec {
             }
             if (entry.role == L2Role::Standby) != entry.standby_for.is_some() {
                 errors.add(format!("{at}.standbyFor"), STANDBY_FOR);
+            }
+            if let Some(probe) = &entry.probe
+                && probe.parse::<std::net::SocketAddr>().is_err()
+            {
+                errors.add(
+                    format!("{at}.probe"),
+                    format!("'{probe}' is not an address and port such as 192.0.2.1:7473"),
+                );
             }
         }
         let ips: Vec<&str> = self.l2.iter().map(|e| e.ip.as_str()).collect();

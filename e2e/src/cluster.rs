@@ -99,6 +99,31 @@ impl TestCluster {
         Ok(process)
     }
 
+    /// Starts a speaker for `node` answering inside network namespace
+    /// `namespace` on its `eth0`, with 3 s Leases; `extra` flags appended.
+    /// Each start logs to a file of its own.
+    pub fn speaker(&self, node: &str, namespace: &str, extra: &[&str]) -> Result<Process> {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mut args = vec![
+            format!("--node={node}"),
+            format!("--netns=/run/netns/{namespace}"),
+            "--interface=eth0".to_string(),
+            "--lease-seconds=3".to_string(),
+            format!("--metrics-addr={metrics}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut process = Process::start(
+            &binary("ferrolb-speaker")?,
+            &args,
+            &self.plane.kubeconfig,
+            self.plane.dir().join(format!("speaker-{node}-{n}.log")),
+        )?;
+        process.metrics = Some(metrics);
+        Ok(process)
+    }
+
     /// Starts the webhook on a free loopback port with a self-managed certificate
     /// for 127.0.0.1, registers it by URL in the ValidatingWebhookConfiguration
     /// `ferrolb-webhook` (failurePolicy Fail), and waits until the apiserver calls

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod netns;
 pub mod pki;
+pub mod probe;
 pub mod process;
 pub mod routers;
 

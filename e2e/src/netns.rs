@@ -41,6 +41,38 @@ impl Host {
         command
     }
 
+    /// Starts a small HTTP server on port 8080 answering with `name`: it
+    /// stands in for kube-proxy and the Service's pods on a node.
+    pub fn http_stand_in(&self, name: &str) -> Result<std::process::Child> {
+        self.command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b=b'{name}\\n'\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+                ),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting python3")
+    }
+
+    /// Accepts traffic for `ip` as kube-proxy in IPVS mode does: the IP on
+    /// `lo`, and the kernel told not to answer ARP for it (`arp_ignore=1`,
+    /// `arp_announce=2`): the speaker answers instead.
+    pub fn accept_service_ip(&self, ip: &str) -> Result<()> {
+        for setting in [
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ] {
+            self.run("sysctl", &["-qw", setting])?;
+        }
+        let out = self.run("ip", &["addr", "add", &format!("{ip}/32"), "dev", "lo"])?;
+        if !out.status.success() {
+            bail!("ip addr add {ip}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// Runs a program in the namespace and returns what it printed.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
         self.command(program)

@@ -558,20 +558,6 @@ fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_ba
     assert!(router.established(&node_v4(0)).unwrap());
 }
 
-/// A small HTTP server in a node namespace answering with the node's name:
-/// it stands in for kube-proxy.
-fn http_server(node: &Host, name: &str) -> Child {
-    node.command("python3")
-        .args([
-            "-c",
-            &format!(
-                "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b=b'{name}\\n'\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
-            ),
-        ])
-        .spawn()
-        .expect("python3")
-}
-
 struct Children(Vec<Child>);
 
 impl Drop for Children {
@@ -607,7 +593,9 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
         .unwrap();
         node.run("ip", &["route", "add", "default", "via", "10.77.0.1"])
             .unwrap();
-        servers.0.push(http_server(node, &format!("node-{i}")));
+        servers
+            .0
+            .push(node.http_stand_in(&format!("node-{i}")).unwrap());
         speakers.push(Speaker::start(
             node,
             t.dir.path(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::cluster::{TestCluster, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
-use ferrolb_e2e::process::{Process, binary};
+use ferrolb_e2e::process::Process;
 use ferrolb_e2e::routers::{Frr, Router, wait_for};
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -18,25 +18,9 @@ fn node_ip(i: usize) -> String {
 }
 
 fn speaker(cluster: &TestCluster, node: &str, host: &Host) -> Process {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let args = [
-        format!("--node={node}"),
-        format!("--netns=/run/netns/{}", host.namespace),
-        "--interface=eth0".to_string(),
-        "--lease-seconds=3".to_string(),
-        format!("--metrics-addr=127.0.0.1:{port}"),
-    ];
-    Process::start(
-        &binary("ferrolb-speaker").expect("speaker built"),
-        &args,
-        &cluster.plane.kubeconfig,
-        cluster.plane.dir().join(format!("speaker-{node}.log")),
-    )
-    .expect("speaker")
+    cluster
+        .speaker(node, &host.namespace, &[])
+        .expect("speaker")
 }
 
 fn secret(password: &str) -> String {

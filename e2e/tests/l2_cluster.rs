@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::cluster::{TestCluster, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
-use ferrolb_e2e::process::{Process, binary};
+use ferrolb_e2e::process::Process;
 
 const MACS: [&str; 3] = [
     "02:00:00:00:01:0a",
@@ -16,28 +16,9 @@ const MACS: [&str; 3] = [
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 fn speaker(cluster: &TestCluster, node: &str, host: &Host) -> Process {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let args = [
-        format!("--node={node}"),
-        format!("--netns=/run/netns/{}", host.namespace),
-        "--interface=eth0".to_string(),
-        "--lease-seconds=3".to_string(),
-        format!("--metrics-addr=127.0.0.1:{port}"),
-    ];
-    Process::start(
-        &binary("ferrolb-speaker").expect("speaker built"),
-        &args,
-        &cluster.plane.kubeconfig,
-        cluster.plane.dir().join(format!(
-            "speaker-{node}-{}.log",
-            Instant::now().elapsed().as_nanos()
-        )),
-    )
-    .expect("speaker")
+    cluster
+        .speaker(node, &host.namespace, &[])
+        .expect("speaker")
 }
 
 /// Which MAC answers ARP for `ip` from the client, if one does.

@@ -44,10 +44,71 @@ fn alive(lease: &Lease, now: Timestamp) -> bool {
     renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) >= now.as_second()
 }
 
-/// Nodes as the planner sees them.
+/// What the speakers report about failovers: the nodes some standby took IPs
+/// over from (their speaker is gone as far as the fast path can tell), and per
+/// IP the node answering for it after a takeover.
+#[derive(Debug, Default)]
+pub struct Takeovers {
+    /// Nodes IPs were taken from.
+    pub from: BTreeSet<String>,
+    /// IP → the node that took it.
+    pub by: BTreeMap<String, String>,
+}
+
+/// Reads takeovers from the NodeAnnouncement statuses.
+pub fn takeovers(announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>) -> Takeovers {
+    let mut found = Takeovers::default();
+    for (node, announcement) in announcements {
+        let Some(status) = &announcement.status else {
+            continue;
+        };
+        for state in status.l2.iter().filter(|s| s.state == L2Phase::TakenOver) {
+            if let Some(from) = &state.taken_from {
+                found.from.insert(from.clone());
+            }
+            found.by.insert(state.ip.clone(), node.clone());
+        }
+    }
+    found
+}
+
+/// Per IP (as text), the node whose spec makes it active now.
+pub fn current_active(
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> BTreeMap<String, String> {
+    let mut current = BTreeMap::new();
+    for (node, announcement) in announcements {
+        for entry in announcement
+            .spec
+            .l2
+            .iter()
+            .filter(|e| e.role == L2Role::Active)
+        {
+            current.insert(entry.ip.clone(), node.clone());
+        }
+    }
+    current
+}
+
+/// Per node, where its speaker answers failover probes.
+pub fn probe_addresses(
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> BTreeMap<String, String> {
+    announcements
+        .iter()
+        .filter_map(|(node, a)| {
+            let address = a.status.as_ref()?.probe_address.clone()?;
+            Some((node.clone(), address))
+        })
+        .collect()
+}
+
+/// Nodes as the planner sees them: a node some standby took IPs over from
+/// counts as having no live speaker, even before its Lease runs out.
 pub fn nodes(
     nodes: &[std::sync::Arc<Node>],
     leases: &[std::sync::Arc<Lease>],
+    takeovers: &Takeovers,
 ) -> Vec<announce::Node> {
     let now = Timestamp::now();
     let live: BTreeSet<String> = leases
@@ -66,7 +127,8 @@ pub fn nodes(
                 .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status == "True");
             announce::Node {
-                speaker_alive: live.contains(&speaker_lease(&name)),
+                speaker_alive: live.contains(&speaker_lease(&name))
+                    && !takeovers.from.contains(&name),
                 labels: node.labels().clone(),
                 ready,
                 name,
@@ -206,12 +268,24 @@ pub fn endpoint_nodes(
     map
 }
 
-/// A Service with IPs, as the planner sees it.
+/// A Service with IPs, as the planner sees it; `current` is the node that
+/// answers for its first IP now (the one that took it over, if one did).
 pub fn announced(
     service: &Service,
     assignments: &[Assignment],
     endpoints: &BTreeMap<ServiceKey, BTreeSet<String>>,
+    current: &BTreeMap<String, String>,
+    takeovers: &Takeovers,
 ) -> Announced {
+    let first = assignments
+        .first()
+        .map(|a| format_ip(a.ip))
+        .unwrap_or_default();
+    let current = takeovers
+        .by
+        .get(&first)
+        .or_else(|| current.get(&first))
+        .cloned();
     let key = convert::service_key(service);
     let local = service
         .spec
@@ -223,11 +297,33 @@ pub fn announced(
         local,
         endpoint_nodes: endpoints.get(&key).cloned().unwrap_or_default(),
         service: key,
+        current,
     }
 }
 
-/// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions.
-pub fn spec(node: &str, entries: &[Entry], sessions: &[BgpSession]) -> NodeAnnouncementSpec {
+/// Per IP, the node standing by for it.
+pub fn standbys(plan: &announce::Plan) -> BTreeMap<IpAddr, String> {
+    plan.nodes
+        .iter()
+        .flat_map(|(node, entries)| {
+            entries
+                .iter()
+                .filter(|e| matches!(e.role, Role::Standby(_)))
+                .map(move |e| (e.ip, node.clone()))
+        })
+        .collect()
+}
+
+/// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions;
+/// each entry carries the other speaker's probe address: the active node's
+/// for a standby entry, the standby's for an active one.
+pub fn spec(
+    node: &str,
+    entries: &[Entry],
+    sessions: &[BgpSession],
+    probes: &BTreeMap<String, String>,
+    standbys: &BTreeMap<IpAddr, String>,
+) -> NodeAnnouncementSpec {
     NodeAnnouncementSpec {
         node: Some(node.to_string()),
         l2: entries
@@ -244,6 +340,10 @@ pub fn spec(node: &str, entries: &[Entry], sessions: &[BgpSession]) -> NodeAnnou
                     Role::Standby(node) => Some(node.clone()),
                 },
                 services: e.services.clone(),
+                probe: match &e.role {
+                    Role::Active => standbys.get(&e.ip).and_then(|n| probes.get(n)).cloned(),
+                    Role::Standby(node) => probes.get(node).cloned(),
+                },
             })
             .collect(),
         bgp: sessions.to_vec(),

@@ -274,12 +274,24 @@ impl State {
         // Then who announces what.
         let pools_now = stores.pools.state();
         let endpoints = announcing::endpoint_nodes(&stores.slices.state());
+        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = stores
+            .announcements
+            .state()
+            .into_iter()
+            .map(|a| (a.name_any(), a))
+            .collect();
+        let takeovers = announcing::takeovers(&announcements);
+        let current = announcing::current_active(&announcements);
+        let probes = announcing::probe_addresses(&announcements);
         let announced: Vec<_> = allocated
             .iter()
             .filter(|(_, _, _, held)| !held.is_empty())
-            .map(|(service, _, _, held)| announcing::announced(service, held, &endpoints))
+            .map(|(service, _, _, held)| {
+                announcing::announced(service, held, &endpoints, &current, &takeovers)
+            })
             .collect();
-        let planned_nodes = announcing::nodes(&stores.nodes.state(), &stores.leases.state());
+        let planned_nodes =
+            announcing::nodes(&stores.nodes.state(), &stores.leases.state(), &takeovers);
         let plan = plan_l2(
             &planned_nodes,
             &announcing::advertisements(&stores.l2.state(), &pools_now),
@@ -291,21 +303,16 @@ impl State {
             &announcing::bgp_advertisements(&stores.bgp.state(), &pools_now),
             &announced,
         );
-        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = stores
-            .announcements
-            .state()
-            .into_iter()
-            .map(|a| (a.name_any(), a))
-            .collect();
 
         let mut writes = Vec::new();
+        let standbys = announcing::standbys(&plan);
         for (node, entries) in &plan.nodes {
             let sessions = bgp_plan
                 .nodes
                 .get(node)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let spec = announcing::spec(node, entries, sessions);
+            let spec = announcing::spec(node, entries, sessions, &probes, &standbys);
             let current = announcements.get(node);
             if current.is_some_and(|a| a.spec == spec) {
                 self.announcements_written.remove(node);

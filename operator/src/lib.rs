@@ -6,6 +6,7 @@ pub mod announce;
 pub mod announcing;
 pub mod controller;
 pub mod convert;
+pub mod failover_key;
 pub mod leader;
 pub mod metrics;
 pub mod status;

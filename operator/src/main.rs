@@ -54,6 +54,10 @@ async fn main() -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
     let client = kube::Client::try_default().await?;
+    tokio::spawn(ferrolb_operator::failover_key::ensure(
+        client.clone(),
+        cli.namespace.clone(),
+    ));
     let metrics = metrics::Metrics::new();
     let (leading_tx, leading_rx) = watch::channel(!cli.leader_elect);
     if cli.leader_elect {

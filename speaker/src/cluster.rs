@@ -2,16 +2,14 @@
 //! operator), watches only its own NodeAnnouncement, applies it, and reports
 //! back in its status with its own field manager.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use ferrolb_api::NodeAnnouncement;
-use ferrolb_api::address::format_ip;
 use ferrolb_api::bgppeer::SecretKeyRef;
 use ferrolb_api::constants::{condition, manager};
-use ferrolb_api::nodeannouncement::{L2Phase, L2State, NodeAnnouncementStatus};
+use ferrolb_api::nodeannouncement::{L2Phase, NodeAnnouncementStatus};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,11 +19,12 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use crate::bgp::Bgp;
 use crate::bgp::session::Passwords;
-use crate::node::{Layer2, Wanted};
+use crate::failover::Failover;
+use crate::failover::wire::Key;
+use crate::runner::Runner;
 
 /// How the speaker runs in a cluster.
 #[derive(Clone, Debug)]
@@ -36,7 +35,14 @@ pub struct Config {
     pub namespace: String,
     /// Seconds the Lease lasts without renewal; renewed every third of it.
     pub lease_seconds: u64,
+    /// The Secret (in `namespace`) holding the failover key.
+    pub failover_secret: String,
+    /// Poked by the fast path when it takes or yields an IP.
+    pub failover_changed: Arc<Notify>,
 }
+
+/// The key inside the failover Secret.
+pub const FAILOVER_KEY: &str = "key";
 
 /// Renews `speaker-<node>` until the process ends.
 async fn renew(client: Client, config: Config) {
@@ -69,56 +75,16 @@ async fn renew(client: Client, config: Config) {
 }
 
 /// What the speaker reports for an applied announcement.
-fn status(
-    announcement: &NodeAnnouncement,
-    wanted: &Wanted,
-    layer2: &Layer2,
-    failed: &BTreeMap<Option<String>, String>,
-    bgp: &Bgp,
-) -> NodeAnnouncementStatus {
+fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementStatus {
     let now = Time(Timestamp::now());
     let previous = announcement.status.clone().unwrap_or_default();
-    let since = |ip: &str, state: L2Phase| {
-        previous
-            .l2
-            .iter()
-            .find(|s| s.ip == ip && s.state == state)
-            .and_then(|s| s.since.clone())
-            .or_else(|| Some(now.clone()))
-    };
-    let mut l2 = Vec::new();
-    for ip in wanted.active_ips() {
-        let text = format_ip(ip);
-        let interfaces = layer2.interfaces_for(ip);
-        let (state, message) = if interfaces.is_empty() {
-            let why = failed.values().cloned().collect::<Vec<_>>().join("; ");
-            (L2Phase::Failed, Some(why))
-        } else {
-            (L2Phase::Announcing, None)
-        };
-        l2.push(L2State {
-            since: since(&text, state),
-            ip: text,
-            state,
-            interfaces,
-            message,
-        });
-    }
-    for ip in &wanted.standby {
-        let text = format_ip(*ip);
-        l2.push(L2State {
-            since: since(&text, L2Phase::Standby),
-            ip: text,
-            state: L2Phase::Standby,
-            interfaces: Vec::new(),
-            message: None,
-        });
-    }
+    let l2 = runner.l2_states(&previous.l2);
     let announcing: Vec<String> = l2
         .iter()
-        .filter(|s| s.state == L2Phase::Announcing)
+        .filter(|s| matches!(s.state, L2Phase::Announcing | L2Phase::TakenOver))
         .map(|s| s.ip.clone())
         .collect();
+    let failed = &runner.failed;
     let ok = failed.is_empty();
     let applied_since = previous
         .conditions
@@ -138,7 +104,11 @@ fn status(
             }
             .to_string(),
             message: if ok {
-                format!("{} IPs answered for", announcing.len())
+                format!(
+                    "{} IPs answered for, {} BGP sessions",
+                    announcing.len(),
+                    runner.bgp.summary()
+                )
             } else {
                 failed
                     .iter()
@@ -152,9 +122,32 @@ fn status(
             last_transition_time: applied_since,
         }],
         l2,
-        bgp: bgp.states(),
+        bgp: runner.bgp.states(),
         l2_active: (!announcing.is_empty()).then(|| announcing.join(",")),
-        bgp_sessions: Some(bgp.summary()),
+        bgp_sessions: Some(runner.bgp.summary()),
+        probe_address: runner.failover().map(|f| f.address.to_string()),
+    }
+}
+
+/// Reads the failover key from its Secret, retrying until it exists.
+pub async fn failover_key(client: Client, namespace: &str, name: &str) -> Key {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let mut warned = false;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(secret)) => {
+                if let Some(key) = secret.data.and_then(|mut d| d.remove(FAILOVER_KEY)) {
+                    return Key::new(&key.0);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the failover Secret yet"),
+        }
+        if !warned {
+            tracing::warn!(secret = %format!("{namespace}/{name}"), "no failover key yet: the fast path waits for it (the operator creates it)");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -192,30 +185,66 @@ pub fn secret_passwords(client: Client) -> Passwords {
     })
 }
 
-/// Runs the speaker in the cluster until `stopping` turns true; then ends
-/// the BGP sessions as a stopping speaker should.
+/// How the fast path starts once its key is known.
+pub type StartFailover = Box<dyn FnOnce(Key) -> Option<(Arc<Failover>, Duration)> + Send>;
+
+/// Runs the speaker in the cluster until `stopping` turns true; then hands
+/// its IPs to their standbys and ends the BGP sessions as a stopping speaker
+/// should.
 pub async fn run(
     client: Client,
     config: Config,
-    mut layer2: Layer2,
-    mut bgp: Bgp,
+    mut runner: Runner,
+    start_failover: StartFailover,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<()> {
     tokio::spawn(renew(client.clone(), config.clone()));
+    let (key_tx, mut key_rx) = tokio::sync::oneshot::channel();
+    {
+        let (client, namespace, name) = (
+            client.clone(),
+            config.namespace.clone(),
+            config.failover_secret.clone(),
+        );
+        tokio::spawn(async move {
+            let _ = key_tx.send(failover_key(client, &namespace, &name).await);
+        });
+    }
+    let mut start_failover = Some(start_failover);
     let api: Api<NodeAnnouncement> = Api::all(client);
     let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
     let mut events = watcher(api.clone(), own).default_backoff().boxed();
-    let changed = bgp.changed();
-    let mut current: Option<(NodeAnnouncement, Wanted, BTreeMap<Option<String>, String>)> = None;
+    let changed = runner.bgp.changed();
+    let failover_changed = config.failover_changed.clone();
+    let mut current: Option<NodeAnnouncement> = None;
     loop {
+        let hold = runner.holding_until();
         let event = tokio::select! {
             event = events.next() => match event {
                 Some(event) => Some(event),
                 None => break,
             },
             _ = changed.notified() => None,
+            _ = failover_changed.notified() => {
+                runner.reapply();
+                None
+            }
+            key = &mut key_rx, if start_failover.is_some() => {
+                if let (Ok(key), Some(start)) = (key, start_failover.take())
+                    && let Some((failover, grace)) = start(key)
+                {
+                    tracing::info!(address = %failover.address, "fast failover path on");
+                    runner.set_failover(failover, grace);
+                    runner.reapply();
+                }
+                None
+            }
+            _ = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {
+                runner.reapply();
+                None
+            }
             _ = stopping.wait_for(|s| *s) => {
-                bgp.shutdown().await;
+                runner.stop().await;
                 return Ok(());
             }
         };
@@ -223,8 +252,7 @@ pub async fn run(
             let announcement = match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => a,
                 Ok(watcher::Event::Delete(_)) => {
-                    layer2.apply(&Wanted::default());
-                    bgp.apply(&[]);
+                    runner.apply(&Default::default());
                     current = None;
                     tracing::info!("NodeAnnouncement deleted: silent");
                     continue;
@@ -235,15 +263,13 @@ pub async fn run(
                     continue;
                 }
             };
-            let wanted = Wanted::from_spec(&announcement.spec);
-            let failed = layer2.apply(&wanted);
-            bgp.apply(&announcement.spec.bgp);
-            current = Some((announcement, wanted, failed));
+            runner.apply(&announcement.spec);
+            current = Some(announcement);
         }
-        let Some((announcement, wanted, failed)) = &mut current else {
+        let Some(announcement) = &mut current else {
             continue;
         };
-        let report = status(announcement, wanted, &layer2, failed, &bgp);
+        let report = status(announcement, &runner);
         if announcement.status.as_ref() == Some(&report) {
             continue;
         }
@@ -262,7 +288,8 @@ pub async fn run(
             .await
         {
             Ok(_) => {
-                tracing::info!(active = ?wanted.active_ips(), bgp = %bgp.summary(), generation = ?announcement.metadata.generation, "applied and reported");
+                let (taken, yielded) = runner.failover_view();
+                tracing::info!(active = ?runner.effective.active_ips(), ?taken, ?yielded, bgp = %runner.bgp.summary(), generation = ?announcement.metadata.generation, "applied and reported");
                 // The next comparison is against what was just written.
                 announcement.status = Some(report);
             }

@@ -17,10 +17,13 @@ use ferrolb_api::constants::NAMESPACE;
 use ferrolb_api::{NodeAnnouncement, NodeAnnouncementSpec};
 use ferrolb_speaker::bgp::Bgp;
 use ferrolb_speaker::bgp::session::Passwords;
-use ferrolb_speaker::cluster;
+use ferrolb_speaker::cluster::{self, StartFailover};
+use ferrolb_speaker::failover::wire::Key;
+use ferrolb_speaker::failover::{Failover, Settings};
 use ferrolb_speaker::l2::responder::Counters;
-use ferrolb_speaker::node::{Layer2, Wanted};
-use tokio::sync::watch;
+use ferrolb_speaker::node::Layer2;
+use ferrolb_speaker::runner::Runner;
+use tokio::sync::{Notify, watch};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,9 +60,82 @@ struct Cli {
     /// Secrets (`DIR/<namespace>/<name>/<key>`).
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
+    /// UDP port of the fast failover path (probes between speakers).
+    #[arg(long, default_value_t = 7473)]
+    probe_port: u16,
+    /// The address other speakers probe this one at (default: the IPv4
+    /// address of the interface answered on).
+    #[arg(long)]
+    probe_address: Option<std::net::Ipv4Addr>,
+    /// Milliseconds between probes of the active node.
+    #[arg(long, default_value_t = 100)]
+    probe_interval_ms: u64,
+    /// Probes missed in a row before the standby takes over.
+    #[arg(long, default_value_t = 3)]
+    probe_misses: u32,
+    /// The Secret (in the speaker namespace) with the failover key; the
+    /// operator creates it.
+    #[arg(long, default_value = "ferrolb-failover")]
+    failover_secret: String,
+    /// Without a cluster: a file holding the failover key (no fast path
+    /// without one).
+    #[arg(long)]
+    failover_key_file: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+/// Where other speakers reach this one: `--probe-address`, or the IPv4
+/// address of the interface answered on (looked up inside `--netns`).
+fn probe_address(cli: &Cli) -> Result<SocketAddr> {
+    if let Some(ip) = cli.probe_address {
+        return Ok(SocketAddr::from((ip, cli.probe_port)));
+    }
+    let (netns, interface, port) = (cli.netns.clone(), cli.interface.clone(), cli.probe_port);
+    std::thread::spawn(move || -> Result<SocketAddr> {
+        if let Some(path) = &netns {
+            let file = std::fs::File::open(path)?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        }
+        let name = match interface {
+            Some(name) => name,
+            None => ferrolb_speaker::l2::interface::default_interface()?.name,
+        };
+        let ip = ferrolb_speaker::l2::interface::first_ipv4(&name)?;
+        Ok(SocketAddr::from((ip, port)))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the address thread panicked"))?
+}
+
+/// Starts the fast path with `key`; `None` (logged) when it cannot.
+fn start_failover(cli: &Cli, node: String, changed: Arc<Notify>) -> StartFailover {
+    let settings = Settings {
+        interval: Duration::from_millis(cli.probe_interval_ms.max(10)),
+        misses: cli.probe_misses.max(1),
+    };
+    let address = probe_address(cli);
+    let netns = cli.netns.clone();
+    Box::new(move |key| {
+        let address = match address {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "no address for the fast failover path; set --probe-address");
+                return None;
+            }
+        };
+        match Failover::start(node, netns, address, key, settings, changed) {
+            Ok(failover) => Some((
+                Arc::new(failover),
+                settings.deadline() + 2 * settings.interval,
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, %address, "cannot start the fast failover path");
+                None
+            }
+        }
+    })
 }
 
 fn read(path: &Path) -> Result<NodeAnnouncementSpec> {
@@ -68,6 +144,15 @@ fn read(path: &Path) -> Result<NodeAnnouncementSpec> {
     let announcement: NodeAnnouncement = serde_yaml::from_str(&text)
         .with_context(|| format!("{} is not a NodeAnnouncement", path.display()))?;
     Ok(announcement.spec)
+}
+
+fn read_name(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let announcement: NodeAnnouncement = serde_yaml::from_str(&text)?;
+    announcement
+        .metadata
+        .name
+        .context("the NodeAnnouncement has no name")
 }
 
 /// Reads TCP-MD5 passwords laid out as a mounted Secret would be:
@@ -131,31 +216,37 @@ fn metrics(counters: &Counters) -> String {
 }
 
 /// Follows a NodeAnnouncement file: IPs added are announced, IPs removed are
-/// silent at once; BGP sessions follow `spec.bgp`. Session states are logged.
+/// silent at once; BGP sessions follow `spec.bgp`; with a failover key the
+/// fast path runs too. Session and takeover states are logged.
 async fn from_file(
     path: PathBuf,
-    mut layer2: Layer2,
-    mut bgp: Bgp,
+    mut runner: Runner,
+    failover: Option<(Arc<Failover>, Duration)>,
+    failover_changed: Arc<Notify>,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<()> {
+    if let Some((failover, grace)) = failover {
+        runner.set_failover(failover, grace);
+    }
     let mut last = read(&path)?;
-    layer2.apply(&Wanted::from_spec(&last));
-    bgp.apply(&last.bgp);
-    let changed = bgp.changed();
+    runner.apply(&last);
+    let changed = runner.bgp.changed();
     let mut reported = String::new();
     loop {
+        let hold = runner.holding_until();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = changed.notified() => {}
+            _ = failover_changed.notified() => runner.reapply(),
+            _ = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => runner.reapply(),
             _ = stopping.wait_for(|s| *s) => {
-                bgp.shutdown().await;
+                runner.stop().await;
                 return Ok(());
             }
         }
         match read(&path) {
             Ok(spec) if spec != last => {
-                layer2.apply(&Wanted::from_spec(&spec));
-                bgp.apply(&spec.bgp);
+                runner.apply(&spec);
                 last = spec;
             }
             Ok(_) => {}
@@ -163,9 +254,13 @@ async fn from_file(
                 tracing::warn!(error = %e, "cannot read the NodeAnnouncement; keeping the last one")
             }
         }
-        let states = serde_json::to_string(&bgp.states())?;
+        let (taken, yielded) = runner.failover_view();
+        let states = format!(
+            "{} taken={taken:?} yielded={yielded:?}",
+            serde_json::to_string(&runner.bgp.states())?
+        );
         if states != reported {
-            tracing::info!(sessions = %states, "BGP sessions");
+            tracing::info!(sessions = %states, "state");
             reported = states;
         }
     }
@@ -188,6 +283,14 @@ async fn main() -> Result<()> {
     };
     let bgp = Bgp::new(cli.netns.clone(), passwords);
     let registry = bgp.registry();
+    let runner = Runner::new(layer2, bgp);
+    let failover_changed = Arc::new(Notify::new());
+    let node_name = cli
+        .node
+        .clone()
+        .or_else(|| cli.from_file.as_deref().and_then(|p| read_name(p).ok()))
+        .unwrap_or_else(|| "node".to_string());
+    let start = start_failover(&cli, node_name.clone(), failover_changed.clone());
     tokio::spawn(ferrolb_runtime::serve(
         cli.metrics_addr,
         move || {
@@ -200,7 +303,17 @@ async fn main() -> Result<()> {
     let (stop, stopping) = watch::channel(false);
     let work = async {
         match &cli.from_file {
-            Some(path) => from_file(path.clone(), layer2, bgp, stopping).await,
+            Some(path) => {
+                let failover = match &cli.failover_key_file {
+                    Some(file) => {
+                        let key = std::fs::read(file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        start(Key::new(&key))
+                    }
+                    None => None,
+                };
+                from_file(path.clone(), runner, failover, failover_changed, stopping).await
+            }
             None => {
                 let node = cli
                     .node
@@ -211,8 +324,10 @@ async fn main() -> Result<()> {
                     node,
                     namespace: cli.namespace.clone(),
                     lease_seconds: cli.lease_seconds,
+                    failover_secret: cli.failover_secret.clone(),
+                    failover_changed,
                 };
-                cluster::run(client, config, layer2, bgp, stopping).await
+                cluster::run(client, config, runner, start, stopping).await
             }
         }
     };
@@ -223,7 +338,7 @@ async fn main() -> Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("stopping: ending BGP sessions");
+    tracing::info!("stopping: handing IPs over, ending BGP sessions");
     let _ = stop.send(true);
     if let Ok(result) = tokio::time::timeout(Duration::from_secs(5), work).await {
         result?;

@@ -2,7 +2,7 @@
 //! use, fed the active IPs; interfaces come and go with the announcement.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,9 +14,21 @@ use ferrolb_api::nodeannouncement::L2Role;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::failover::{Taken, Target};
 use crate::l2::interface::{Interface, default_interface, own_addresses};
 use crate::l2::responder::{self, Counters};
 use crate::l2::socket::PacketSocket;
+
+/// What this node does for an IP it stands by for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandbyFor {
+    /// The active node.
+    pub active: String,
+    /// Where that node's speaker answers probes.
+    pub probe: Option<SocketAddr>,
+    /// Interfaces to answer on after a takeover; empty for the default.
+    pub interfaces: Vec<String>,
+}
 
 /// What one NodeAnnouncement asks of layer 2 on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +36,9 @@ pub struct Wanted {
     /// IPs to answer for, by interface (`None`: the default interface).
     pub active: BTreeMap<Option<String>, BTreeSet<IpAddr>>,
     /// IPs this node stands by for.
-    pub standby: BTreeSet<IpAddr>,
+    pub standby: BTreeMap<IpAddr, StandbyFor>,
+    /// For active IPs: where their standby's speaker answers (hand-off target).
+    pub handoff: BTreeMap<IpAddr, SocketAddr>,
 }
 
 impl Wanted {
@@ -35,6 +49,11 @@ impl Wanted {
             let Ok(ip) = parse_ip(&entry.ip) else {
                 continue;
             };
+            if entry.role == L2Role::Active
+                && let Some(probe) = entry.probe.as_deref().and_then(|p| p.parse().ok())
+            {
+                wanted.handoff.insert(ip, probe);
+            }
             match entry.role {
                 L2Role::Active if entry.interfaces.is_empty() => {
                     wanted.active.entry(None).or_default().insert(ip);
@@ -49,7 +68,14 @@ impl Wanted {
                     }
                 }
                 L2Role::Standby => {
-                    wanted.standby.insert(ip);
+                    wanted.standby.insert(
+                        ip,
+                        StandbyFor {
+                            active: entry.standby_for.clone().unwrap_or_default(),
+                            probe: entry.probe.as_deref().and_then(|p| p.parse().ok()),
+                            interfaces: entry.interfaces.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -59,6 +85,61 @@ impl Wanted {
     /// Every active IP.
     pub fn active_ips(&self) -> BTreeSet<IpAddr> {
         self.active.values().flatten().copied().collect()
+    }
+
+    /// The active nodes to probe, with the IPs this node stands by for on each.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut by_node: BTreeMap<(String, SocketAddr), BTreeSet<IpAddr>> = BTreeMap::new();
+        for (ip, standby) in &self.standby {
+            if let Some(probe) = standby.probe {
+                by_node
+                    .entry((standby.active.clone(), probe))
+                    .or_default()
+                    .insert(*ip);
+            }
+        }
+        by_node
+            .into_iter()
+            .map(|((node, address), ips)| Target { node, address, ips })
+            .collect()
+    }
+
+    /// What to do now: the spec, plus the IPs taken over, minus those yielded
+    /// to a standby and those `held_back` (a starting speaker first listens
+    /// for standbys that took its IPs over).
+    pub fn effective(
+        &self,
+        taken: &BTreeMap<IpAddr, Taken>,
+        yielded: &BTreeMap<IpAddr, String>,
+        held_back: &BTreeSet<IpAddr>,
+    ) -> Wanted {
+        let mut out = Wanted::default();
+        for (interface, ips) in &self.active {
+            let kept: BTreeSet<IpAddr> = ips
+                .iter()
+                .filter(|ip| !yielded.contains_key(ip) && !held_back.contains(ip))
+                .copied()
+                .collect();
+            if !kept.is_empty() {
+                out.active.insert(interface.clone(), kept);
+            }
+        }
+        for (ip, standby) in &self.standby {
+            if !taken.contains_key(ip) {
+                out.standby.insert(*ip, standby.clone());
+                continue;
+            }
+            if standby.interfaces.is_empty() {
+                out.active.entry(None).or_default().insert(*ip);
+            }
+            for interface in &standby.interfaces {
+                out.active
+                    .entry(Some(interface.clone()))
+                    .or_default()
+                    .insert(*ip);
+            }
+        }
+        out
     }
 }
 

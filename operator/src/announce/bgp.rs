@@ -253,6 +253,7 @@ mod tests {
                 .collect(),
             local: false,
             endpoint_nodes: BTreeSet::new(),
+            current: None,
         }
     }
 

@@ -10,6 +10,9 @@
 //! - The active node is the eligible node with the highest rendezvous score for
 //!   the group, the standby the second: adding or removing a node moves only the
 //!   groups that node wins or held, and the same inputs always give the same plan.
+//!   A group stays on its current node while that node is eligible (no moving
+//!   back when a node returns), and goes to the node that took it over after a
+//!   failover.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -72,6 +75,9 @@ pub struct Announced {
     pub local: bool,
     /// Nodes holding a ready (or serving) endpoint.
     pub endpoint_nodes: BTreeSet<String>,
+    /// The node answering for its IPs now (or that took them over): kept
+    /// while eligible, so an IP moves only when it must.
+    pub current: Option<String>,
 }
 
 /// A node's part for one IP.
@@ -281,6 +287,12 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
                 .cmp(&score(&a.name, &key))
                 .then_with(|| a.name.cmp(&b.name))
         });
+        if let Some(current) = members.iter().find_map(|s| s.current.as_deref())
+            && let Some(at) = eligible.iter().position(|(n, _)| n.name == current)
+        {
+            let kept = eligible.remove(at);
+            eligible.insert(0, kept);
+        }
         let (active, active_interfaces) = &eligible[0];
         let standby = eligible.get(1);
         let ips: BTreeSet<IpAddr> = members

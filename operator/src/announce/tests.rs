@@ -30,6 +30,7 @@ fn service(name: &str, ips: &[&str]) -> Announced {
             .collect(),
         local: false,
         endpoint_nodes: BTreeSet::new(),
+        current: None,
     }
 }
 
@@ -237,4 +238,27 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_ip_stays_on_its_current_node_while_eligible_and_follows_a_takeover() {
+    let nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| node(n)).collect();
+    let fresh = plan_l2(&nodes, &[everywhere()], &[service("web", &["10.0.0.1"])]);
+    let chosen = active_of(&fresh, "web").expect("active");
+    let other = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != chosen)
+        .expect("other");
+    let mut kept = service("web", &["10.0.0.1"]);
+    kept.current = Some(other.to_string());
+    let plan = plan_l2(&nodes, &[everywhere()], std::slice::from_ref(&kept));
+    assert_eq!(
+        active_of(&plan, "web").as_deref(),
+        Some(other),
+        "no move back"
+    );
+    // The current node goes: the usual choice among the rest.
+    let rest: Vec<Node> = nodes.iter().filter(|n| n.name != other).cloned().collect();
+    let plan = plan_l2(&rest, &[everywhere()], &[kept]);
+    assert_ne!(active_of(&plan, "web").as_deref(), Some(other));
 }

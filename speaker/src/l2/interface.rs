@@ -62,10 +62,19 @@ fn bridge_port(name: &str) -> bool {
     fs::metadata(format!("/sys/class/net/{name}/brport")).is_ok()
 }
 
-/// Every address this host has: the responder never answers for them.
+/// The node's own addresses, never answered for: those on its network
+/// interfaces. Addresses on loopback and on kube-proxy's `kube-ipvs0` (and
+/// other container or overlay devices) are not: that is where kube-proxy in
+/// IPVS mode puts the very Service IPs the responder must answer for.
 pub fn own_addresses() -> Result<BTreeSet<IpAddr>> {
     let mut own = BTreeSet::new();
     for entry in nix::ifaddrs::getifaddrs()? {
+        if NOT_NODE_NETWORK
+            .iter()
+            .any(|p| entry.interface_name.starts_with(p))
+        {
+            continue;
+        }
         let Some(address) = entry.address else {
             continue;
         };
@@ -76,6 +85,19 @@ pub fn own_addresses() -> Result<BTreeSet<IpAddr>> {
         }
     }
     Ok(own)
+}
+
+/// The first IPv4 address of interface `name`, in the calling thread's
+/// network namespace.
+pub fn first_ipv4(name: &str) -> Result<std::net::Ipv4Addr> {
+    for entry in nix::ifaddrs::getifaddrs()? {
+        if entry.interface_name == name
+            && let Some(v4) = entry.address.as_ref().and_then(|a| a.as_sockaddr_in())
+        {
+            return Ok(v4.ip());
+        }
+    }
+    anyhow::bail!("interface {name} has no IPv4 address")
 }
 
 /// The interface carrying the node's own network: the first one, by name, with

@@ -1,0 +1,211 @@
+//! A client's view of a Service IP during a failover: from inside the client
+//! namespace, an ARP request every 10 ms (the real `arping`) and a TCP request
+//! every 50 ms to the node HTTP stand-ins, each timestamped here. The figures
+//! come from these samples; nothing asserts on time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::netns::Host;
+
+/// One TCP request: when it started and the answer (the node's name), if any.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// When it was sent.
+    pub at: Instant,
+    /// The body, when it succeeded.
+    pub answer: Option<String>,
+}
+
+/// Everything sampled.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    /// ARP replies: when, and from which MAC.
+    pub arp: Vec<(Instant, String)>,
+    /// TCP requests.
+    pub tcp: Vec<Request>,
+}
+
+/// What a client saw over a window.
+#[derive(Clone, Debug)]
+pub struct Outage {
+    /// The longest time without an ARP answer.
+    pub arp_gap: Duration,
+    /// The longest time without a successful TCP answer.
+    pub tcp_gap: Duration,
+    /// TCP requests that failed.
+    pub failed: usize,
+    /// TCP requests sent.
+    pub sent: usize,
+}
+
+impl Samples {
+    /// The outage seen between `from` and `to`.
+    pub fn outage(&self, from: Instant, to: Instant) -> Outage {
+        let gap = |times: Vec<Instant>| {
+            let mut last = from;
+            let mut longest = Duration::ZERO;
+            for t in times.into_iter().filter(|t| *t >= from && *t <= to) {
+                longest = longest.max(t - last);
+                last = t;
+            }
+            longest.max(to.saturating_duration_since(last))
+        };
+        let window: Vec<&Request> = self
+            .tcp
+            .iter()
+            .filter(|r| r.at >= from && r.at <= to)
+            .collect();
+        Outage {
+            arp_gap: gap(self.arp.iter().map(|(t, _)| *t).collect()),
+            tcp_gap: gap(window
+                .iter()
+                .filter(|r| r.answer.is_some())
+                .map(|r| r.at)
+                .collect()),
+            failed: window.iter().filter(|r| r.answer.is_none()).count(),
+            sent: window.len(),
+        }
+    }
+
+    /// The MAC that answered ARP last.
+    pub fn last_mac(&self) -> Option<String> {
+        self.arp.last().map(|(_, mac)| mac.clone())
+    }
+}
+
+/// Probes running in the client namespace until stopped.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Samples>>,
+    arping: Child,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn enter(namespace: &str) {
+    let file = std::fs::File::open(format!("/run/netns/{namespace}")).expect("netns");
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+fn get(target: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: service\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let body = response.split("\r\n\r\n").nth(1)?.trim().to_string();
+    (!body.is_empty()).then_some(body)
+}
+
+impl Prober {
+    /// Starts probing `ip` (HTTP on `port`) from `client`.
+    pub fn start(client: &Host, ip: &str, port: u16) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Samples::default()));
+        let mut arping = client
+            .command("stdbuf")
+            .args(["-oL", "arping", "-i", &client.interface, "-W", "0.01", ip])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("arping");
+        let stdout = arping.stdout.take().expect("stdout");
+        let arp = {
+            let samples = samples.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    // "42 bytes from 02:00:00:00:01:0a (192.168.60.100): index=…"
+                    if let Some(mac) = line
+                        .split_whitespace()
+                        .nth(3)
+                        .filter(|_| line.contains(" bytes from "))
+                    {
+                        samples
+                            .lock()
+                            .expect("samples")
+                            .arp
+                            .push((Instant::now(), mac.to_lowercase()));
+                    }
+                }
+            })
+        };
+        let target: SocketAddr = format!("{ip}:{port}").parse().expect("target");
+        let tcp = {
+            let (samples, stop, namespace) =
+                (samples.clone(), stop.clone(), client.namespace.clone());
+            std::thread::spawn(move || {
+                let mut workers = Vec::new();
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let (samples, namespace) = (samples.clone(), namespace.clone());
+                    workers.push(std::thread::spawn(move || {
+                        enter(&namespace);
+                        let at = Instant::now();
+                        let answer = get(target);
+                        samples
+                            .lock()
+                            .expect("samples")
+                            .tcp
+                            .push(Request { at, answer });
+                    }));
+                    next += Duration::from_millis(50);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    workers.retain(|w| !w.is_finished());
+                }
+                for worker in workers {
+                    let _ = worker.join();
+                }
+            })
+        };
+        Prober {
+            stop,
+            samples,
+            arping,
+            threads: vec![arp, tcp],
+        }
+    }
+
+    /// What was sampled so far.
+    pub fn samples(&self) -> Samples {
+        self.samples.lock().expect("samples").clone()
+    }
+
+    /// Stops probing and returns every sample.
+    pub fn stop(mut self) -> Samples {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.arping.kill();
+        let _ = self.arping.wait();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let mut samples = self.samples();
+        samples.tcp.sort_by_key(|r| r.at);
+        samples
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.arping.kill();
+        let _ = self.arping.wait();
+    }
+}
+
+/// Median and longest of some durations.
+pub fn median_and_max(mut values: Vec<Duration>) -> (Duration, Duration) {
+    values.sort();
+    if values.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    (values[values.len() / 2], values[values.len() - 1])
+}

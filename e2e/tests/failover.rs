@@ -1,0 +1,344 @@
+//! Failover as a client sees it [FAILOVER, L2, E2E]: kube-apiserver, the
+//! operator, three speakers in node namespaces with HTTP stand-ins, and a
+//! client sending an ARP request every 10 ms and a TCP request every 50 ms to
+//! the Service IP while, in turn: (a) the active speaker is SIGKILLed; (b) the
+//! active node's link is cut; (c) every speaker is restarted one by one with
+//! SIGTERM; (d) the operator and the active speaker are killed together. Each
+//! scenario prints the median and longest time without an answer and the
+//! failed requests; the test checks only that each ends with exactly one node
+//! answering. `FERROLB_FAILOVER_RUNS` sets the runs per scenario (default 10),
+//! `FERROLB_FAILOVER_SCENARIOS` (such as `Kill,Rolling`) which ones run.
+
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::netns::{Host, Network};
+use ferrolb_e2e::probe::{Outage, Prober, median_and_max};
+use ferrolb_e2e::process::Process;
+use ferrolb_e2e::routers::wait_for;
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+const MACS: [&str; 3] = [
+    "02:00:00:00:03:0a",
+    "02:00:00:00:03:0b",
+    "02:00:00:00:03:0c",
+];
+const IP: &str = "192.168.60.100";
+
+struct Setup {
+    cluster: TestCluster,
+    speakers: Vec<Option<Process>>,
+    operator: Option<Process>,
+    client: Host,
+    hosts: Vec<Host>,
+    _servers: Vec<std::process::Child>,
+    _network: Network,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for server in &mut self._servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Setup {
+    fn start_speaker(&mut self, i: usize) {
+        self.speakers[i] = Some(
+            self.cluster
+                .speaker(NODES[i], &self.hosts[i].namespace, &[])
+                .expect("speaker"),
+        );
+    }
+
+    fn start_operator(&mut self) {
+        self.operator = Some(self.cluster.operator("solo", &[]).expect("operator"));
+    }
+
+    /// The settled state: one node active for the IP and answering, one
+    /// standing by with the active node's probe address, no takeover
+    /// pending. Returns (active, standby).
+    fn settled(&self) -> Option<(usize, usize)> {
+        let text = self
+            .cluster
+            .kubectl(&["get", "nodeannouncements", "-o", "json"])
+            .ok()?;
+        let list: Value = serde_json::from_str(&text).ok()?;
+        let mut active = None;
+        let mut standby = None;
+        for item in list["items"].as_array()? {
+            let node = NODES.iter().position(|n| item["metadata"]["name"] == *n)?;
+            for entry in item["spec"]["l2"].as_array().cloned().unwrap_or_default() {
+                if entry["ip"] != IP {
+                    continue;
+                }
+                match entry["role"].as_str() {
+                    Some("active") if entry["probe"].is_string() => active = Some(node),
+                    // Its fast path runs: it reports a probe address of its own.
+                    Some("standby")
+                        if entry["probe"].is_string()
+                            && item["status"]["probeAddress"].is_string() =>
+                    {
+                        standby = Some(node)
+                    }
+                    _ => {}
+                }
+            }
+            let generation = &item["metadata"]["generation"];
+            if item["status"]["observedGeneration"] != *generation {
+                return None;
+            }
+            for state in item["status"]["l2"].as_array().cloned().unwrap_or_default() {
+                if state["state"] == "TakenOver" {
+                    return None;
+                }
+                if state["ip"] == IP && state["state"] == "Announcing" && Some(node) != active {
+                    return None;
+                }
+            }
+        }
+        let active = active?;
+        let standby = standby?;
+        let status = list["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["metadata"]["name"] == NODES[active])?;
+        let answering = status["status"]["l2"]
+            .as_array()?
+            .iter()
+            .any(|s| s["ip"] == IP && s["state"] == "Announcing");
+        answering.then_some((active, standby))
+    }
+
+    fn wait_settled(&self, what: &str) -> (usize, usize) {
+        wait_for(
+            &format!("the IP to settle ({what})"),
+            Duration::from_secs(60),
+            || self.settled(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                self.cluster
+                    .kubectl(&["get", "nodeannouncements", "-o", "yaml"])
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// Exactly one MAC answers ARP for the IP.
+    fn one_node_answers(&self) -> bool {
+        let out = self
+            .client
+            .run(
+                "arping",
+                &["-d", "-c", "5", "-i", &self.client.interface, IP],
+            )
+            .expect("arping -d");
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        out.status.success() && MACS.iter().filter(|m| text.contains(*m)).count() == 1
+    }
+}
+
+async fn setup() -> Setup {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let mut network = Network::new().expect("switch");
+    let hosts: Vec<Host> = (0..3)
+        .map(|i| {
+            network
+                .host(NODES[i], MACS[i], &[&format!("192.168.60.{}/24", 11 + i)])
+                .expect("node")
+        })
+        .collect();
+    let client = network
+        .host("cli", "02:00:00:00:03:99", &["192.168.60.2/24"])
+        .expect("client");
+    let mut servers = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        host.accept_service_ip(IP).expect("service IP");
+        servers.push(host.http_stand_in(NODES[i]).expect("http"));
+        cluster.node(NODES[i]).expect("node");
+    }
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [192.168.60.100-192.168.60.110]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
+        .expect("pool");
+    let mut setup = Setup {
+        cluster,
+        speakers: vec![None, None, None],
+        operator: None,
+        client,
+        hosts,
+        _servers: servers,
+        _network: network,
+    };
+    for i in 0..3 {
+        setup.start_speaker(i);
+    }
+    setup.start_operator();
+    setup
+        .cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "web",
+            &format!("  annotations: {{ferrolb.io/loadBalancerIPs: '{IP}'}}\n"),
+            "",
+        ))
+        .expect("service");
+    setup.wait_settled("first");
+    setup
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    Kill,
+    LinkCut,
+    Rolling,
+    OperatorAndActive,
+}
+
+/// Waits until a MAC other than `old` answers ARP in the samples.
+fn new_mac_answers(prober: &Prober, old: &str) {
+    let _ = wait_for("another node to answer", Duration::from_secs(20), || {
+        let samples = prober.samples();
+        samples.last_mac().filter(|m| m != old).map(|_| ())
+    });
+}
+
+fn run(s: &mut Setup, scenario: Scenario) -> Outage {
+    let (active, _) = s.wait_settled("before a run");
+    let prober = Prober::start(&s.client, IP, 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    match scenario {
+        Scenario::Kill => {
+            if let Some(p) = s.speakers[active].take() {
+                p.kill();
+            }
+            new_mac_answers(&prober, MACS[active]);
+        }
+        Scenario::LinkCut => {
+            s.hosts[active]
+                .run("ip", &["link", "set", "dev", "eth0", "down"])
+                .expect("link down");
+            new_mac_answers(&prober, MACS[active]);
+        }
+        Scenario::OperatorAndActive => {
+            if let Some(p) = s.operator.take() {
+                p.kill();
+            }
+            if let Some(p) = s.speakers[active].take() {
+                p.kill();
+            }
+            new_mac_answers(&prober, MACS[active]);
+        }
+        Scenario::Rolling => {
+            for i in 0..3 {
+                if let Some(p) = s.speakers[i].take() {
+                    p.signal(nix::sys::signal::Signal::SIGTERM);
+                    let mut p = p;
+                    let _ = wait_for("the speaker to stop", Duration::from_secs(10), || {
+                        (!p.running()).then_some(())
+                    });
+                    if std::env::var("FERROLB_DEBUG").is_ok() {
+                        for line in p
+                            .output()
+                            .lines()
+                            .filter(|l| l.contains("hand") || l.contains("stopp"))
+                        {
+                            println!("{}: {line}", NODES[i]);
+                        }
+                        for (j, other) in s.speakers.iter().enumerate() {
+                            if let Some(o) = other {
+                                for line in o.output().lines().filter(|l| {
+                                    l.contains("hand")
+                                        || l.contains("taking")
+                                        || l.contains("yield")
+                                        || l.contains("failover")
+                                        || l.contains("refused")
+                                }) {
+                                    println!("  {}: {line}", NODES[j]);
+                                }
+                            }
+                        }
+                    }
+                }
+                s.start_speaker(i);
+                s.wait_settled("rolling restart");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let end = Instant::now();
+    let samples = prober.stop();
+    let outage = samples.outage(start, end);
+    if std::env::var("FERROLB_DEBUG").is_ok() {
+        let wall = std::time::SystemTime::now();
+        let mut last = start;
+        for (t, mac) in samples.arp.iter().filter(|(t, _)| *t >= start) {
+            if *t - last > Duration::from_millis(100) {
+                let at = wall - (end - last);
+                println!(
+                    "ARP gap {:?} from {:?} (unix ms {}), then {mac}",
+                    *t - last,
+                    last - start,
+                    at.duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                );
+            }
+            last = *t;
+        }
+    }
+    // Put things back.
+    match scenario {
+        Scenario::Kill => s.start_speaker(active),
+        Scenario::LinkCut => {
+            s.hosts[active]
+                .run("ip", &["link", "set", "dev", "eth0", "up"])
+                .expect("link up");
+        }
+        Scenario::OperatorAndActive => {
+            s.start_operator();
+            s.start_speaker(active);
+        }
+        Scenario::Rolling => {}
+    }
+    s.wait_settled("after a run");
+    outage
+}
+
+#[tokio::test]
+async fn failover_scenarios_print_figures_and_end_with_one_node_answering() {
+    let runs: usize = std::env::var("FERROLB_FAILOVER_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let mut s = setup().await;
+    assert!(s.one_node_answers(), "one node answers at the start");
+    let only = std::env::var("FERROLB_FAILOVER_SCENARIOS").unwrap_or_default();
+    for scenario in [
+        Scenario::Kill,
+        Scenario::LinkCut,
+        Scenario::Rolling,
+        Scenario::OperatorAndActive,
+    ] {
+        if !only.is_empty() && !only.split(',').any(|o| o == format!("{scenario:?}")) {
+            continue;
+        }
+        let outages: Vec<Outage> = (0..runs).map(|_| run(&mut s, scenario)).collect();
+        let (arp_median, arp_max) = median_and_max(outages.iter().map(|o| o.arp_gap).collect());
+        let (tcp_median, tcp_max) = median_and_max(outages.iter().map(|o| o.tcp_gap).collect());
+        let failed: usize = outages.iter().map(|o| o.failed).sum();
+        let sent: usize = outages.iter().map(|o| o.sent).sum();
+        println!(
+            "FIGURE {scenario:?} ({runs} runs): longest time without an ARP answer median {arp_median:?} max {arp_max:?}; without a TCP answer median {tcp_median:?} max {tcp_max:?}; TCP requests failed {failed} of {sent}"
+        );
+        assert!(
+            s.one_node_answers(),
+            "{scenario:?}: exactly one node answers at the end"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Applies a NodeAnnouncement on this node — layer 2, the fast failover path
+//! and BGP together — and says what it did. Used in a cluster and with
+//! `--from-file` alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_api::NodeAnnouncementSpec;
+use ferrolb_api::address::format_ip;
+use ferrolb_api::nodeannouncement::{L2Phase, L2State};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::time::Instant;
+
+use crate::bgp::Bgp;
+use crate::failover::Failover;
+use crate::node::{Layer2, Wanted};
+
+/// How long a planned stop waits for standbys to acknowledge a hand-off.
+const HANDOFF_WAIT: Duration = Duration::from_millis(500);
+
+/// Everything a speaker runs on its node.
+pub struct Runner {
+    /// ARP and NDP.
+    pub layer2: Layer2,
+    /// BGP sessions.
+    pub bgp: Bgp,
+    failover: Option<Arc<Failover>>,
+    /// Until when active IPs are held back after the fast path starts.
+    hold_until: Option<Instant>,
+    spec: NodeAnnouncementSpec,
+    /// What the spec asks.
+    pub wanted: Wanted,
+    /// What is done: the spec with takeovers and yields applied.
+    pub effective: Wanted,
+    /// Interfaces that failed, with why.
+    pub failed: BTreeMap<Option<String>, String>,
+    /// Active IPs held back while starting.
+    held: BTreeSet<IpAddr>,
+}
+
+impl Runner {
+    /// Nothing applied yet.
+    pub fn new(layer2: Layer2, bgp: Bgp) -> Runner {
+        Runner {
+            layer2,
+            bgp,
+            failover: None,
+            hold_until: None,
+            spec: NodeAnnouncementSpec::default(),
+            wanted: Wanted::default(),
+            effective: Wanted::default(),
+            failed: BTreeMap::new(),
+            held: BTreeSet::new(),
+        }
+    }
+
+    /// Turns the fast path on. Active IPs are held back for `grace` first, so a
+    /// standby that took them over while this speaker was away can say so
+    /// before this one answers again.
+    pub fn set_failover(&mut self, failover: Arc<Failover>, grace: Duration) {
+        self.failover = Some(failover);
+        self.hold_until = Some(Instant::now() + grace);
+    }
+
+    /// The fast path, once on.
+    pub fn failover(&self) -> Option<&Arc<Failover>> {
+        self.failover.as_ref()
+    }
+
+    /// When the hold-back ends, if it has not yet.
+    pub fn holding_until(&self) -> Option<Instant> {
+        self.hold_until.filter(|at| Instant::now() < *at)
+    }
+
+    /// Applies a new spec.
+    pub fn apply(&mut self, spec: &NodeAnnouncementSpec) {
+        self.spec = spec.clone();
+        self.bgp.apply(&spec.bgp);
+        self.reapply();
+    }
+
+    /// Applies the last spec again with the fast path's current view.
+    pub fn reapply(&mut self) {
+        self.wanted = Wanted::from_spec(&self.spec);
+        // While starting, hold back the active IPs not answered for yet (an IP
+        // this speaker took over itself stays answered when it becomes official).
+        let answering = self.effective.active_ips();
+        self.held = if self.holding_until().is_some() {
+            self.wanted
+                .active_ips()
+                .difference(&answering)
+                .copied()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.effective = match &self.failover {
+            Some(failover) => {
+                failover.set_targets(&self.wanted.targets());
+                self.wanted
+                    .effective(&failover.taken(), &failover.yielded(), &self.held)
+            }
+            None => self.wanted.clone(),
+        };
+        self.failed = self.layer2.apply(&self.effective);
+        if let Some(failover) = &self.failover {
+            failover.set_answering(&self.effective.active_ips(), &self.wanted.active_ips());
+        }
+    }
+
+    /// A planned stop: hands active IPs to their standbys, goes silent, ends
+    /// the BGP sessions.
+    pub async fn stop(&mut self) {
+        if let Some(failover) = &self.failover {
+            let ips = self.effective.active_ips();
+            if !ips.is_empty() {
+                let handed = failover
+                    .handoff(&ips, &self.wanted.handoff, HANDOFF_WAIT)
+                    .await;
+                tracing::info!(handed = ?handed, of = ips.len(), "handed IPs to their standbys");
+            }
+        }
+        self.layer2.apply(&Wanted::default());
+        self.bgp.shutdown().await;
+    }
+
+    /// Per-IP layer 2 state for the status; `previous` keeps `since` when a
+    /// state did not change.
+    pub fn l2_states(&self, previous: &[L2State]) -> Vec<L2State> {
+        let now = Time(Timestamp::now());
+        let since = |ip: &str, state: L2Phase| {
+            previous
+                .iter()
+                .find(|s| s.ip == ip && s.state == state)
+                .and_then(|s| s.since.clone())
+                .or_else(|| Some(now.clone()))
+        };
+        let taken = self
+            .failover
+            .as_ref()
+            .map(|f| f.taken())
+            .unwrap_or_default();
+        let yielded = self
+            .failover
+            .as_ref()
+            .map(|f| f.yielded())
+            .unwrap_or_default();
+        let mut l2 = Vec::new();
+        for ip in self.effective.active_ips() {
+            let text = format_ip(ip);
+            let interfaces = self.layer2.interfaces_for(ip);
+            let (state, message, taken_from) = if interfaces.is_empty() {
+                let why = self.failed.values().cloned().collect::<Vec<_>>().join("; ");
+                (L2Phase::Failed, Some(why), None)
+            } else if let Some(t) = taken.get(&ip) {
+                (
+                    L2Phase::TakenOver,
+                    Some(t.why.clone()),
+                    Some(t.from.clone()),
+                )
+            } else {
+                (L2Phase::Announcing, None, None)
+            };
+            l2.push(L2State {
+                since: since(&text, state),
+                ip: text,
+                state,
+                interfaces,
+                message,
+                taken_from,
+            });
+        }
+        for (ip, standby) in &self.effective.standby {
+            let text = format_ip(*ip);
+            let message = if standby.probe.is_none() {
+                Some(format!(
+                    "no probe address for node {} yet: the fast path waits for it",
+                    standby.active
+                ))
+            } else {
+                None
+            };
+            l2.push(L2State {
+                since: since(&text, L2Phase::Standby),
+                ip: text,
+                state: L2Phase::Standby,
+                interfaces: Vec::new(),
+                message,
+                taken_from: None,
+            });
+        }
+        for (ip, by) in &yielded {
+            if !self.wanted.active_ips().contains(ip) {
+                continue;
+            }
+            let text = format_ip(*ip);
+            l2.push(L2State {
+                since: since(&text, L2Phase::Standby),
+                ip: text,
+                state: L2Phase::Standby,
+                interfaces: Vec::new(),
+                message: Some(format!(
+                    "node {by} took this IP over while this speaker was away; not answering until the operator moves it"
+                )),
+                taken_from: None,
+            });
+        }
+        {
+            for ip in self.held.iter().copied() {
+                if yielded.contains_key(&ip) {
+                    continue;
+                }
+                let text = format_ip(ip);
+                l2.push(L2State {
+                    since: since(&text, L2Phase::Standby),
+                    ip: text,
+                    state: L2Phase::Standby,
+                    interfaces: Vec::new(),
+                    message: Some("starting: listening for standbys before answering".into()),
+                    taken_from: None,
+                });
+            }
+        }
+        l2.sort_by(|a, b| a.ip.cmp(&b.ip));
+        l2.dedup_by(|a, b| a.ip == b.ip);
+        l2
+    }
+
+    /// The IPs taken over or yielded, for logs.
+    pub fn failover_view(&self) -> (Vec<IpAddr>, Vec<IpAddr>) {
+        match &self.failover {
+            Some(f) => (
+                f.taken().keys().copied().collect(),
+                f.yielded().keys().copied().collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+}
