@@ -242,28 +242,6 @@ fn run(s: &mut Setup, scenario: Scenario) -> Outage {
                     let _ = wait_for("the speaker to stop", Duration::from_secs(10), || {
                         (!p.running()).then_some(())
                     });
-                    if std::env::var("FERROLB_DEBUG").is_ok() {
-                        for line in p
-                            .output()
-                            .lines()
-                            .filter(|l| l.contains("hand") || l.contains("stopp"))
-                        {
-                            println!("{}: {line}", NODES[i]);
-                        }
-                        for (j, other) in s.speakers.iter().enumerate() {
-                            if let Some(o) = other {
-                                for line in o.output().lines().filter(|l| {
-                                    l.contains("hand")
-                                        || l.contains("taking")
-                                        || l.contains("yield")
-                                        || l.contains("failover")
-                                        || l.contains("refused")
-                                }) {
-                                    println!("  {}: {line}", NODES[j]);
-                                }
-                            }
-                        }
-                    }
                 }
                 s.start_speaker(i);
                 s.wait_settled("rolling restart");
