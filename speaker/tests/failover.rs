@@ -1,0 +1,140 @@
+//! The fast path between two speakers on loopback: the standby takes an IP
+//! after missed probes, a speaker that comes back yields it, a planned stop
+//! hands it over, and forged or replayed datagrams change nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferrolb_speaker::failover::wire::{self, Key, Kind, Message};
+use ferrolb_speaker::failover::{Failover, Settings, Target};
+use tokio::sync::Notify;
+
+const SETTINGS: Settings = Settings {
+    interval: Duration::from_millis(50),
+    misses: 3,
+};
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(node: &str, port: u16, key: &[u8]) -> Failover {
+    Failover::start(
+        node.to_string(),
+        None,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Key::new(key),
+        SETTINGS,
+        Arc::new(Notify::new()),
+    )
+    .unwrap()
+}
+
+fn ip() -> IpAddr {
+    "192.0.2.10".parse().unwrap()
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn takeover_yield_and_handoff_between_two_speakers() {
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", pa, b"key");
+    active.set_answering(&set, &set);
+    let standby = start("b", pb, b"key");
+    let target = Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: set.clone(),
+    };
+    standby.set_targets(std::slice::from_ref(&target));
+    // The active answers: nothing is taken.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(standby.taken().is_empty());
+    assert!(standby.counters.replies.load(Ordering::Relaxed) > 5);
+    // The active dies: the standby takes the IP after its misses.
+    drop(active);
+    eventually("the standby takes over", || standby.taken().contains_key(&ip())).await;
+    assert_eq!(standby.taken()[&ip()].from, "a");
+    // The active comes back (its spec still says active): it yields.
+    let back = start("a", pa, b"key");
+    back.set_answering(&BTreeSet::new(), &set);
+    eventually("the returning speaker yields", || back.yielded().contains_key(&ip())).await;
+    assert_eq!(back.yielded()[&ip()], "b");
+    // The operator makes the takeover official: the standby forgets it took it.
+    standby.set_targets(&[]);
+    assert!(standby.taken().is_empty());
+    drop(back);
+
+    // A planned stop hands the IP over, acknowledged.
+    let (pc, pd) = (free_port(), free_port());
+    let leaving = start("c", pc, b"key");
+    leaving.set_answering(&set, &set);
+    let heir = start("d", pd, b"key");
+    heir.set_targets(&[Target {
+        node: "c".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pc)),
+        ips: set.clone(),
+    }]);
+    let named: BTreeMap<IpAddr, SocketAddr> = [(ip(), SocketAddr::from(([127, 0, 0, 1], pd)))].into();
+    let handed = leaving.handoff(&set, &named, Duration::from_millis(500)).await;
+    assert_eq!(handed, set);
+    assert!(heir.taken()[&ip()].why.contains("handed over"));
+}
+
+#[tokio::test]
+async fn forged_and_replayed_datagrams_change_nothing() {
+    let port = free_port();
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", port, b"the key");
+    active.set_answering(&set, &set);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let probe = |key: &[u8], nonce: u64| {
+        wire::encode(
+            &Key::new(key),
+            &Message {
+                kind: Kind::Probe,
+                nonce,
+                sent_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+                node: "mallory".into(),
+                ips: vec![ip()],
+                taken: vec![ip()],
+            },
+        )
+    };
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    // Signed with another key: refused.
+    socket.send_to(&probe(b"a guess", 1), target).await.unwrap();
+    socket.send_to(b"FLB1 junk", target).await.unwrap();
+    eventually("both refused", || active.counters.refused.load(Ordering::Relaxed) == 2).await;
+    assert!(active.yielded().is_empty(), "a forged takeover is ignored");
+    // Signed right, sent twice: the first counts, the replay is refused.
+    let good = probe(b"the key", 7);
+    socket.send_to(&good, target).await.unwrap();
+    eventually("the real one is heard", || !active.yielded().is_empty()).await;
+    active.set_answering(&set, &BTreeSet::new());
+    active.set_answering(&set, &set);
+    assert!(active.yielded().is_empty());
+    socket.send_to(&good, target).await.unwrap();
+    eventually("the replay refused", || active.counters.refused.load(Ordering::Relaxed) == 3).await;
+    assert!(active.yielded().is_empty(), "a replayed takeover is ignored");
+}
