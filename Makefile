@@ -9,11 +9,12 @@ KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 .PHONY: help build bins test unit e2e bench fuzz crds crds-check lint controlplane cluster-up cluster-down demo demo-down
 
 help:
-	@echo "make demo          local control plane + CRDs + samples + operator; three Services get IPs"
-	@echo "make demo-down     stop the operator and the control plane"
+	@echo "make demo          the whole job locally: control plane, nodes, FRR router, client, ferrolb; stays up"
+	@echo "make demo-down     stop everything make demo started"
 	@echo "make test          every test: unit tests, generated-CRD check, tests on a real kube-apiserver"
+	@echo "make e2e           the end-to-end tests only; TAGS=BGP,FAILOVER runs the files tagged so"
 	@echo "make build         build every binary"
-	@echo "make crds          regenerate the CRD YAML under crds/ from the Rust types"
+	@echo "make crds          regenerate the CRD YAML under config/crd/ from the Rust types"
 	@echo "make lint          cargo fmt --check and clippy -D warnings"
 	@echo "make bench         criterion benchmarks (allocation speed and memory)"
 	@echo "make fuzz          fuzz address parsing, the admission handler and BGP input, FUZZ_SECONDS each (default 600)"
@@ -28,10 +29,10 @@ controlplane:
 	bash e2e/scripts/build-controlplane.sh >/dev/null
 
 crds:
-	$(CARGO) run -q -p ferrolb-api --bin crdgen -- crds
+	$(CARGO) run -q -p ferrolb-api --bin crdgen -- config/crd
 
 crds-check:
-	$(CARGO) run -q -p ferrolb-api --bin crdgen -- --check crds
+	$(CARGO) run -q -p ferrolb-api --bin crdgen -- --check config/crd
 
 unit:
 	$(CARGO) test --workspace --exclude ferrolb-e2e
@@ -41,7 +42,7 @@ bins:
 	$(CARGO) build --workspace --bins
 
 e2e: controlplane bins
-	$(CARGO) test -p ferrolb-e2e
+	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
 test: controlplane crds-check bins
 	$(CARGO) test --workspace
@@ -74,5 +75,4 @@ demo: controlplane bins
 	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo.sh
 
 demo-down:
-	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; fi
-	@$(CLUSTER) down
+	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo-down.sh

@@ -41,7 +41,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// The YAML file name of a CRD under `crds/`: `ferrolb.io_ipaddresspools.yaml`.
+/// The YAML file name of a CRD under `config/crd/`: `ferrolb.io_ipaddresspools.yaml`.
 pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
 }

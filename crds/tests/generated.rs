@@ -1,9 +1,9 @@
-//! The committed CRD YAML under `crds/` is what the types generate: a change to
+//! The committed CRD YAML under `config/crd/` is what the types generate: a change to
 //! the types without `make crds` fails here (and in CI).
 
 #[test]
 fn committed_crd_yaml_matches_the_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/crd");
     for crd in ferrolb_api::crds() {
         let path = dir.join(ferrolb_api::crd_file_name(&crd));
         let committed = std::fs::read_to_string(&path)

@@ -40,12 +40,12 @@ impl TestCluster {
     /// Starts a control plane, installs the CRDs and creates `ferrolb-system`.
     pub async fn start() -> Result<TestCluster> {
         let plane = ControlPlane::start()?;
-        let crds = workspace_root().join("crds");
+        let crds = workspace_root().join("config").join("crd");
         let cluster = TestCluster {
             client: plane.client().await?,
             plane,
         };
-        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap_or("crds")])?;
+        cluster.kubectl(&["apply", "-k", crds.to_str().unwrap_or("config/crd")])?;
         cluster.kubectl(&[
             "wait",
             "--for=condition=Established",

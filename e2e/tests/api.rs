@@ -1,4 +1,4 @@
-//! The API on a real kube-apiserver, driven with the real kubectl: the CRDs
+//! The API on a real kube-apiserver [API, WEBHOOK], driven with the real kubectl: the CRDs
 //! install, the samples apply, bad objects are rejected by the schema alone (no
 //! webhook runs here) with a message naming the field, and the schema's rules
 //! agree with the Rust rules in `ferrolb-api`.

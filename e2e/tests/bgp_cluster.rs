@@ -139,16 +139,24 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         )
     });
     println!("BGPPeer: {peer_message}");
-    let na = cluster
-        .kubectl(&[
-            "get",
-            "nodeannouncement",
-            NODES[0],
-            "-o",
-            "jsonpath={.status.bgp[0].lastError}",
-        ])
-        .expect("na");
-    assert!(na.contains("TCP-MD5"), "NodeAnnouncement says why: {na}");
+    // Each node's first attempt times out on its own schedule.
+    wait_for(
+        "node-a's NodeAnnouncement to say why",
+        Duration::from_secs(30),
+        || {
+            let na = cluster
+                .kubectl(&[
+                    "get",
+                    "nodeannouncement",
+                    NODES[0],
+                    "-o",
+                    "jsonpath={.status.bgp[0].lastError}",
+                ])
+                .ok()?;
+            na.contains("TCP-MD5").then_some(())
+        },
+    )
+    .expect("NodeAnnouncement says why");
     assert!(
         !cluster
             .kubectl(&["get", "nodeannouncement", NODES[0], "-o", "yaml"])

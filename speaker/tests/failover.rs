@@ -70,12 +70,18 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
     assert!(standby.counters.replies.load(Ordering::Relaxed) > 5);
     // The active dies: the standby takes the IP after its misses.
     drop(active);
-    eventually("the standby takes over", || standby.taken().contains_key(&ip())).await;
+    eventually("the standby takes over", || {
+        standby.taken().contains_key(&ip())
+    })
+    .await;
     assert_eq!(standby.taken()[&ip()].from, "a");
     // The active comes back (its spec still says active): it yields.
     let back = start("a", pa, b"key");
     back.set_answering(&BTreeSet::new(), &set);
-    eventually("the returning speaker yields", || back.yielded().contains_key(&ip())).await;
+    eventually("the returning speaker yields", || {
+        back.yielded().contains_key(&ip())
+    })
+    .await;
     assert_eq!(back.yielded()[&ip()], "b");
     // The operator makes the takeover official: the standby forgets it took it.
     standby.set_targets(&[]);
@@ -92,8 +98,11 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
         address: SocketAddr::from(([127, 0, 0, 1], pc)),
         ips: set.clone(),
     }]);
-    let named: BTreeMap<IpAddr, SocketAddr> = [(ip(), SocketAddr::from(([127, 0, 0, 1], pd)))].into();
-    let handed = leaving.handoff(&set, &named, Duration::from_millis(500)).await;
+    let named: BTreeMap<IpAddr, SocketAddr> =
+        [(ip(), SocketAddr::from(([127, 0, 0, 1], pd)))].into();
+    let handed = leaving
+        .handoff(&set, &named, Duration::from_millis(500))
+        .await;
     assert_eq!(handed, set);
     assert!(heir.taken()[&ip()].why.contains("handed over"));
 }
@@ -125,7 +134,10 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     // Signed with another key: refused.
     socket.send_to(&probe(b"a guess", 1), target).await.unwrap();
     socket.send_to(b"FLB1 junk", target).await.unwrap();
-    eventually("both refused", || active.counters.refused.load(Ordering::Relaxed) == 2).await;
+    eventually("both refused", || {
+        active.counters.refused.load(Ordering::Relaxed) == 2
+    })
+    .await;
     assert!(active.yielded().is_empty(), "a forged takeover is ignored");
     // Signed right, sent twice: the first counts, the replay is refused.
     let good = probe(b"the key", 7);
@@ -135,6 +147,12 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     active.set_answering(&set, &set);
     assert!(active.yielded().is_empty());
     socket.send_to(&good, target).await.unwrap();
-    eventually("the replay refused", || active.counters.refused.load(Ordering::Relaxed) == 3).await;
-    assert!(active.yielded().is_empty(), "a replayed takeover is ignored");
+    eventually("the replay refused", || {
+        active.counters.refused.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    assert!(
+        active.yielded().is_empty(),
+        "a replayed takeover is ignored"
+    );
 }

@@ -1,4 +1,4 @@
-//! Writes the CRD YAML under a folder (default `crds/`), one file per CRD, or with
+//! Writes the CRD YAML under a folder (default `config/crd/`), one file per CRD, or with
 //! `--check` fails when a file there differs from what the types generate.
 
 use std::path::PathBuf;
@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut dir = PathBuf::from("crds");
+    let mut dir = PathBuf::from("config/crd");
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
             "--help" | "-h" => {
-                println!("usage: crdgen [--check] [DIR]  (default DIR: crds)");
+                println!("usage: crdgen [--check] [DIR]  (default DIR: config/crd)");
                 return ExitCode::SUCCESS;
             }
             other => dir = PathBuf::from(other),
