@@ -67,7 +67,7 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()" >/dev/null 2>&1 &
   echo $! >"$state/http-$node.pid"
 done
-plug router 02:00:00:00:aa:01 192.168.35.1/24 192.168.10.254/24
+plug router 02:00:00:00:aa:fe 192.168.35.1/24 192.168.10.254/24
 ip netns add fld-client
 ip link add fld-tmp type veth peer name fld-tmp2
 ip link set dev fld-tmp netns fld-router
@@ -146,6 +146,12 @@ done
 echo "== kubectl apply -f e2e/demo/services.yaml"
 kubectl apply -f "$root/e2e/demo/services.yaml"
 kubectl wait --for=condition=ferrolb.io/Announced svc/web svc/shop --timeout=120s >/dev/null
+for _ in $(seq 150); do
+  [ "$(kubectl get bgppeer router -o jsonpath='{.status.establishedNodes}')" = 3 ] \
+    && [ "$(vtysh -N fld-router -c "show bgp ipv4 unicast $shop_ip/32" 2>/dev/null | grep -c 'from 192.168.10.1')" = 3 ] \
+    && break
+  sleep 0.2
+done
 
 echo
 echo "== kubectl get svc -A"
@@ -162,10 +168,6 @@ echo "== kubectl get bgppeers (the route reflector of the samples does not exist
 kubectl get bgppeers
 echo
 echo "== the router's BGP table (vtysh -N fld-router -c 'show bgp ipv4 unicast')"
-for _ in $(seq 50); do
-  vtysh -N fld-router -c "show bgp ipv4 unicast $shop_ip/32" 2>/dev/null | grep -q 'multipath\|best' && break
-  sleep 0.2
-done
 vtysh -N fld-router -c 'show bgp ipv4 unicast'
 echo
 echo "== the client behind the router asks each Service IP (an HTTP stand-in on each node answers)"

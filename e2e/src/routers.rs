@@ -200,8 +200,21 @@ impl Router for Frr {
 impl Drop for Frr {
     fn drop(&mut self) {
         let _ = self.init("stop");
+        // Whatever is left (the namespace may be gone already, so frrinit could
+        // not run in it): the daemons by their pid files, watchfrr first.
+        let run = PathBuf::from("/var/run/frr").join(&self.host.namespace);
+        for daemon in ["watchfrr", "bgpd", "zebra", "staticd", "mgmtd"] {
+            if let Ok(pid) = std::fs::read_to_string(run.join(format!("{daemon}.pid")))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/frr").join(&self.host.namespace));
+        let _ = std::fs::remove_dir_all(&run);
     }
 }
 

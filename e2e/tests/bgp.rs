@@ -331,7 +331,6 @@ fn frr_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
     )
     .unwrap();
     advertises_with_attributes_and_withdraws(&t, &frr);
-    drop(t.network);
 }
 
 #[test]

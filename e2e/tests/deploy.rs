@@ -49,13 +49,25 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             .unwrap_or_else(|e| panic!("config/{component}: {e}"));
     }
     let matrix: &[(&str, &str, bool)] = &[
-        (OPERATOR, "patch services --subresource=status -n default", true),
+        (
+            OPERATOR,
+            "patch services --subresource=status -n default",
+            true,
+        ),
         (OPERATOR, "list nodes", true),
         (OPERATOR, "watch endpointslices.discovery.k8s.io -A", true),
         (OPERATOR, "create nodeannouncements.ferrolb.io", true),
         (OPERATOR, "delete nodeannouncements.ferrolb.io", true),
-        (OPERATOR, "patch ipaddresspools.ferrolb.io --subresource=status", true),
-        (OPERATOR, "patch bgppeers.ferrolb.io --subresource=status", true),
+        (
+            OPERATOR,
+            "patch ipaddresspools.ferrolb.io --subresource=status",
+            true,
+        ),
+        (
+            OPERATOR,
+            "patch bgppeers.ferrolb.io --subresource=status",
+            true,
+        ),
         (OPERATOR, "create events.events.k8s.io -n default", true),
         (
             OPERATOR,
@@ -73,7 +85,11 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
         (OPERATOR, "update services -n default", false),
         (OPERATOR, "delete services -n default", false),
         (OPERATOR, "patch nodes", false),
-        (OPERATOR, "patch nodeannouncements.ferrolb.io --subresource=status", false),
+        (
+            OPERATOR,
+            "patch nodeannouncements.ferrolb.io --subresource=status",
+            false,
+        ),
         (
             OPERATOR,
             "update leases.coordination.k8s.io/speaker-node-a -n ferrolb-system",
@@ -81,7 +97,11 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
         ),
         (OPERATOR, "patch ipaddresspools.ferrolb.io", false),
         (SPEAKER, "watch nodeannouncements.ferrolb.io", true),
-        (SPEAKER, "patch nodeannouncements.ferrolb.io --subresource=status", true),
+        (
+            SPEAKER,
+            "patch nodeannouncements.ferrolb.io --subresource=status",
+            true,
+        ),
         (
             SPEAKER,
             "patch leases.coordination.k8s.io -n ferrolb-system",
@@ -113,7 +133,11 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             false,
         ),
         (WEBHOOK, "update services -n default", false),
-        (WEBHOOK, "patch ipaddresspools.ferrolb.io --subresource=status", false),
+        (
+            WEBHOOK,
+            "patch ipaddresspools.ferrolb.io --subresource=status",
+            false,
+        ),
         (WEBHOOK, "list secrets -A", false),
     ];
     let mut wrong = Vec::new();
