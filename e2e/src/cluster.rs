@@ -219,6 +219,19 @@ impl TestCluster {
         self.set_ready(name, true)
     }
 
+    /// The first ingress IP of Service `default/name`, once it has one.
+    pub fn service_ip(&self, name: &str) -> Option<String> {
+        self.kubectl(&[
+            "get",
+            "svc",
+            name,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ])
+        .ok()
+        .filter(|ip| !ip.is_empty())
+    }
+
     /// Sets a Node's Ready condition through the status subresource.
     pub fn set_ready(&self, node: &str, ready: bool) -> Result<()> {
         let status = if ready { "True" } else { "False" };
@@ -311,6 +324,14 @@ impl Allocation {
     pub fn is(&self, reason: &str) -> bool {
         self.reason.as_deref() == Some(reason)
     }
+}
+
+/// An EndpointSlice `local-1` of Service `default/local` with one ready
+/// endpoint on `node`: what `externalTrafficPolicy: Local` planning reads.
+pub fn local_endpoint_yaml(node: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: local}}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.0.9]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 8080}}]\n"
+    )
 }
 
 /// A LoadBalancer Service manifest.

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
 use ferrolb_e2e::routers::{Frr, Router, wait_for};
@@ -27,19 +27,6 @@ fn secret(password: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-auth, namespace: ferrolb-system}}\nstringData: {{password: {password}}}\n"
     )
-}
-
-fn service_ip(cluster: &TestCluster, name: &str) -> Option<String> {
-    cluster
-        .kubectl(&[
-            "get",
-            "svc",
-            name,
-            "-o",
-            "jsonpath={.status.loadBalancer.ingress[0].ip}",
-        ])
-        .ok()
-        .filter(|ip| !ip.is_empty())
 }
 
 fn condition(cluster: &TestCluster, name: &str) -> String {
@@ -173,7 +160,7 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
 
     // The right password: sessions come up, the route reaches FRR from all three.
     cluster.apply_ok(&secret("s3cret")).expect("secret");
-    let ip = service_ip(&cluster, "web").expect("ip");
+    let ip = cluster.service_ip("web").expect("ip");
     let prefix = format!("{ip}/32");
     let route = wait_for(
         "the route at FRR with three next hops",
@@ -234,14 +221,10 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
             "  externalTrafficPolicy: Local\n",
         ))
         .expect("local");
-    let slice = |node: &str| {
-        format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: local}}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.0.9]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 8080}}]\n"
-        )
-    };
+    let slice = local_endpoint_yaml;
     cluster.apply_ok(&slice(NODES[1])).expect("slice");
     let local = wait_for("the local Service's IP", Duration::from_secs(30), || {
-        service_ip(&cluster, "local")
+        cluster.service_ip("local")
     })
     .unwrap();
     let local_prefix = format!("{local}/32");
@@ -269,8 +252,59 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     )
     .unwrap();
 
+    // A node going NotReady withdraws its next hop; Ready again brings it back.
+    let hops = |n: usize| {
+        let prefix = prefix.clone();
+        let frr = &frr;
+        move || {
+            frr.route(&prefix)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops.len() == n)
+        }
+    };
+    cluster.set_ready(NODES[2], false).expect("not ready");
+    let two = wait_for("node-c's next hop to go", Duration::from_secs(30), hops(2)).unwrap();
+    assert!(!two.next_hops.contains(&node_ip(2)));
+    cluster.set_ready(NODES[2], true).expect("ready");
+    wait_for("three next hops again", Duration::from_secs(30), hops(3)).unwrap();
+
+    // Layer 2 and BGP on the same Service: both parts in its condition.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: both}\nspec: {ipAddressPools: [bgp]}\n")
+        .expect("l2 advertisement");
+    let both = wait_for(
+        "both L2 and BGP in the condition",
+        Duration::from_secs(30),
+        || {
+            let c = condition(&cluster, "web");
+            (c.starts_with("Announced") && c.contains("L2:") && c.contains("BGP:")).then_some(c)
+        },
+    )
+    .expect("L2 and BGP");
+    println!("Service: {both}");
+    assert!(
+        frr.route(&prefix).unwrap().is_some(),
+        "BGP keeps advertising"
+    );
+    cluster
+        .kubectl(&["delete", "l2advertisement", "both"])
+        .expect("delete");
+
+    // Deleting the Service withdraws its route.
+    cluster
+        .kubectl(&["delete", "svc", "web"])
+        .expect("delete svc");
+    wait_for("web's route to go", Duration::from_secs(30), || {
+        frr.route(&prefix)
+            .ok()
+            .and_then(|r| r.is_none().then_some(()))
+    })
+    .unwrap();
+
     // Figure: Service created → its route at FRR, 20 Services one after another.
     let mut times = Vec::new();
+    let mut last = String::new();
     for i in 0..20 {
         let name = format!("timed-{i}");
         let started = Instant::now();
@@ -278,7 +312,7 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
             .apply_ok(&service_yaml("default", &name, "", ""))
             .expect("service");
         let ip = wait_for("an IP", Duration::from_secs(30), || {
-            service_ip(&cluster, &name)
+            cluster.service_ip(&name)
         })
         .unwrap();
         let prefix = format!("{ip}/32");
@@ -290,6 +324,7 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         })
         .unwrap();
         times.push(started.elapsed());
+        last = prefix;
     }
     times.sort();
     println!(
@@ -297,10 +332,17 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         times[10], times[19]
     );
     // Figure: speaker killed → FRR withdraws its next hop.
+    wait_for("three next hops", Duration::from_secs(30), || {
+        frr.route(&last)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops.len() == 3)
+    })
+    .unwrap();
     let killed = Instant::now();
     speakers.remove(0).kill();
     wait_for("node-a's next hop to go", Duration::from_secs(30), || {
-        frr.route(&prefix)
+        frr.route(&last)
             .ok()
             .flatten()
             .filter(|r| r.next_hops.len() == 2 && !r.next_hops.contains(&node_ip(0)))

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
 
@@ -48,19 +48,6 @@ fn active_node(cluster: &TestCluster, ip: &str) -> Option<usize> {
         .0
         .to_string();
     NODES.iter().position(|n| *n == node)
-}
-
-fn service_ip(cluster: &TestCluster, name: &str) -> Option<String> {
-    cluster
-        .kubectl(&[
-            "get",
-            "svc",
-            name,
-            "-o",
-            "jsonpath={.status.loadBalancer.ingress[0].ip}",
-        ])
-        .ok()
-        .filter(|ip| !ip.is_empty())
 }
 
 /// Waits until the client reaches `ip` at the node the operator chose, other
@@ -163,7 +150,7 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
                     .join("\n---\n")
             )
         });
-    let ip = service_ip(cluster, "web").expect("ip");
+    let ip = cluster.service_ip("web").expect("ip");
     let first = resolves_to_chosen(cluster, &s.client, &ip, None, "first answer");
     let out = s
         .client
@@ -222,14 +209,10 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
             "  externalTrafficPolicy: Local\n",
         ))
         .expect("local service");
-    let slice = |node: &str| {
-        format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: local}}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.0.9]\n  nodeName: {node}\n  conditions: {{ready: true}}\nports: [{{port: 8080}}]\n"
-        )
-    };
+    let slice = local_endpoint_yaml;
     cluster.apply_ok(&slice(NODES[0])).expect("slice");
     let local_ip = loop {
-        if let Some(ip) = service_ip(cluster, "local") {
+        if let Some(ip) = cluster.service_ip("local") {
             break ip;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -283,7 +266,7 @@ async fn figures_first_answer_and_slow_path_failover() {
             .apply_ok(&service_yaml("default", &name, "", ""))
             .expect("service");
         let ip = loop {
-            if let Some(ip) = service_ip(cluster, &name) {
+            if let Some(ip) = cluster.service_ip(&name) {
                 break ip;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -322,7 +305,7 @@ async fn figures_first_answer_and_slow_path_failover() {
 
     // Slow-path failover, 10 times: kill the active speaker of f00, time until
     // another MAC answers, restart the dead one.
-    let ip = service_ip(cluster, "f00").expect("ip");
+    let ip = cluster.service_ip("f00").expect("ip");
     let mut failovers = Vec::new();
     for _ in 0..10 {
         let active = loop {
