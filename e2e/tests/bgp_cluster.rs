@@ -1,8 +1,10 @@
-//! BGP with everything real [BGP, E2E]: kube-apiserver, the operator, three
-//! speakers peering from node namespaces with FRR in a router namespace.
+//! BGP with everything real [BGP, E2E, METRICS]: kube-apiserver, the operator,
+//! three speakers peering from node namespaces with FRR in a router namespace.
 //! BGPPeer + BGPAdvertisement + Service → the route at FRR; Local policy
-//! follows endpoints; a wrong TCP-MD5 password shows in BGPPeer,
-//! NodeAnnouncement and Service status. Figures are printed, never asserted.
+//! follows endpoints; NotReady, Service delete, a peer node selector and an
+//! edited advertisement change what FRR holds; L2 and BGP on one Service; a
+//! wrong TCP-MD5 password shows in BGPPeer, NodeAnnouncement and Service
+//! status. Figures are printed, never asserted.
 
 use std::time::{Duration, Instant};
 
@@ -290,6 +292,83 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     cluster
         .kubectl(&["delete", "l2advertisement", "both"])
         .expect("delete");
+
+    // The speakers' metrics show the session up and what they sent.
+    for speaker in &speakers {
+        assert_eq!(
+            speaker
+                .metric("ferrolb_speaker_bgp_session_up{session=\"router\"}")
+                .expect("metric"),
+            1.0
+        );
+        assert!(
+            speaker
+                .metric("ferrolb_speaker_bgp_updates_sent_total{session=\"router\"}")
+                .expect("metric")
+                >= 1.0
+        );
+    }
+
+    // Editing the advertisement's communities updates the route in place.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:8', 'large:64512:9:9']}\n")
+        .expect("new communities");
+    wait_for(
+        "the new communities at FRR",
+        Duration::from_secs(30),
+        || {
+            frr.route(&prefix).ok().flatten().filter(|r| {
+                r.communities == vec!["65000:8"] && r.large_communities == vec!["64512:9:9"]
+            })
+        },
+    )
+    .unwrap();
+
+    // A peer's node selector: only node-a keeps its session; the others end
+    // theirs (Cease) and their next hops go.
+    cluster
+        .kubectl(&[
+            "patch",
+            "bgppeer",
+            "router",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"nodeSelectors":[{"matchLabels":{"kubernetes.io/hostname":"node-a"}}]}}"#,
+        ])
+        .expect("peer selector");
+    wait_for("node-a's next hop only", Duration::from_secs(30), || {
+        frr.route(&prefix)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops == vec![node_ip(0)])
+    })
+    .unwrap();
+    assert_ne!(frr.neighbor_state(&node_ip(1)).unwrap(), "Established");
+    let counts = wait_for("BGPPeer 1/1", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "bgppeer",
+                "router",
+                "-o",
+                "jsonpath={.status.establishedNodes}/{.status.selectedNodes}",
+            ])
+            .ok()?;
+        (out == "1/1").then_some(out)
+    })
+    .expect("peer status follows the selector");
+    println!("BGPPeer with a node selector, established/selected: {counts}");
+    cluster
+        .kubectl(&[
+            "patch",
+            "bgppeer",
+            "router",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/nodeSelectors"}]"#,
+        ])
+        .expect("every node again");
+    wait_for("three next hops again", Duration::from_secs(60), hops(3)).unwrap();
 
     // Deleting the Service withdraws its route.
     cluster
