@@ -434,3 +434,160 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     drop(speakers);
     drop(frr);
 }
+
+/// Dual stack over BGP [IPV6, DUALSTACK]: an IPv4 and an IPv6 BGPPeer, a
+/// dual-stack pool and a PreferDualStack Service; FRR gets the IPv4 prefix
+/// over the IPv4 sessions and the IPv6 one over MP-BGP on the IPv6 sessions,
+/// from every node, then (Local policy) only from the node with an endpoint.
+#[tokio::test]
+async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let mut network = Network::new().expect("switch");
+    let router_host = network
+        .host(
+            "rtr6",
+            "02:00:00:00:04:01",
+            &["192.168.51.1/24", "fd51::1/64"],
+        )
+        .expect("router");
+    let v4 = |i: usize| format!("192.168.51.{}", 11 + i);
+    let v6 = |i: usize| format!("fd51::{}", 11 + i);
+    let hosts: Vec<Host> = (0..3)
+        .map(|i| {
+            network
+                .host(
+                    NODES[i],
+                    &format!("02:00:00:00:04:1{i}"),
+                    &[&format!("{}/24", v4(i)), &format!("{}/64", v6(i))],
+                )
+                .expect("node")
+        })
+        .collect();
+    let neighbors: String = (0..3)
+        .map(|i| {
+            format!(
+                " neighbor {} remote-as 64512\n neighbor {} remote-as 64512\n",
+                v4(i),
+                v6(i)
+            )
+        })
+        .collect();
+    let activate: String = (0..3)
+        .map(|i| format!("  neighbor {} activate\n", v6(i)))
+        .collect();
+    let frr = Frr::start(
+        &router_host,
+        &format!(
+            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 192.168.51.1\n no bgp ebgp-requires-policy\n{neighbors} address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n address-family ipv6 unicast\n{activate}  maximum-paths 8\n exit-address-family\n"
+        ),
+    )
+    .expect("frr");
+    for node in NODES {
+        cluster.node(node).expect("node");
+    }
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: dual}\nspec: {addresses: [172.31.0.0/24, 'fd31::/120']}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router4}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.168.51.1, connectTime: 2s}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router6}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 'fd51::1', connectTime: 2s}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: dual}\nspec: {ipAddressPools: [dual]}\n",
+        )
+        .expect("config");
+    let _speakers: Vec<Process> = NODES
+        .iter()
+        .zip(&hosts)
+        .map(|(n, h)| speaker(&cluster, n, h))
+        .collect();
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let dual = "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]\n";
+    cluster
+        .apply_ok(&service_yaml("default", "dual", "", dual))
+        .expect("service");
+    let ips = wait_for("two IPs", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "svc",
+                "dual",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ])
+            .ok()?;
+        let ips: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        (ips.len() == 2).then_some(ips)
+    })
+    .expect("dual-stack IPs");
+    let ip4 = ips.iter().find(|ip| !ip.contains(':')).expect("v4").clone();
+    let ip6 = ips.iter().find(|ip| ip.contains(':')).expect("v6").clone();
+    let all4: Vec<String> = (0..3).map(v4).collect();
+    let all6: Vec<String> = (0..3).map(v6).collect();
+    let route = |prefix: String, hops: Vec<String>| {
+        let frr = &frr;
+        move || {
+            frr.route(&prefix)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops == hops)
+        }
+    };
+    wait_for(
+        "the IPv4 prefix from three nodes",
+        Duration::from_secs(60),
+        route(format!("{ip4}/32"), all4),
+    )
+    .unwrap();
+    wait_for(
+        "the IPv6 prefix from three nodes",
+        Duration::from_secs(60),
+        route(format!("{ip6}/128"), all6),
+    )
+    .unwrap();
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            "svc/dual",
+            "--timeout=30s",
+        ])
+        .expect("Announced");
+
+    // Local policy, both families: only node-b advertises.
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "local",
+            "",
+            &format!("{dual}  externalTrafficPolicy: Local\n"),
+        ))
+        .expect("local");
+    cluster
+        .apply_ok(&local_endpoint_yaml(NODES[1]))
+        .expect("slice");
+    let ips = wait_for("two IPs", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "svc",
+                "local",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ])
+            .ok()?;
+        let ips: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        (ips.len() == 2).then_some(ips)
+    })
+    .expect("dual-stack IPs");
+    for ip in ips {
+        let (prefix, hop) = if ip.contains(':') {
+            (format!("{ip}/128"), v6(1))
+        } else {
+            (format!("{ip}/32"), v4(1))
+        };
+        wait_for(
+            "the Local prefix from node-b only",
+            Duration::from_secs(30),
+            route(prefix, vec![hop]),
+        )
+        .unwrap();
+    }
+}
