@@ -1,4 +1,4 @@
-//! BGP with everything real [BGP, E2E, METRICS]: kube-apiserver, the operator,
+//! BGP with everything real [BGP, E2E, METRICS, IPV6, DUALSTACK]: kube-apiserver, the operator,
 //! three speakers peering from node namespaces with FRR in a router namespace.
 //! BGPPeer + BGPAdvertisement + Service → the route at FRR; Local policy
 //! follows endpoints; NotReady, Service delete, a peer node selector and an
