@@ -1,5 +1,6 @@
-//! BGP with everything real [BGP, E2E, METRICS, IPV6, DUALSTACK]: kube-apiserver, the operator,
-//! three speakers peering from node namespaces with FRR in a router namespace.
+//! BGP with everything real [BGP, E2E, METRICS, IPV6, DUALSTACK]: kube-apiserver,
+//! the operator, three speakers peering from node namespaces with FRR in a
+//! router namespace.
 //! BGPPeer + BGPAdvertisement + Service → the route at FRR; Local policy
 //! follows endpoints; NotReady, Service delete, a peer node selector and an
 //! edited advertisement change what FRR holds; L2 and BGP on one Service; a
