@@ -86,19 +86,29 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Its `/metrics` page (plain HTTP/1.0 on loopback, no client library needed).
-    pub fn scrape(&self) -> Result<String> {
+    /// GET `path` on its metrics address: the status line and the body
+    /// (plain HTTP/1.0 on loopback, no client library needed).
+    pub fn get(&self, path: &str) -> Result<(String, String)> {
         let addr = self.metrics.context("this process serves no metrics")?;
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .context("no HTTP body")?;
-        Ok(body)
+        let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+        let status = head.lines().next().unwrap_or_default().to_string();
+        Ok((status, body.to_string()))
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn ready(&self) -> bool {
+        self.get("/readyz")
+            .is_ok_and(|(status, _)| status.contains(" 200"))
+    }
+
+    /// Its `/metrics` page.
+    pub fn scrape(&self) -> Result<String> {
+        Ok(self.get("/metrics")?.1)
     }
 
     /// The value of one sample line of `/metrics`, such as

@@ -296,6 +296,12 @@ async fn failover_scenarios_print_figures_and_end_with_one_node_answering() {
         .unwrap_or(10);
     let mut s = setup().await;
     assert!(s.one_node_answers(), "one node answers at the start");
+    for speaker in s.speakers.iter().flatten() {
+        assert!(
+            speaker.ready(),
+            "a speaker that applied its announcement with the fast path on is ready"
+        );
+    }
     let only = std::env::var("FERROLB_FAILOVER_SCENARIOS").unwrap_or_default();
     for scenario in [
         Scenario::Kill,

@@ -39,6 +39,10 @@ pub struct Config {
     pub failover_secret: String,
     /// Poked by the fast path when it takes or yields an IP.
     pub failover_changed: Arc<Notify>,
+    /// Set once this speaker has applied its NodeAnnouncement and reported,
+    /// with its fast path running: `/readyz` turns ok, so a rolling update
+    /// moves on to the next node only when this one can take IPs over.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The key inside the failover Secret.
@@ -291,6 +295,11 @@ pub async fn run(
                 let (taken, yielded) = runner.failover_view();
                 tracing::info!(active = ?runner.effective.active_ips(), ?taken, ?yielded, bgp = %runner.bgp.summary(), generation = ?announcement.metadata.generation, "applied and reported");
                 // The next comparison is against what was just written.
+                if runner.failover().is_some() {
+                    config
+                        .ready
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 announcement.status = Some(report);
             }
             Err(e) => tracing::warn!(error = %e, "cannot write NodeAnnouncement status"),

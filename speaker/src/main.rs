@@ -291,6 +291,9 @@ async fn main() -> Result<()> {
         .or_else(|| cli.from_file.as_deref().and_then(|p| read_name(p).ok()))
         .unwrap_or_else(|| "node".to_string());
     let start = start_failover(&cli, node_name.clone(), failover_changed.clone());
+    // Without a cluster there is nothing to wait for.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(cli.from_file.is_some()));
+    let ready_now = ready.clone();
     tokio::spawn(ferrolb_runtime::serve(
         cli.metrics_addr,
         move || {
@@ -298,7 +301,7 @@ async fn main() -> Result<()> {
             let text = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
             text + &registry.metrics() + "# EOF\n"
         },
-        || true,
+        move || ready_now.load(Ordering::Relaxed),
     ));
     let (stop, stopping) = watch::channel(false);
     let work = async {
@@ -326,6 +329,7 @@ async fn main() -> Result<()> {
                     lease_seconds: cli.lease_seconds,
                     failover_secret: cli.failover_secret.clone(),
                     failover_changed,
+                    ready,
                 };
                 cluster::run(client, config, runner, start, stopping).await
             }
