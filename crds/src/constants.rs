@@ -85,6 +85,9 @@ pub mod condition {
         pub const NO_LOCAL_ENDPOINTS: &str = "NoLocalEndpoints";
         /// The chosen node's speaker has not applied it yet.
         pub const NOT_YET_APPLIED: &str = "NotYetApplied";
+        /// The chosen node's speaker cannot answer for it (such as an
+        /// interface the advertisement names that the node does not have).
+        pub const ANNOUNCE_FAILED: &str = "AnnounceFailed";
         /// No BGP session carries the route.
         pub const NO_ESTABLISHED_SESSION: &str = "NoEstablishedSession";
     }

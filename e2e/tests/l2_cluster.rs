@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
+use ferrolb_e2e::routers::wait_for;
 
 const MACS: [&str; 3] = [
     "02:00:00:00:01:0a",
@@ -14,12 +15,6 @@ const MACS: [&str; 3] = [
     "02:00:00:00:01:0c",
 ];
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-fn speaker(cluster: &TestCluster, node: &str, host: &Host) -> Process {
-    cluster
-        .speaker(node, &host.namespace, &[])
-        .expect("speaker")
-}
 
 /// Which MAC answers ARP for `ip` from the client, if one does.
 fn answering_mac(client: &Host, ip: &str) -> Option<usize> {
@@ -90,7 +85,8 @@ struct Setup {
     _network: Network,
 }
 
-async fn setup() -> Setup {
+/// The cluster, nodes and speakers (with `extra` flags) and the operator.
+async fn setup(extra: &[&str]) -> Setup {
     let cluster = TestCluster::start().await.expect("cluster");
     let mut network = Network::new().expect("switch");
     let hosts: Vec<Host> = (0..3)
@@ -112,7 +108,7 @@ async fn setup() -> Setup {
     let speakers = NODES
         .iter()
         .zip(&hosts)
-        .map(|(n, h)| Some(speaker(&cluster, n, h)))
+        .map(|(n, h)| Some(cluster.speaker(n, &h.namespace, extra).expect("speaker")))
         .collect();
     let operator = cluster.operator("solo", &[]).expect("operator");
     Setup {
@@ -127,7 +123,7 @@ async fn setup() -> Setup {
 
 #[tokio::test]
 async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
-    let mut s = setup().await;
+    let mut s = setup(&[]).await;
     let cluster = &s.cluster;
     cluster
         .apply_ok(&service_yaml("default", "web", "", ""))
@@ -199,6 +195,47 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
         .expect("every node again");
+    resolves_to_chosen(cluster, &s.client, &ip, None, "every node again");
+
+    // An interface the nodes do not have: the Service says so, the speaker's
+    // Applied condition too; naming the real one brings the answer back.
+    let interfaces = |names: &str| {
+        format!(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2], interfaces: [{names}]}}\n"
+        )
+    };
+    cluster
+        .apply_ok(&interfaces("eth9"))
+        .expect("missing interface");
+    let said = wait_for("the Service to name the missing interface", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "svc",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].reason}: {.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+            ])
+            .ok()?;
+        (out.starts_with("AnnounceFailed") && out.contains("eth9")).then_some(out)
+    })
+    .expect("AnnounceFailed");
+    println!("Service: {said}");
+    cluster
+        .apply_ok(&interfaces("eth0"))
+        .expect("the real interface");
+    resolves_to_chosen(cluster, &s.client, &ip, None, "named interface");
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            "svc/web",
+            "--timeout=30s",
+        ])
+        .expect("announced on eth0");
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
+        .expect("default interface again");
 
     // Local traffic policy: the IP follows the endpoints.
     cluster
@@ -239,7 +276,8 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         2
     );
 
-    // The active speaker dies: its Lease expires and the IP moves (slow path).
+    // The active speaker dies: its standby takes the IP over (fast path) and
+    // the operator makes that official.
     let active = active_node(cluster, &ip).expect("active");
     s.speakers[active].take().expect("speaker").kill();
     resolves_to_chosen(cluster, &s.client, &ip, Some(active), "speaker killed");
@@ -255,7 +293,8 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
 
 #[tokio::test]
 async fn figures_first_answer_and_slow_path_failover() {
-    let mut s = setup().await;
+    // No failover key: the slow path alone (the fast path has its own harness).
+    let mut s = setup(&["--failover-secret=absent"]).await;
     let cluster = &s.cluster;
     // Creation → first ARP answer, 20 Services.
     let mut first_answers = Vec::new();
@@ -327,7 +366,15 @@ async fn figures_first_answer_and_slow_path_failover() {
             assert!(killed.elapsed() < Duration::from_secs(40), "no takeover");
         }
         failovers.push(killed.elapsed());
-        s.speakers[active] = Some(speaker(cluster, NODES[active], &s.hosts[active]));
+        s.speakers[active] = Some(
+            cluster
+                .speaker(
+                    NODES[active],
+                    &s.hosts[active].namespace,
+                    &["--failover-secret=absent"],
+                )
+                .expect("speaker"),
+        );
     }
     failovers.sort();
     println!(

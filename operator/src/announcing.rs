@@ -350,18 +350,42 @@ pub fn spec(
     }
 }
 
-/// Whether a node's speaker reports announcing every one of `ips`.
-fn reported(announcement: Option<&NodeAnnouncement>, ips: &[IpAddr]) -> bool {
-    let Some(status) = announcement.and_then(|a| a.status.as_ref()) else {
-        return false;
+/// What a node's speaker reports for `ips`.
+enum L2Report {
+    /// It answers for every one.
+    Answering,
+    /// It applied the spec and cannot answer for one: why.
+    Failed(String),
+    /// Not reported yet.
+    Pending,
+}
+
+fn reported(announcement: Option<&NodeAnnouncement>, ips: &[IpAddr]) -> L2Report {
+    let Some(announcement) = announcement else {
+        return L2Report::Pending;
     };
-    ips.iter().all(|ip| {
-        let ip = format_ip(*ip);
+    let Some(status) = &announcement.status else {
+        return L2Report::Pending;
+    };
+    let texts: Vec<String> = ips.iter().map(|ip| format_ip(*ip)).collect();
+    let state = |ip: &str, phases: &[L2Phase]| {
         status
             .l2
             .iter()
-            .any(|s| s.ip == ip && matches!(s.state, L2Phase::Announcing | L2Phase::TakenOver))
-    })
+            .find(|s| s.ip == ip && phases.contains(&s.state))
+    };
+    if texts
+        .iter()
+        .all(|ip| state(ip, &[L2Phase::Announcing, L2Phase::TakenOver]).is_some())
+    {
+        return L2Report::Answering;
+    }
+    if status.observed_generation == announcement.metadata.generation
+        && let Some(failed) = texts.iter().find_map(|ip| state(ip, &[L2Phase::Failed]))
+    {
+        return L2Report::Failed(failed.message.clone().unwrap_or_default());
+    }
+    L2Report::Pending
 }
 
 /// A session as a node's speaker reports it: `Ok` when Established on the
@@ -523,18 +547,21 @@ fn l2_verdict(
                 .map_or(" (no standby node)".to_string(), |s| {
                     format!(" (standby {s})")
                 });
-            if reported(announcements.get(node).map(|a| a.as_ref()), ips) {
-                Verdict::yes(
+            match reported(announcements.get(node).map(|a| a.as_ref()), ips) {
+                L2Report::Answering => Verdict::yes(
                     reason::ANNOUNCED,
                     format!("L2: {listed} answered by node {node}{standby}"),
-                )
-            } else {
-                Verdict::no(
+                ),
+                L2Report::Failed(why) => Verdict::no(
+                    reason::ANNOUNCE_FAILED,
+                    format!("L2: node {node} cannot answer for {listed}: {why}"),
+                ),
+                L2Report::Pending => Verdict::no(
                     reason::NOT_YET_APPLIED,
                     format!(
                         "L2: node {node} is to answer for {listed}{standby}; its speaker has not reported it yet"
                     ),
-                )
+                ),
             }
         }
         Outcome::NoAdvertisement => Verdict::no(reason::NO_ADVERTISEMENT, "L2: no L2Advertisement"),
