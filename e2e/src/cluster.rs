@@ -219,17 +219,35 @@ impl TestCluster {
         self.set_ready(name, true)
     }
 
-    /// The first ingress IP of Service `default/name`, once it has one.
-    pub fn service_ip(&self, name: &str) -> Option<String> {
+    /// The ingress IPs of Service `default/name`.
+    pub fn service_ips(&self, name: &str) -> Vec<String> {
         self.kubectl(&[
             "get",
             "svc",
             name,
             "-o",
-            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
         ])
-        .ok()
-        .filter(|ip| !ip.is_empty())
+        .map(|out| out.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+    }
+
+    /// The first ingress IP of Service `default/name`, once it has one.
+    pub fn service_ip(&self, name: &str) -> Option<String> {
+        self.service_ips(name).into_iter().next()
+    }
+
+    /// Creates Service `default/local` with `externalTrafficPolicy: Local`
+    /// (and `extra_spec`), and its one endpoint on `node`.
+    pub fn local_service(&self, extra_spec: &str, node: &str) -> Result<()> {
+        self.apply_ok(&service_yaml(
+            "default",
+            "local",
+            "",
+            &format!("{extra_spec}  externalTrafficPolicy: Local\n"),
+        ))?;
+        self.apply_ok(&local_endpoint_yaml(node))?;
+        Ok(())
     }
 
     /// Sets a Node's Ready condition through the status subresource.

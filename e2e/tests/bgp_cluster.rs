@@ -216,16 +216,8 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     println!("BGPPeer established/selected: {counts}");
 
     // Local policy: only nodes with an endpoint advertise.
-    cluster
-        .apply_ok(&service_yaml(
-            "default",
-            "local",
-            "",
-            "  externalTrafficPolicy: Local\n",
-        ))
-        .expect("local");
+    cluster.local_service("", NODES[1]).expect("local");
     let slice = local_endpoint_yaml;
-    cluster.apply_ok(&slice(NODES[1])).expect("slice");
     let local = wait_for("the local Service's IP", Duration::from_secs(30), || {
         cluster.service_ip("local")
     })
@@ -505,16 +497,7 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
         .apply_ok(&service_yaml("default", "dual", "", dual))
         .expect("service");
     let ips = wait_for("two IPs", Duration::from_secs(30), || {
-        let out = cluster
-            .kubectl(&[
-                "get",
-                "svc",
-                "dual",
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ])
-            .ok()?;
-        let ips: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        let ips = cluster.service_ips("dual");
         (ips.len() == 2).then_some(ips)
     })
     .expect("dual-stack IPs");
@@ -553,28 +536,9 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
         .expect("Announced");
 
     // Local policy, both families: only node-b advertises.
-    cluster
-        .apply_ok(&service_yaml(
-            "default",
-            "local",
-            "",
-            &format!("{dual}  externalTrafficPolicy: Local\n"),
-        ))
-        .expect("local");
-    cluster
-        .apply_ok(&local_endpoint_yaml(NODES[1]))
-        .expect("slice");
+    cluster.local_service(dual, NODES[1]).expect("local");
     let ips = wait_for("two IPs", Duration::from_secs(30), || {
-        let out = cluster
-            .kubectl(&[
-                "get",
-                "svc",
-                "local",
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ])
-            .ok()?;
-        let ips: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        let ips = cluster.service_ips("local");
         (ips.len() == 2).then_some(ips)
     })
     .expect("dual-stack IPs");

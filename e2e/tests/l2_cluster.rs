@@ -238,16 +238,8 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         .expect("default interface again");
 
     // Local traffic policy: the IP follows the endpoints.
-    cluster
-        .apply_ok(&service_yaml(
-            "default",
-            "local",
-            "",
-            "  externalTrafficPolicy: Local\n",
-        ))
-        .expect("local service");
+    cluster.local_service("", NODES[0]).expect("local service");
     let slice = local_endpoint_yaml;
-    cluster.apply_ok(&slice(NODES[0])).expect("slice");
     let local_ip = loop {
         if let Some(ip) = cluster.service_ip("local") {
             break ip;
