@@ -317,6 +317,48 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     )
     .unwrap();
 
+    // The advertisement's node selector: only node-b advertises.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], nodeSelectors: [{matchLabels: {kubernetes.io/hostname: node-b}}]}\n")
+        .expect("advertisement node selector");
+    wait_for("node-b's next hop only", Duration::from_secs(30), || {
+        frr.route(&prefix)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops == vec![node_ip(1)])
+    })
+    .unwrap();
+    assert!(
+        frr.established(&node_ip(0)).unwrap(),
+        "the other nodes keep their sessions, with nothing to advertise"
+    );
+
+    // Aggregation: the /24 instead of the /32s.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], aggregationLength: 24}\n")
+        .expect("aggregation");
+    wait_for(
+        "the aggregate from three nodes",
+        Duration::from_secs(30),
+        || {
+            frr.route("172.30.0.0/24")
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops.len() == 3)
+        },
+    )
+    .unwrap();
+    wait_for("the /32 to go", Duration::from_secs(30), || {
+        frr.route(&prefix)
+            .ok()
+            .and_then(|r| r.is_none().then_some(()))
+    })
+    .unwrap();
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:8', 'large:64512:9:9']}\n")
+        .expect("back to /32");
+    wait_for("three next hops again", Duration::from_secs(60), hops(3)).unwrap();
+
     // A peer's node selector: only node-a keeps its session; the others end
     // theirs (Cease) and their next hops go.
     cluster
