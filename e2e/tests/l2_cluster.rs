@@ -1,6 +1,7 @@
-//! Layer 2 with everything real [L2, FAILOVER]: kube-apiserver, the operator,
-//! three speakers answering inside node namespaces, and a client namespace
-//! resolving Service IPs with `arping`. Figures are printed, never asserted.
+//! Layer 2 with everything real [L2, FAILOVER, IPV6, DUALSTACK]: kube-apiserver,
+//! the operator, three speakers answering inside node namespaces, and a client
+//! namespace resolving Service IPs with `arping` (and `ndisc6`). Figures are
+//! printed, never asserted.
 
 use std::time::{Duration, Instant};
 
@@ -374,4 +375,99 @@ async fn figures_first_answer_and_slow_path_failover() {
         failovers[5].as_secs_f64(),
         failovers[9].as_secs_f64()
     );
+}
+
+/// Dual stack in layer 2 [IPV6, DUALSTACK]: a PreferDualStack Service gets an
+/// IPv4 and an IPv6 address; the client resolves the first with `arping` and
+/// the second with `ndisc6`, both to the one node the operator chose.
+#[tokio::test]
+async fn a_dual_stack_service_is_answered_by_arp_and_ndp_from_one_node() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let mut network = Network::new().expect("switch");
+    let hosts: Vec<Host> = (0..3)
+        .map(|i| {
+            network
+                .host(
+                    NODES[i],
+                    MACS[i],
+                    &[
+                        &format!("192.168.41.{}/24", 11 + i),
+                        &format!("fd41::{}/64", 11 + i),
+                    ],
+                )
+                .expect("node")
+        })
+        .collect();
+    let client = network
+        .host(
+            "cli",
+            "02:00:00:00:01:99",
+            &["192.168.41.2/24", "fd41::2/64"],
+        )
+        .expect("client");
+    for node in NODES {
+        cluster.node(node).expect("node");
+    }
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: dual}\nspec: {addresses: [192.168.41.100-192.168.41.110, 'fd41::100-fd41::110']}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: dual}\nspec: {ipAddressPools: [dual]}\n")
+        .expect("pool");
+    let _speakers: Vec<Process> = NODES
+        .iter()
+        .zip(&hosts)
+        .map(|(n, h)| cluster.speaker(n, &h.namespace, &[]).expect("speaker"))
+        .collect();
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "dual",
+            "",
+            "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+        ))
+        .expect("service");
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            "svc/dual",
+            "--timeout=60s",
+        ])
+        .expect("Announced");
+    let ips = cluster.service_ips("dual");
+    let v4 = ips
+        .iter()
+        .find(|ip| !ip.contains(':'))
+        .expect("IPv4")
+        .clone();
+    let v6 = ips
+        .iter()
+        .find(|ip| ip.contains(':'))
+        .expect("IPv6")
+        .clone();
+    let chosen = active_node(&cluster, &v4).expect("active for IPv4");
+    assert_eq!(
+        active_node(&cluster, &v6),
+        Some(chosen),
+        "both addresses of a Service travel together"
+    );
+    let arp = wait_for(
+        "the IPv4 address to resolve",
+        Duration::from_secs(20),
+        || answering_mac(&client, &v4),
+    )
+    .expect("arping");
+    assert_eq!(arp, chosen);
+    let ndp = wait_for(
+        "the IPv6 address to resolve",
+        Duration::from_secs(20),
+        || {
+            let out = client
+                .run("ndisc6", &["-r", "2", &v6, &client.interface])
+                .ok()?;
+            let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            MACS.iter().position(|m| said.contains(*m))
+        },
+    )
+    .expect("ndisc6");
+    assert_eq!(ndp, chosen, "NDP answers from the same node as ARP");
 }
