@@ -288,3 +288,69 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
         "{events}"
     );
 }
+
+#[tokio::test]
+async fn node_selectors_pick_the_nodes_and_a_node_added_later_joins() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [10.103.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec:\n  ipAddressPools: [l2]\n  nodeSelectors:\n  - matchLabels: {zone: b}\n  - matchLabels: {zone: c}\n")
+        .expect("pool and advertisement");
+    let add = |node: &str, zone: &str| {
+        cluster.node(node).expect("node");
+        cluster
+            .kubectl(&["label", "node", node, &format!("zone={zone}")])
+            .expect("label");
+        lease(&cluster, node, 0, 3600);
+    };
+    add("node-a", "a");
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml("default", "web", "", ""))
+        .expect("service");
+    let ip = "10.103.0.0";
+    wait_for("the Service to say no node is selected", || async {
+        let (_, reason, message) = announced(&cluster, "web").await;
+        if reason == "NoEligibleNode"
+            && message.contains("node-a: not selected by an L2Advertisement")
+        {
+            Ok(())
+        } else {
+            Err(format!("{reason}: {message}"))
+        }
+    })
+    .await;
+    // A node matching the first selector arrives: it takes the IP, alone.
+    add("node-b", "b");
+    wait_for("node-b active, no standby", || async {
+        match holders(&cluster, ip).await {
+            (active, standby) if active == ["node-b"] && standby.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // One matching the second selector arrives later: it stands by; the IP stays.
+    add("node-c", "c");
+    wait_for("node-c standing by for node-b", || async {
+        match holders(&cluster, ip).await {
+            (active, standby)
+                if active == ["node-b"]
+                    && standby == [("node-c".to_string(), "node-b".to_string())] =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // node-b leaves the selection: the IP moves to node-c.
+    cluster
+        .kubectl(&["label", "node", "node-b", "zone-"])
+        .expect("unlabel");
+    wait_for("node-c active", || async {
+        match holders(&cluster, ip).await {
+            (active, _) if active == ["node-c"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
