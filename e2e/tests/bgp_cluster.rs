@@ -577,6 +577,23 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
         ])
         .expect("Announced");
 
+    // The advertisement's `peers`: only the IPv6 router gets routes; the
+    // IPv4 prefix is withdrawn, the IPv6 one stays.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: dual}\nspec: {ipAddressPools: [dual], peers: [router6]}\n")
+        .expect("peers");
+    let v4_prefix = format!("{ip4}/32");
+    wait_for("the IPv4 prefix to go", Duration::from_secs(30), || {
+        frr.route(&v4_prefix)
+            .ok()
+            .and_then(|r| r.is_none().then_some(()))
+    })
+    .unwrap();
+    assert!(frr.route(&format!("{ip6}/128")).unwrap().is_some());
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: dual}\nspec: {ipAddressPools: [dual]}\n")
+        .expect("every peer again");
+
     // Local policy, both families: only node-b advertises.
     cluster.local_service(dual, NODES[1]).expect("local");
     let ips = wait_for("two IPs", Duration::from_secs(30), || {
