@@ -484,6 +484,11 @@ impl State {
     }
 }
 
+/// The first wait before retrying failed writes.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between retries.
+const RETRY_LONGEST: Duration = Duration::from_secs(60);
+
 /// The outcome of one write, fed back into the state.
 enum Written {
     Service(ServiceKey, Desired, Option<u64>),
@@ -678,6 +683,9 @@ pub async fn run(
 
     let mut state: Option<State> = None;
     let mut retry: Option<Instant> = None;
+    // Failed writes are retried after 2 s, doubling while they keep failing
+    // (up to a minute), so a persistent failure does not flood the API or the log.
+    let mut backoff = RETRY_FIRST;
     loop {
         let retry_in = retry.map(|at| at.saturating_duration_since(Instant::now()));
         tokio::select! {
@@ -733,7 +741,12 @@ pub async fn run(
         if planned > 0 {
             tracing::debug!(planned, failed, elapsed = ?started.elapsed(), "pass done");
         }
-        retry = (failed > 0).then(|| Instant::now() + Duration::from_secs(2));
+        retry = (failed > 0).then(|| Instant::now() + backoff);
+        backoff = if failed > 0 {
+            (backoff * 2).min(RETRY_LONGEST)
+        } else {
+            RETRY_FIRST
+        };
     }
 }
 
