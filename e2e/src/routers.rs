@@ -74,6 +74,49 @@ fn run(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// An `frr.conf` for a router in AS `asn`: one `neighbor` per (address, AS),
+/// each also given the `every` options (such as `password s3cret`); IPv6
+/// neighbors activated in the IPv6 family; `global` lines under
+/// `router bgp`; `maximum-paths 8` in both families with `multipath`.
+pub fn frr_config(
+    asn: u32,
+    router_id: &str,
+    neighbors: &[(String, u32)],
+    every: &[&str],
+    global: &[&str],
+    multipath: bool,
+) -> String {
+    let mut text = format!(
+        "frr defaults traditional\nhostname r\nrouter bgp {asn}\n bgp router-id {router_id}\n no bgp ebgp-requires-policy\n"
+    );
+    for line in global {
+        text.push_str(&format!(" {line}\n"));
+    }
+    for (address, remote) in neighbors {
+        text.push_str(&format!(" neighbor {address} remote-as {remote}\n"));
+        for option in every {
+            text.push_str(&format!(" neighbor {address} {option}\n"));
+        }
+    }
+    let paths = if multipath { "  maximum-paths 8\n" } else { "" };
+    text.push_str(&format!(
+        " address-family ipv4 unicast\n{paths} exit-address-family\n"
+    ));
+    let v6: Vec<&String> = neighbors
+        .iter()
+        .map(|(a, _)| a)
+        .filter(|a| a.contains(':'))
+        .collect();
+    if !v6.is_empty() {
+        text.push_str(" address-family ipv6 unicast\n");
+        for address in v6 {
+            text.push_str(&format!("  neighbor {address} activate\n"));
+        }
+        text.push_str(&format!("{paths} exit-address-family\n"));
+    }
+    text
+}
+
 /// FRR in a namespace: watchfrr, zebra, bgpd and staticd.
 pub struct Frr {
     host: Host,

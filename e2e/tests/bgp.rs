@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::binary;
-use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, wait_for};
+use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, frr_config, wait_for};
 
 /// One prefix a session advertises: prefix, communities, local-pref.
 type Prefix<'a> = (&'a str, &'a [&'a str], Option<u32>);
@@ -322,11 +322,17 @@ fn frr_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
     let t = topology(2);
     let frr = Frr::start(
         &t.router,
-        &format!(
-            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 10.77.0.1\n no bgp ebgp-requires-policy\n neighbor {n0} remote-as 64512\n neighbor {n0v6} remote-as 64512\n neighbor {n1} remote-as 64500\n address-family ipv6 unicast\n  neighbor {n0v6} activate\n exit-address-family\n",
-            n0 = node_v4(0),
-            n0v6 = node_v6(0),
-            n1 = node_v4(1)
+        &frr_config(
+            64500,
+            "10.77.0.1",
+            &[
+                (node_v4(0), 64512),
+                (node_v6(0), 64512),
+                (node_v4(1), 64500),
+            ],
+            &[],
+            &[],
+            false,
         ),
     )
     .unwrap();
@@ -368,15 +374,13 @@ fn bird_receives_ebgp_ibgp_ipv4_ipv6_with_attributes_and_withdrawals() {
     let _ = bird.log();
 }
 
-/// FRR as AS 64500 with one neighbor line set per node (`extra` lines go
-/// under `router bgp`, `v4` lines under its IPv4 address family).
-fn frr(t: &Topology, neighbors: &[String], extra: &str, v4: &str) -> Frr {
+/// FRR as AS 64500 peering with the `nodes` (AS 64512), each neighbor given
+/// the `every` options, `global` lines under `router bgp`.
+fn frr(t: &Topology, nodes: &[usize], every: &[&str], global: &[&str], multipath: bool) -> Frr {
+    let neighbors: Vec<(String, u32)> = nodes.iter().map(|i| (node_v4(*i), 64512)).collect();
     Frr::start(
         &t.router,
-        &format!(
-            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 10.77.0.1\n no bgp ebgp-requires-policy\n{extra}{}\n address-family ipv4 unicast\n{v4} exit-address-family\n",
-            neighbors.concat()
-        ),
+        &frr_config(64500, "10.77.0.1", &neighbors, every, global, multipath),
     )
     .unwrap()
 }
@@ -395,18 +399,7 @@ const PASSWORD_REF: &str =
 #[test]
 fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() {
     let t = topology(2);
-    let router = frr(
-        &t,
-        &[0, 1].map(|i| {
-            format!(
-                " neighbor {} remote-as 64512\n neighbor {} password s3cret\n",
-                node_v4(i),
-                node_v4(i)
-            )
-        }),
-        "",
-        "",
-    );
+    let router = frr(&t, &[0, 1], &["password s3cret"], &[], false);
     let right = password_dir(&t, "right", "s3cret");
     let wrong = password_dir(&t, "wrong", "guess");
     let prefix = |p: &'static str| -> Vec<Prefix<'static>> { vec![(p, &[], None)] };
@@ -453,12 +446,7 @@ fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() 
 #[test]
 fn frr_withdraws_when_a_speaker_dies_and_keeps_routes_stale_with_graceful_restart() {
     let t = topology(2);
-    let router = frr(
-        &t,
-        &[0, 1].map(|i| format!(" neighbor {} remote-as 64512\n", node_v4(i))),
-        " bgp graceful-restart\n",
-        "",
-    );
+    let router = frr(&t, &[0, 1], &[], &["bgp graceful-restart"], false);
     let plain = session(
         "plain",
         64512,
@@ -509,12 +497,7 @@ fn frr_withdraws_when_a_speaker_dies_and_keeps_routes_stale_with_graceful_restar
 #[test]
 fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_back() {
     let t = topology(1);
-    let router = frr(
-        &t,
-        &[format!(" neighbor {} remote-as 64512\n", node_v4(0))],
-        "",
-        "",
-    );
+    let router = frr(&t, &[0], &[], &[], false);
     let _speaker = Speaker::start(
         &t.nodes[0],
         t.dir.path(),
@@ -609,12 +592,7 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
             &[],
         ));
     }
-    let router = frr(
-        &t,
-        &[0, 1, 2].map(|i| format!(" neighbor {} remote-as 64512\n", node_v4(i))),
-        "",
-        "  maximum-paths 8\n",
-    );
+    let router = frr(&t, &[0, 1, 2], &[], &[], true);
     route_within(&router, "172.20.6.1/32", LIMIT, |r| r.next_hops.len() == 3);
     let kernel = wait_for("three next hops in the kernel", LIMIT, || {
         let text = router.kernel_route("172.20.6.1").ok()?;
@@ -650,12 +628,7 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
 #[test]
 fn figures_withdrawal_time_and_ten_thousand_prefixes() {
     let t = topology(1);
-    let router = frr(
-        &t,
-        &[format!(" neighbor {} remote-as 64512\n", node_v4(0))],
-        "",
-        "",
-    );
+    let router = frr(&t, &[0], &[], &[], false);
     let mut withdrawals = Vec::new();
     let mut speaker = Speaker::start(
         &t.nodes[0],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::routers::{Frr, Router, wait_for};
+use ferrolb_e2e::routers::{Frr, Router, frr_config, wait_for};
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
@@ -62,19 +62,16 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
                 .expect("node")
         })
         .collect();
-    let neighbors: String = (0..3)
-        .map(|i| {
-            format!(
-                " neighbor {} remote-as 64512\n neighbor {} password s3cret\n",
-                node_ip(i),
-                node_ip(i)
-            )
-        })
-        .collect();
+    let neighbors: Vec<(String, u32)> = (0..3).map(|i| (node_ip(i), 64512)).collect();
     let frr = Frr::start(
         &router_host,
-        &format!(
-            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 192.168.50.1\n no bgp ebgp-requires-policy\n{neighbors} address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n"
+        &frr_config(
+            64500,
+            "192.168.50.1",
+            &neighbors,
+            &["password s3cret"],
+            &[],
+            true,
         ),
     )
     .expect("frr");
@@ -498,23 +495,12 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
                 .expect("node")
         })
         .collect();
-    let neighbors: String = (0..3)
-        .map(|i| {
-            format!(
-                " neighbor {} remote-as 64512\n neighbor {} remote-as 64512\n",
-                v4(i),
-                v6(i)
-            )
-        })
-        .collect();
-    let activate: String = (0..3)
-        .map(|i| format!("  neighbor {} activate\n", v6(i)))
+    let neighbors: Vec<(String, u32)> = (0..3)
+        .flat_map(|i| [(v4(i), 64512), (v6(i), 64512)])
         .collect();
     let frr = Frr::start(
         &router_host,
-        &format!(
-            "frr defaults traditional\nhostname r\nrouter bgp 64500\n bgp router-id 192.168.51.1\n no bgp ebgp-requires-policy\n{neighbors} address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n address-family ipv6 unicast\n{activate}  maximum-paths 8\n exit-address-family\n"
-        ),
+        &frr_config(64500, "192.168.51.1", &neighbors, &[], &[], true),
     )
     .expect("frr");
     for node in NODES {
