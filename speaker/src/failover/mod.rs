@@ -12,6 +12,7 @@
 //!
 //! Every message is signed with the cluster's failover key (see [`wire`]).
 
+pub mod tracker;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -27,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use tracker::{Reach, Tracker};
 use wire::{Key, Kind, Message};
 
 /// How messages older or newer than this (by the sender's clock) are refused:
@@ -36,7 +38,7 @@ const FRESH: Duration = Duration::from_secs(30);
 const REMEMBERED: usize = 256;
 
 /// Fast-path settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Probe every this long.
     pub interval: Duration,
@@ -73,24 +75,30 @@ pub struct Taken {
     pub since: SystemTime,
 }
 
-struct Following {
-    address: SocketAddr,
-    ips: BTreeSet<IpAddr>,
-    heard: Instant,
-    nonces: VecDeque<u64>,
+/// How the fast path stands towards one active node this node stands by for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Towards {
+    /// The active node.
+    pub node: String,
+    /// Where its speaker is probed.
+    pub address: SocketAddr,
+    /// How it stands.
+    pub reach: Reach,
 }
 
-#[derive(Default)]
 struct Shared {
     /// IPs this node answers for now.
     answering: BTreeSet<IpAddr>,
     /// IPs the NodeAnnouncement makes this node active for (answered or not:
     /// a starting speaker holds them back for a moment).
     spec_active: BTreeSet<IpAddr>,
-    /// Active nodes this node stands by for.
-    following: BTreeMap<String, Following>,
-    /// IPs taken over from a silent or departing active node.
-    taken: BTreeMap<IpAddr, Taken>,
+    /// The takeover decisions: which active nodes are followed, what was
+    /// heard from them, what was taken.
+    tracker: Tracker,
+    /// Where each followed node's speaker is probed.
+    addresses: BTreeMap<String, SocketAddr>,
+    /// The nonces of the last probes sent to each followed node.
+    nonces: BTreeMap<String, VecDeque<u64>>,
     /// IPs a standby told us it took: not answered for until the operator moves them.
     yielded: BTreeMap<IpAddr, String>,
     /// Standbys probing us: node → (address, IPs, last heard).
@@ -110,6 +118,10 @@ pub struct Counters {
     pub replies: AtomicU64,
     /// Takeovers after missed probes.
     pub takeovers: AtomicU64,
+    /// IPs given back after a takeover: the active node was alive.
+    pub released: AtomicU64,
+    /// Times fast failover towards an active node turned unavailable.
+    pub unavailable: AtomicU64,
     /// IPs received by planned hand-off.
     pub handoffs_received: AtomicU64,
     /// Datagrams refused (bad signature, malformed, stale or replayed).
@@ -122,6 +134,7 @@ pub struct Failover {
     key: Key,
     settings: Settings,
     socket: Arc<UdpSocket>,
+    v6: bool,
     shared: Arc<Mutex<Shared>>,
     changed: Arc<Notify>,
     /// Counters.
@@ -153,21 +166,45 @@ fn nonce() -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// Binds the probe socket, inside `netns` when given.
-fn bind(netns: Option<PathBuf>, port: u16) -> io::Result<std::net::UdpSocket> {
-    let make = move || -> io::Result<std::net::UdpSocket> {
+/// Binds the probe socket on every address of the node, IPv6 and IPv4 alike
+/// (an IPv6 socket that also takes IPv4), inside `netns` when given; a node
+/// with IPv6 turned off gets an IPv4 one. Returns whether it is IPv6.
+fn bind(netns: Option<PathBuf>, port: u16) -> io::Result<(std::net::UdpSocket, bool)> {
+    let make = move || -> io::Result<(std::net::UdpSocket, bool)> {
         if let Some(path) = &netns {
             let file = std::fs::File::open(path)?;
             nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(io::Error::from)?;
         }
-        let socket = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+        let dual = || -> io::Result<std::net::UdpSocket> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_only_v6(false)?;
+            socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+            Ok(socket.into())
+        };
+        let (socket, v6) = match dual() {
+            Ok(socket) => (socket, true),
+            Err(_) => (std::net::UdpSocket::bind(("0.0.0.0", port))?, false),
+        };
         socket.set_nonblocking(true)?;
-        Ok(socket)
+        Ok((socket, v6))
     };
     std::thread::spawn(make)
         .join()
         .map_err(|_| io::Error::other("the socket thread panicked"))?
+}
+
+/// Where to send to `address` on a socket of the given family: an IPv4
+/// address through an IPv6 socket is written as IPv4-mapped.
+fn destination(address: SocketAddr, v6: bool) -> SocketAddr {
+    match address {
+        SocketAddr::V4(v4) if v6 => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        other => other,
+    }
 }
 
 impl Failover {
@@ -182,13 +219,26 @@ impl Failover {
         settings: Settings,
         changed: Arc<Notify>,
     ) -> io::Result<Failover> {
-        let socket = Arc::new(UdpSocket::from_std(bind(netns, address.port())?)?);
+        let (socket, v6) = bind(netns, address.port())?;
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let shared = Shared {
+            answering: BTreeSet::new(),
+            spec_active: BTreeSet::new(),
+            tracker: Tracker::new(settings),
+            addresses: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            yielded: BTreeMap::new(),
+            standbys: BTreeMap::new(),
+            acknowledged: BTreeSet::new(),
+            seen: BTreeMap::new(),
+        };
         let mut failover = Failover {
             node,
             key,
             settings,
             socket,
-            shared: Arc::default(),
+            v6,
+            shared: Arc::new(Mutex::new(shared)),
             changed,
             counters: Arc::default(),
             address,
@@ -206,6 +256,7 @@ impl Failover {
             key: self.key.clone(),
             settings: self.settings,
             socket: self.socket.clone(),
+            v6: self.v6,
             shared: self.shared.clone(),
             changed: self.changed.clone(),
             counters: self.counters.clone(),
@@ -216,34 +267,82 @@ impl Failover {
     /// entries. Taken IPs this node no longer stands by for (the operator made
     /// them official, or moved them elsewhere) are forgotten.
     pub fn set_targets(&self, targets: &[Target]) {
-        let mut shared = self.shared.lock().expect("failover lock");
-        let now = Instant::now();
-        let wanted: BTreeMap<&str, &Target> =
-            targets.iter().map(|t| (t.node.as_str(), t)).collect();
+        let mut guard = self.shared.lock().expect("failover lock");
+        let shared = &mut *guard;
+        let wanted: BTreeMap<String, BTreeSet<IpAddr>> = targets
+            .iter()
+            .map(|t| (t.node.clone(), t.ips.clone()))
+            .collect();
+        let moved: BTreeSet<String> = targets
+            .iter()
+            .filter(|t| {
+                shared
+                    .addresses
+                    .get(&t.node)
+                    .is_some_and(|a| *a != t.address)
+            })
+            .map(|t| t.node.clone())
+            .collect();
         shared
-            .following
-            .retain(|node, _| wanted.contains_key(node.as_str()));
-        for target in targets {
-            let entry = shared
-                .following
-                .entry(target.node.clone())
-                .or_insert_with(|| Following {
-                    address: target.address,
-                    ips: BTreeSet::new(),
-                    heard: now,
-                    nonces: VecDeque::new(),
-                });
-            if entry.address != target.address {
-                entry.address = target.address;
-                entry.heard = now;
-            }
-            entry.ips = target.ips.clone();
+            .tracker
+            .follow(&wanted, &moved, std::time::Instant::now());
+        shared.addresses = targets
+            .iter()
+            .map(|t| (t.node.clone(), t.address))
+            .collect();
+        shared.nonces.retain(|node, _| wanted.contains_key(node));
+    }
+
+    /// The Lease renewal time of an active node this node stands by for, as
+    /// the apiserver shows it (looked at while the node is silent). Pokes
+    /// `changed` when IPs are given back.
+    pub fn lease_seen(&self, node: &str, renew: &str) {
+        let decision = self
+            .shared
+            .lock()
+            .expect("failover lock")
+            .tracker
+            .lease_seen(node, renew, std::time::Instant::now());
+        self.counters
+            .released
+            .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
+        self.counters
+            .unavailable
+            .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
+        for ip in &decision.release {
+            tracing::warn!(%ip, from = %node, "the active node renews its Lease but does not answer probes: giving the IP back");
         }
-        shared.taken.retain(|ip, taken| {
-            wanted
-                .get(taken.from.as_str())
-                .is_some_and(|t| t.ips.contains(ip))
-        });
+        if !decision.release.is_empty() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Active nodes heard once and silent now: their Leases tell a dead node
+    /// from a cut probe path.
+    pub fn suspects(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .expect("failover lock")
+            .tracker
+            .suspects(std::time::Instant::now())
+    }
+
+    /// How the fast path stands towards each active node this node stands
+    /// by for.
+    pub fn towards(&self) -> Vec<Towards> {
+        let shared = self.shared.lock().expect("failover lock");
+        shared
+            .tracker
+            .reports(std::time::Instant::now())
+            .into_iter()
+            .filter_map(|report| {
+                Some(Towards {
+                    address: *shared.addresses.get(&report.node)?,
+                    node: report.node,
+                    reach: report.reach,
+                })
+            })
+            .collect()
     }
 
     /// The IPs this node answers for now, and the ones its NodeAnnouncement
@@ -257,7 +356,12 @@ impl Failover {
 
     /// IPs taken over and not yet made official.
     pub fn taken(&self) -> BTreeMap<IpAddr, Taken> {
-        self.shared.lock().expect("failover lock").taken.clone()
+        self.shared
+            .lock()
+            .expect("failover lock")
+            .tracker
+            .taken()
+            .clone()
     }
 
     /// IPs yielded to the standby that took them.
@@ -311,7 +415,10 @@ impl Failover {
                 };
                 let _ = self
                     .socket
-                    .send_to(&wire::encode(&self.key, &message), address)
+                    .send_to(
+                        &wire::encode(&self.key, &message),
+                        destination(*address, self.v6),
+                    )
                     .await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -343,6 +450,7 @@ struct Parts {
     key: Key,
     settings: Settings,
     socket: Arc<UdpSocket>,
+    v6: bool,
     shared: Arc<Mutex<Shared>>,
     changed: Arc<Notify>,
     counters: Arc<Counters>,
@@ -415,7 +523,7 @@ impl Parts {
                                 shared.answering.contains(ip) || shared.spec_active.contains(ip);
                             if ours
                                 && !shared.yielded.contains_key(ip)
-                                && !shared.taken.contains_key(ip)
+                                && !shared.tracker.taken().contains_key(ip)
                             {
                                 tracing::warn!(%ip, by = %message.node, "a standby took this IP over: yielding it");
                                 shared.yielded.insert(*ip, message.node.clone());
@@ -432,48 +540,28 @@ impl Parts {
                         answer = Some(self.send(Kind::Reply, message.nonce, held, Vec::new()));
                     }
                     Kind::Reply => {
-                        if let Some(following) = shared.following.get_mut(&message.node)
-                            && following.nonces.contains(&message.nonce)
+                        if shared
+                            .nonces
+                            .get(&message.node)
+                            .is_some_and(|n| n.contains(&message.nonce))
                         {
-                            following.heard = Instant::now();
+                            shared
+                                .tracker
+                                .answered(&message.node, std::time::Instant::now());
                             self.counters.replies.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Kind::Handoff => {
-                        let ours: Vec<IpAddr> = shared
-                            .following
-                            .get(&message.node)
-                            .map(|f| {
-                                message
-                                    .ips
-                                    .iter()
-                                    .filter(|ip| f.ips.contains(ip))
-                                    .copied()
-                                    .collect()
-                            })
-                            .unwrap_or_default();
                         // Acknowledge only what this node can take: an
                         // unacknowledged hand-off leaves the IP with the
                         // sender until the probes find it gone.
-                        let acknowledge = !ours.is_empty();
-                        for ip in ours {
-                            if let std::collections::btree_map::Entry::Vacant(slot) =
-                                shared.taken.entry(ip)
-                            {
-                                tracing::info!(%ip, from = %message.node, "handed over: taking it");
-                                slot.insert(Taken {
-                                    from: message.node.clone(),
-                                    why: format!(
-                                        "handed over by node {} as it stopped",
-                                        message.node
-                                    ),
-                                    since: SystemTime::now(),
-                                });
-                                self.counters
-                                    .handoffs_received
-                                    .fetch_add(1, Ordering::Relaxed);
-                                changed = true;
-                            }
+                        let acknowledge = shared.tracker.stands_by(&message.node, &message.ips);
+                        for ip in shared.tracker.handed_over(&message.node, &message.ips) {
+                            tracing::info!(%ip, from = %message.node, "handed over: taking it");
+                            self.counters
+                                .handoffs_received
+                                .fetch_add(1, Ordering::Relaxed);
+                            changed = true;
                         }
                         if acknowledge {
                             answer = Some(self.send(
@@ -504,60 +592,50 @@ impl Parts {
         loop {
             tick.tick().await;
             let mut outgoing = Vec::new();
-            let mut changed = false;
+            let changed;
             {
                 let mut guard = self.shared.lock().expect("failover lock");
                 let shared = &mut *guard;
-                for (node, following) in shared.following.iter_mut() {
-                    let silent = following.heard.elapsed();
-                    if silent > self.settings.deadline() {
-                        for ip in &following.ips {
-                            if !shared.taken.contains_key(ip) {
-                                tracing::warn!(%ip, from = %node, silent_ms = silent.as_millis() as u64, "active node silent: taking over");
-                                shared.taken.insert(
-                                    *ip,
-                                    Taken {
-                                        from: node.clone(),
-                                        why: format!(
-                                            "node {node} did not answer {} probes ({} ms)",
-                                            self.settings.misses,
-                                            self.settings.deadline().as_millis()
-                                        ),
-                                        since: SystemTime::now(),
-                                    },
-                                );
-                                self.counters.takeovers.fetch_add(1, Ordering::Relaxed);
-                                changed = true;
-                            }
-                        }
-                    }
-                    let taken: Vec<IpAddr> = following
-                        .ips
-                        .iter()
-                        .filter(|ip| shared.taken.get(ip).is_some_and(|t| &t.from == node))
-                        .copied()
-                        .collect();
+                let decision = shared.tracker.tick(std::time::Instant::now());
+                for (ip, taken) in &decision.take {
+                    tracing::warn!(%ip, from = %taken.from, why = %taken.why, "active node silent: taking over");
+                }
+                for node in &decision.became_unavailable {
+                    tracing::warn!(active = %node, "fast failover unavailable: no takeover from this node until it answers probes");
+                }
+                self.counters
+                    .takeovers
+                    .fetch_add(decision.take.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .released
+                    .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .unavailable
+                    .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
+                changed = !decision.take.is_empty() || !decision.release.is_empty();
+                for (node, ips, taken) in shared.tracker.probes() {
+                    let Some(address) = shared.addresses.get(&node).copied() else {
+                        continue;
+                    };
                     let n = nonce();
-                    following.nonces.push_back(n);
-                    if following.nonces.len() > 16 {
-                        following.nonces.pop_front();
+                    let nonces = shared.nonces.entry(node).or_default();
+                    nonces.push_back(n);
+                    if nonces.len() > 16 {
+                        nonces.pop_front();
                     }
-                    outgoing.push((
-                        following.address,
-                        self.send(
-                            Kind::Probe,
-                            n,
-                            following.ips.iter().copied().collect(),
-                            taken,
-                        ),
-                    ));
+                    outgoing.push((address, self.send(Kind::Probe, n, ips, taken)));
                 }
             }
             if changed {
                 self.changed.notify_one();
             }
             for (address, bytes) in outgoing {
-                if self.socket.send_to(&bytes, address).await.is_ok() {
+                if self
+                    .socket
+                    .send_to(&bytes, destination(address, self.v6))
+                    .await
+                    .is_ok()
+                {
                     self.counters.probes_sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
