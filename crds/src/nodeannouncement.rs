@@ -230,7 +230,65 @@ pub struct NodeAnnouncementStatus {
     /// Where this node's speaker answers failover probes (`ip:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_address: Option<String>,
+
+    /// The fast failover path towards each active node this node stands by
+    /// for: `Armed` once that node's speaker answered a probe, `Unavailable`
+    /// (with why) when it never did or went silent while alive — then only the
+    /// slow path (the speaker Lease) moves its IPs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "failover_state_list")]
+    pub failover: Vec<FailoverState>,
+
+    /// What on this node, outside the speaker's reach, breaks what it
+    /// announces, each with the fix: such as the kernel answering ARP for
+    /// Service IPs that kube-proxy in IPVS mode put on `kube-ipvs0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "node_problem_list")]
+    pub problems: Vec<NodeProblem>,
 }
+
+/// The fast failover path from this (standby) node towards one active node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverState {
+    /// The active node.
+    pub node: String,
+    /// How the path stands.
+    pub state: FailoverPhase,
+    /// Why it is unavailable (`NoProbeAnswer`, `ProbesLostWhileAlive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// How the fast failover path towards an active node stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailoverPhase {
+    /// The active node's speaker answers: a takeover follows its silence.
+    Armed,
+    /// Not heard yet.
+    Pending,
+    /// No takeover from this node: only its Lease running out moves its IPs.
+    Unavailable,
+}
+
+/// A problem on the node that the speaker reports and cannot fix.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProblem {
+    /// What it is, as a word (`KernelAnswersARP`).
+    pub reason: String,
+    /// What it breaks and how to fix it.
+    pub message: String,
+}
+
+/// The reason a node reports when its kernel answers ARP for Service IPs.
+pub const KERNEL_ANSWERS_ARP: &str = "KernelAnswersARP";
 
 /// The layer 2 state of one IP on this node.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -325,6 +383,14 @@ fn prefix_list(generator: &mut SchemaGenerator) -> Schema {
 
 fn l2_state_list(generator: &mut SchemaGenerator) -> Schema {
     keyed_list::<L2State>(generator, "ip", 4096)
+}
+
+fn failover_state_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<FailoverState>(generator, "node", 4096)
+}
+
+fn node_problem_list(generator: &mut SchemaGenerator) -> Schema {
+    keyed_list::<NodeProblem>(generator, "reason", 16)
 }
 
 fn session_state_list(generator: &mut SchemaGenerator) -> Schema {

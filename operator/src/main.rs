@@ -21,7 +21,7 @@ struct Cli {
     #[arg(long, env = "FERROLB_LB_CLASS", default_value = LB_CLASS)]
     lb_class: String,
     /// Where to serve /metrics, /healthz and /readyz.
-    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "[::]:9090")]
     metrics_addr: SocketAddr,
     /// Log as JSON lines.
     #[arg(long, env = "FERROLB_LOG_JSON")]
@@ -78,11 +78,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let serve = {
         let metrics = metrics.clone();
-        tokio::spawn(ferrolb_runtime::serve(
-            cli.metrics_addr,
-            move || metrics.encode(),
-            || true,
-        ))
+        ferrolb_runtime::serve(cli.metrics_addr, move || metrics.encode(), || true)?
     };
     tracing::info!(%identity, lb_class = %cli.lb_class, metrics = %cli.metrics_addr, "ferrolb-operator starting");
     let config = controller::Config {

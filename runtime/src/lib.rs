@@ -1,7 +1,6 @@
 //! What every ferrolb binary runs on: logs, watched stores of Kubernetes
 //! objects, and the plain-HTTP endpoint for metrics and health.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -72,13 +71,46 @@ pub fn encode(registry: &Registry) -> String {
     out
 }
 
-/// Serves `/metrics` (from `metrics`), `/healthz` and `/readyz` (true while
-/// `ready` says so) over plain HTTP until the process ends.
+/// Binds a TCP listener on `addr`. `[::]` takes IPv4 too (dual-stack, so
+/// the same default works on IPv4-only, IPv6-only and dual-stack nodes), and
+/// falls back to `0.0.0.0` on a kernel without IPv6. The error names the
+/// address and what it was for, so a port clash ends the binary with a line
+/// saying so instead of running without it.
+pub fn listen(addr: SocketAddr, what: &str) -> std::io::Result<std::net::TcpListener> {
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    let result = match bind(addr) {
+        Err(e)
+            if addr.is_ipv6()
+                && addr.ip().is_unspecified()
+                && e.raw_os_error() == Some(97 /* EAFNOSUPPORT */) =>
+        {
+            bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        other => other,
+    };
+    result.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}")))
+}
+
+/// Serves `/metrics` (from `metrics`), `/healthz` (ok while the process runs)
+/// and `/readyz` (ok while `ready` says so) over plain HTTP. Binds at once and
+/// fails with the reason when it cannot (a port taken by another program);
+/// then serves in a task whose handle is returned.
 pub fn serve<M, R>(
     addr: SocketAddr,
     metrics: M,
     ready: R,
-) -> impl Future<Output = std::io::Result<()>>
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>>
 where
     M: Fn() -> String + Clone + Send + Sync + 'static,
     R: Fn() -> bool + Clone + Send + Sync + 'static,
@@ -115,8 +147,29 @@ where
                 }
             }),
         );
-    async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        axum::serve(listener, app).await
+    let listener = tokio::net::TcpListener::from_std(listen(addr, "metrics and health")?)?;
+    Ok(tokio::spawn(async move { axum::serve(listener, app).await }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_an_error_naming_the_address() {
+        let first = listen("127.0.0.1:0".parse().unwrap(), "metrics").unwrap();
+        let taken = first.local_addr().unwrap();
+        let error = listen(taken, "metrics and health").unwrap_err();
+        assert!(
+            error.to_string().contains(&format!("cannot listen on {taken} for metrics and health")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_unspecified_ipv6_address_takes_ipv4_too() {
+        let listener = listen("[::]:0".parse().unwrap(), "metrics").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 through [::]");
     }
 }

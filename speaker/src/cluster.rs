@@ -78,6 +78,31 @@ async fn renew(client: Client, config: Config) {
     }
 }
 
+/// While the fast path has active nodes that went silent after answering,
+/// reads their speaker Leases every second: a Lease renewed while its node
+/// is silent means the node is alive and only the probes are lost (a
+/// firewall), so its IPs stay where they are.
+async fn watch_suspects(client: Client, namespace: String, failover: Arc<Failover>) {
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for node in failover.suspects() {
+            match api.get_opt(&format!("speaker-{node}")).await {
+                Ok(Some(lease)) => {
+                    let renew = lease
+                        .spec
+                        .and_then(|s| s.renew_time)
+                        .map(|t| t.0.to_string())
+                        .unwrap_or_default();
+                    failover.lease_seen(&node, &renew);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, %node, "cannot read the speaker Lease"),
+            }
+        }
+    }
+}
+
 /// What the speaker reports for an applied announcement.
 fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementStatus {
     let now = Time(Timestamp::now());
@@ -130,6 +155,8 @@ fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementS
         l2_active: (!announcing.is_empty()).then(|| announcing.join(",")),
         bgp_sessions: Some(runner.bgp.summary()),
         probe_address: runner.failover().map(|f| f.address.to_string()),
+        failover: runner.failover_states(&previous.failover),
+        problems: runner.problems.clone(),
     }
 }
 
@@ -215,12 +242,14 @@ pub async fn run(
         });
     }
     let mut start_failover = Some(start_failover);
-    let api: Api<NodeAnnouncement> = Api::all(client);
+    let api: Api<NodeAnnouncement> = Api::all(client.clone());
     let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
     let mut events = watcher(api.clone(), own).default_backoff().boxed();
     let changed = runner.bgp.changed();
     let failover_changed = config.failover_changed.clone();
     let mut current: Option<NodeAnnouncement> = None;
+    let mut check = tokio::time::interval(Duration::from_secs(5));
+    let mut suspects = None;
     loop {
         let hold = runner.holding_until();
         let event = tokio::select! {
@@ -238,6 +267,11 @@ pub async fn run(
                     && let Some((failover, grace)) = start(key)
                 {
                     tracing::info!(address = %failover.address, "fast failover path on");
+                    suspects = Some(tokio::spawn(watch_suspects(
+                        client.clone(),
+                        config.namespace.clone(),
+                        failover.clone(),
+                    )));
                     runner.set_failover(failover, grace);
                     runner.reapply();
                 }
@@ -247,7 +281,14 @@ pub async fn run(
                 runner.reapply();
                 None
             }
+            _ = check.tick() => {
+                runner.check_node();
+                None
+            }
             _ = stopping.wait_for(|s| *s) => {
+                if let Some(task) = suspects.take() {
+                    task.abort();
+                }
                 runner.stop().await;
                 return Ok(());
             }

@@ -6,5 +6,6 @@ pub mod bgp;
 pub mod cluster;
 pub mod failover;
 pub mod l2;
+pub mod netns;
 pub mod node;
 pub mod runner;

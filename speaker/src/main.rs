@@ -4,7 +4,7 @@
 //! with `--from-file` it runs with no cluster. It opens a BGP session per
 //! `spec.bgp` entry and advertises that entry's prefixes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ use ferrolb_speaker::bgp::Bgp;
 use ferrolb_speaker::bgp::session::Passwords;
 use ferrolb_speaker::cluster::{self, StartFailover};
 use ferrolb_speaker::failover::wire::Key;
-use ferrolb_speaker::failover::{Failover, Settings};
+use ferrolb_speaker::failover::{Counters as FailoverCounters, Failover, Settings};
 use ferrolb_speaker::l2::responder::Counters;
 use ferrolb_speaker::node::Layer2;
 use ferrolb_speaker::runner::Runner;
@@ -38,10 +38,15 @@ struct Cli {
     /// changes.
     #[arg(long)]
     from_file: Option<PathBuf>,
-    /// The interface to answer on when the NodeAnnouncement names none (default:
-    /// the one carrying the node's address).
+    /// The interface to answer on when the NodeAnnouncement names none
+    /// (default: the one carrying `--node-ip`, else the default route's).
     #[arg(long)]
     interface: Option<String>,
+    /// The node's InternalIP (the DaemonSet passes `status.hostIP`): the
+    /// interface carrying it is answered on by default, and other speakers
+    /// probe this one there.
+    #[arg(long, env = "NODE_IP")]
+    node_ip: Option<IpAddr>,
     /// Answer inside this network namespace (a file such as /run/netns/NAME)
     /// while talking to the apiserver from the process's own: for tests that
     /// run nodes as namespaces.
@@ -53,7 +58,8 @@ struct Cli {
     /// Seconds the speaker Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
-    /// Where to serve /metrics and /healthz.
+    /// Where to serve /metrics, /healthz and /readyz (the process exits when
+    /// it cannot listen there).
     #[arg(long, default_value = "127.0.0.1:9092")]
     metrics_addr: SocketAddr,
     /// Without a cluster: where TCP-MD5 passwords are, laid out as mounted
@@ -63,10 +69,11 @@ struct Cli {
     /// UDP port of the fast failover path (probes between speakers).
     #[arg(long, default_value_t = 7473)]
     probe_port: u16,
-    /// The address other speakers probe this one at (default: the IPv4
-    /// address of the interface answered on).
+    /// The address other speakers probe this one at, IPv4 or IPv6 (default:
+    /// `--node-ip`, else the first IPv4 address of the interface answered on,
+    /// else its first global IPv6 one).
     #[arg(long)]
-    probe_address: Option<std::net::Ipv4Addr>,
+    probe_address: Option<IpAddr>,
     /// Milliseconds between probes of the active node.
     #[arg(long, default_value_t = 100)]
     probe_interval_ms: u64,
@@ -86,31 +93,33 @@ struct Cli {
     log_json: bool,
 }
 
-/// Where other speakers reach this one: `--probe-address`, or the IPv4
-/// address of the interface answered on (looked up inside `--netns`).
+/// Where other speakers reach this one: `--probe-address`, `--node-ip`, or
+/// an address of the interface answered on (looked up inside `--netns`).
 fn probe_address(cli: &Cli) -> Result<SocketAddr> {
-    if let Some(ip) = cli.probe_address {
-        return Ok(SocketAddr::from((ip, cli.probe_port)));
+    if let Some(ip) = cli.probe_address.or(cli.node_ip) {
+        return Ok(SocketAddr::new(ip, cli.probe_port));
     }
-    let (netns, interface, port) = (cli.netns.clone(), cli.interface.clone(), cli.probe_port);
-    std::thread::spawn(move || -> Result<SocketAddr> {
-        if let Some(path) = &netns {
-            let file = std::fs::File::open(path)?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        }
-        let name = match interface {
-            Some(name) => name,
-            None => ferrolb_speaker::l2::interface::default_interface()?.name,
+    let (interface, node_ip, port) = (cli.interface.clone(), cli.node_ip, cli.probe_port);
+    let ip = ferrolb_speaker::netns::run_in(cli.netns.clone(), move || {
+        let found = || -> Result<IpAddr> {
+            let name = match interface {
+                Some(name) => name,
+                None => ferrolb_speaker::l2::interface::choose_default(node_ip)?.0,
+            };
+            ferrolb_speaker::l2::interface::probe_ip(&name)
         };
-        let ip = ferrolb_speaker::l2::interface::first_ipv4(&name)?;
-        Ok(SocketAddr::from((ip, port)))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the address thread panicked"))?
+        found().map_err(|e| std::io::Error::other(format!("{e:#}")))
+    })?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// Starts the fast path with `key`; `None` (logged) when it cannot.
-fn start_failover(cli: &Cli, node: String, changed: Arc<Notify>) -> StartFailover {
+fn start_failover(
+    cli: &Cli,
+    node: String,
+    changed: Arc<Notify>,
+    counters: Arc<FailoverCounters>,
+) -> StartFailover {
     let settings = Settings {
         interval: Duration::from_millis(cli.probe_interval_ms.max(10)),
         misses: cli.probe_misses.max(1),
@@ -125,7 +134,7 @@ fn start_failover(cli: &Cli, node: String, changed: Arc<Notify>) -> StartFailove
                 return None;
             }
         };
-        match Failover::start(node, netns, address, key, settings, changed) {
+        match Failover::start(node, netns, address, key, settings, changed, counters) {
             Ok(failover) => Some((
                 Arc::new(failover),
                 settings.deadline() + 2 * settings.interval,
@@ -173,42 +182,89 @@ fn file_passwords(dir: Option<PathBuf>) -> Passwords {
     })
 }
 
-fn metrics(counters: &Counters) -> String {
+fn metrics(counters: &Counters, failover: &FailoverCounters, kernel_answers_arp: u64) -> String {
     let line = |name: &str, help: &str, value: u64| {
         format!(
             "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} counter\nferrolb_speaker_{name}_total {value}\n"
         )
     };
+    let gauge = |name: &str, help: &str, value: u64| {
+        format!(
+            "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} gauge\nferrolb_speaker_{name} {value}\n"
+        )
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     [
         line(
             "arp_requests",
             "ARP requests for an IP this node announces",
-            counters.arp_requests.load(Ordering::Relaxed),
+            load(&counters.arp_requests),
         ),
-        line(
-            "arp_replies",
-            "ARP replies sent",
-            counters.arp_replies.load(Ordering::Relaxed),
-        ),
+        line("arp_replies", "ARP replies sent", load(&counters.arp_replies)),
         line(
             "ndp_requests",
             "Neighbor Solicitations for an IP this node announces",
-            counters.ndp_requests.load(Ordering::Relaxed),
+            load(&counters.ndp_requests),
         ),
         line(
             "ndp_replies",
             "Neighbor Advertisements sent in reply",
-            counters.ndp_replies.load(Ordering::Relaxed),
+            load(&counters.ndp_replies),
         ),
         line(
             "gratuitous",
             "Gratuitous ARPs and unsolicited Neighbor Advertisements sent",
-            counters.gratuitous.load(Ordering::Relaxed),
+            load(&counters.gratuitous),
         ),
         line(
             "malformed_frames",
             "Frames dropped as malformed",
-            counters.malformed.load(Ordering::Relaxed),
+            load(&counters.malformed),
+        ),
+        line(
+            "failover_probes_sent",
+            "Fast failover probes sent to active nodes",
+            load(&failover.probes_sent),
+        ),
+        line(
+            "failover_probe_replies",
+            "Signed answers to fast failover probes",
+            load(&failover.replies),
+        ),
+        line(
+            "failover_takeovers",
+            "IPs taken over from an active node that stopped answering",
+            load(&failover.takeovers),
+        ),
+        line(
+            "failover_released",
+            "IPs given back after a takeover because the active node renewed its Lease",
+            load(&failover.released),
+        ),
+        line(
+            "failover_handoffs_received",
+            "IPs received from a stopping node",
+            load(&failover.handoffs_received),
+        ),
+        line(
+            "failover_refused_datagrams",
+            "Failover datagrams refused (bad signature, malformed, stale or replayed)",
+            load(&failover.refused),
+        ),
+        line(
+            "failover_unavailable",
+            "Times fast failover towards an active node became unavailable (never answered, or silent while alive)",
+            load(&failover.unavailable),
+        ),
+        gauge(
+            "failover_unavailable_nodes",
+            "Active nodes this node stands by for whose speaker does not answer probes",
+            load(&failover.unavailable_now),
+        ),
+        gauge(
+            "kernel_answers_arp",
+            "1 while this node's kernel answers ARP for Service IPs (kube-proxy IPVS without strictARP)",
+            kernel_answers_arp,
         ),
     ]
     .concat()
@@ -271,7 +327,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     ferrolb_runtime::init_logs(cli.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let layer2 = Layer2::new(cli.netns.clone(), cli.interface.clone());
+    let layer2 = Layer2::new(cli.netns.clone(), cli.interface.clone(), cli.node_ip);
     let counters: Arc<Counters> = layer2.counters.clone();
     let client = match &cli.from_file {
         Some(_) => None,
@@ -283,26 +339,38 @@ async fn main() -> Result<()> {
     };
     let bgp = Bgp::new(cli.netns.clone(), passwords);
     let registry = bgp.registry();
-    let runner = Runner::new(layer2, bgp);
+    let mut runner = Runner::new(layer2, bgp);
+    runner.check_node();
+    let kernel_answers_arp = runner.kernel_answers_arp.clone();
+    let failover_counters = Arc::new(FailoverCounters::default());
     let failover_changed = Arc::new(Notify::new());
     let node_name = cli
         .node
         .clone()
         .or_else(|| cli.from_file.as_deref().and_then(|p| read_name(p).ok()))
         .unwrap_or_else(|| "node".to_string());
-    let start = start_failover(&cli, node_name.clone(), failover_changed.clone());
+    let start = start_failover(
+        &cli,
+        node_name.clone(),
+        failover_changed.clone(),
+        failover_counters.clone(),
+    );
     // Without a cluster there is nothing to wait for.
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(cli.from_file.is_some()));
     let ready_now = ready.clone();
-    tokio::spawn(ferrolb_runtime::serve(
+    let served = ferrolb_runtime::serve(
         cli.metrics_addr,
         move || {
-            let text = metrics(&counters);
+            let text = metrics(
+                &counters,
+                &failover_counters,
+                kernel_answers_arp.load(Ordering::Relaxed),
+            );
             let text = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
             text + &registry.metrics() + "# EOF\n"
         },
         move || ready_now.load(Ordering::Relaxed),
-    ));
+    )?;
     let (stop, stopping) = watch::channel(false);
     let work = async {
         match &cli.from_file {
@@ -339,6 +407,7 @@ async fn main() -> Result<()> {
     let mut work = std::pin::pin!(work);
     tokio::select! {
         result = &mut work => return result,
+        served = served => anyhow::bail!("the metrics server stopped: {served:?}"),
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }

@@ -162,44 +162,47 @@ impl Drop for Running {
 pub struct Layer2 {
     netns: Option<PathBuf>,
     default_interface: Option<String>,
+    node_ip: Option<IpAddr>,
     running: BTreeMap<Option<String>, Running>,
     /// Frame counters, shared by every responder.
     pub counters: Arc<Counters>,
 }
 
-/// Opens the socket for `name` (or the default interface), inside `netns` when
-/// given: a thread enters the namespace, so the process itself stays where it
-/// is (and keeps reaching the apiserver).
+/// Opens the socket for `name` (or the default interface, the one carrying
+/// `node_ip`), inside `netns` when given.
 fn open(
     netns: Option<PathBuf>,
     name: Option<String>,
+    node_ip: Option<IpAddr>,
 ) -> Result<(Interface, BTreeSet<IpAddr>, OwnedFd)> {
-    std::thread::spawn(move || -> Result<(Interface, BTreeSet<IpAddr>, OwnedFd)> {
-        if let Some(path) = &netns {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering {}", path.display()))?;
-        }
-        let interface = match &name {
-            Some(name) => Interface::named(name)?,
-            None => default_interface()?,
+    let opened = crate::netns::run_in(netns, move || {
+        let inner = || -> Result<(Interface, BTreeSet<IpAddr>, OwnedFd)> {
+            let interface = match &name {
+                Some(name) => Interface::named(name)?,
+                None => default_interface(node_ip)?,
+            };
+            let own = own_addresses()?;
+            let fd = PacketSocket::open_fd(interface.index)
+                .with_context(|| format!("opening a packet socket on {}", interface.name))?;
+            Ok((interface, own, fd))
         };
-        let own = own_addresses()?;
-        let fd = PacketSocket::open_fd(interface.index)
-            .with_context(|| format!("opening a packet socket on {}", interface.name))?;
-        Ok((interface, own, fd))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the socket thread panicked"))?
+        inner().map_err(|e| std::io::Error::other(format!("{e:#}")))
+    })?;
+    Ok(opened)
 }
 
 impl Layer2 {
-    /// No responders yet; `default_interface` overrides the automatic choice.
-    pub fn new(netns: Option<PathBuf>, default_interface: Option<String>) -> Layer2 {
+    /// No responders yet; `default_interface` overrides the automatic choice
+    /// (the interface carrying `node_ip`, else the default route's).
+    pub fn new(
+        netns: Option<PathBuf>,
+        default_interface: Option<String>,
+        node_ip: Option<IpAddr>,
+    ) -> Layer2 {
         Layer2 {
             netns,
             default_interface,
+            node_ip,
             running: BTreeMap::new(),
             counters: Arc::default(),
         }
@@ -220,7 +223,7 @@ impl Layer2 {
                 continue;
             }
             let chosen = name.clone().or_else(|| self.default_interface.clone());
-            match open(self.netns.clone(), chosen)
+            match open(self.netns.clone(), chosen, self.node_ip)
                 .and_then(|(interface, own, fd)| Ok((interface, own, PacketSocket::register(fd)?)))
             {
                 Ok((interface, own, socket)) => {
@@ -263,6 +266,15 @@ impl Layer2 {
             }
         }
         failed
+    }
+
+    /// What the kernel does with ARP on the interface answered on by default.
+    pub fn kernel_view(&self) -> std::io::Result<crate::l2::kernel::ArpView> {
+        crate::l2::kernel::read(
+            self.netns.clone(),
+            self.default_interface.clone(),
+            self.node_ip,
+        )
     }
 
     /// The interfaces answering for `ip`.

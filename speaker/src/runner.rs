@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use ferrolb_api::NodeAnnouncementSpec;
 use ferrolb_api::address::format_ip;
-use ferrolb_api::nodeannouncement::{L2Phase, L2State};
+use ferrolb_api::nodeannouncement::{
+    FailoverPhase, FailoverState, L2Phase, L2State, NodeProblem,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::bgp::Bgp;
 use crate::failover::Failover;
+use crate::failover::tracker::Reach;
 use crate::node::{Layer2, Wanted};
 
 /// How long a planned stop waits for standbys to acknowledge a hand-off.
@@ -39,6 +42,10 @@ pub struct Runner {
     pub failed: BTreeMap<Option<String>, String>,
     /// Active IPs held back while starting.
     held: BTreeSet<IpAddr>,
+    /// What on the node breaks announcements (the kernel answering ARP).
+    pub problems: Vec<NodeProblem>,
+    /// 1 while the kernel answers ARP for Service IPs (a gauge for /metrics).
+    pub kernel_answers_arp: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Runner {
@@ -54,7 +61,73 @@ impl Runner {
             effective: Wanted::default(),
             failed: BTreeMap::new(),
             held: BTreeSet::new(),
+            problems: Vec::new(),
+            kernel_answers_arp: Arc::default(),
         }
+    }
+
+    /// Looks at what the node's kernel does with ARP for Service IPs;
+    /// returns whether the problems changed.
+    pub fn check_node(&mut self) -> bool {
+        let problems: Vec<NodeProblem> = match self.layer2.kernel_view() {
+            Ok(view) => crate::l2::kernel::problem(&view).into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the kernel's ARP settings");
+                Vec::new()
+            }
+        };
+        self.kernel_answers_arp.store(
+            u64::from(!problems.is_empty()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if problems == self.problems {
+            return false;
+        }
+        for problem in &problems {
+            tracing::warn!(reason = %problem.reason, "{}", problem.message);
+        }
+        self.problems = problems;
+        true
+    }
+
+    /// The fast path towards each active node this node stands by for;
+    /// `previous` keeps `since` when a state did not change.
+    pub fn failover_states(&self, previous: &[FailoverState]) -> Vec<FailoverState> {
+        let Some(failover) = &self.failover else {
+            return Vec::new();
+        };
+        let now = Time(Timestamp::now());
+        failover
+            .towards()
+            .into_iter()
+            .map(|towards| {
+                let (state, reason, message) = match &towards.reach {
+                    Reach::Armed | Reach::Silent => (FailoverPhase::Armed, None, None),
+                    Reach::Waiting => (FailoverPhase::Pending, None, None),
+                    Reach::Unavailable(why) => (
+                        FailoverPhase::Unavailable,
+                        Some(why.reason().to_string()),
+                        Some(why.message(
+                            &towards.node,
+                            failover.node(),
+                            towards.address.port(),
+                        )),
+                    ),
+                };
+                let since = previous
+                    .iter()
+                    .find(|p| p.node == towards.node && p.state == state && p.reason == reason)
+                    .and_then(|p| p.since.clone())
+                    .unwrap_or_else(|| now.clone());
+                FailoverState {
+                    node: towards.node,
+                    state,
+                    reason,
+                    message,
+                    since: Some(since),
+                }
+            })
+            .collect()
     }
 
     /// Turns the fast path on. Active IPs are held back for `grace` first, so a

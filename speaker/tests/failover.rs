@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferrolb_speaker::failover::wire::{self, Key, Kind, Message};
+use ferrolb_speaker::failover::tracker::{Reach, Unavailable};
 use ferrolb_speaker::failover::{Failover, Settings, Target};
 use tokio::sync::Notify;
 
@@ -26,13 +27,18 @@ fn free_port() -> u16 {
 }
 
 fn start(node: &str, port: u16, key: &[u8]) -> Failover {
+    start_at(node, SocketAddr::from(([127, 0, 0, 1], port)), key)
+}
+
+fn start_at(node: &str, address: SocketAddr, key: &[u8]) -> Failover {
     Failover::start(
         node.to_string(),
         None,
-        SocketAddr::from(([127, 0, 0, 1], port)),
+        address,
         Key::new(key),
         SETTINGS,
         Arc::new(Notify::new()),
+        Arc::default(),
     )
     .unwrap()
 }
@@ -155,4 +161,59 @@ async fn forged_and_replayed_datagrams_change_nothing() {
         active.yielded().is_empty(),
         "a replayed takeover is ignored"
     );
+}
+
+#[tokio::test]
+async fn a_standby_that_never_hears_the_active_leaves_its_ips_alone_and_says_so() {
+    // The active signs with another key: its answers never count, as with a
+    // firewall dropping them.
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", pa, b"one key");
+    active.set_answering(&set, &set);
+    let standby = start("b", pb, b"another key");
+    standby.set_targets(&[Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: set.clone(),
+    }]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(standby.taken().is_empty(), "no takeover without evidence");
+    assert!(active.yielded().is_empty());
+    let towards = standby.towards();
+    assert_eq!(towards.len(), 1);
+    assert_eq!(
+        towards[0].reach,
+        Reach::Unavailable(Unavailable::NeverHeard)
+    );
+    assert_eq!(standby.counters.unavailable.load(Ordering::Relaxed), 1);
+    assert_eq!(standby.counters.unavailable_now.load(Ordering::Relaxed), 1);
+    // The active goes away: still nothing (the slow path is the operator's).
+    drop(active);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(standby.taken().is_empty());
+}
+
+#[tokio::test]
+async fn the_fast_path_works_over_ipv6_alone() {
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = ["2001:db8::10".parse().unwrap()].into();
+    let loopback6 = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let active = start_at("a", loopback6(pa), b"key");
+    active.set_answering(&set, &set);
+    let standby = start_at("b", loopback6(pb), b"key");
+    standby.set_targets(&[Target {
+        node: "a".into(),
+        address: loopback6(pa),
+        ips: set.clone(),
+    }]);
+    eventually("the active is heard over IPv6", || {
+        standby.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
+    drop(active);
+    eventually("the standby takes over", || {
+        standby.taken().len() == 1
+    })
+    .await;
 }

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -20,10 +21,10 @@ use ferrolb_webhook::tls::{CertStore, Mounted, SelfManaged};
 )]
 struct Cli {
     /// Where to serve admission over HTTPS.
-    #[arg(long, env = "FERROLB_LISTEN", default_value = "0.0.0.0:9443")]
+    #[arg(long, env = "FERROLB_LISTEN", default_value = "[::]:9443")]
     listen: SocketAddr,
     /// Where to serve /metrics, /healthz and /readyz over plain HTTP.
-    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "[::]:9091")]
     metrics_addr: SocketAddr,
     /// Log as JSON lines.
     #[arg(long, env = "FERROLB_LOG_JSON")]
@@ -37,12 +38,13 @@ struct Cli {
     /// The ValidatingWebhookConfiguration whose caBundle this webhook keeps.
     #[arg(long, default_value = "ferrolb-webhook")]
     webhook_config: String,
-    /// DNS names for the serving certificate (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "ferrolb-webhook.ferrolb-system.svc,ferrolb-webhook.ferrolb-system.svc.cluster.local"
-    )]
+    /// The webhook's Service (in `--namespace`): the serving certificate is
+    /// made for its DNS names unless `--dns-names` says otherwise.
+    #[arg(long, default_value = "ferrolb-webhook")]
+    service: String,
+    /// DNS names for the serving certificate (comma-separated; default: the
+    /// Service's `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.cluster.local`).
+    #[arg(long, value_delimiter = ',')]
     dns_names: Vec<String>,
     /// IP addresses for the serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -62,15 +64,58 @@ struct Cli {
     tls_key_file: Option<PathBuf>,
 }
 
+/// The serving certificate's DNS names: those given, else the Service's.
+fn dns_names(cli: &Cli) -> Vec<String> {
+    if !cli.dns_names.is_empty() {
+        return cli.dns_names.clone();
+    }
+    let short = format!("{}.{}.svc", cli.service, cli.namespace);
+    vec![short.clone(), format!("{short}.cluster.local")]
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferrolb_runtime::init_logs(cli.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = kube::Client::try_default().await?;
+    // Liveness answers from the start; readiness once the certificate is in
+    // place, the caches are synced and admission is served.
     let metrics = Metrics::new();
     let store = Arc::new(CertStore::default());
+    let serving = Arc::new(AtomicBool::new(false));
+    let health = {
+        let (metrics, store, serving) = (metrics.clone(), store.clone(), serving.clone());
+        ferrolb_runtime::serve(
+            cli.metrics_addr,
+            move || metrics.encode(),
+            move || serving.load(Ordering::Relaxed) && store.ready(),
+        )?
+    };
+    let listener = ferrolb_runtime::listen(cli.listen, "admission (HTTPS)")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // PID 1 in its container: SIGTERM must end it, whatever stage it is in.
+    tokio::select! {
+        result = run(cli, metrics, store, serving, listener) => result,
+        served = health => Err(anyhow::anyhow!("the health server stopped: {served:?}")),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+        _ = terminate.recv() => {
+            tracing::info!("terminated; stopping");
+            Ok(())
+        }
+    }
+}
 
+async fn run(
+    cli: Cli,
+    metrics: Arc<Metrics>,
+    store: Arc<CertStore>,
+    serving: Arc<AtomicBool>,
+    listener: std::net::TcpListener,
+) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
     match (&cli.tls_cert_file, &cli.tls_key_file) {
         (Some(cert), Some(key)) => {
             let mounted = Mounted {
@@ -87,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace: cli.namespace.clone(),
                 secret: cli.secret.clone(),
                 webhook_config: cli.webhook_config.clone(),
-                dns_names: cli.dns_names.clone(),
+                dns_names: dns_names(&cli),
                 ips: cli.ip_sans.clone(),
                 validity: Duration::from_secs(cli.cert_validity_seconds),
                 ca_validity: Duration::from_secs(cli.ca_validity_seconds),
@@ -108,27 +153,15 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("caches synced");
     let handler = Handler::new(Arc::new(watched), metrics.clone());
 
-    {
-        let metrics = metrics.clone();
-        let store = store.clone();
-        tokio::spawn(ferrolb_runtime::serve(
-            cli.metrics_addr,
-            move || metrics.encode(),
-            move || store.ready(),
-        ));
-    }
-
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
     tracing::info!(listen = %cli.listen, "ferrolb-webhook serving");
-    let server =
-        axum_server::bind_rustls(cli.listen, tls).serve(router(handler).into_make_service());
-    tokio::select! {
-        result = server => result?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-    }
+    let server = axum_server::from_tcp_rustls(listener, tls)?
+        .serve(router(handler).into_make_service());
+    serving.store(true, Ordering::Relaxed);
+    server.await?;
     Ok(())
 }

@@ -247,11 +247,6 @@ async fn connect(peer: &Peer, key: Option<Vec<u8>>, context: &Context) -> io::Re
     };
     let (source, netns) = (peer.source, context.netns.clone());
     let make = move || -> io::Result<socket2::Socket> {
-        if let Some(path) = &netns {
-            let file = std::fs::File::open(path)?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-        }
         let domain = socket2::Domain::for_address(target);
         let socket =
             socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
@@ -271,10 +266,8 @@ async fn connect(peer: &Peer, key: Option<Vec<u8>>, context: &Context) -> io::Re
         }
         Ok(socket)
     };
-    let socket = if context.netns.is_some() {
-        std::thread::spawn(make)
-            .join()
-            .map_err(|_| io::Error::other("the socket thread panicked"))??
+    let socket = if netns.is_some() {
+        crate::netns::run_in(netns, make)?
     } else {
         make()?
     };

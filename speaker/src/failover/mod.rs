@@ -122,6 +122,8 @@ pub struct Counters {
     pub released: AtomicU64,
     /// Times fast failover towards an active node turned unavailable.
     pub unavailable: AtomicU64,
+    /// Active nodes the fast path is unavailable towards now (a gauge).
+    pub unavailable_now: AtomicU64,
     /// IPs received by planned hand-off.
     pub handoffs_received: AtomicU64,
     /// Datagrams refused (bad signature, malformed, stale or replayed).
@@ -170,12 +172,7 @@ fn nonce() -> u64 {
 /// (an IPv6 socket that also takes IPv4), inside `netns` when given; a node
 /// with IPv6 turned off gets an IPv4 one. Returns whether it is IPv6.
 fn bind(netns: Option<PathBuf>, port: u16) -> io::Result<(std::net::UdpSocket, bool)> {
-    let make = move || -> io::Result<(std::net::UdpSocket, bool)> {
-        if let Some(path) = &netns {
-            let file = std::fs::File::open(path)?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-        }
+    crate::netns::run_in(netns, move || {
         let dual = || -> io::Result<std::net::UdpSocket> {
             let socket = socket2::Socket::new(
                 socket2::Domain::IPV6,
@@ -192,10 +189,7 @@ fn bind(netns: Option<PathBuf>, port: u16) -> io::Result<(std::net::UdpSocket, b
         };
         socket.set_nonblocking(true)?;
         Ok((socket, v6))
-    };
-    std::thread::spawn(make)
-        .join()
-        .map_err(|_| io::Error::other("the socket thread panicked"))?
+    })
 }
 
 /// Where to send to `address` on a socket of the given family: an IPv4
@@ -218,6 +212,7 @@ impl Failover {
         key: Key,
         settings: Settings,
         changed: Arc<Notify>,
+        counters: Arc<Counters>,
     ) -> io::Result<Failover> {
         let (socket, v6) = bind(netns, address.port())?;
         let socket = Arc::new(UdpSocket::from_std(socket)?);
@@ -240,7 +235,7 @@ impl Failover {
             v6,
             shared: Arc::new(Mutex::new(shared)),
             changed,
-            counters: Arc::default(),
+            counters,
             address,
             tasks: Vec::new(),
         };
@@ -248,6 +243,11 @@ impl Failover {
         let probe = tokio::spawn(failover.clone_parts().probe());
         failover.tasks = vec![receive, probe];
         Ok(failover)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn clone_parts(&self) -> Parts {
@@ -545,7 +545,7 @@ impl Parts {
                             .get(&message.node)
                             .is_some_and(|n| n.contains(&message.nonce))
                         {
-                            shared
+                            changed |= shared
                                 .tracker
                                 .answered(&message.node, std::time::Instant::now());
                             self.counters.replies.fetch_add(1, Ordering::Relaxed);
@@ -612,7 +612,10 @@ impl Parts {
                 self.counters
                     .unavailable
                     .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
-                changed = !decision.take.is_empty() || !decision.release.is_empty();
+                changed = !decision.is_empty();
+                self.counters
+                    .unavailable_now
+                    .store(shared.tracker.unavailable() as u64, Ordering::Relaxed);
                 for (node, ips, taken) in shared.tracker.probes() {
                     let Some(address) = shared.addresses.get(&node).copied() else {
                         continue;

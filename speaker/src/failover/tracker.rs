@@ -163,14 +163,19 @@ impl Tracker {
         });
     }
 
-    /// A signed answer from `node`'s speaker.
-    pub fn answered(&mut self, node: &str, now: Instant) {
-        if let Some(follow) = self.follows.get_mut(node) {
-            follow.heard = Some(now);
-            follow.lease_while_silent = None;
-            follow.alive_while_silent = false;
-            follow.unavailable = None;
-        }
+    /// A signed answer from `node`'s speaker. Returns whether that armed the
+    /// takeover anew (first answer, or the first after being unavailable):
+    /// worth reporting.
+    pub fn answered(&mut self, node: &str, now: Instant) -> bool {
+        let Some(follow) = self.follows.get_mut(node) else {
+            return false;
+        };
+        let armed_anew = follow.heard.is_none() || follow.unavailable.is_some();
+        follow.heard = Some(now);
+        follow.lease_while_silent = None;
+        follow.alive_while_silent = false;
+        follow.unavailable = None;
+        armed_anew
     }
 
     /// `node`'s Lease as the apiserver shows it now (`renew`: its renewTime as
@@ -286,6 +291,14 @@ impl Tracker {
             .is_some_and(|f| ips.iter().any(|ip| f.ips.contains(ip)))
     }
 
+    /// How many followed nodes the fast path is unavailable towards.
+    pub fn unavailable(&self) -> usize {
+        self.follows
+            .values()
+            .filter(|f| f.unavailable.is_some())
+            .count()
+    }
+
     /// IPs taken over and not yet made official.
     pub fn taken(&self) -> &BTreeMap<IpAddr, Taken> {
         &self.taken
@@ -382,6 +395,7 @@ mod tests {
         );
         assert!(tracker.taken().is_empty());
         assert!(tracker.suspects(ms(t0, 10_000)).is_empty());
+        assert_eq!(tracker.unavailable(), 1);
     }
 
     #[test]
@@ -504,7 +518,8 @@ mod tests {
             reach(&tracker, ms(t0, 1_000)),
             Reach::Unavailable(Unavailable::NeverHeard)
         );
-        tracker.answered(A, ms(t0, 2_000));
+        assert!(tracker.answered(A, ms(t0, 2_000)), "armed anew: reported");
+        assert!(!tracker.answered(A, ms(t0, 2_050)), "already armed");
         assert!(tracker.tick(ms(t0, 2_100)).is_empty());
         assert_eq!(reach(&tracker, ms(t0, 2_100)), Reach::Armed);
         assert_eq!(tracker.tick(ms(t0, 2_301)).take.len(), 2);
