@@ -90,6 +90,9 @@ pub mod condition {
         pub const ANNOUNCE_FAILED: &str = "AnnounceFailed";
         /// No BGP session carries the route.
         pub const NO_ESTABLISHED_SESSION: &str = "NoEstablishedSession";
+        /// Another load-balancer controller writes the Service's
+        /// `status.loadBalancer` too.
+        pub const OTHER_CONTROLLER: &str = "OtherController";
     }
 }
 

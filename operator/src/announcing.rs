@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use ferrolb_api::address::format_ip;
 use ferrolb_api::bgppeer::BGPPeerStatus;
+use ferrolb_api::constants::EXCLUDE_LABEL;
 use ferrolb_api::constants::condition::reason;
-use ferrolb_api::nodeannouncement::{BgpSession, BgpState, L2Announcement, L2Phase, L2Role};
+use ferrolb_api::nodeannouncement::{
+    BgpSession, BgpState, FailoverPhase, KERNEL_ANSWERS_ARP, L2Announcement, L2Phase, L2Role,
+};
 use ferrolb_api::selector::{Selector, label_selector_matches};
 use ferrolb_api::timer::{format_timer, parse_timer};
 use ferrolb_api::{
@@ -109,6 +112,7 @@ pub fn nodes(
     nodes: &[std::sync::Arc<Node>],
     leases: &[std::sync::Arc<Lease>],
     takeovers: &Takeovers,
+    ignore_exclude_lb: bool,
 ) -> Vec<announce::Node> {
     let now = Timestamp::now();
     let live: BTreeSet<String> = leases
@@ -129,6 +133,7 @@ pub fn nodes(
             announce::Node {
                 speaker_alive: live.contains(&speaker_lease(&name))
                     && !takeovers.from.contains(&name),
+                excluded: !ignore_exclude_lb && node.labels().contains_key(EXCLUDE_LABEL),
                 labels: node.labels().clone(),
                 ready,
                 name,
@@ -542,16 +547,20 @@ fn l2_verdict(
 ) -> Verdict {
     match outcome {
         Outcome::Announced { node, standby } => {
+            let standby_node = standby.clone();
             let standby = standby
                 .as_ref()
                 .map_or(" (no standby node)".to_string(), |s| {
                     format!(" (standby {s})")
                 });
             match reported(announcements.get(node).map(|a| a.as_ref()), ips) {
-                L2Report::Answering => Verdict::yes(
-                    reason::ANNOUNCED,
-                    format!("L2: {listed} answered by node {node}{standby}"),
-                ),
+                L2Report::Answering => {
+                    let notes = l2_notes(node, standby_node.as_deref(), announcements);
+                    Verdict::yes(
+                        reason::ANNOUNCED,
+                        format!("L2: {listed} answered by node {node}{standby}{notes}"),
+                    )
+                }
                 L2Report::Failed(why) => Verdict::no(
                     reason::ANNOUNCE_FAILED,
                     format!("L2: node {node} cannot answer for {listed}: {why}"),
@@ -574,6 +583,64 @@ fn l2_verdict(
             format!("L2: no node may announce {listed}: {why}"),
         ),
     }
+}
+
+/// At most this many nodes are named in a message; the rest are counted.
+const NAMED_NODES: usize = 3;
+
+/// `names` for a message: the first few, then how many more.
+pub fn name_some(names: &[&str]) -> String {
+    let mut text = names
+        .iter()
+        .take(NAMED_NODES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMED_NODES {
+        text.push_str(&format!(" and {} more", names.len() - NAMED_NODES));
+    }
+    text
+}
+
+/// What an answered layer 2 IP's message adds: the fast path between the
+/// active and the standby node when it is unavailable, and nodes whose
+/// kernel answers ARP for Service IPs too. Each with its fix; empty when all
+/// is well.
+fn l2_notes(
+    active: &str,
+    standby: Option<&str>,
+    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+) -> String {
+    let mut notes = String::new();
+    if let Some(message) = standby
+        .and_then(|s| announcements.get(s))
+        .and_then(|a| a.status.as_ref())
+        .and_then(|status| {
+            status
+                .failover
+                .iter()
+                .find(|f| f.node == active && f.state == FailoverPhase::Unavailable)
+        })
+        .and_then(|f| f.message.clone())
+    {
+        notes.push_str(&format!("; {message}"));
+    }
+    let answering: Vec<&str> = announcements
+        .iter()
+        .filter(|(_, a)| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.problems.iter().any(|p| p.reason == KERNEL_ANSWERS_ARP))
+        })
+        .map(|(node, _)| node.as_str())
+        .collect();
+    if !answering.is_empty() {
+        notes.push_str(&format!(
+            "; the kernel of node {} answers ARP for Service IPs too (kube-proxy in IPVS mode without strictARP), so clients may reach any of them: set strictARP: true in kube-proxy's configuration",
+            name_some(&answering)
+        ));
+    }
+    notes
 }
 
 /// A BGPPeer's status: how many of the nodes that peer with it have the
@@ -644,5 +711,109 @@ pub fn peer_status(
         }],
         selected_nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
         established_nodes: established,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_api::nodeannouncement::{
+        FailoverState, L2State, NodeAnnouncementStatus, NodeProblem,
+    };
+    use std::sync::Arc;
+
+    const IP: &str = "192.168.1.10";
+
+    fn announcement(node: &str, status: NodeAnnouncementStatus) -> (String, Arc<NodeAnnouncement>) {
+        let mut a = NodeAnnouncement::new(node, NodeAnnouncementSpec::default());
+        a.status = Some(status);
+        (node.to_string(), Arc::new(a))
+    }
+
+    fn answering() -> NodeAnnouncementStatus {
+        NodeAnnouncementStatus {
+            l2: vec![L2State {
+                ip: IP.into(),
+                state: L2Phase::Announcing,
+                interfaces: vec!["eth0".into()],
+                since: None,
+                message: None,
+                taken_from: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn l2_message(announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Verdict {
+        let outcome = Outcome::Announced {
+            node: "node-b".into(),
+            standby: Some("node-c".into()),
+        };
+        verdict(
+            Some(&outcome),
+            None,
+            &[IP.parse().unwrap()],
+            &BTreeSet::from(["l2".to_string()]),
+            announcements,
+        )
+    }
+
+    #[test]
+    fn an_answered_ip_with_a_working_fast_path_says_just_that() {
+        let announcements = BTreeMap::from([
+            announcement("node-b", answering()),
+            announcement("node-c", NodeAnnouncementStatus::default()),
+        ]);
+        let verdict = l2_message(&announcements);
+        assert_eq!(verdict.reason, "Announced");
+        assert_eq!(
+            verdict.message,
+            "L2: 192.168.1.10 answered by node node-b (standby node-c)"
+        );
+    }
+
+    #[test]
+    fn an_unavailable_fast_path_and_a_kernel_answering_arp_are_named_with_their_fixes() {
+        let standby = NodeAnnouncementStatus {
+            failover: vec![FailoverState {
+                node: "node-b".into(),
+                state: FailoverPhase::Unavailable,
+                reason: Some("NoProbeAnswer".into()),
+                message: Some("fast failover unavailable between node-b and node-c: no answer on UDP 7473 — open it between nodes".into()),
+                since: None,
+            }],
+            problems: vec![NodeProblem {
+                reason: KERNEL_ANSWERS_ARP.into(),
+                message: "…".into(),
+            }],
+            ..Default::default()
+        };
+        let announcements = BTreeMap::from([
+            announcement("node-b", answering()),
+            announcement("node-c", standby),
+        ]);
+        let verdict = l2_message(&announcements);
+        assert!(verdict.is_true(), "still reachable");
+        assert!(
+            verdict.message.contains(
+                "; fast failover unavailable between node-b and node-c: no answer on UDP 7473 — open it between nodes"
+            ),
+            "{}",
+            verdict.message
+        );
+        assert!(
+            verdict
+                .message
+                .contains("the kernel of node node-c answers ARP for Service IPs too"),
+            "{}",
+            verdict.message
+        );
+        assert!(verdict.message.contains("strictARP: true"));
+    }
+
+    #[test]
+    fn a_message_names_a_few_nodes_and_counts_the_rest() {
+        assert_eq!(name_some(&["a", "b"]), "a, b");
+        assert_eq!(name_some(&["a", "b", "c", "d", "e"]), "a, b, c and 2 more");
     }
 }

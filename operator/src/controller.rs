@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_api::bgppeer::BGPPeerStatus;
-use ferrolb_api::constants::{NAMESPACE, condition, manager};
+use ferrolb_api::constants::{condition, manager};
 use ferrolb_api::{
     BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement,
     NodeAnnouncement, NodeAnnouncementSpec,
@@ -49,6 +49,10 @@ pub struct Config {
     pub identity: String,
     /// Concurrent API writes.
     pub write_concurrency: usize,
+    /// The namespace ferrolb runs in (speaker Leases, the failover Secret).
+    pub namespace: String,
+    /// Use nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub ignore_exclude_lb: bool,
 }
 
 /// The stores the controller reads.
@@ -152,7 +156,15 @@ struct State {
     pools_written: HashMap<String, (IPAddressPoolStatus, u64)>,
     peers_written: HashMap<String, (BGPPeerStatus, u64)>,
     announcements_written: HashMap<String, (NodeAnnouncementSpec, u64)>,
+    /// Other controllers seen writing a Service's ingress, and when last:
+    /// once our write takes the field back their mark is gone from
+    /// managedFields, so the sighting is remembered for a while.
+    other_writers: HashMap<ServiceKey, (Vec<String>, std::time::Instant)>,
 }
+
+/// How long a sighting of another controller writing a Service's ingress is
+/// reported after the last one.
+const OTHER_WRITER_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// An Event for a condition that changed reason, counting allocation outcomes.
 fn transition(
@@ -235,6 +247,7 @@ impl State {
             pools_written: HashMap::new(),
             peers_written: HashMap::new(),
             announcements_written: HashMap::new(),
+            other_writers: HashMap::new(),
         }
     }
 
@@ -290,8 +303,12 @@ impl State {
                 announcing::announced(service, held, &endpoints, &current, &takeovers)
             })
             .collect();
-        let planned_nodes =
-            announcing::nodes(&stores.nodes.state(), &stores.leases.state(), &takeovers);
+        let planned_nodes = announcing::nodes(
+            &stores.nodes.state(),
+            &stores.leases.state(),
+            &takeovers,
+            config.ignore_exclude_lb,
+        );
         let plan = plan_l2(
             &planned_nodes,
             &announcing::advertisements(&stores.l2.state(), &pools_now),
@@ -338,17 +355,31 @@ impl State {
             writes.push(Write::Retire { node: node.clone() });
         }
 
+        let now = std::time::Instant::now();
+        self.other_writers
+            .retain(|_, (_, seen)| now.duration_since(*seen) < OTHER_WRITER_MEMORY);
         for (service, key, mut desired, held) in allocated {
+            let others = convert::other_ingress_writers(&service, manager::OPERATOR);
+            if !others.is_empty() {
+                tracing::warn!(service = %key, managers = ?others, "another controller writes this Service's status.loadBalancer");
+                self.other_writers.insert(key.clone(), (others, now));
+            }
             if !held.is_empty() {
                 let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
                 let pools: BTreeSet<String> = held.iter().filter_map(|a| a.pool.clone()).collect();
-                desired.announced = Some(announcing::verdict(
-                    plan.services.get(&key),
-                    bgp_plan.services.get(&key),
-                    &ips,
-                    &pools,
-                    &announcements,
-                ));
+                desired.announced = Some(match self.other_writers.get(&key) {
+                    Some((others, _)) => Verdict::no(
+                        condition::reason::OTHER_CONTROLLER,
+                        convert::other_controller_message(others),
+                    ),
+                    None => announcing::verdict(
+                        plan.services.get(&key),
+                        bgp_plan.services.get(&key),
+                        &ips,
+                        &pools,
+                        &announcements,
+                    ),
+                });
             }
             if status::up_to_date(&service, &desired) {
                 self.written.remove(&key);
@@ -655,7 +686,10 @@ pub async fn run(
         pools: watch_store(Api::<IPAddressPool>::all(client.clone()), wake()),
         namespaces: watch_store(Api::<Namespace>::all(client.clone()), wake()),
         nodes: watch_store(Api::<Node>::all(client.clone()), wake()),
-        leases: watch_store(Api::<Lease>::namespaced(client.clone(), NAMESPACE), wake()),
+        leases: watch_store(
+            Api::<Lease>::namespaced(client.clone(), &config.namespace),
+            wake(),
+        ),
         l2: watch_store(Api::<L2Advertisement>::all(client.clone()), wake()),
         peers: watch_store(Api::<BGPPeer>::all(client.clone()), wake()),
         bgp: watch_store(Api::<BGPAdvertisement>::all(client.clone()), wake()),

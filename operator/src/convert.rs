@@ -54,6 +54,44 @@ pub fn is_ours(service: &Service, lb_class: &str) -> bool {
             .is_none_or(|class| class == lb_class)
 }
 
+/// Field managers other than `own` that wrote `status.loadBalancer.ingress`
+/// of a Service (as its managedFields show): another load-balancer
+/// controller on the same Services, such as k3s's ServiceLB or MetalLB.
+pub fn other_ingress_writers(service: &Service, own: &str) -> Vec<String> {
+    let mut found: Vec<String> = service
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref().is_some_and(|m| m != own))
+        .filter(|entry| {
+            entry.fields_v1.as_ref().is_some_and(|fields| {
+                fields
+                    .0
+                    .pointer("/f:status/f:loadBalancer/f:ingress")
+                    .is_some()
+            })
+        })
+        .filter_map(|entry| entry.manager.clone())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The Announced message for a Service whose status another controller
+/// writes too.
+pub fn other_controller_message(managers: &[String]) -> String {
+    format!(
+        "another controller ({}) also writes status.loadBalancer of this Service, so clients may be handed its address instead of ferrolb's: turn it off (k3s: start the server with --disable servicelb; MetalLB: uninstall it once migrated) or keep the two apart with spec.loadBalancerClass (ferrolb handles --lb-class and Services without a class)",
+        managers
+            .iter()
+            .map(|m| format!("field manager \"{m}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The first of an annotation's spellings (ours, then MetalLB's) that is set.
 fn annotation<'a>(service: &'a Service, name: &str) -> Option<&'a str> {
     let annotations = service.metadata.annotations.as_ref()?;
@@ -147,6 +185,48 @@ pub fn request(service: &Service, namespace_labels: &Labels) -> Result<ServiceRe
             .map(str::to_string),
         sharing,
     })
+}
+
+#[cfg(test)]
+mod other_writer_tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+
+    fn entry(manager: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_string()),
+            fields_v1: Some(FieldsV1(fields)),
+            subresource: Some("status".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn another_manager_of_the_ingress_is_named_and_ours_or_other_fields_are_not() {
+        let mut service = Service::default();
+        service.metadata.managed_fields = Some(vec![
+            entry(
+                "ferrolb-operator",
+                serde_json::json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}}),
+            ),
+            entry(
+                "svclb-controller",
+                serde_json::json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}}),
+            ),
+            entry(
+                "kubectl-edit",
+                serde_json::json!({"f:metadata": {"f:labels": {}}}),
+            ),
+        ]);
+        let found = other_ingress_writers(&service, "ferrolb-operator");
+        assert_eq!(found, vec!["svclb-controller".to_string()]);
+        let message = other_controller_message(&found);
+        assert!(message.contains("\"svclb-controller\""), "{message}");
+        assert!(message.contains("--disable servicelb"), "{message}");
+        assert!(message.contains("loadBalancerClass"), "{message}");
+        service.metadata.managed_fields = None;
+        assert!(other_ingress_writers(&service, "ferrolb-operator").is_empty());
+    }
 }
 
 #[cfg(test)]

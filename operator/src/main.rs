@@ -39,6 +39,10 @@ struct Cli {
     /// Seconds a leader Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Use nodes labelled node.kubernetes.io/exclude-from-external-load-balancers
+    /// (single-node and control-plane-only clusters, where every node has it).
+    #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LB")]
+    ignore_exclude_lb: bool,
     /// Concurrent writes to the API.
     #[arg(long, default_value_t = 16)]
     write_concurrency: usize,
@@ -85,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         lb_class: cli.lb_class.clone(),
         identity: identity.clone(),
         write_concurrency: cli.write_concurrency,
+        namespace: cli.namespace.clone(),
+        ignore_exclude_lb: cli.ignore_exclude_lb,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {

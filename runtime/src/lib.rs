@@ -99,7 +99,9 @@ pub fn listen(addr: SocketAddr, what: &str) -> std::io::Result<std::net::TcpList
         }
         other => other,
     };
-    result.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}")))
+    result.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+    })
 }
 
 /// Serves `/metrics` (from `metrics`), `/healthz` (ok while the process runs)
@@ -148,7 +150,9 @@ where
             }),
         );
     let listener = tokio::net::TcpListener::from_std(listen(addr, "metrics and health")?)?;
-    Ok(tokio::spawn(async move { axum::serve(listener, app).await }))
+    Ok(tokio::spawn(
+        async move { axum::serve(listener, app).await },
+    ))
 }
 
 #[cfg(test)]
@@ -161,7 +165,9 @@ mod tests {
         let taken = first.local_addr().unwrap();
         let error = listen(taken, "metrics and health").unwrap_err();
         assert!(
-            error.to_string().contains(&format!("cannot listen on {taken} for metrics and health")),
+            error
+                .to_string()
+                .contains(&format!("cannot listen on {taken} for metrics and health")),
             "{error}"
         );
     }

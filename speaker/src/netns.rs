@@ -15,11 +15,11 @@ where
 {
     std::thread::spawn(move || {
         if let Some(path) = &netns {
-            let file = std::fs::File::open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                io::Error::other(format!("entering {}: {e}", path.display()))
+            let file = std::fs::File::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
             })?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io::Error::other(format!("entering {}: {e}", path.display())))?;
         }
         work()
     })

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use ferrolb_api::NodeAnnouncementSpec;
 use ferrolb_api::address::format_ip;
-use ferrolb_api::nodeannouncement::{
-    FailoverPhase, FailoverState, L2Phase, L2State, NodeProblem,
-};
+use ferrolb_api::nodeannouncement::{FailoverPhase, FailoverState, L2Phase, L2State, NodeProblem};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
@@ -107,11 +105,7 @@ impl Runner {
                     Reach::Unavailable(why) => (
                         FailoverPhase::Unavailable,
                         Some(why.reason().to_string()),
-                        Some(why.message(
-                            &towards.node,
-                            failover.node(),
-                            towards.address.port(),
-                        )),
+                        Some(why.message(&towards.node, failover.node(), towards.address.port())),
                     ),
                 };
                 let since = previous

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ferrolb_speaker::failover::wire::{self, Key, Kind, Message};
 use ferrolb_speaker::failover::tracker::{Reach, Unavailable};
+use ferrolb_speaker::failover::wire::{self, Key, Kind, Message};
 use ferrolb_speaker::failover::{Failover, Settings, Target};
 use tokio::sync::Notify;
 
@@ -212,8 +212,5 @@ async fn the_fast_path_works_over_ipv6_alone() {
     })
     .await;
     drop(active);
-    eventually("the standby takes over", || {
-        standby.taken().len() == 1
-    })
-    .await;
+    eventually("the standby takes over", || standby.taken().len() == 1).await;
 }

@@ -159,8 +159,8 @@ async fn run(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
     tracing::info!(listen = %cli.listen, "ferrolb-webhook serving");
-    let server = axum_server::from_tcp_rustls(listener, tls)?
-        .serve(router(handler).into_make_service());
+    let server =
+        axum_server::from_tcp_rustls(listener, tls)?.serve(router(handler).into_make_service());
     serving.store(true, Ordering::Relaxed);
     server.await?;
     Ok(())

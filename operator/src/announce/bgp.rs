@@ -216,6 +216,7 @@ mod tests {
             name: name.to_string(),
             labels: BTreeMap::new(),
             ready: true,
+            excluded: false,
             speaker_alive: true,
         }
     }

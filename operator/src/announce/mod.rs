@@ -17,8 +17,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_api::constants::EXCLUDE_LABEL;
-
 use crate::allocation::ServiceKey;
 use crate::allocation::selector::{Labels, Selector, any_matches};
 
@@ -31,6 +29,9 @@ pub struct Node {
     pub labels: Labels,
     /// Its Ready condition is True.
     pub ready: bool,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`,
+    /// and the operator does not ignore that label (`--ignore-exclude-lb`).
+    pub excluded: bool,
     /// Its speaker's Lease is alive.
     pub speaker_alive: bool,
 }
@@ -188,13 +189,16 @@ fn groups(services: &[Announced]) -> Vec<Vec<usize>> {
     by_root.into_values().collect()
 }
 
+/// Why an excluded node is left out, and how to use it anyway.
+pub const EXCLUDED: &str = "labelled node.kubernetes.io/exclude-from-external-load-balancers (kubeadm, kind and Talos put it on control-plane nodes; run the operator with --ignore-exclude-lb to use them)";
+
 /// Why a node cannot announce, if it cannot (advertisement and endpoints
 /// aside).
 pub(crate) fn unfit(node: &Node) -> Option<&'static str> {
     if !node.ready {
         Some("not Ready")
-    } else if node.labels.contains_key(EXCLUDE_LABEL) {
-        Some("labelled node.kubernetes.io/exclude-from-external-load-balancers")
+    } else if node.excluded {
+        Some(EXCLUDED)
     } else if !node.speaker_alive {
         Some("its speaker is not running")
     } else {

@@ -9,6 +9,7 @@ fn node(name: &str) -> Node {
         name: name.to_string(),
         labels: Labels::from([("kubernetes.io/hostname".to_string(), name.to_string())]),
         ready: true,
+        excluded: false,
         speaker_alive: true,
     }
 }
@@ -103,9 +104,7 @@ fn ineligible_nodes_are_skipped_and_named() {
     let mut not_ready = node("a");
     not_ready.ready = false;
     let mut excluded = node("b");
-    excluded
-        .labels
-        .insert(EXCLUDE_LABEL.to_string(), String::new());
+    excluded.excluded = true;
     let mut no_speaker = node("c");
     no_speaker.speaker_alive = false;
     let nodes = [not_ready, excluded, no_speaker];

@@ -156,11 +156,8 @@ impl Tracker {
             }
             follow.ips = ips.clone();
         }
-        self.taken.retain(|ip, taken| {
-            targets
-                .get(&taken.from)
-                .is_some_and(|ips| ips.contains(ip))
-        });
+        self.taken
+            .retain(|ip, taken| targets.get(&taken.from).is_some_and(|ips| ips.contains(ip)));
     }
 
     /// A signed answer from `node`'s speaker. Returns whether that armed the
@@ -411,7 +408,11 @@ mod tests {
             decision.take.keys().copied().collect::<Vec<_>>(),
             vec![ip(10), ip(11)]
         );
-        assert!(decision.take[&ip(10)].why.contains("did not answer 3 probes"));
+        assert!(
+            decision.take[&ip(10)]
+                .why
+                .contains("did not answer 3 probes")
+        );
         assert_eq!(decision.take[&ip(10)].from, A);
         // Taken once.
         assert!(tracker.tick(ms(t0, 400)).take.is_empty());

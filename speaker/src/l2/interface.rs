@@ -249,7 +249,8 @@ pub fn choose_default(node_ip: Option<IpAddr>) -> Result<(String, Chosen)> {
 mod tests {
     use super::*;
 
-    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 cni0\t0000F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 eth1\t00000000\t0101A8C0\t0003\t0\t0\t200\t00000000\t0\t0\t0
 eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0
@@ -292,7 +293,15 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         ] {
             assert!(!is_node_network(name), "{name}");
         }
-        for name in ["eth0", "ens3", "enp1s0", "eno1", "bond0", "bond0.100", "wlan0"] {
+        for name in [
+            "eth0",
+            "ens3",
+            "enp1s0",
+            "eno1",
+            "bond0",
+            "bond0.100",
+            "wlan0",
+        ] {
             assert!(is_node_network(name), "{name}");
         }
     }

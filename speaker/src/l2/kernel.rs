@@ -57,13 +57,18 @@ pub fn read(
     crate::netns::run_in(netns, move || {
         let interface = match interface {
             Some(name) => name,
-            None => super::interface::choose_default(node_ip)
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))?
-                .0,
+            None => {
+                super::interface::choose_default(node_ip)
+                    .map_err(|e| std::io::Error::other(format!("{e:#}")))?
+                    .0
+            }
         };
         let mut service_addresses = 0;
         for entry in nix::ifaddrs::getifaddrs()? {
-            let Some(v4) = entry.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())) else {
+            let Some(v4) = entry
+                .address
+                .and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+            else {
                 continue;
             };
             let ipvs = entry.interface_name.starts_with("kube-ipvs");
@@ -98,7 +103,11 @@ mod tests {
     fn service_ips_on_the_node_with_arp_ignore_0_are_a_problem_naming_strict_arp() {
         let found = problem(&view(2, 0)).expect("a problem");
         assert_eq!(found.reason, "KernelAnswersARP");
-        assert!(found.message.contains("strictARP: true"), "{}", found.message);
+        assert!(
+            found.message.contains("strictARP: true"),
+            "{}",
+            found.message
+        );
         assert!(found.message.contains("arp_ignore is 0 on eth0"));
     }
 
