@@ -10,6 +10,16 @@ pub const NAMESPACE: &str = "ferrolb-system";
 /// The load balancer class ferrolb answers to (Services without a class are ours too).
 pub const LB_CLASS: &str = "ferrolb.io/ferrolb";
 
+/// The Secret (in ferrolb's namespace) holding the fast failover key: the
+/// operator creates it, the speakers read it.
+pub const FAILOVER_SECRET: &str = "ferrolb-failover";
+
+/// The name of a node's speaker Lease in ferrolb's namespace: its sign of
+/// life, renewed by the speaker and read by the operator and other speakers.
+pub fn speaker_lease(node: &str) -> String {
+    format!("speaker-{node}")
+}
+
 /// Field managers, named after the binaries.
 pub mod manager {
     /// The operator's field manager.

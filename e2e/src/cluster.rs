@@ -145,17 +145,20 @@ impl TestCluster {
         };
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let base = format!("https://127.0.0.1:{port}/validate");
-        let hook = |kind: &str, operations: &str| {
+        // As config/webhook has it: Fail on create and update, Ignore on
+        // the pool deletes that can only bring warnings.
+        let hook = |name: &str, kind: &str, operations: &str, policy: &str| {
             format!(
-                "- name: {kind}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'{bundle}}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
+                "- name: {name}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'{bundle}}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
             )
         };
         let config = format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}",
-            hook("ipaddresspools", "CREATE, UPDATE, DELETE"),
-            hook("l2advertisements", "CREATE, UPDATE"),
-            hook("bgppeers", "CREATE, UPDATE"),
-            hook("bgpadvertisements", "CREATE, UPDATE"),
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}{}",
+            hook("ipaddresspools", "ipaddresspools", "CREATE, UPDATE", "Fail"),
+            hook("ipaddresspool-deletes", "ipaddresspools", "DELETE", "Ignore"),
+            hook("l2advertisements", "l2advertisements", "CREATE, UPDATE", "Fail"),
+            hook("bgppeers", "bgppeers", "CREATE, UPDATE", "Fail"),
+            hook("bgpadvertisements", "bgpadvertisements", "CREATE, UPDATE", "Fail"),
         );
         self.apply_ok(&config)?;
         let mut args = vec![

@@ -107,7 +107,22 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             "patch leases.coordination.k8s.io -n ferrolb-system",
             true,
         ),
-        (SPEAKER, "get secrets -n ferrolb-system", true),
+        (SPEAKER, "get secrets/ferrolb-failover -n ferrolb-system", true),
+        (
+            SPEAKER,
+            "get secrets/ferrolb-bgp-passwords -n ferrolb-system",
+            true,
+        ),
+        (
+            SPEAKER,
+            "get secrets/ferrolb-webhook-tls -n ferrolb-system",
+            false,
+        ),
+        (
+            SPEAKER,
+            "get leases.coordination.k8s.io/speaker-node-b -n ferrolb-system",
+            true,
+        ),
         (SPEAKER, "patch nodeannouncements.ferrolb.io", false),
         (SPEAKER, "create nodeannouncements.ferrolb.io", false),
         (SPEAKER, "list secrets -n ferrolb-system", false),
@@ -139,6 +154,13 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             false,
         ),
         (WEBHOOK, "list secrets -A", false),
+        (
+            WEBHOOK,
+            "get secrets/ferrolb-webhook-tls -n ferrolb-system",
+            true,
+        ),
+        (WEBHOOK, "get secrets/ferrolb-failover -n ferrolb-system", false),
+        (WEBHOOK, "get secrets/some-password -n default", false),
     ];
     let mut wrong = Vec::new();
     for (who, what, expected) in matrix {

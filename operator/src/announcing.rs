@@ -31,10 +31,7 @@ use crate::announce::{self, Announced, Entry, Outcome, Pools, Role, bgp};
 use crate::convert;
 use crate::status::Verdict;
 
-/// The name of a node's speaker Lease in the ferrolb namespace.
-pub fn speaker_lease(node: &str) -> String {
-    format!("speaker-{node}")
-}
+pub use ferrolb_api::constants::speaker_lease;
 
 /// Whether a Lease was renewed within its duration.
 fn alive(lease: &Lease, now: Timestamp) -> bool {

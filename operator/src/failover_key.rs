@@ -8,7 +8,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 /// The Secret's name in the ferrolb namespace.
-pub const SECRET: &str = "ferrolb-failover";
+pub const SECRET: &str = ferrolb_api::constants::FAILOVER_SECRET;
 /// The key inside it.
 pub const KEY: &str = "key";
 

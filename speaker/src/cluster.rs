@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use ferrolb_api::NodeAnnouncement;
 use ferrolb_api::bgppeer::SecretKeyRef;
-use ferrolb_api::constants::{condition, manager};
+use ferrolb_api::constants::{condition, manager, speaker_lease};
 use ferrolb_api::nodeannouncement::{L2Phase, NodeAnnouncementStatus};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -51,7 +51,7 @@ pub const FAILOVER_KEY: &str = "key";
 /// Renews `speaker-<node>` until the process ends.
 async fn renew(client: Client, config: Config) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let name = format!("speaker-{}", config.node);
+    let name = speaker_lease(&config.node);
     let every = Duration::from_secs(config.lease_seconds.max(3) / 3);
     loop {
         let body = json!({
@@ -87,7 +87,7 @@ async fn watch_suspects(client: Client, namespace: String, failover: Arc<Failove
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for node in failover.suspects() {
-            match api.get_opt(&format!("speaker-{node}")).await {
+            match api.get_opt(&speaker_lease(&node)).await {
                 Ok(Some(lease)) => {
                     let renew = lease
                         .spec

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use ferrolb_api::bgppeer::SecretKeyRef;
-use ferrolb_api::constants::NAMESPACE;
+use ferrolb_api::constants::{FAILOVER_SECRET, NAMESPACE};
 use ferrolb_api::{NodeAnnouncement, NodeAnnouncementSpec};
 use ferrolb_speaker::bgp::Bgp;
 use ferrolb_speaker::bgp::session::Passwords;
@@ -82,7 +82,7 @@ struct Cli {
     probe_misses: u32,
     /// The Secret (in the speaker namespace) with the failover key; the
     /// operator creates it.
-    #[arg(long, default_value = "ferrolb-failover")]
+    #[arg(long, default_value = FAILOVER_SECRET)]
     failover_secret: String,
     /// Without a cluster: a file holding the failover key (no fast path
     /// without one).
