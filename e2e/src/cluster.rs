@@ -103,13 +103,20 @@ impl TestCluster {
     /// `namespace` on its `eth0`, with 3 s Leases; `extra` flags appended.
     /// Each start logs to a file of its own.
     pub fn speaker(&self, node: &str, namespace: &str, extra: &[&str]) -> Result<Process> {
+        let mut args = vec!["--interface=eth0"];
+        args.extend(extra);
+        self.speaker_choosing(node, namespace, &args)
+    }
+
+    /// Like [`speaker`](Self::speaker), with no `--interface`: the speaker
+    /// chooses the interface itself, as in a DaemonSet.
+    pub fn speaker_choosing(&self, node: &str, namespace: &str, extra: &[&str]) -> Result<Process> {
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut args = vec![
             format!("--node={node}"),
             format!("--netns=/run/netns/{namespace}"),
-            "--interface=eth0".to_string(),
             "--lease-seconds=3".to_string(),
             format!("--metrics-addr={metrics}"),
         ];
@@ -155,10 +162,25 @@ impl TestCluster {
         let config = format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}{}",
             hook("ipaddresspools", "ipaddresspools", "CREATE, UPDATE", "Fail"),
-            hook("ipaddresspool-deletes", "ipaddresspools", "DELETE", "Ignore"),
-            hook("l2advertisements", "l2advertisements", "CREATE, UPDATE", "Fail"),
+            hook(
+                "ipaddresspool-deletes",
+                "ipaddresspools",
+                "DELETE",
+                "Ignore"
+            ),
+            hook(
+                "l2advertisements",
+                "l2advertisements",
+                "CREATE, UPDATE",
+                "Fail"
+            ),
             hook("bgppeers", "bgppeers", "CREATE, UPDATE", "Fail"),
-            hook("bgpadvertisements", "bgpadvertisements", "CREATE, UPDATE", "Fail"),
+            hook(
+                "bgpadvertisements",
+                "bgpadvertisements",
+                "CREATE, UPDATE",
+                "Fail"
+            ),
         );
         self.apply_ok(&config)?;
         let mut args = vec![
@@ -233,6 +255,19 @@ impl TestCluster {
         ])
         .map(|out| out.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
+    }
+
+    /// A condition of Service `default/name`: (status, reason, message).
+    pub fn service_condition(&self, name: &str, kind: &str) -> Option<(String, String, String)> {
+        let out = self.kubectl(&["get", "svc", name, "-o", "json"]).ok()?;
+        let service: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let found = service["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)?
+            .clone();
+        let text = |key: &str| found[key].as_str().unwrap_or_default().to_string();
+        Some((text("status"), text("reason"), text("message")))
     }
 
     /// The first ingress IP of Service `default/name`, once it has one.

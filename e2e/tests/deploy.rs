@@ -107,7 +107,11 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             "patch leases.coordination.k8s.io -n ferrolb-system",
             true,
         ),
-        (SPEAKER, "get secrets/ferrolb-failover -n ferrolb-system", true),
+        (
+            SPEAKER,
+            "get secrets/ferrolb-failover -n ferrolb-system",
+            true,
+        ),
         (
             SPEAKER,
             "get secrets/ferrolb-bgp-passwords -n ferrolb-system",
@@ -159,7 +163,11 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             "get secrets/ferrolb-webhook-tls -n ferrolb-system",
             true,
         ),
-        (WEBHOOK, "get secrets/ferrolb-failover -n ferrolb-system", false),
+        (
+            WEBHOOK,
+            "get secrets/ferrolb-failover -n ferrolb-system",
+            false,
+        ),
         (WEBHOOK, "get secrets/some-password -n default", false),
     ];
     let mut wrong = Vec::new();
