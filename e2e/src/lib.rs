@@ -4,10 +4,12 @@
 
 pub mod cluster;
 pub mod controlplane;
+pub mod image;
 pub mod netns;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod real;
 pub mod routers;
 
 pub use cluster::TestCluster;

@@ -63,6 +63,11 @@ impl Authority {
         &self.pem
     }
 
+    /// The CA's private key in PEM (the controller-manager signs with it).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// A leaf certificate and its key (PEM), for a server (`sans` set) or a client
     /// (`organization` set, which Kubernetes reads as the user's group).
     pub fn issue(
