@@ -2,6 +2,8 @@
  * (default 8080, IPv6 and IPv4) is answered with the Pod's and the node's
  * names (POD_NAME, NODE_NAME from the downward API), so a client sees which
  * Pod on which node served it. One connection at a time, HTTP/1.0 close.
+ * On SIGTERM it goes on serving for two seconds (what a well-behaved app or
+ * a preStop hook does while kube-proxy drops the Pod), then exits.
  * Built with `cc -static` into the test image localhost/echo. */
 #include <netinet/in.h>
 #include <signal.h>
@@ -14,13 +16,19 @@
 
 static void stop(int sig) { (void)sig; _exit(0); }
 
+static void stopping(int sig) {
+  (void)sig;
+  signal(SIGALRM, stop);
+  alarm(2);
+}
+
 static const char *env(const char *name) {
   const char *value = getenv(name);
   return value ? value : "unknown";
 }
 
 int main(void) {
-  signal(SIGTERM, stop);
+  signal(SIGTERM, stopping);
   signal(SIGINT, stop);
   signal(SIGPIPE, SIG_IGN);
   int port = atoi(getenv("PORT") ? getenv("PORT") : "8080");

@@ -73,6 +73,27 @@ impl Samples {
         }
     }
 
+    /// When a MAC other than `old` first answered ARP after `from`.
+    pub fn first_other_mac(&self, old: &str, from: Instant) -> Option<Instant> {
+        self.arp
+            .iter()
+            .find(|(t, mac)| *t >= from && mac != old)
+            .map(|(t, _)| *t)
+    }
+
+    /// TCP requests sent in `[from, to]`: (failed, sent).
+    pub fn failed_between(&self, from: Instant, to: Instant) -> (usize, usize) {
+        let window: Vec<&Request> = self
+            .tcp
+            .iter()
+            .filter(|r| r.at >= from && r.at <= to)
+            .collect();
+        (
+            window.iter().filter(|r| r.answer.is_none()).count(),
+            window.len(),
+        )
+    }
+
     /// The MAC that answered ARP last.
     pub fn last_mac(&self) -> Option<String> {
         self.arp.last().map(|(_, mac)| mac.clone())
@@ -105,8 +126,15 @@ fn get(target: SocketAddr) -> Option<String> {
 }
 
 impl Prober {
-    /// Starts probing `ip` (HTTP on `port`) from `client`.
+    /// Starts probing `ip` (HTTP on `port`) from `client`, a TCP request
+    /// every 50 ms.
     pub fn start(client: &Host, ip: &str, port: u16) -> Prober {
+        Self::start_every(client, ip, port, Duration::from_millis(50))
+    }
+
+    /// Starts probing `ip` (HTTP on `port`) from `client`, a TCP request every
+    /// `every`.
+    pub fn start_every(client: &Host, ip: &str, port: u16, every: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Samples::default()));
         let mut arping = client
@@ -157,7 +185,7 @@ impl Prober {
                             .tcp
                             .push(Request { at, answer });
                     }));
-                    next += Duration::from_millis(50);
+                    next += every;
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
                     workers.retain(|w| !w.is_finished());
                 }

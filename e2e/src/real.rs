@@ -359,6 +359,24 @@ pub fn sweep(slot: Slot, dir: Option<&Path>) {
             }
         }
     }
+    // Host ends of veths whose namespace lingers (the kernel keeps a
+    // namespace while orphaned sockets in it still retransmit): deleting
+    // the host end removes the pair.
+    let links = run_ok("ip", &["-o", "link", "show"]).unwrap_or_default();
+    let ours = format!("flr{}", slot.0);
+    for line in links.lines() {
+        let name = line
+            .split(':')
+            .nth(1)
+            .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let veth = name
+            .strip_prefix(&ours)
+            .is_some_and(|rest| rest.starts_with('v') || rest.starts_with('c'));
+        if veth {
+            let _ = ip(&["link", "del", &name]);
+        }
+    }
     let _ = ip(&["link", "del", &slot.bridge()]);
     remove_cgroups(&prefix);
     if let Some(dir) = dir {
@@ -507,13 +525,11 @@ impl RealCluster {
             .map(Slot)
             .find(|slot| ip(&["link", "add", &slot.bridge(), "type", "bridge"]).is_ok())
             .context("no free slot: ten clusters run already (ferrolb-realcluster down)")?;
-        // What a killed run left in this slot goes first (the bridge is ours now).
-        let leftover_dir = options.dir.clone();
-        if leftover_dir.exists() {
-            let bridge = slot.bridge();
-            sweep(slot, Some(&leftover_dir));
-            ip(&["link", "add", &bridge, "type", "bridge"])?;
-        }
+        // What a killed run left in this slot goes first (the bridge is ours
+        // now, and made again).
+        sweep(slot, options.dir.exists().then_some(options.dir.as_path()));
+        fence_host()?;
+        ip(&["link", "add", &slot.bridge(), "type", "bridge"])?;
         fs::create_dir_all(&options.dir)?;
         let dir = options.dir.canonicalize()?;
         fs::write(dir.join("slot"), slot.0.to_string())?;
@@ -783,18 +799,7 @@ impl RealCluster {
         in_ns(&["link", "set", "dev", "lo", "up"])?;
         in_ns(&["addr", "add", &format!("{node_ip}/24"), "dev", "eth0"])?;
         in_ns(&["link", "set", "dev", "eth0", "up"])?;
-        for other in 1..=self.options.nodes {
-            if other != i {
-                in_ns(&[
-                    "route",
-                    "add",
-                    &slot.pod_cidr(other),
-                    "via",
-                    &slot.node_ip(other),
-                ])?;
-            }
-        }
-        in_ns(&["route", "add", &slot.service_cidr(), "dev", "eth0"])?;
+        self.node_routes(i)?;
         for setting in [
             "net.ipv4.ip_forward=1",
             "net.bridge.bridge-nf-call-iptables=1",
@@ -868,28 +873,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             cni = cni.display(),
         );
         fs::write(dir.join("containerd.toml"), config)?;
-        let containerd = which("containerd")?;
-        daemon(
-            &dir,
-            "containerd",
-            &containerd,
-            &[format!(
-                "--config={}",
-                dir.join("containerd.toml").display()
-            )],
-            Some(&ns),
-            Some(&daemons),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if Instant::now() > deadline {
-                bail!(
-                    "containerd of {name} did not start: {}",
-                    tail(&dir.join("containerd.log"))
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.start_containerd(&name, &ns, &dir)?;
         for image in &self.options.images {
             run_ok(
                 "ctr",
@@ -950,23 +934,6 @@ serializeImagePulls: false
             ),
         )?;
         make_cgroup(&format!("{cgroup}/pods"))?;
-        daemon(
-            &dir,
-            "kubelet",
-            &self.node_bin.join("kubelet"),
-            &[
-                format!("--config={}", dir.join("kubelet.yaml").display()),
-                format!("--kubeconfig={}", dir.join("kubelet.kubeconfig").display()),
-                format!("--root-dir={}", dir.join("kubelet").display()),
-                format!("--cert-dir={}", dir.join("kubelet-pki").display()),
-                format!("--hostname-override={name}"),
-                format!("--node-ip={node_ip}"),
-                "--v=1".into(),
-            ],
-            Some(&ns),
-            Some(&daemons),
-        )?;
-
         // kube-proxy.
         fs::write(
             dir.join("kube-proxy.yaml"),
@@ -987,17 +954,7 @@ healthzBindAddress: 127.0.0.1:10256
                 mode = self.options.proxy.name(),
             ),
         )?;
-        daemon(
-            &dir,
-            "kube-proxy",
-            &self.node_bin.join("kube-proxy"),
-            &[
-                format!("--config={}", dir.join("kube-proxy.yaml").display()),
-                "--v=1".into(),
-            ],
-            Some(&ns),
-            Some(&daemons),
-        )?;
+        self.start_node_daemons(&name, &ns, &dir, &node_ip)?;
         self.nodes.push(RealNode {
             name,
             namespace: ns,
@@ -1006,6 +963,132 @@ healthzBindAddress: 127.0.0.1:10256
             dir,
         });
         Ok(())
+    }
+
+    /// Node `i`'s routes: the other nodes' pods, and the Services (which
+    /// kube-proxy rewrites). A link going down takes them; [`Self::set_link`]
+    /// puts them back, as a machine's network configuration would.
+    fn node_routes(&self, i: usize) -> Result<()> {
+        let ns = self.slot.namespace(&node_name(i));
+        for other in 1..=self.options.nodes {
+            if other != i {
+                ip(&[
+                    "-n",
+                    &ns,
+                    "route",
+                    "replace",
+                    &self.slot.pod_cidr(other),
+                    "via",
+                    &self.slot.node_ip(other),
+                ])?;
+            }
+        }
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "replace",
+            &self.slot.service_cidr(),
+            "dev",
+            "eth0",
+        ])
+    }
+
+    /// Cuts (`up` false) or restores a node's link to the others.
+    pub fn set_link(&self, name: &str, up: bool) -> Result<()> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("no node {name}"))?
+            + 1;
+        let ns = self.slot.namespace(name);
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            if up { "up" } else { "down" },
+        ])?;
+        if up {
+            self.node_routes(i)?;
+        }
+        Ok(())
+    }
+
+    fn start_containerd(&self, name: &str, ns: &str, dir: &Path) -> Result<()> {
+        let daemons = format!("/{ns}/daemons");
+        let socket = dir.join("containerd.sock");
+        let _ = fs::remove_file(&socket);
+        let containerd = which("containerd")?;
+        daemon(
+            dir,
+            "containerd",
+            &containerd,
+            &[format!(
+                "--config={}",
+                dir.join("containerd.toml").display()
+            )],
+            Some(ns),
+            Some(&daemons),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd of {name} did not start: {}",
+                    tail(&dir.join("containerd.log"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// kubelet and kube-proxy of a node, with the configuration written.
+    fn start_node_daemons(&self, name: &str, ns: &str, dir: &Path, node_ip: &str) -> Result<()> {
+        let daemons = format!("/{ns}/daemons");
+        daemon(
+            dir,
+            "kubelet",
+            &self.node_bin.join("kubelet"),
+            &[
+                format!("--config={}", dir.join("kubelet.yaml").display()),
+                format!("--kubeconfig={}", dir.join("kubelet.kubeconfig").display()),
+                format!("--root-dir={}", dir.join("kubelet").display()),
+                format!("--cert-dir={}", dir.join("kubelet-pki").display()),
+                format!("--hostname-override={name}"),
+                format!("--node-ip={node_ip}"),
+                "--v=1".into(),
+            ],
+            Some(ns),
+            Some(&daemons),
+        )?;
+        daemon(
+            dir,
+            "kube-proxy",
+            &self.node_bin.join("kube-proxy"),
+            &[
+                format!("--config={}", dir.join("kube-proxy.yaml").display()),
+                "--v=1".into(),
+            ],
+            Some(ns),
+            Some(&daemons),
+        )?;
+        Ok(())
+    }
+
+    /// Starts a crashed node's containerd, kubelet and kube-proxy again (as
+    /// a machine coming back from a power cut); its images are still there.
+    pub fn restart(&self, name: &str) -> Result<()> {
+        let node = self
+            .node_named(name)
+            .with_context(|| format!("no node {name}"))?
+            .clone();
+        self.start_containerd(&node.name, &node.namespace, &node.dir)?;
+        self.start_node_daemons(&node.name, &node.namespace, &node.dir, &node.ip)
     }
 
     fn wait_nodes_ready(&self, limit: Duration) -> Result<()> {
@@ -1075,6 +1158,44 @@ healthzBindAddress: 127.0.0.1:10256
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A client namespace on the node network (`10.210.N.HOST`, MAC `mac`),
+    /// as a machine on the same LAN as the nodes: it resolves Service IPs
+    /// announced in layer 2 with ARP.
+    pub fn client(&self, host: u8, mac: &str) -> Result<crate::netns::Host> {
+        let ns = self.slot.namespace(&format!("client{host}"));
+        let veth = format!("flr{}c{host}", self.slot.0);
+        ip(&["netns", "add", &ns])?;
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&[
+            "link",
+            "set",
+            "dev",
+            &veth,
+            "master",
+            &self.slot.bridge(),
+            "up",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "dev", "eth0", "address", mac])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", self.slot.host_ip(host)),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "dev", "eth0", "up"])?;
+        ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+        Ok(crate::netns::Host {
+            namespace: ns,
+            interface: "eth0".into(),
+            mac: mac.into(),
+        })
+    }
+
     /// Node `name`.
     pub fn node_named(&self, name: &str) -> Option<&RealNode> {
         self.nodes.iter().find(|n| n.name == name)
@@ -1096,6 +1217,49 @@ healthzBindAddress: 127.0.0.1:10256
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("processes of {name} survive SIGKILL")
+    }
+
+    /// The running cluster whose folder is `dir` (started with `up`), to act
+    /// on; dropping it leaves the cluster running.
+    pub fn attach(dir: &Path) -> Result<RealCluster> {
+        let slot = fs::read_to_string(dir.join("slot"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u8>().ok())
+            .with_context(|| format!("no cluster in {}", dir.display()))?;
+        let slot = Slot(slot);
+        let mut nodes = Vec::new();
+        for i in 1.. {
+            let name = node_name(i);
+            let node_dir = dir.join(&name);
+            if !node_dir.exists() {
+                break;
+            }
+            nodes.push(RealNode {
+                namespace: slot.namespace(&name),
+                ip: slot.node_ip(i),
+                pod_cidr: slot.pod_cidr(i),
+                dir: node_dir,
+                name,
+            });
+        }
+        Ok(RealCluster {
+            slot,
+            dir: dir.to_path_buf(),
+            kubeconfig: dir.join("admin.kubeconfig"),
+            kubectl_bin: binaries()?.join("kubectl"),
+            options: Options {
+                nodes: nodes.len(),
+                proxy: ProxyMode::Iptables,
+                images: Vec::new(),
+                sandbox_image: String::new(),
+                dir: dir.to_path_buf(),
+            },
+            nodes,
+            ready_after: Duration::ZERO,
+            node_bin: node_binaries()?,
+            cp_bin: binaries()?,
+            detached: true,
+        })
     }
 
     /// Leaves the cluster running when this value is dropped (`make demo`).

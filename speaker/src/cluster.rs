@@ -316,6 +316,13 @@ pub async fn run(
         };
         let report = status(announcement, &runner);
         if announcement.status.as_ref() == Some(&report) {
+            // Already reported as it stands (a speaker restarted on a node
+            // whose status did not change): applied and reported all the same.
+            if runner.failover().is_some() {
+                config
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             continue;
         }
         let body = json!({

@@ -37,6 +37,17 @@ enum Cmd {
     /// Stop everything and remove the folder, processes, namespaces, mounts,
     /// cgroups and routes.
     Down,
+    /// Kill a node's kubelet, containerd, kube-proxy and Pods at once, as a
+    /// crash would.
+    Crash {
+        /// The node.
+        node: String,
+    },
+    /// Start a crashed node's daemons again.
+    Restart {
+        /// The node.
+        node: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,6 +79,8 @@ fn main() -> Result<()> {
             println!("alias kubectl={}", cluster.kubectl_bin.display());
             cluster.detach();
         }
+        Cmd::Crash { node } => RealCluster::attach(&dir)?.crash(&node)?,
+        Cmd::Restart { node } => RealCluster::attach(&dir)?.restart(&node)?,
         Cmd::Down => {
             if down_dir(&dir) {
                 eprintln!("cluster in {} removed", dir.display());

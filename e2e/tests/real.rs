@@ -1,0 +1,517 @@
+//! The real-cluster tier [REAL, DEPLOY, RBAC, L2, FAILOVER, WEBHOOK]: three
+//! kubelet nodes (containerd, kube-proxy in iptables mode, CNI bridge) and
+//! ferrolb installed as users install it, `kubectl apply -k config/local`
+//! (config/default with the image built here): two operator replicas with
+//! leader election, the webhook behind its Service with its self-managed
+//! certificate, the speaker DaemonSet — each binary with only its own
+//! ServiceAccount, so RBAC is proven by use. A 4-replica echo Deployment
+//! sits behind two layer 2 Services (externalTrafficPolicy Cluster and
+//! Local), and a client on the nodes' LAN sends a request every 20 ms through
+//! the Service IP during each scenario. Figures are printed, not asserted,
+//! except "0 failed" for planned operations (rolling update, leader change,
+//! drain). `FERROLB_REAL_RUNS` sets the runs of the failure scenarios
+//! (default 2).
+
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::controlplane::workspace_root;
+use ferrolb_e2e::image::{PAUSE, TAG, build_all};
+use ferrolb_e2e::netns::Host;
+use ferrolb_e2e::probe::{Prober, median_and_max};
+use ferrolb_e2e::real::{Options, ProxyMode, RealCluster};
+use ferrolb_e2e::routers::wait_for;
+use serde_json::Value;
+
+const CLIENT_MAC: &str = "02:00:00:00:0e:99";
+
+struct Real {
+    cluster: RealCluster,
+    client: Host,
+}
+
+impl Real {
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cluster
+            .kubectl_ok(args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("json")
+    }
+
+    fn apply(&self, yaml: &str) -> std::process::Output {
+        let path = self.cluster.dir.join("apply.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        self.cluster
+            .kubectl(&["apply", "-f", &path.display().to_string()])
+            .expect("kubectl")
+    }
+
+    /// The Service's IP once it has one.
+    fn service_ip(&self, name: &str) -> String {
+        wait_for(
+            &format!("{name} to get an IP"),
+            Duration::from_secs(60),
+            || {
+                let ip = self
+                    .cluster
+                    .kubectl_ok(&[
+                        "get",
+                        "svc",
+                        name,
+                        "-o",
+                        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                    ])
+                    .ok()?;
+                (!ip.trim().is_empty()).then(|| ip.trim().to_string())
+            },
+        )
+        .expect("an IP")
+    }
+
+    /// The node the operator made active for `ip`, once its speaker answers.
+    fn active(&self, ip: &str) -> Option<String> {
+        let list = self.json(&["get", "nodeannouncements"]);
+        list["items"].as_array()?.iter().find_map(|item| {
+            let chosen = item["spec"]["l2"]
+                .as_array()?
+                .iter()
+                .any(|e| e["ip"] == ip && e["role"] == "active");
+            let answering = item["status"]["l2"]
+                .as_array()?
+                .iter()
+                .any(|s| s["ip"] == ip && s["state"] == "Announcing");
+            (chosen && answering).then(|| item["metadata"]["name"].as_str().map(str::to_string))?
+        })
+    }
+
+    fn mac_of(&self, node: &str) -> String {
+        let ns = self.cluster.slot.namespace(node);
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns, "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("ip link");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_default()
+            .to_lowercase()
+    }
+
+    /// Waits until every Pod in the cluster is Ready and the Service is
+    /// announced and answering.
+    fn settled(&self, service: &str) -> (String, String) {
+        let ip = self.service_ip(service);
+        wait_for("every Pod Ready", Duration::from_secs(180), || {
+            let pods = self.json(&["get", "pods", "-A"]);
+            let all = pods["items"].as_array()?;
+            all.iter()
+                .all(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                self.kubectl(&["get", "pods", "-A", "-o", "wide"])
+            )
+        });
+        let active = wait_for("the IP to be announced", Duration::from_secs(60), || {
+            self.active(&ip)
+        })
+        .expect("an active node");
+        wait_for("the client to be answered", Duration::from_secs(30), || {
+            let out = self
+                .client
+                .run("curl", &["-s", "-m", "1", &format!("http://{ip}/")])
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("pod=")
+                .then_some(())
+        })
+        .expect("HTTP through the Service IP");
+        (ip, active)
+    }
+
+    fn rss_of(&self, binary: &str) -> Vec<u64> {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &format!("^/{binary}")])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+/// What a client saw during one scenario.
+#[derive(Debug)]
+struct Seen {
+    /// From the event to the first ARP answer from another node (None: no
+    /// other node had to answer).
+    gap: Option<Duration>,
+    /// Longest time without a successful request.
+    tcp_gap: Duration,
+    /// Requests failed after another node answered (or over the whole
+    /// window when none had to), and sent.
+    failed_after: usize,
+    failed: usize,
+    sent: usize,
+}
+
+/// Probes `ip` from the client while `act` runs, then `settle` more.
+fn measure(real: &Real, ip: &str, old_mac: &str, settle: Duration, act: impl FnOnce()) -> Seen {
+    let prober = Prober::start_every(&real.client, ip, 80, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    act();
+    std::thread::sleep(settle);
+    let end = Instant::now();
+    let samples = prober.stop();
+    let outage = samples.outage(start, end);
+    let moved = samples.first_other_mac(old_mac, start);
+    let (failed_after, _) = samples.failed_between(moved.unwrap_or(start), end);
+    Seen {
+        gap: moved.map(|t| t - start),
+        tcp_gap: outage.tcp_gap,
+        failed_after,
+        failed: outage.failed,
+        sent: outage.sent,
+    }
+}
+
+fn report(what: &str, seen: &[Seen]) {
+    let gaps: Vec<Duration> = seen.iter().filter_map(|s| s.gap).collect();
+    let (gap_median, gap_max) = median_and_max(gaps.clone());
+    let (tcp_median, tcp_max) = median_and_max(seen.iter().map(|s| s.tcp_gap).collect());
+    let failed: usize = seen.iter().map(|s| s.failed).sum();
+    let after: usize = seen.iter().map(|s| s.failed_after).sum();
+    let sent: usize = seen.iter().map(|s| s.sent).sum();
+    println!(
+        "FIGURE REAL {what} ({} runs): announcement gap median {gap_median:?} max {gap_max:?} ({} of {} runs moved the IP); longest without an answer median {tcp_median:?} max {tcp_max:?}; requests failed {failed} of {sent}, {after} of them after another node answered",
+        seen.len(),
+        gaps.len(),
+        seen.len()
+    );
+}
+
+const ECHO: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: default}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: echo
+        image: localhost/echo:TAG
+        imagePullPolicy: Never
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-local, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080}]
+";
+
+#[test]
+fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
+    let root = workspace_root();
+    let runs: usize = std::env::var("FERROLB_REAL_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    let built = build_all(&root.join("target/debug"), &root.join(".cache/images")).expect("images");
+    let local =
+        std::fs::read_to_string(root.join("config/local/kustomization.yaml")).expect("overlay");
+    assert!(
+        local.contains(&format!("newTag: {TAG}")),
+        "config/local names the tag make image builds ({TAG})"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("ferrolb-real-")
+        .tempdir()
+        .expect("dir")
+        .keep();
+    let cluster = RealCluster::start(Options {
+        nodes: 3,
+        proxy: ProxyMode::Iptables,
+        images: built.archives.iter().map(|(_, p)| p.clone()).collect(),
+        sandbox_image: format!("{PAUSE}:{TAG}"),
+        dir,
+    })
+    .expect("a real cluster");
+    println!(
+        "FIGURE REAL cluster: 3 nodes Ready after {:?}",
+        cluster.ready_after
+    );
+    let client = cluster.client(3, CLIENT_MAC).expect("client");
+    let real = Real { cluster, client };
+
+    // Install as a user does.
+    let installed = Instant::now();
+    real.kubectl(&[
+        "apply",
+        "-k",
+        &root.join("config/local").display().to_string(),
+    ]);
+    for (kind, name) in [
+        ("deploy", "ferrolb-webhook"),
+        ("deploy", "ferrolb-operator"),
+        ("ds", "ferrolb-speaker"),
+    ] {
+        real.kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "status",
+            &format!("{kind}/{name}"),
+            "--timeout=180s",
+        ]);
+    }
+    println!(
+        "FIGURE REAL install: every ferrolb Pod Ready {:?} after kubectl apply -k",
+        installed.elapsed()
+    );
+
+    // The webhook through its Service, with its own certificate.
+    let slot = real.cluster.slot;
+    let pool = format!(
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: l2}}\nspec: {{addresses: [{}-{}]}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2]}}\n",
+        slot.host_ip(200),
+        slot.host_ip(220)
+    );
+    let out = wait_for("the pool to be admitted", Duration::from_secs(60), || {
+        let out = real.apply(&pool);
+        out.status.success().then_some(out)
+    })
+    .expect("a good pool is accepted");
+    assert!(out.status.success());
+    let overlapping = format!(
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: overlap}}\nspec: {{addresses: [{}/32]}}\n",
+        slot.host_ip(210)
+    );
+    let refused = real.apply(&overlapping);
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "an overlapping pool is refused");
+    assert!(
+        said.contains("admission webhook") && said.contains("l2"),
+        "the webhook names the pool it overlaps: {said}"
+    );
+
+    real.apply(&ECHO.replace("TAG", TAG));
+    let (ip, active) = real.settled("echo");
+    let (local_ip, _) = real.settled("echo-local");
+    let condition = real.kubectl(&[
+        "get",
+        "svc",
+        "echo",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+    ]);
+    println!("Service echo: {ip}, {condition}");
+    for binary in ["ferrolb-operator", "ferrolb-webhook", "ferrolb-speaker"] {
+        println!("FIGURE REAL RSS {binary}: {:?} kB", real.rss_of(binary));
+    }
+    // Pods on several nodes answer through the one IP.
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        if let Ok(out) = real
+            .client
+            .run("curl", &["-s", "-m", "1", &format!("http://{ip}/")])
+        {
+            let body = String::from_utf8_lossy(&out.stdout).to_string();
+            if let Some(node) = body.split("node=").nth(1) {
+                nodes.insert(node.trim().to_string());
+            }
+        }
+    }
+    println!("echo answered from nodes {nodes:?} through {ip} (answered by {active})");
+    assert!(nodes.len() >= 2, "Pods on several nodes serve the Service");
+
+    // (c) A rolling update of the speaker DaemonSet: nothing lost.
+    let mac = real.mac_of(&active);
+    let seen = measure(&real, &ip, &mac, Duration::from_secs(2), || {
+        real.kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "restart",
+            "ds/ferrolb-speaker",
+        ]);
+        real.kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "status",
+            "ds/ferrolb-speaker",
+            "--timeout=180s",
+        ]);
+    });
+    report(
+        "(c) speaker DaemonSet rolling update",
+        std::slice::from_ref(&seen),
+    );
+    assert_eq!(seen.failed, 0, "a rolling update loses nothing: {seen:?}");
+
+    // (d) The operator's leader Pod deleted: nothing lost.
+    let (ip, active) = real.settled("echo");
+    let leader = real.kubectl(&[
+        "-n",
+        "ferrolb-system",
+        "get",
+        "lease",
+        "ferrolb-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let mac = real.mac_of(&active);
+    let seen = measure(&real, &ip, &mac, Duration::from_secs(5), || {
+        real.kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "delete",
+            "pod",
+            leader.trim(),
+            "--wait=false",
+        ]);
+    });
+    report(
+        "(d) operator leader Pod deleted",
+        std::slice::from_ref(&seen),
+    );
+    assert_eq!(seen.failed, 0, "a leader change loses nothing: {seen:?}");
+
+    // (e) kubectl drain of the active node: nothing lost.
+    let (ip, active) = real.settled("echo");
+    let mac = real.mac_of(&active);
+    let seen = measure(&real, &ip, &mac, Duration::from_secs(3), || {
+        real.kubectl(&[
+            "drain",
+            &active,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=120s",
+        ]);
+    });
+    real.kubectl(&["uncordon", &active]);
+    report(
+        "(e) kubectl drain of the active node",
+        std::slice::from_ref(&seen),
+    );
+    assert_eq!(seen.failed, 0, "a drain loses nothing: {seen:?}");
+    // Spread the echo Pods over every node again, the drained one too: the
+    // failures below are measured with Pods on the failing node.
+    real.kubectl(&["rollout", "restart", "deploy/echo"]);
+    real.kubectl(&["rollout", "status", "deploy/echo", "--timeout=120s"]);
+
+    // (a) The active node's link cut, (b) the active node crashed — with
+    // externalTrafficPolicy Cluster and Local.
+    for service in ["echo", "echo-local"] {
+        let mut cut = Vec::new();
+        for _ in 0..runs {
+            let (ip, active) = real.settled(service);
+            let mac = real.mac_of(&active);
+            let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
+                real.cluster.set_link(&active, false).expect("link down");
+                wait_for("another node to answer", Duration::from_secs(30), || {
+                    let out = real
+                        .client
+                        .run("arping", &["-c", "1", "-w", "1", "-i", "eth0", &ip])
+                        .ok()?;
+                    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+                    (text.contains("bytes from") && !text.contains(&mac)).then_some(())
+                })
+                .expect("failover");
+            });
+            cut.push(seen);
+            real.cluster.set_link(&active, true).expect("link up");
+        }
+        report(&format!("(a) active node link cut, {service}"), &cut);
+        let mut crashed = Vec::new();
+        for _ in 0..runs {
+            let (ip, active) = real.settled(service);
+            let mac = real.mac_of(&active);
+            let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
+                real.cluster.crash(&active).expect("crash");
+            });
+            crashed.push(seen);
+            real.cluster.restart(&active).expect("restart");
+        }
+        report(&format!("(b) active node crashed, {service}"), &crashed);
+    }
+    let _ = local_ip;
+
+    // (h) Uninstall leaves nothing of ferrolb behind.
+    real.kubectl(&["delete", "svc", "echo", "echo-local"]);
+    real.kubectl(&[
+        "delete",
+        "-k",
+        &root.join("config/local").display().to_string(),
+        "--timeout=180s",
+    ]);
+    wait_for("ferrolb-system to go", Duration::from_secs(120), || {
+        real.cluster
+            .kubectl(&["get", "namespace", "ferrolb-system"])
+            .ok()
+            .filter(|o| !o.status.success())
+            .map(|_| ())
+    })
+    .expect("the namespace goes");
+    let crds = real.kubectl(&["get", "crd", "-o", "name"]);
+    assert!(!crds.contains("ferrolb.io"), "{crds}");
+    let leases = real.kubectl(&["get", "lease", "-A", "-o", "name"]);
+    assert!(
+        !leases.contains("speaker-") && !leases.contains("ferrolb"),
+        "{leases}"
+    );
+    let webhooks = real.kubectl(&[
+        "get",
+        "validatingwebhookconfigurations,validatingadmissionpolicies",
+        "-o",
+        "name",
+    ]);
+    assert!(!webhooks.contains("ferrolb"), "{webhooks}");
+    let pods = real.kubectl(&["get", "pods", "-A", "-o", "name"]);
+    assert!(!pods.contains("ferrolb"), "{pods}");
+    let roles = real.kubectl(&["get", "clusterroles,clusterrolebindings", "-o", "name"]);
+    assert!(!roles.contains("ferrolb"), "{roles}");
+}
