@@ -127,7 +127,25 @@ impl Real {
         let active = wait_for("the IP to be announced", Duration::from_secs(60), || {
             self.active(&ip)
         })
-        .expect("an active node");
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
+        // Every speaker has caught up with its spec, and the standby hears
+        // the active node: the fast path is armed.
+        wait_for("fast failover to be armed", Duration::from_secs(60), || {
+            let list = self.json(&["get", "nodeannouncements"]);
+            let items = list["items"].as_array()?;
+            let caught_up = items
+                .iter()
+                .all(|i| i["status"]["observedGeneration"] == i["metadata"]["generation"]);
+            let armed = items.iter().any(|i| {
+                i["status"]["failover"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .any(|f| f["node"] == active.as_str() && f["state"] == "Armed")
+                })
+            });
+            (caught_up && armed && self.active(&ip).as_deref() == Some(active.as_str()))
+                .then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
         wait_for("the client to be answered", Duration::from_secs(30), || {
             let out = self
                 .client
@@ -139,6 +157,38 @@ impl Real {
         })
         .expect("HTTP through the Service IP");
         (ip, active)
+    }
+
+    /// What the cluster looks like, for a failure message.
+    fn diagnose(&self) -> String {
+        let mut text = String::new();
+        for args in [
+            vec!["get", "nodes", "-o", "wide"],
+            vec!["get", "pods", "-A", "-o", "wide"],
+            vec!["get", "svc", "-o", "yaml"],
+            vec!["get", "nodeannouncements", "-o", "yaml"],
+        ] {
+            text.push_str(&format!("--- kubectl {}\n", args.join(" ")));
+            if let Ok(out) = self.cluster.kubectl(&args) {
+                text.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        let pods = self
+            .cluster
+            .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
+            .unwrap_or_default();
+        for pod in pods.lines().filter(|p| !p.contains("webhook")) {
+            if let Ok(out) =
+                self.cluster
+                    .kubectl(&["-n", "ferrolb-system", "logs", pod, "--tail=40"])
+            {
+                text.push_str(&format!(
+                    "--- {pod}\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+        text
     }
 
     fn rss_of(&self, binary: &str) -> Vec<u64> {
@@ -460,7 +510,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
                     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
                     (text.contains("bytes from") && !text.contains(&mac)).then_some(())
                 })
-                .expect("failover");
+                .unwrap_or_else(|e| panic!("{e} (cut {active}, MAC {mac})\n{}", real.diagnose()));
             });
             cut.push(seen);
             real.cluster.set_link(&active, true).expect("link up");

@@ -49,7 +49,7 @@ pub struct Config {
 pub const FAILOVER_KEY: &str = "key";
 
 /// Renews `speaker-<node>` until the process ends.
-async fn renew(client: Client, config: Config) {
+async fn renew(client: Client, config: Config, rewatch: Arc<Notify>) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let name = speaker_lease(&config.node);
     let every = Duration::from_secs(config.lease_seconds.max(3) / 3);
@@ -73,6 +73,7 @@ async fn renew(client: Client, config: Config) {
             .await
         {
             tracing::warn!(error = %e, "cannot renew the speaker Lease");
+            rewatch.notify_one();
         }
         tokio::time::sleep(every).await;
     }
@@ -229,7 +230,11 @@ pub async fn run(
     start_failover: StartFailover,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<()> {
-    tokio::spawn(renew(client.clone(), config.clone()));
+    // A failed call means the network or the apiserver went away: the watch
+    // is then started again, on a new connection (the old one may be dead
+    // without either side knowing, and would never deliver another event).
+    let rewatch = Arc::new(Notify::new());
+    tokio::spawn(renew(client.clone(), config.clone(), rewatch.clone()));
     let (key_tx, mut key_rx) = tokio::sync::oneshot::channel();
     {
         let (client, namespace, name) = (
@@ -244,7 +249,20 @@ pub async fn run(
     let mut start_failover = Some(start_failover);
     let api: Api<NodeAnnouncement> = Api::all(client.clone());
     let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
-    let mut events = watcher(api.clone(), own).default_backoff().boxed();
+    // One small object: retried every few seconds at most after an outage
+    // (the default backs off to 30 s, which a node coming back from a link
+    // cut would spend out of date, unable to take over anything).
+    let watch_own = || {
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        watcher(api.clone(), own.clone())
+            .backoff(kube::runtime::watcher::ExponentialBackoff::from(backoff))
+            .boxed()
+    };
+    let mut events = watch_own();
     let changed = runner.bgp.changed();
     let failover_changed = config.failover_changed.clone();
     let mut current: Option<NodeAnnouncement> = None;
@@ -279,6 +297,11 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {
                 runner.reapply();
+                None
+            }
+            _ = rewatch.notified() => {
+                tracing::info!("an API call failed: watching the NodeAnnouncement anew");
+                events = watch_own();
                 None
             }
             _ = check.tick() => {
@@ -350,7 +373,10 @@ pub async fn run(
                 }
                 announcement.status = Some(report);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot write NodeAnnouncement status"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write NodeAnnouncement status");
+                rewatch.notify_one();
+            }
         }
     }
     Ok(())

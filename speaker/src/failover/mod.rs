@@ -589,6 +589,9 @@ impl Parts {
     async fn probe(self) {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last probes went out: when this node's own link is
+        // down they cannot, and the silence of the others means nothing.
+        let mut network_ok = true;
         loop {
             tick.tick().await;
             let mut outgoing = Vec::new();
@@ -596,6 +599,9 @@ impl Parts {
             {
                 let mut guard = self.shared.lock().expect("failover lock");
                 let shared = &mut *guard;
+                if !network_ok {
+                    shared.tracker.own_network_down(std::time::Instant::now());
+                }
                 let decision = shared.tracker.tick(std::time::Instant::now());
                 for (ip, taken) in &decision.take {
                     tracing::warn!(%ip, from = %taken.from, why = %taken.why, "active node silent: taking over");
@@ -632,16 +638,30 @@ impl Parts {
             if changed {
                 self.changed.notify_one();
             }
+            let mut sent_all = true;
             for (address, bytes) in outgoing {
-                if self
+                match self
                     .socket
                     .send_to(&bytes, destination(address, self.v6))
                     .await
-                    .is_ok()
                 {
-                    self.counters.probes_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(_) => {
+                        self.counters.probes_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Our own link down (no route, network down), not a
+                    // silent peer (host unreachable is its problem).
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENETDOWN | libc::ENETUNREACH)) =>
+                    {
+                        if network_ok {
+                            tracing::warn!(error = %e, "cannot send probes: this node's network is down; no takeover until it is back");
+                        }
+                        sent_all = false;
+                    }
+                    Err(e) => tracing::debug!(error = %e, %address, "probe not sent"),
                 }
             }
+            network_ok = sent_all;
         }
     }
 }

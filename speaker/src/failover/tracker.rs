@@ -203,6 +203,20 @@ impl Tracker {
             .collect()
     }
 
+    /// This node's own network failed (its probes could not be sent: the
+    /// link is down). Silence heard meanwhile says nothing about the active
+    /// nodes, so their clocks start again: an isolated standby never takes
+    /// IPs from nodes that are fine.
+    pub fn own_network_down(&mut self, now: Instant) {
+        for follow in self.follows.values_mut() {
+            if follow.heard.is_some() {
+                follow.heard = Some(now);
+            } else {
+                follow.since = now;
+            }
+        }
+    }
+
     /// The passing of time: takeovers that are due, IPs to give back, and
     /// nodes that turned unavailable.
     pub fn tick(&mut self, now: Instant) -> Decision {
@@ -523,7 +537,7 @@ mod tests {
         assert!(!tracker.answered(A, ms(t0, 2_050)), "already armed");
         assert!(tracker.tick(ms(t0, 2_100)).is_empty());
         assert_eq!(reach(&tracker, ms(t0, 2_100)), Reach::Armed);
-        assert_eq!(tracker.tick(ms(t0, 2_301)).take.len(), 2);
+        assert_eq!(tracker.tick(ms(t0, 2_351)).take.len(), 2);
     }
 
     #[test]
@@ -550,6 +564,21 @@ mod tests {
         assert!(tracker.taken()[&ip(10)].why.contains("handed over"));
         assert!(tracker.stands_by(A, &[ip(11)]));
         assert!(!tracker.stands_by(A, &[ip(99)]));
+    }
+
+    #[test]
+    fn a_standby_whose_own_link_is_down_takes_nothing() {
+        let t0 = Instant::now();
+        let mut tracker = following(t0);
+        tracker.answered(A, t0);
+        // Its own probes fail to go out for two seconds: no takeover.
+        for step in 1..=20 {
+            tracker.own_network_down(ms(t0, step * 100));
+            assert!(tracker.tick(ms(t0, step * 100 + 50)).take.is_empty());
+        }
+        // Back, and the active node really is silent: taken after the misses.
+        assert!(tracker.tick(ms(t0, 2_200)).take.is_empty());
+        assert_eq!(tracker.tick(ms(t0, 2_301)).take.len(), 2);
     }
 
     #[test]

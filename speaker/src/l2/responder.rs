@@ -50,8 +50,28 @@ pub async fn answer(
     counters: Arc<Counters>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 65536];
+    let mut failing = false;
     loop {
-        let len = socket.receive(&mut buffer).await?;
+        // The link going down (a cut cable, `ip link set down`) makes the
+        // socket fail with ENETDOWN until it comes back: wait it out, never
+        // stop answering for good.
+        let len = match socket.receive(&mut buffer).await {
+            Ok(len) => {
+                if failing {
+                    tracing::info!("the interface works again: answering");
+                    failing = false;
+                }
+                len
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot receive on the interface; retrying");
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let frame = &buffer[..len];
         let holds = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
         match packet::parse(frame) {
@@ -59,17 +79,21 @@ pub async fn answer(
                 if request.sender_mac != mac && holds(request.target_ip.into()) =>
             {
                 counters.arp_requests.fetch_add(1, Ordering::Relaxed);
-                socket.send(&packet::arp_reply(mac, &request)).await?;
-                counters.arp_replies.fetch_add(1, Ordering::Relaxed);
+                if socket.send(&packet::arp_reply(mac, &request)).await.is_ok() {
+                    counters.arp_replies.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok(Request::Ndp(solicitation))
                 if solicitation.source_mac != mac && holds(solicitation.target.into()) =>
             {
                 counters.ndp_requests.fetch_add(1, Ordering::Relaxed);
-                socket
+                if socket
                     .send(&packet::neighbor_reply(mac, &solicitation))
-                    .await?;
-                counters.ndp_replies.fetch_add(1, Ordering::Relaxed);
+                    .await
+                    .is_ok()
+                {
+                    counters.ndp_replies.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok(_) => {}
             Err(why) => {
@@ -106,11 +130,13 @@ pub async fn announce(
                         IpAddr::V4(v4) => packet::gratuitous_arp(mac, v4),
                         IpAddr::V6(v6) => packet::unsolicited_advertisement(mac, v6),
                     };
-                    if let Err(e) = socket.send(&frame).await {
-                        tracing::warn!(%ip, error = %e, "cannot announce");
-                        return;
+                    match socket.send(&frame).await {
+                        Ok(_) => {
+                            counters.gratuitous.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The link may be back for the next one.
+                        Err(e) => tracing::warn!(%ip, error = %e, "cannot announce"),
                     }
-                    counters.gratuitous.fetch_add(1, Ordering::Relaxed);
                 }
             });
             tracing::info!(%ip, "taken: announcing");
