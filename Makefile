@@ -6,12 +6,15 @@ CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTE
 # kubectl built with the control plane (same pin as kube-apiserver).
 KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help build bins test unit e2e bench fuzz crds crds-check lint controlplane cluster-up cluster-down demo demo-down
+.PHONY: help packages build bins image test unit e2e bench fuzz crds crds-check lint controlplane nodes cluster-up cluster-down real-up real-down demo demo-down demo-lite demo-lite-down
 
 help:
-	@echo "make demo          the whole job locally: control plane, nodes, FRR router, client, ferrolb; stays up"
-	@echo "make demo-down     stop everything make demo started"
-	@echo "make test          every test: unit tests, generated-CRD check, tests on a real kube-apiserver"
+	@echo "make demo          ferrolb on a real 3-node Kubernetes cluster here, installed with kubectl apply -k; FRR router, client; stays up"
+	@echo "make demo-down     stop everything make demo started and remove it"
+	@echo "make demo-lite     the same job with ferrolb as processes against a bare kube-apiserver (no kubelet)"
+	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier"
+	@echo "make image         ferrolb's image (and the test images) as OCI archives in .cache/images, tag = the version"
+	@echo "make real-up       just the real cluster (3 nodes, images loaded); make real-down removes it"
 	@echo "make e2e           the end-to-end tests only; TAGS=BGP,FAILOVER runs the files tagged so"
 	@echo "make build         build every binary"
 	@echo "make crds          regenerate the CRD YAML under config/crd/ from the Rust types"
@@ -24,9 +27,20 @@ help:
 build:
 	$(CARGO) build --workspace --all-targets
 
+# The Debian packages the tests and the demo use, installed when missing.
+packages:
+	@bash e2e/scripts/need-packages.sh
+
 # Builds kube-apiserver, etcd and kubectl from the Go module proxy once per pin.
 controlplane:
 	bash e2e/scripts/build-controlplane.sh >/dev/null
+
+# kubelet, kube-proxy and kube-scheduler from the same pin.
+nodes:
+	bash e2e/scripts/build-nodes.sh >/dev/null
+
+image: bins
+	$(CARGO) run -q -p ferrolb-e2e --bin ferrolb-image
 
 crds:
 	$(CARGO) run -q -p ferrolb-api --bin crdgen -- config/crd
@@ -41,10 +55,10 @@ unit:
 bins:
 	$(CARGO) build --workspace --bins
 
-e2e: controlplane bins
+e2e: packages controlplane nodes bins
 	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
-test: controlplane crds-check bins
+test: packages controlplane nodes crds-check bins
 	$(CARGO) test --workspace
 
 bench:
@@ -71,8 +85,20 @@ cluster-up: controlplane
 cluster-down:
 	@$(CLUSTER) down
 
-demo: controlplane bins
-	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo.sh
+real-up: packages controlplane nodes bins
+	$(CARGO) run -q -p ferrolb-e2e --bin ferrolb-realcluster -- up --nodes 3
+
+real-down:
+	@$(CARGO) run -q -p ferrolb-e2e --bin ferrolb-realcluster -- down
+
+demo: packages controlplane nodes bins
+	@bash e2e/scripts/demo.sh
 
 demo-down:
-	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo-down.sh
+	@bash e2e/scripts/demo-down.sh
+
+demo-lite: packages controlplane bins
+	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo-lite.sh
+
+demo-lite-down:
+	@CLUSTER_DIR=$(CLUSTER_DIR) bash e2e/scripts/demo-lite-down.sh
