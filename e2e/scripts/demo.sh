@@ -48,7 +48,10 @@ ip -n "$router" link set dev eth1 up
 ip -n "$client" link set dev eth0 up
 ip -n "$client" link set dev lo up
 ip -n "$client" route add default via "10.214.$slot.1"
-ip netns exec "$router" sysctl -qw net.ipv4.ip_forward=1
+ip netns exec "$router" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+# The nodes reach the client network through the router, as a LAN's default
+# gateway would give them (answers to the client leave the node that way).
+for i in 1 2 3; do ip -n "flr$slot-node$i" route replace "10.214.$slot.0/24" via "$net.2"; done
 mkdir -p "/etc/frr/$router"
 sed 's/^bgpd=no/bgpd=yes/' /etc/frr/daemons >"/etc/frr/$router/daemons"
 {
