@@ -7,7 +7,6 @@
 //! load-balancer controller writing the same Services. Figures are printed,
 //! never asserted.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrolb_api::constants::condition::ANNOUNCED;
@@ -26,7 +25,7 @@ const MACS: [&str; 3] = [
 ];
 
 /// One control plane at a time: the machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Three nodes, a client, the operator and a speaker per node, one pool and
 /// its L2Advertisement, and Service `web` asking for `ip`.
@@ -229,7 +228,7 @@ impl Lab {
 /// Lease (the slow path); opening the port arms fast failover again.
 #[tokio::test]
 async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let mut lab = Lab::start(&V4, |host| {
         let out = host
             .run(
@@ -363,7 +362,7 @@ async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
 /// `arp_ignore=1` one MAC answers and the warning goes.
 #[tokio::test]
 async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let lab = Lab::start(&V4, |_| {}).await;
     let (active, _) =
         wait_for("the roles", Duration::from_secs(60), || lab.roles()).expect("active and standby");
@@ -445,7 +444,7 @@ async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
 /// NODE_IP), or, without it, on the default route's.
 #[tokio::test]
 async fn the_speaker_answers_on_the_node_address_interface_not_on_bridges() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let cluster = TestCluster::start().await.expect("cluster");
     let mut network = Network::new().expect("switch");
     let client = network
@@ -550,7 +549,7 @@ async fn the_speaker_answers_on_the_node_address_interface_not_on_bridges() {
 /// with `--ignore-exclude-lb` the node announces.
 #[tokio::test]
 async fn a_single_excluded_node_is_explained_and_used_with_ignore_exclude_lb() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let cluster = TestCluster::start().await.expect("cluster");
     let mut network = Network::new().expect("switch");
     let host = network
@@ -633,7 +632,7 @@ async fn a_single_excluded_node_is_explained_and_used_with_ignore_exclude_lb() {
 /// IP over when the active speaker dies, answering NDP.
 #[tokio::test]
 async fn ipv6_only_nodes_are_ready_and_fail_over_fast() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     const V6: Addressing = Addressing {
         node: |i| format!("fd73::{}/64", 11 + i),
         client: "fd73::2/64",
@@ -691,7 +690,7 @@ async fn ipv6_only_nodes_are_ready_and_fail_over_fast() {
 /// names its field manager and how to stop it.
 #[tokio::test]
 async fn another_controller_writing_the_service_status_is_named() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let cluster = TestCluster::start().await.expect("cluster");
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.168.73.100-192.168.73.110]}\n")
