@@ -33,10 +33,16 @@ pub fn workspace_root() -> PathBuf {
 /// The folder holding kube-apiserver, etcd and kubectl: `$FERROLB_CONTROLPLANE_BIN`
 /// if set, else what the build script prints (it builds once per pin).
 pub fn binaries() -> Result<PathBuf> {
-    if let Ok(dir) = std::env::var("FERROLB_CONTROLPLANE_BIN") {
+    built_by("FERROLB_CONTROLPLANE_BIN", "build-controlplane.sh")
+}
+
+/// The folder `$env` names, else the one `e2e/scripts/<script>` prints on its
+/// last line (it builds once per pin).
+pub fn built_by(env: &str, script: &str) -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var(env) {
         return Ok(PathBuf::from(dir));
     }
-    let script = workspace_root().join("e2e/scripts/build-controlplane.sh");
+    let script = workspace_root().join("e2e/scripts").join(script);
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

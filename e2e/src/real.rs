@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::controlplane::{binaries, workspace_root};
+use crate::controlplane::{binaries, built_by};
 use crate::netns::ip;
 use crate::pki::Authority;
 
@@ -168,22 +168,7 @@ pub struct RealCluster {
 /// The folder with kubelet, kube-proxy and kube-scheduler
 /// (`$FERROLB_NODE_BIN`, or what `e2e/scripts/build-nodes.sh` prints).
 pub fn node_binaries() -> Result<PathBuf> {
-    if let Ok(dir) = std::env::var("FERROLB_NODE_BIN") {
-        return Ok(PathBuf::from(dir));
-    }
-    let script = workspace_root().join("e2e/scripts/build-nodes.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", script.display(), out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(
-        text.lines().last().unwrap_or_default().trim(),
-    ))
+    built_by("FERROLB_NODE_BIN", "build-nodes.sh")
 }
 
 fn run(program: &str, args: &[&str]) -> Result<Output> {
@@ -729,28 +714,38 @@ impl RealCluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // What kube-controller-manager and kube-scheduler share: their
+        // identity, and no serving port or leader election of their own.
+        let component = |kubeconfig: &Path| -> Vec<String> {
+            vec![
+                format!("--kubeconfig={}", s(kubeconfig)),
+                format!("--authentication-kubeconfig={}", s(kubeconfig)),
+                format!("--authorization-kubeconfig={}", s(kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+                "--leader-elect=false".into(),
+                "--v=1".into(),
+            ]
+        };
         let cm = self.dir.join("controller-manager.kubeconfig");
         daemon(
             &cp,
             "kube-controller-manager",
             &self.cp_bin.join("kube-controller-manager"),
             &[
-                format!("--kubeconfig={}", s(&cm)),
-                format!("--authentication-kubeconfig={}", s(&cm)),
-                format!("--authorization-kubeconfig={}", s(&cm)),
-                "--bind-address=127.0.0.1".into(),
-                "--secure-port=0".into(),
-                "--leader-elect=false".into(),
-                "--use-service-account-credentials=true".into(),
-                format!("--service-account-private-key-file={}", s(&sa_key)),
-                format!("--root-ca-file={}", s(&ca_crt)),
-                format!("--cluster-signing-cert-file={}", s(&ca_crt)),
-                format!("--cluster-signing-key-file={}", s(&ca_key)),
-                format!("--cluster-cidr={}", self.slot.cluster_cidr()),
-                format!("--service-cluster-ip-range={}", self.slot.service_cidr()),
-                "--allocate-node-cidrs=false".into(),
-                "--v=1".into(),
-            ],
+                component(&cm),
+                vec![
+                    "--use-service-account-credentials=true".into(),
+                    format!("--service-account-private-key-file={}", s(&sa_key)),
+                    format!("--root-ca-file={}", s(&ca_crt)),
+                    format!("--cluster-signing-cert-file={}", s(&ca_crt)),
+                    format!("--cluster-signing-key-file={}", s(&ca_key)),
+                    format!("--cluster-cidr={}", self.slot.cluster_cidr()),
+                    format!("--service-cluster-ip-range={}", self.slot.service_cidr()),
+                    "--allocate-node-cidrs=false".into(),
+                ],
+            ]
+            .concat(),
             None,
             Some(&cgroup),
         )?;
@@ -759,15 +754,7 @@ impl RealCluster {
             &cp,
             "kube-scheduler",
             &self.node_bin.join("kube-scheduler"),
-            &[
-                format!("--kubeconfig={}", s(&sched)),
-                format!("--authentication-kubeconfig={}", s(&sched)),
-                format!("--authorization-kubeconfig={}", s(&sched)),
-                "--bind-address=127.0.0.1".into(),
-                "--secure-port=0".into(),
-                "--leader-elect=false".into(),
-                "--v=1".into(),
-            ],
+            &component(&sched),
             None,
             Some(&cgroup),
         )?;

@@ -130,6 +130,27 @@ pub struct Counters {
     pub refused: AtomicU64,
 }
 
+impl Counters {
+    /// Counts and logs what the tracker decided.
+    fn record(&self, decision: &tracker::Decision) {
+        for (ip, taken) in &decision.take {
+            tracing::warn!(%ip, from = %taken.from, why = %taken.why, "active node silent: taking over");
+        }
+        for ip in &decision.release {
+            tracing::warn!(%ip, "the active node renews its Lease but does not answer probes: giving the IP back");
+        }
+        for node in &decision.became_unavailable {
+            tracing::warn!(active = %node, "fast failover unavailable: no takeover from this node until it answers probes");
+        }
+        self.takeovers
+            .fetch_add(decision.take.len() as u64, Ordering::Relaxed);
+        self.released
+            .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
+        self.unavailable
+            .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
+    }
+}
+
 /// The fast path of one speaker.
 pub struct Failover {
     node: String,
@@ -303,15 +324,7 @@ impl Failover {
             .expect("failover lock")
             .tracker
             .lease_seen(node, renew, std::time::Instant::now());
-        self.counters
-            .released
-            .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
-        self.counters
-            .unavailable
-            .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
-        for ip in &decision.release {
-            tracing::warn!(%ip, from = %node, "the active node renews its Lease but does not answer probes: giving the IP back");
-        }
+        self.counters.record(&decision);
         if !decision.release.is_empty() {
             self.changed.notify_one();
         }
@@ -603,21 +616,7 @@ impl Parts {
                     shared.tracker.own_network_down(std::time::Instant::now());
                 }
                 let decision = shared.tracker.tick(std::time::Instant::now());
-                for (ip, taken) in &decision.take {
-                    tracing::warn!(%ip, from = %taken.from, why = %taken.why, "active node silent: taking over");
-                }
-                for node in &decision.became_unavailable {
-                    tracing::warn!(active = %node, "fast failover unavailable: no takeover from this node until it answers probes");
-                }
-                self.counters
-                    .takeovers
-                    .fetch_add(decision.take.len() as u64, Ordering::Relaxed);
-                self.counters
-                    .released
-                    .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
-                self.counters
-                    .unavailable
-                    .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
+                self.counters.record(&decision);
                 changed = !decision.is_empty();
                 self.counters
                     .unavailable_now
