@@ -9,7 +9,9 @@
 //! Local), and a client on the nodes' LAN sends a request every 20 ms through
 //! the Service IP during each scenario. Figures are printed, not asserted,
 //! except "0 failed" for planned operations (rolling update, leader change,
-//! drain). `FERROLB_REAL_RUNS` sets the runs of the failure scenarios
+//! drain). Then BGP: FRR on the nodes' LAN peers with every node, and a
+//! Service with externalTrafficPolicy Local is routed only to the nodes with
+//! an echo Pod, following the Pods when they move. `FERROLB_REAL_RUNS` sets the runs of the failure scenarios
 //! (default 2).
 
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use ferrolb_e2e::image::{PAUSE, TAG, build_all};
 use ferrolb_e2e::netns::Host;
 use ferrolb_e2e::probe::{Prober, median_and_max};
 use ferrolb_e2e::real::{Options, ProxyMode, RealCluster};
-use ferrolb_e2e::routers::wait_for;
+use ferrolb_e2e::routers::{Frr, Router, frr_config, wait_for};
 use serde_json::Value;
 
 const CLIENT_MAC: &str = "02:00:00:00:0e:99";
@@ -530,8 +532,119 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     }
     let _ = local_ip;
 
+    // (f) BGP with FRR and externalTrafficPolicy Local: the route's next
+    // hops are the nodes with a ready echo Pod, and follow the Pods.
+    let router = real.cluster.client(2, "02:00:00:00:0e:02").expect("router");
+    let neighbors: Vec<(String, u32)> = real
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| (n.ip.clone(), 64512))
+        .collect();
+    let frr = Frr::start(
+        &router,
+        &frr_config(64513, &slot.host_ip(2), &neighbors, &[], &[], true),
+    )
+    .expect("FRR");
+    let bgp = format!(
+        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        router_ip = slot.host_ip(2),
+        n = slot.0
+    );
+    let out = real.apply(&bgp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shop = real.service_ip("shop");
+    let prefix = format!("{shop}/32");
+    // Nodes with a ready echo Pod, as node IPs.
+    let pod_nodes = |real: &Real| -> Vec<String> {
+        let pods = real.json(&["get", "pods", "-l", "app=echo"]);
+        let mut ips: Vec<String> = pods["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_null()
+                    && p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+            })
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .filter_map(|n| real.cluster.node_named(n).map(|n| n.ip.clone()))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    };
+    let routed = |expected: &[String]| {
+        frr.route(&prefix)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops == expected)
+            .map(|_| ())
+    };
+    let expected = pod_nodes(&real);
+    wait_for(
+        "the route to the nodes with Pods",
+        Duration::from_secs(90),
+        || routed(&expected),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?} vs {expected:?}\n{}",
+            frr.route(&prefix),
+            real.diagnose()
+        )
+    });
+    println!("BGP: {prefix} next hops {expected:?}");
+    // Empty one node of echo Pods: they are scheduled elsewhere and the route
+    // leaves that node.
+    let emptied = expected.first().cloned().expect("a node with Pods");
+    let emptied_name = real
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.ip == emptied)
+        .map(|n| n.name.clone())
+        .expect("node");
+    let moved = Instant::now();
+    real.kubectl(&["cordon", &emptied_name]);
+    real.kubectl(&[
+        "delete",
+        "pods",
+        "-l",
+        "app=echo",
+        "--field-selector",
+        &format!("spec.nodeName={emptied_name}"),
+        "--wait=false",
+    ]);
+    let after = wait_for("the Pods to move", Duration::from_secs(90), || {
+        let now = pod_nodes(&real);
+        (!now.contains(&emptied)
+            && real.json(&["get", "deploy", "echo"])["status"]["readyReplicas"] == 4)
+            .then_some(now)
+    })
+    .expect("Pods rescheduled");
+    wait_for(
+        "the route to follow the Pods",
+        Duration::from_secs(60),
+        || routed(&after),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?} vs {after:?}", frr.route(&prefix)));
+    println!(
+        "FIGURE REAL (f) BGP Local: echo Pods moved off {emptied_name}; the router's next hops went from {expected:?} to {after:?} {:?} after the delete",
+        moved.elapsed()
+    );
+    real.kubectl(&["uncordon", &emptied_name]);
+    drop(frr);
+
     // (h) Uninstall leaves nothing of ferrolb behind.
-    real.kubectl(&["delete", "svc", "echo", "echo-local"]);
+    real.kubectl(&["delete", "svc", "echo", "echo-local", "shop"]);
     real.kubectl(&[
         "delete",
         "-k",

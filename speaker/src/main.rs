@@ -237,11 +237,6 @@ fn metrics(counters: &Counters, failover: &FailoverCounters, kernel_answers_arp:
             load(&failover.takeovers),
         ),
         line(
-            "failover_released",
-            "IPs given back after a takeover because the active node renewed its Lease",
-            load(&failover.released),
-        ),
-        line(
             "failover_handoffs_received",
             "IPs received from a stopping node",
             load(&failover.handoffs_received),

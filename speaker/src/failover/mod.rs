@@ -118,8 +118,6 @@ pub struct Counters {
     pub replies: AtomicU64,
     /// Takeovers after missed probes.
     pub takeovers: AtomicU64,
-    /// IPs given back after a takeover: the active node was alive.
-    pub released: AtomicU64,
     /// Times fast failover towards an active node turned unavailable.
     pub unavailable: AtomicU64,
     /// Active nodes the fast path is unavailable towards now (a gauge).
@@ -136,16 +134,11 @@ impl Counters {
         for (ip, taken) in &decision.take {
             tracing::warn!(%ip, from = %taken.from, why = %taken.why, "active node silent: taking over");
         }
-        for ip in &decision.release {
-            tracing::warn!(%ip, "the active node renews its Lease but does not answer probes: giving the IP back");
-        }
         for node in &decision.became_unavailable {
             tracing::warn!(active = %node, "fast failover unavailable: no takeover from this node until it answers probes");
         }
         self.takeovers
             .fetch_add(decision.take.len() as u64, Ordering::Relaxed);
-        self.released
-            .fetch_add(decision.release.len() as u64, Ordering::Relaxed);
         self.unavailable
             .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
     }
@@ -316,7 +309,7 @@ impl Failover {
 
     /// The Lease renewal time of an active node this node stands by for, as
     /// the apiserver shows it (looked at while the node is silent). Pokes
-    /// `changed` when IPs are given back.
+    /// `changed` when the node turns out alive (the status says so).
     pub fn lease_seen(&self, node: &str, renew: &str) {
         let decision = self
             .shared
@@ -325,7 +318,7 @@ impl Failover {
             .tracker
             .lease_seen(node, renew, std::time::Instant::now());
         self.counters.record(&decision);
-        if !decision.release.is_empty() {
+        if !decision.is_empty() {
             self.changed.notify_one();
         }
     }

@@ -12,10 +12,13 @@
 //!   Lease running out at the operator, still moves them if that node dies;
 //! - once heard, `misses` unanswered probes in a row are taken as the active
 //!   node gone, and its IPs are taken over at once;
-//! - unless that node's Lease was seen renewed while it was silent: it is alive
-//!   and only the probe path is cut, so its IPs stay (or go back, if already
-//!   taken and not yet made official) and fast failover is reported as
-//!   unavailable until an answer is heard again.
+//! - unless that node's Lease was seen renewed while it was silent — twice:
+//!   a dead node can have one renewal in flight — then it is alive and only
+//!   the probe path is cut: its IPs not taken yet stay where they are, and
+//!   fast failover is reported as unavailable until an answer is heard again.
+//!   IPs already taken are not given back: a node whose control plane works
+//!   while its data-plane link is down (a second NIC) must not get them back,
+//!   and a mid-way firewall change costs one move, no more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -81,8 +84,6 @@ pub struct Report {
 pub struct Decision {
     /// IPs to take over now.
     pub take: BTreeMap<IpAddr, Taken>,
-    /// IPs taken earlier to give back (their active node is alive).
-    pub release: BTreeSet<IpAddr>,
     /// Nodes whose fast path has just become unavailable (for the counter).
     pub became_unavailable: Vec<String>,
 }
@@ -90,7 +91,7 @@ pub struct Decision {
 impl Decision {
     /// Whether anything is to be done.
     pub fn is_empty(&self) -> bool {
-        self.take.is_empty() && self.release.is_empty() && self.became_unavailable.is_empty()
+        self.take.is_empty() && self.became_unavailable.is_empty()
     }
 }
 
@@ -105,8 +106,9 @@ struct Follow {
     /// as text: compared, never read as a clock, so the nodes' clocks may
     /// differ).
     lease_while_silent: Option<String>,
-    /// Its Lease changed while it was silent: alive, probe path cut.
-    alive_while_silent: bool,
+    /// How many times its Lease changed while it was silent (twice: alive,
+    /// probe path cut).
+    renewals_while_silent: u8,
     /// Unavailable reported (so the counter counts transitions).
     unavailable: Option<Unavailable>,
 }
@@ -147,7 +149,7 @@ impl Tracker {
                 since: now,
                 heard: None,
                 lease_while_silent: None,
-                alive_while_silent: false,
+                renewals_while_silent: 0,
                 unavailable: None,
             };
             let follow = self.follows.entry(node.clone()).or_insert(fresh.clone());
@@ -170,7 +172,7 @@ impl Tracker {
         let armed_anew = follow.heard.is_none() || follow.unavailable.is_some();
         follow.heard = Some(now);
         follow.lease_while_silent = None;
-        follow.alive_while_silent = false;
+        follow.renewals_while_silent = 0;
         follow.unavailable = None;
         armed_anew
     }
@@ -186,9 +188,12 @@ impl Tracker {
             return Decision::default();
         }
         match &follow.lease_while_silent {
+            Some(last) if last == renew => {}
+            Some(_) => {
+                follow.renewals_while_silent = follow.renewals_while_silent.saturating_add(1);
+                follow.lease_while_silent = Some(renew.to_string());
+            }
             None => follow.lease_while_silent = Some(renew.to_string()),
-            Some(first) if first != renew => follow.alive_while_silent = true,
-            Some(_) => {}
         }
         self.tick(now)
     }
@@ -217,8 +222,8 @@ impl Tracker {
         }
     }
 
-    /// The passing of time: takeovers that are due, IPs to give back, and
-    /// nodes that turned unavailable.
+    /// The passing of time: takeovers that are due, and nodes that turned
+    /// unavailable.
     pub fn tick(&mut self, now: Instant) -> Decision {
         let deadline = self.settings.deadline();
         let mut decision = Decision::default();
@@ -228,7 +233,7 @@ impl Tracker {
                     Some(Unavailable::NeverHeard)
                 }
                 None => None,
-                Some(_) if follow.alive_while_silent => Some(Unavailable::SilentWhileAlive),
+                Some(_) if follow.renewals_while_silent >= 2 => Some(Unavailable::SilentWhileAlive),
                 Some(heard) if now.duration_since(heard) > deadline => {
                     for ip in &follow.ips {
                         if !self.taken.contains_key(ip) {
@@ -251,13 +256,6 @@ impl Tracker {
                 Some(_) => None,
             };
             if let Some(why) = &verdict {
-                if why == &Unavailable::SilentWhileAlive {
-                    for (ip, taken) in &self.taken {
-                        if &taken.from == node {
-                            decision.release.insert(*ip);
-                        }
-                    }
-                }
                 if follow.unavailable.as_ref() != Some(why) {
                     decision.became_unavailable.push(node.clone());
                 }
@@ -266,9 +264,6 @@ impl Tracker {
         }
         self.taken
             .extend(decision.take.iter().map(|(ip, t)| (*ip, t.clone())));
-        for ip in &decision.release {
-            self.taken.remove(ip);
-        }
         decision
     }
 
@@ -459,8 +454,7 @@ mod tests {
         // (the probes carry them, and the active node yields), the fast path
         // is armed again.
         tracker.answered(A, ms(t0, 350));
-        let decision = tracker.tick(ms(t0, 400));
-        assert!(decision.release.is_empty());
+        assert!(tracker.tick(ms(t0, 400)).is_empty());
         assert_eq!(tracker.taken().len(), 2);
         assert_eq!(reach(&tracker, ms(t0, 400)), Reach::Armed);
         // The operator makes it official: this node no longer stands by for
@@ -470,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn silent_while_its_lease_is_renewed_gives_the_ip_back() {
+    fn silent_while_its_lease_is_renewed_twice_is_alive_and_keeps_what_is_not_taken() {
         let t0 = Instant::now();
         let mut tracker = following(t0);
         tracker.answered(A, t0);
@@ -478,27 +472,42 @@ mod tests {
         // and a cut probe path look the same for the first 300 ms).
         assert_eq!(tracker.tick(ms(t0, 301)).take.len(), 2);
         assert_eq!(tracker.suspects(ms(t0, 301)), vec![A.to_string()]);
-        // The Lease as first seen while silent, then renewed: alive.
-        assert!(
-            tracker
-                .lease_seen(A, "2026-01-01T00:00:00.000000Z", ms(t0, 400))
-                .is_empty()
-        );
-        let decision = tracker.lease_seen(A, "2026-01-01T00:00:05.000000Z", ms(t0, 5_400));
-        assert_eq!(decision.release, BTreeSet::from([ip(10), ip(11)]));
+        // The Lease as first seen while silent, then renewed twice: alive.
+        assert!(tracker.lease_seen(A, "r1", ms(t0, 400)).is_empty());
+        assert!(tracker.lease_seen(A, "r2", ms(t0, 5_400)).is_empty());
+        let decision = tracker.lease_seen(A, "r3", ms(t0, 10_400));
         assert_eq!(decision.became_unavailable, vec![A.to_string()]);
-        assert!(tracker.taken().is_empty());
         assert_eq!(
-            reach(&tracker, ms(t0, 5_500)),
+            reach(&tracker, ms(t0, 10_500)),
             Reach::Unavailable(Unavailable::SilentWhileAlive)
         );
-        // Still silent: no new takeover.
-        assert!(tracker.tick(ms(t0, 6_000)).take.is_empty());
+        // What was taken stays taken (its data-plane link may be what is
+        // down); a new IP of that node is not taken.
+        assert_eq!(tracker.taken().len(), 2);
+        let targets = BTreeMap::from([(A.to_string(), BTreeSet::from([ip(10), ip(11), ip(12)]))]);
+        tracker.follow(&targets, &BTreeSet::new(), ms(t0, 11_000));
+        assert!(tracker.tick(ms(t0, 12_000)).take.is_empty());
         // Answers again (the firewall rule was removed): armed again, and a
         // later silence is a takeover once more.
-        tracker.answered(A, ms(t0, 7_000));
-        assert_eq!(reach(&tracker, ms(t0, 7_050)), Reach::Armed);
-        assert_eq!(tracker.tick(ms(t0, 7_301)).take.len(), 2);
+        tracker.answered(A, ms(t0, 13_000));
+        assert_eq!(reach(&tracker, ms(t0, 13_050)), Reach::Armed);
+        assert_eq!(tracker.tick(ms(t0, 13_301)).take.len(), 1);
+    }
+
+    #[test]
+    fn one_renewal_in_flight_from_a_dead_node_is_not_life() {
+        let t0 = Instant::now();
+        let mut tracker = following(t0);
+        tracker.answered(A, t0);
+        assert_eq!(tracker.tick(ms(t0, 301)).take.len(), 2);
+        // The renewal it sent just before it died lands after the first look.
+        tracker.lease_seen(A, "before", ms(t0, 350));
+        tracker.lease_seen(A, "its last", ms(t0, 1_350));
+        for step in 2..10 {
+            tracker.lease_seen(A, "its last", ms(t0, 350 + step * 1000));
+        }
+        assert_eq!(reach(&tracker, ms(t0, 10_000)), Reach::Silent);
+        assert_eq!(tracker.taken().len(), 2);
     }
 
     #[test]
@@ -509,7 +518,7 @@ mod tests {
         assert_eq!(tracker.tick(ms(t0, 301)).take.len(), 2);
         for step in 1..10 {
             let decision = tracker.lease_seen(A, "renewed once", ms(t0, 301 + step * 1000));
-            assert!(decision.release.is_empty());
+            assert!(decision.became_unavailable.is_empty());
         }
         assert_eq!(tracker.taken().len(), 2);
     }
