@@ -551,12 +551,14 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         router_ip = slot.host_ip(2),
         n = slot.0
     );
-    let out = real.apply(&bgp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // After the crashes a webhook endpoint may be one that is still coming
+    // back: retried as a GitOps tool would.
+    wait_for(
+        "the BGP objects to be admitted",
+        Duration::from_secs(90),
+        || real.apply(&bgp).status.success().then_some(()),
+    )
+    .expect("BGP objects applied");
     let shop = real.service_ip("shop");
     let prefix = format!("{shop}/32");
     // Nodes with a ready echo Pod, as node IPs.
