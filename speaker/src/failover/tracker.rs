@@ -255,10 +255,10 @@ impl Tracker {
                 }
                 Some(_) => None,
             };
-            if let Some(why) = &verdict {
-                if follow.unavailable.as_ref() != Some(why) {
-                    decision.became_unavailable.push(node.clone());
-                }
+            if let Some(why) = &verdict
+                && follow.unavailable.as_ref() != Some(why)
+            {
+                decision.became_unavailable.push(node.clone());
             }
             follow.unavailable = verdict;
         }
