@@ -63,6 +63,25 @@ pub fn built_by(env: &str, script: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
+/// etcd's flags for a single throwaway member keeping its data in
+/// `dir/etcd`, serving clients on loopback port `client`.
+pub fn etcd_args(dir: &Path, client: u16, peer: u16) -> Vec<String> {
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    vec![
+        "--name=default".into(),
+        format!("--data-dir={}", dir.join("etcd").display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=default={peer_url}"),
+        // A throwaway cluster: durability costs seconds per test.
+        "--unsafe-no-fsync=true".into(),
+        "--log-level=warn".into(),
+    ]
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -120,22 +139,7 @@ impl ControlPlane {
             detached: false,
         };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        plane.spawn(
-            "etcd",
-            &[
-                "--name=default".into(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                // A throwaway cluster: durability costs seconds per test.
-                "--unsafe-no-fsync=true".into(),
-                "--log-level=warn".into(),
-            ],
-        )?;
+        plane.spawn("etcd", &etcd_args(&dir, etcd_port, peer_port))?;
         let started = Instant::now();
         plane.spawn(
             "kube-apiserver",

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::controlplane::{binaries, built_by};
+use crate::controlplane::{binaries, built_by, etcd_args};
 use crate::netns::ip;
 use crate::pki::Authority;
 
@@ -644,7 +644,6 @@ impl RealCluster {
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
         let cp = self.dir.join("cp");
         fs::create_dir_all(&cp)?;
         let cgroup = format!("/{}control-plane", self.slot.prefix());
@@ -654,17 +653,7 @@ impl RealCluster {
             &cp,
             "etcd",
             &self.cp_bin.join("etcd"),
-            &[
-                "--name=default".into(),
-                format!("--data-dir={}", cp.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                "--unsafe-no-fsync=true".into(),
-                "--log-level=warn".into(),
-            ],
+            &etcd_args(&cp, etcd_port, peer_port),
             None,
             Some(&cgroup),
         )?;
@@ -1258,22 +1247,7 @@ healthzBindAddress: 127.0.0.1:10256
     /// Takes the cluster down in order: kubelets and kube-proxies, then every
     /// container and containerd, then the control plane; then [`sweep`].
     pub fn down(&mut self) {
-        for node in &self.nodes {
-            stop_pid_file(&node.dir.join("kube-proxy.pid"), Duration::from_secs(2));
-            stop_pid_file(&node.dir.join("kubelet.pid"), Duration::from_secs(2));
-        }
-        for name in [
-            "kube-scheduler",
-            "kube-controller-manager",
-            "kube-apiserver",
-            "etcd",
-        ] {
-            stop_pid_file(
-                &self.dir.join("cp").join(format!("{name}.pid")),
-                Duration::from_secs(5),
-            );
-        }
-        sweep(self.slot, Some(&self.dir));
+        down_dir(&self.dir);
     }
 }
 
@@ -1295,6 +1269,8 @@ pub fn down_dir(dir: &Path) -> bool {
         return false;
     };
     let slot = Slot(slot);
+    // Kubelets and kube-proxies first (no Pod is restarted meanwhile), the
+    // control plane last; containers and containerd go with the sweep.
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         stop_pid_file(&path.join("kube-proxy.pid"), Duration::from_secs(2));
