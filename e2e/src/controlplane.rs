@@ -63,6 +63,20 @@ pub fn built_by(env: &str, script: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
+/// Starts `command` in the background, its output into `log`, in its own
+/// process group: Ctrl-C in a terminal does not reach it, and stopping the
+/// group takes everything it started.
+pub fn spawn_logged(mut command: Command, log: &Path) -> Result<Child> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))
+}
+
 /// etcd's flags for a single throwaway member keeping its data in
 /// `dir/etcd`, serving clients on loopback port `client`.
 pub fn etcd_args(dir: &Path, client: u16, peer: u16) -> Vec<String> {
@@ -177,17 +191,9 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
-        let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = Command::new(self.bin.join(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: Ctrl-C in a terminal does not reach it, and
-            // stopping it takes everything it started.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.join(name).display()))?;
+        let mut command = Command::new(self.bin.join(name));
+        command.args(args);
+        let child = spawn_logged(command, &self.dir.join(format!("{name}.log")))?;
         fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())?;
         self.children.push(child);
         Ok(())

@@ -19,7 +19,6 @@
 //! point, not only by pid files.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::controlplane::{binaries, built_by, etcd_args};
+use crate::controlplane::{binaries, built_by, etcd_args, spawn_logged};
 use crate::netns::ip;
 use crate::pki::Authority;
 
@@ -450,7 +449,6 @@ fn daemon(
     netns: Option<&str>,
     cgroup: Option<&str>,
 ) -> Result<u32> {
-    let log = fs::File::create(dir.join(format!("{name}.log")))?;
     let mut command = match netns {
         Some(ns) => {
             let mut c = Command::new("nsenter");
@@ -459,14 +457,8 @@ fn daemon(
         }
         None => Command::new(program),
     };
-    let child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
+    command.args(args);
+    let child = spawn_logged(command, &dir.join(format!("{name}.log")))?;
     let pid = child.id();
     if let Some(cgroup) = cgroup {
         join_cgroup(cgroup, pid);
