@@ -103,11 +103,15 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
     })
     .await;
     let first = active_for(&cluster, ip).await;
-    let (status, reason, _) = announced(&cluster, "web").await;
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "NotYetApplied")
-    );
+    // The Service's status is written in the same pass as the
+    // NodeAnnouncements, not necessarily before this look.
+    wait_for("the Service to wait for its speaker", || async {
+        match announced(&cluster, "web").await {
+            (status, reason, _) if status == "False" && reason == "NotYetApplied" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // The node's speaker reports the IP (stood in for by a status patch).
     let report = format!(
@@ -150,12 +154,13 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
     })
     .await;
     let second = active_for(&cluster, ip).await;
-    let (status, reason, _) = announced(&cluster, "web").await;
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "NotYetApplied"),
-        "the new node has not reported yet"
-    );
+    wait_for("the new node has not reported yet", || async {
+        match announced(&cluster, "web").await {
+            (status, reason, _) if status == "False" && reason == "NotYetApplied" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // The exclude label → it moves again, to the last node.
     cluster
