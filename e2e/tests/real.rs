@@ -74,20 +74,29 @@ impl Real {
         .expect("an IP")
     }
 
-    /// The node the operator made active for `ip`, once its speaker answers.
+    /// The node the operator made active for `ip`, once its speaker has
+    /// applied that and answers — and no other node says it answers.
     fn active(&self, ip: &str) -> Option<String> {
         let list = self.json(&["get", "nodeannouncements"]);
-        list["items"].as_array()?.iter().find_map(|item| {
-            let chosen = item["spec"]["l2"]
-                .as_array()?
-                .iter()
-                .any(|e| e["ip"] == ip && e["role"] == "active");
-            let answering = item["status"]["l2"]
-                .as_array()?
-                .iter()
-                .any(|s| s["ip"] == ip && s["state"] == "Announcing");
-            (chosen && answering).then(|| item["metadata"]["name"].as_str().map(str::to_string))?
-        })
+        let answering: Vec<&Value> = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|item| {
+                item["status"]["l2"].as_array().is_some_and(|l2| {
+                    l2.iter()
+                        .any(|s| s["ip"] == ip && s["state"] == "Announcing")
+                })
+            })
+            .collect();
+        let [item] = answering.as_slice() else {
+            return None;
+        };
+        let chosen = item["spec"]["l2"]
+            .as_array()?
+            .iter()
+            .any(|e| e["ip"] == ip && e["role"] == "active");
+        let applied = item["status"]["observedGeneration"] == item["metadata"]["generation"];
+        (chosen && applied).then(|| item["metadata"]["name"].as_str().map(str::to_string))?
     }
 
     fn mac_of(&self, node: &str) -> String {
@@ -126,28 +135,43 @@ impl Real {
                 self.kubectl(&["get", "pods", "-A", "-o", "wide"])
             )
         });
-        let active = wait_for("the IP to be announced", Duration::from_secs(60), || {
+        wait_for("the IP to be announced", Duration::from_secs(60), || {
             self.active(&ip)
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
-        // Every speaker has caught up with its spec, and the standby hears
-        // the active node: the fast path is armed.
-        wait_for("fast failover to be armed", Duration::from_secs(60), || {
+        // Every speaker has caught up with its spec, and each standby of this
+        // IP hears the active node: the fast path is armed for this IP. The
+        // active node is read anew each time: right after a failure the
+        // status of the node that lost the IP can still say it answers.
+        let active = wait_for("fast failover to be armed", Duration::from_secs(60), || {
             let list = self.json(&["get", "nodeannouncements"]);
             let items = list["items"].as_array()?;
             let caught_up = items
                 .iter()
                 .all(|i| i["status"]["observedGeneration"] == i["metadata"]["generation"]);
-            let armed = items.iter().any(|i| {
-                i["status"]["failover"].as_array().is_some_and(|f| {
-                    f.iter()
-                        .any(|f| f["node"] == active.as_str() && f["state"] == "Armed")
+            let active = self.active(&ip)?;
+            let standbys: Vec<&Value> = items
+                .iter()
+                .filter(|i| {
+                    i["spec"]["l2"].as_array().is_some_and(|l2| {
+                        l2.iter().any(|e| {
+                            e["ip"] == ip.as_str()
+                                && e["role"] == "standby"
+                                && e["standbyFor"] == active.as_str()
+                        })
+                    })
                 })
-            });
-            (caught_up && armed && self.active(&ip).as_deref() == Some(active.as_str()))
-                .then_some(())
+                .collect();
+            let armed = !standbys.is_empty()
+                && standbys.iter().all(|i| {
+                    i["status"]["failover"].as_array().is_some_and(|f| {
+                        f.iter()
+                            .any(|f| f["node"] == active.as_str() && f["state"] == "Armed")
+                    })
+                });
+            (caught_up && armed).then_some(active)
         })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
+        .unwrap_or_else(|e| panic!("{e} ({ip})\n{}", self.diagnose()));
         wait_for("the client to be answered", Duration::from_secs(30), || {
             let out = self
                 .client
@@ -167,8 +191,13 @@ impl Real {
         for args in [
             vec!["get", "nodes", "-o", "wide"],
             vec!["get", "pods", "-A", "-o", "wide"],
-            vec!["get", "svc", "-o", "yaml"],
-            vec!["get", "nodeannouncements", "-o", "yaml"],
+            vec!["get", "svc", "-o", "wide"],
+            vec![
+                "get",
+                "nodeannouncements",
+                "-o",
+                "custom-columns=NODE:.metadata.name,GEN:.metadata.generation,SEEN:.status.observedGeneration,SPEC:.spec.l2,L2:.status.l2,FAILOVER:.status.failover",
+            ],
         ] {
             text.push_str(&format!("--- kubectl {}\n", args.join(" ")));
             if let Ok(out) = self.cluster.kubectl(&args) {
@@ -182,7 +211,7 @@ impl Real {
         for pod in pods.lines().filter(|p| !p.contains("webhook")) {
             if let Ok(out) =
                 self.cluster
-                    .kubectl(&["-n", "ferrolb-system", "logs", pod, "--tail=40"])
+                    .kubectl(&["-n", "ferrolb-system", "logs", pod, "--tail=25"])
             {
                 text.push_str(&format!(
                     "--- {pod}\n{}",

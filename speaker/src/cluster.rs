@@ -338,6 +338,19 @@ pub async fn run(
             continue;
         };
         let report = status(announcement, &runner);
+        let before = announcement
+            .status
+            .as_ref()
+            .map(|s| s.failover.as_slice())
+            .unwrap_or_default();
+        for now in &report.failover {
+            if !before
+                .iter()
+                .any(|b| b.node == now.node && b.state == now.state && b.reason == now.reason)
+            {
+                tracing::info!(towards = %now.node, state = ?now.state, reason = ?now.reason, "fast failover path changed");
+            }
+        }
         if announcement.status.as_ref() == Some(&report) {
             // Already reported as it stands (a speaker restarted on a node
             // whose status did not change): applied and reported all the same.
