@@ -16,6 +16,7 @@ pub mod ipaddresspool;
 pub mod l2advertisement;
 pub mod nodeannouncement;
 pub mod overlap;
+pub mod prefixset;
 pub mod selector;
 pub mod timer;
 pub mod validation;
@@ -25,6 +26,7 @@ pub use bgppeer::{BGPPeer, BGPPeerSpec, BGPPeerStatus};
 pub use ipaddresspool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};
 pub use l2advertisement::{AdvertisementStatus, L2Advertisement, L2AdvertisementSpec};
 pub use nodeannouncement::{NodeAnnouncement, NodeAnnouncementSpec, NodeAnnouncementStatus};
+pub use prefixset::{PrefixSet, PrefixSetSpec};
 pub use validation::{FieldError, Validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -38,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPPeer::crd(),
         BGPAdvertisement::crd(),
         NodeAnnouncement::crd(),
+        PrefixSet::crd(),
     ]
 }
 

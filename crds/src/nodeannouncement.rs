@@ -172,10 +172,17 @@ pub struct BgpSession {
     /// The TCP-MD5 password's Secret key; the value itself is never written here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
-    /// Prefixes to advertise on this session.
+    /// Prefixes only this node advertises on this session (Services with
+    /// `externalTrafficPolicy: Local`), with their path attributes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "prefix_list")]
     pub prefixes: Vec<AdvertisedPrefix>,
+    /// BGPAdvertisements whose shared prefixes this session carries too: those
+    /// of the peer's family in their PrefixSets (the prefixes every selected
+    /// node advertises, kept out of each node's object).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "cel::name_set")]
+    pub advertisements: Vec<String>,
 }
 
 /// One prefix with its path attributes.

@@ -576,7 +576,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     )
     .expect("FRR");
     let bgp = format!(
-        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: catalog\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
         router_ip = slot.host_ip(2),
         n = slot.0
     );
@@ -633,6 +633,46 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         )
     });
     println!("BGP: {prefix} next hops {expected:?}");
+    // externalTrafficPolicy Cluster: every node advertises the prefix, which
+    // reaches the speakers through a shared PrefixSet, not each node's
+    // NodeAnnouncement.
+    let catalog = format!("{}/32", real.service_ip("catalog"));
+    let mut all_nodes: Vec<String> = real.cluster.nodes.iter().map(|n| n.ip.clone()).collect();
+    all_nodes.sort();
+    wait_for(
+        "the Cluster Service's route from every node",
+        Duration::from_secs(60),
+        || {
+            frr.route(&catalog)
+                .ok()
+                .flatten()
+                .filter(|r| r.next_hops == all_nodes)
+                .map(|_| ())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}\n{}",
+            frr.route(&catalog),
+            real.kubectl(&["get", "prefixsets", "-o", "yaml"]),
+            real.diagnose()
+        )
+    });
+    let announcements = real.json(&["get", "nodeannouncements"]);
+    for item in announcements["items"].as_array().expect("items") {
+        let copied = item["spec"]["bgp"].as_array().is_some_and(|sessions| {
+            sessions.iter().any(|s| {
+                s["prefixes"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["prefix"] == catalog.as_str()))
+            })
+        });
+        assert!(!copied, "a Cluster prefix is shared, not copied per node: {item}");
+    }
+    println!(
+        "BGP: {catalog} next hops {all_nodes:?}\n{}",
+        real.kubectl(&["get", "prefixsets"])
+    );
     // Empty one node of echo Pods: they are scheduled elsewhere and the route
     // leaves that node.
     let emptied = expected.first().cloned().expect("a node with Pods");
@@ -675,7 +715,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     drop(frr);
 
     // (h) Uninstall leaves nothing of ferrolb behind.
-    real.kubectl(&["delete", "svc", "echo", "echo-local", "shop"]);
+    real.kubectl(&["delete", "svc", "echo", "echo-local", "shop", "catalog"]);
     real.kubectl(&[
         "delete",
         "-k",

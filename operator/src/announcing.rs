@@ -192,6 +192,7 @@ pub fn bgp_peers(peers: &[std::sync::Arc<BGPPeer>]) -> Vec<bgp::Peer> {
                     enable_graceful_restart: spec.enable_graceful_restart,
                     password_secret_ref: spec.password_secret_ref.clone(),
                     prefixes: Vec::new(),
+                    advertisements: Vec::new(),
                 },
                 node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
             }
@@ -209,6 +210,7 @@ pub fn bgp_advertisements(
         .map(|a| {
             let spec = &a.spec;
             bgp::Advertisement {
+                name: a.name_any(),
                 pools: resolve_pools(
                     &spec.ip_address_pools,
                     &spec.ip_address_pool_selectors,

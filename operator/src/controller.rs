@@ -16,7 +16,7 @@ use ferrolb_api::bgppeer::BGPPeerStatus;
 use ferrolb_api::constants::{condition, manager};
 use ferrolb_api::{
     BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement,
-    NodeAnnouncement, NodeAnnouncementSpec,
+    NodeAnnouncement, NodeAnnouncementSpec, PrefixSet, PrefixSetSpec,
 };
 use ferrolb_runtime::watch_store;
 use futures::{StreamExt, stream};
@@ -34,10 +34,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::allocation::selector::Labels;
 use crate::allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
-use crate::announce::bgp::plan_bgp;
+use crate::announce::bgp::{plan_bgp, shards};
 use crate::announce::plan_l2;
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{self, Desired, Verdict};
+use crate::written::Memo;
 use crate::{announcing, convert};
 
 /// How the controller runs.
@@ -67,6 +68,7 @@ struct Stores {
     bgp: Store<BGPAdvertisement>,
     slices: Store<EndpointSlice>,
     announcements: Store<NodeAnnouncement>,
+    prefix_sets: Store<PrefixSet>,
 }
 
 impl Stores {
@@ -132,6 +134,10 @@ enum Write {
     },
     /// Delete the NodeAnnouncement of a node that is gone.
     Retire { node: String },
+    /// Apply one shard of an advertisement's shared prefixes.
+    PrefixSet { name: String, spec: PrefixSetSpec },
+    /// Delete a shard no longer wanted.
+    DropPrefixSet { name: String },
     /// Take back what we wrote on a Service no longer ours.
     Clear {
         key: ServiceKey,
@@ -152,10 +158,11 @@ struct State {
     pools: Vec<Pool>,
     /// What we last wrote per Service, and the resourceVersion it produced: a
     /// store older than that has not seen our write yet.
-    written: HashMap<ServiceKey, (Desired, u64)>,
-    pools_written: HashMap<String, (IPAddressPoolStatus, u64)>,
-    peers_written: HashMap<String, (BGPPeerStatus, u64)>,
-    announcements_written: HashMap<String, (NodeAnnouncementSpec, u64)>,
+    written: Memo<ServiceKey, Desired>,
+    pools_written: Memo<String, IPAddressPoolStatus>,
+    peers_written: Memo<String, BGPPeerStatus>,
+    announcements_written: Memo<String, NodeAnnouncementSpec>,
+    sets_written: Memo<String, PrefixSetSpec>,
     /// Other controllers seen writing a Service's ingress, and when last:
     /// once our write takes the field back their mark is gone from
     /// managedFields, so the sighting is remembered for a while.
@@ -243,10 +250,11 @@ impl State {
         State {
             allocator,
             pools,
-            written: HashMap::new(),
-            pools_written: HashMap::new(),
-            peers_written: HashMap::new(),
-            announcements_written: HashMap::new(),
+            written: Memo::default(),
+            pools_written: Memo::default(),
+            peers_written: Memo::default(),
+            announcements_written: Memo::default(),
+            sets_written: Memo::default(),
             other_writers: HashMap::new(),
         }
     }
@@ -269,7 +277,7 @@ impl State {
             .collect();
         for key in gone {
             let released = self.allocator.release(&key);
-            self.written.remove(&key);
+            self.written.forget(&key);
             tracing::info!(service = %key, ?released, "released");
         }
 
@@ -331,16 +339,12 @@ impl State {
                 .unwrap_or_default();
             let spec = announcing::spec(node, entries, sessions, &probes, &standbys);
             let current = announcements.get(node);
-            if current.is_some_and(|a| a.spec == spec) {
-                self.announcements_written.remove(node);
-                continue;
-            }
-            if let Some((last, rv)) = self.announcements_written.get(node)
-                && *last == spec
-                && current
-                    .and_then(|a| resource_version(a.as_ref()))
-                    .is_none_or(|seen| seen < *rv)
-            {
+            if !self.announcements_written.needs(
+                node,
+                &spec,
+                current.is_some_and(|a| a.spec == spec),
+                current.and_then(|a| resource_version(a.as_ref())),
+            ) {
                 continue;
             }
             writes.push(Write::Announcement {
@@ -353,6 +357,48 @@ impl State {
             .filter(|n| !plan.nodes.contains_key(*n))
         {
             writes.push(Write::Retire { node: node.clone() });
+        }
+
+        // The prefixes many nodes share, one PrefixSet per shard. A shard no
+        // longer wanted (fewer shards, advertisement gone) is deleted only
+        // once every wanted shard of its advertisement is in place, so a
+        // re-shard never withdraws a route in between.
+        let sets_now: BTreeMap<String, Arc<PrefixSet>> = stores
+            .prefix_sets
+            .state()
+            .into_iter()
+            .map(|s| (s.name_any(), s))
+            .collect();
+        let mut wanted_sets: BTreeSet<String> = BTreeSet::new();
+        let mut unsettled: BTreeSet<String> = BTreeSet::new();
+        for (advertisement, shared) in &bgp_plan.shared {
+            let current = sets_now
+                .values()
+                .filter(|s| s.spec.advertisement == *advertisement)
+                .map(|s| s.spec.shards)
+                .max();
+            for (name, spec) in shards(advertisement, shared, current) {
+                let seen = sets_now.get(&name);
+                let in_store = seen.is_some_and(|s| s.spec == spec);
+                if !in_store {
+                    unsettled.insert(advertisement.clone());
+                }
+                wanted_sets.insert(name.clone());
+                if self.sets_written.needs(
+                    &name,
+                    &spec,
+                    in_store,
+                    seen.and_then(|s| resource_version(s.as_ref())),
+                ) {
+                    writes.push(Write::PrefixSet { name, spec });
+                }
+            }
+        }
+        for (name, set) in &sets_now {
+            if !wanted_sets.contains(name) && !unsettled.contains(&set.spec.advertisement) {
+                self.sets_written.forget(name);
+                writes.push(Write::DropPrefixSet { name: name.clone() });
+            }
         }
 
         let now = std::time::Instant::now();
@@ -381,15 +427,12 @@ impl State {
                     ),
                 });
             }
-            if status::up_to_date(&service, &desired) {
-                self.written.remove(&key);
-                continue;
-            }
-            if let Some((last, rv)) = self.written.get(&key)
-                && *last == desired
-                && resource_version(service.as_ref()).is_none_or(|seen| seen < *rv)
-            {
-                // Our write is on its way into the store.
+            if !self.written.needs(
+                &key,
+                &desired,
+                status::up_to_date(&service, &desired),
+                resource_version(service.as_ref()),
+            ) {
                 continue;
             }
             let mut events = Vec::new();
@@ -430,14 +473,12 @@ impl State {
         for peer in stores.peers.state() {
             let name = peer.name_any();
             let status = announcing::peer_status(&peer, &bgp_plan, &announcements);
-            if peer.status.as_ref() == Some(&status) {
-                self.peers_written.remove(&name);
-                continue;
-            }
-            if let Some((last, rv)) = self.peers_written.get(&name)
-                && *last == status
-                && resource_version(peer.as_ref()).is_none_or(|seen| seen < *rv)
-            {
+            if !self.peers_written.needs(
+                &name,
+                &status,
+                peer.status.as_ref() == Some(&status),
+                resource_version(peer.as_ref()),
+            ) {
                 continue;
             }
             writes.push(Write::Peer { name, status });
@@ -499,14 +540,12 @@ impl State {
                 ipv4: family_counts(0),
                 ipv6: family_counts(1),
             };
-            if pool.status.as_ref() == Some(&status) {
-                self.pools_written.remove(&name);
-                continue;
-            }
-            if let Some((last, rv)) = self.pools_written.get(&name)
-                && *last == status
-                && resource_version(pool.as_ref()).is_none_or(|seen| seen < *rv)
-            {
+            if !self.pools_written.needs(
+                &name,
+                &status,
+                pool.status.as_ref() == Some(&status),
+                resource_version(pool.as_ref()),
+            ) {
                 continue;
             }
             writes.push(Write::Pool { name, status });
@@ -524,6 +563,7 @@ const RETRY_LONGEST: Duration = Duration::from_secs(60);
 enum Written {
     Service(ServiceKey, Desired, Option<u64>),
     Announcement(String, NodeAnnouncementSpec, Option<u64>),
+    PrefixSet(String, PrefixSetSpec, Option<u64>),
     Pool(String, IPAddressPoolStatus, Option<u64>),
     Peer(String, BGPPeerStatus, Option<u64>),
     Failed,
@@ -629,6 +669,44 @@ async fn execute(
                 }
             }
         }
+        Write::PrefixSet { name, spec } => {
+            let api: Api<PrefixSet> = Api::all(client);
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1",
+                "kind": "PrefixSet",
+                "metadata": {
+                    "name": name,
+                    "labels": { ferrolb_api::prefixset::ADVERTISEMENT_LABEL: spec.advertisement },
+                },
+                "spec": spec,
+            });
+            let result = api.patch(&name, &apply, &Patch::Apply(body)).await;
+            metrics.wrote("prefix_set", result.is_ok());
+            match result {
+                Ok(updated) => {
+                    tracing::info!(prefix_set = %name, prefixes = spec.count, "PrefixSet written");
+                    Written::PrefixSet(name, spec, resource_version(&updated))
+                }
+                Err(e) => {
+                    tracing::warn!(prefix_set = %name, error = %e, "cannot write PrefixSet");
+                    Written::Failed
+                }
+            }
+        }
+        Write::DropPrefixSet { name } => {
+            let api: Api<PrefixSet> = Api::all(client);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(prefix_set = %name, "PrefixSet no longer wanted: deleted");
+                    Written::Cleared
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => Written::Cleared,
+                Err(e) => {
+                    tracing::warn!(prefix_set = %name, error = %e, "cannot delete PrefixSet");
+                    Written::Failed
+                }
+            }
+        }
         Write::Pool { name, status } => {
             let api: Api<IPAddressPool> = Api::all(client);
             let body = json!({
@@ -695,6 +773,7 @@ pub async fn run(
         bgp: watch_store(Api::<BGPAdvertisement>::all(client.clone()), wake()),
         slices: watch_store(Api::<EndpointSlice>::all(client.clone()), wake()),
         announcements: watch_store(Api::<NodeAnnouncement>::all(client.clone()), wake()),
+        prefix_sets: watch_store(Api::<PrefixSet>::all(client.clone()), wake()),
     };
     stores.services.wait_until_ready().await?;
     stores.pools.wait_until_ready().await?;
@@ -706,6 +785,7 @@ pub async fn run(
     stores.bgp.wait_until_ready().await?;
     stores.slices.wait_until_ready().await?;
     stores.announcements.wait_until_ready().await?;
+    stores.prefix_sets.wait_until_ready().await?;
     tracing::info!("caches synced");
     let recorder = Recorder::new(
         client.clone(),
@@ -754,16 +834,19 @@ pub async fn run(
         for result in results {
             match result {
                 Written::Service(key, desired, Some(rv)) => {
-                    state.written.insert(key, (desired, rv));
+                    state.written.record(key, desired, rv);
                 }
                 Written::Pool(name, status, Some(rv)) => {
-                    state.pools_written.insert(name, (status, rv));
+                    state.pools_written.record(name, status, rv);
                 }
                 Written::Peer(name, status, Some(rv)) => {
-                    state.peers_written.insert(name, (status, rv));
+                    state.peers_written.record(name, status, rv);
                 }
                 Written::Announcement(node, spec, Some(rv)) => {
-                    state.announcements_written.insert(node, (spec, rv));
+                    state.announcements_written.record(node, spec, rv);
+                }
+                Written::PrefixSet(name, spec, Some(rv)) => {
+                    state.sets_written.record(name, spec, rv);
                 }
                 Written::Failed => failed += 1,
                 _ => {}

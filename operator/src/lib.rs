@@ -10,6 +10,7 @@ pub mod failover_key;
 pub mod leader;
 pub mod metrics;
 pub mod status;
+pub mod written;
 
 #[cfg(test)]
 pub(crate) mod scripted;

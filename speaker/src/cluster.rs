@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferrolb_api::NodeAnnouncement;
+use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use ferrolb_api::bgppeer::SecretKeyRef;
 use ferrolb_api::constants::{condition, manager, speaker_lease};
 use ferrolb_api::nodeannouncement::{L2Phase, NodeAnnouncementStatus};
@@ -17,11 +17,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use crate::bgp::session::Passwords;
+use ferrolb_api::prefixset::SharedPrefixes;
 use crate::failover::Failover;
 use crate::failover::wire::Key;
 use crate::runner::Runner;
@@ -263,6 +264,17 @@ pub async fn run(
             .boxed()
     };
     let mut events = watch_own();
+    // The prefixes many nodes share (PrefixSets): every change is applied to
+    // the sessions naming its advertisement; a new listing replaces them all
+    // once complete, so a set deleted while disconnected goes too.
+    let sets_api: Api<PrefixSet> = Api::all(client.clone());
+    let watch_sets = || {
+        watcher(sets_api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed()
+    };
+    let mut sets = watch_sets();
+    let mut listing: Option<SharedPrefixes> = None;
     let changed = runner.bgp.changed();
     let failover_changed = config.failover_changed.clone();
     let mut current: Option<NodeAnnouncement> = None;
@@ -275,6 +287,37 @@ pub async fn run(
                 Some(event) => Some(event),
                 None => break,
             },
+            Some(event) = sets.next() => {
+                match event {
+                    Ok(watcher::Event::Init) => listing = Some(SharedPrefixes::default()),
+                    Ok(watcher::Event::InitApply(set)) => {
+                        if let Some(listing) = &mut listing {
+                            listing.set(&set.name_any(), set.spec);
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = listing.take()
+                            && listed != runner.shared
+                        {
+                            runner.shared = listed;
+                            tracing::info!(prefixes = runner.shared.len(), "shared prefixes listed");
+                            runner.reapply_bgp();
+                        }
+                    }
+                    Ok(watcher::Event::Apply(set)) => {
+                        if runner.shared.set(&set.name_any(), set.spec) {
+                            runner.reapply_bgp();
+                        }
+                    }
+                    Ok(watcher::Event::Delete(set)) => {
+                        if runner.shared.remove(&set.name_any()) {
+                            runner.reapply_bgp();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "PrefixSet watch error; retrying"),
+                }
+                None
+            }
             _ = changed.notified() => None,
             _ = failover_changed.notified() => {
                 runner.reapply();
@@ -302,6 +345,8 @@ pub async fn run(
             _ = rewatch.notified() => {
                 tracing::info!("an API call failed: watching the NodeAnnouncement anew");
                 events = watch_own();
+                sets = watch_sets();
+                listing = None;
                 None
             }
             _ = check.tick() => {

@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::bgp::Bgp;
+use ferrolb_api::prefixset::SharedPrefixes;
 use crate::failover::Failover;
 use crate::failover::tracker::Reach;
 use crate::node::{Layer2, Wanted};
@@ -28,6 +29,8 @@ pub struct Runner {
     pub layer2: Layer2,
     /// BGP sessions.
     pub bgp: Bgp,
+    /// The PrefixSets seen: prefixes shared by many nodes.
+    pub shared: SharedPrefixes,
     failover: Option<Arc<Failover>>,
     /// Until when active IPs are held back after the fast path starts.
     hold_until: Option<Instant>,
@@ -52,6 +55,7 @@ impl Runner {
         Runner {
             layer2,
             bgp,
+            shared: SharedPrefixes::default(),
             failover: None,
             hold_until: None,
             spec: NodeAnnouncementSpec::default(),
@@ -145,8 +149,13 @@ impl Runner {
     /// Applies a new spec.
     pub fn apply(&mut self, spec: &NodeAnnouncementSpec) {
         self.spec = spec.clone();
-        self.bgp.apply(&spec.bgp);
+        self.bgp.apply(&self.shared.resolve(&spec.bgp));
         self.reapply();
+    }
+
+    /// Applies the BGP part again after the shared prefixes changed.
+    pub fn reapply_bgp(&mut self) {
+        self.bgp.apply(&self.shared.resolve(&self.spec.bgp));
     }
 
     /// Applies the last spec again with the fast path's current view.

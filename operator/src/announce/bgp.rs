@@ -10,11 +10,18 @@
 //!   family. The prefix is the IP at the advertisement's aggregation length.
 //! - Several advertisements for one prefix on one session merge: communities
 //!   are joined, the highest local-pref wins (the webhook refuses conflicts).
+//! - Where the prefix goes: a Service with `externalTrafficPolicy: Cluster` is
+//!   advertised by every node the advertisement selects, so its prefix goes
+//!   into the advertisement's shared set (written as PrefixSets, see
+//!   [`shards`]) and each session names the advertisements it carries; a
+//!   Local Service's prefix goes into the sessions of the nodes with an
+//!   endpoint. A Service change then rewrites one shard, not every node.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::address::format_ip;
+use ferrolb_api::PrefixSetSpec;
 use ferrolb_api::nodeannouncement::{AdvertisedPrefix, BgpSession};
 
 use super::{Announced, Node, Pools, unfit};
@@ -39,6 +46,8 @@ impl Peer {
 /// A BGPAdvertisement with its pool selection resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advertisement {
+    /// The BGPAdvertisement's name.
+    pub name: String,
     /// The pools it covers.
     pub pools: Pools,
     /// Nodes that advertise; empty for all.
@@ -68,14 +77,29 @@ pub enum Outcome {
     NoEligibleNode(String),
 }
 
-/// Sessions per node (every node listed, possibly with none) and the outcome
-/// per Service.
+/// Sessions per node (every node listed, possibly with none), the prefixes
+/// shared per advertisement, and the outcome per Service.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Node → its sessions with their prefixes, sorted by name.
+    /// Node → its sessions with their own prefixes and the advertisements
+    /// they carry, sorted by name.
     pub nodes: BTreeMap<String, Vec<BgpSession>>,
+    /// Advertisement → the prefixes every node it selects advertises.
+    pub shared: BTreeMap<String, Shared>,
     /// Service → where its IPs are advertised.
     pub services: BTreeMap<ServiceKey, Outcome>,
+}
+
+/// The prefixes of one advertisement that every selected node advertises,
+/// with the advertisement's path attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shared {
+    /// Communities, as written in the advertisement.
+    pub communities: Vec<String>,
+    /// LOCAL_PREF for iBGP.
+    pub local_pref: Option<u32>,
+    /// The prefixes, both families.
+    pub prefixes: BTreeSet<String>,
 }
 
 /// The prefix for `ip` at `length` (host bits cleared), as text.
@@ -111,18 +135,41 @@ pub fn plan_bgp(
     advertisements: &[Advertisement],
     services: &[Announced],
 ) -> Plan {
-    // (node, peer) → prefix → (communities, local-pref)
+    // (node, peer) → own prefix → (communities, local-pref)
     type Prefixes = BTreeMap<String, (BTreeSet<String>, Option<u32>)>;
-    let mut sessions: BTreeMap<(String, usize), Prefixes> = BTreeMap::new();
+    let mut sessions: BTreeMap<(String, usize), (Prefixes, BTreeSet<String>)> = BTreeMap::new();
     for node in nodes.iter().filter(|n| n.speaker_alive) {
         for (p, peer) in peers.iter().enumerate() {
-            if any_matches(&peer.node_selectors, &node.labels) {
-                sessions.insert((node.name.clone(), p), Prefixes::new());
+            if !any_matches(&peer.node_selectors, &node.labels) {
+                continue;
             }
+            // The advertisements this session carries: those selecting a fit
+            // node and this peer (an unfit node keeps its sessions, empty).
+            let carried = advertisements
+                .iter()
+                .filter(|a| {
+                    unfit(node).is_none()
+                        && any_matches(&a.node_selectors, &node.labels)
+                        && (a.peers.is_empty() || a.peers.contains(&peer.session.name))
+                })
+                .map(|a| a.name.clone())
+                .collect();
+            sessions.insert((node.name.clone(), p), (Prefixes::new(), carried));
         }
     }
     let mut plan = Plan {
         nodes: nodes.iter().map(|n| (n.name.clone(), Vec::new())).collect(),
+        shared: advertisements
+            .iter()
+            .map(|a| {
+                let shared = Shared {
+                    communities: a.communities.clone(),
+                    local_pref: a.local_pref,
+                    prefixes: BTreeSet::new(),
+                };
+                (a.name.clone(), shared)
+            })
+            .collect(),
         services: BTreeMap::new(),
     };
     for service in services {
@@ -135,6 +182,11 @@ pub fn plan_bgp(
             for advertisement in advertisements.iter().filter(|a| a.pools.covers(pool)) {
                 covered = true;
                 let text = prefix(*ip, advertisement);
+                if !service.local
+                    && let Some(shared) = plan.shared.get_mut(&advertisement.name)
+                {
+                    shared.prefixes.insert(text.clone());
+                }
                 for node in nodes {
                     if !any_matches(&advertisement.node_selectors, &node.labels) {
                         reasons
@@ -156,13 +208,16 @@ pub fn plan_bgp(
                         if !wanted || peer.family_v4() != ip.is_ipv4() {
                             continue;
                         }
-                        let Some(prefixes) = sessions.get_mut(&(node.name.clone(), p)) else {
+                        let Some((prefixes, _)) = sessions.get_mut(&(node.name.clone(), p))
+                        else {
                             continue;
                         };
                         peered = true;
-                        let entry = prefixes.entry(text.clone()).or_default();
-                        entry.0.extend(advertisement.communities.iter().cloned());
-                        entry.1 = entry.1.max(advertisement.local_pref);
+                        if service.local {
+                            let entry = prefixes.entry(text.clone()).or_default();
+                            entry.0.extend(advertisement.communities.iter().cloned());
+                            entry.1 = entry.1.max(advertisement.local_pref);
+                        }
                         used.insert((node.name.clone(), peer.session.name.clone()));
                     }
                     if !peered {
@@ -188,7 +243,7 @@ pub fn plan_bgp(
         };
         plan.services.insert(service.service.clone(), outcome);
     }
-    for ((node, p), prefixes) in sessions {
+    for ((node, p), (prefixes, carried)) in sessions {
         let mut session = peers[p].session.clone();
         session.prefixes = prefixes
             .into_iter()
@@ -198,6 +253,7 @@ pub fn plan_bgp(
                 local_pref,
             })
             .collect();
+        session.advertisements = carried.into_iter().collect();
         plan.nodes.entry(node).or_default().push(session);
     }
     for sessions in plan.nodes.values_mut() {
@@ -206,9 +262,90 @@ pub fn plan_bgp(
     plan
 }
 
+/// The number of prefixes a shard is meant to hold on average: a change
+/// rewrites one shard, and each speaker receives it, so shards stay small.
+pub const SHARD_TARGET: usize = 512;
+
+/// How many shards `prefixes` prefixes are spread over: a power of two, kept
+/// as it is (`current`) while the average stays between a quarter of the
+/// target and twice it, so a few Services more or less never reshuffle
+/// every shard.
+pub fn shard_count(prefixes: usize, current: Option<u32>) -> u32 {
+    let wanted = prefixes
+        .div_ceil(SHARD_TARGET)
+        .max(1)
+        .next_power_of_two();
+    let wanted = u32::try_from(wanted).unwrap_or(1 << 16);
+    match current {
+        Some(k) if k.is_power_of_two() => {
+            let k_prefixes = k as usize * SHARD_TARGET;
+            let keep = prefixes <= 2 * k_prefixes && (k == 1 || 4 * prefixes >= k_prefixes);
+            if keep { k } else { wanted }
+        }
+        _ => wanted,
+    }
+}
+
+/// FNV-1a: a hash that stays the same across releases and restarts, so a
+/// prefix stays in its shard.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The shard a prefix belongs in, out of `shards`.
+pub fn shard_of(prefix: &str, shards: u32) -> u32 {
+    (fnv(prefix) % u64::from(shards.max(1))) as u32
+}
+
+/// The PrefixSet name of one shard: `<advertisement>-<shard>of<shards>`
+/// (a long advertisement name is cut and made unique with its hash).
+pub fn shard_name(advertisement: &str, shard: u32, shards: u32) -> String {
+    let name = format!("{advertisement}-{shard}of{shards}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let cut = advertisement[..200].trim_end_matches(['.', '-']);
+    format!("{cut}-{:016x}-{shard}of{shards}", fnv(advertisement))
+}
+
+/// The PrefixSets of one advertisement's shared prefixes (none when it has
+/// none), with `current` the shard count its PrefixSets have now.
+pub fn shards(
+    advertisement: &str,
+    shared: &Shared,
+    current: Option<u32>,
+) -> Vec<(String, PrefixSetSpec)> {
+    if shared.prefixes.is_empty() {
+        return Vec::new();
+    }
+    let count = shard_count(shared.prefixes.len(), current);
+    let mut sets: Vec<PrefixSetSpec> = (0..count)
+        .map(|shard| PrefixSetSpec {
+            advertisement: advertisement.to_string(),
+            shard,
+            shards: count,
+            count: 0,
+            communities: shared.communities.clone(),
+            local_pref: shared.local_pref,
+            prefixes: Vec::new(),
+        })
+        .collect();
+    for prefix in &shared.prefixes {
+        let set = &mut sets[shard_of(prefix, count) as usize];
+        set.prefixes.push(prefix.clone());
+        set.count += 1;
+    }
+    sets.into_iter()
+        .map(|set| (shard_name(advertisement, set.shard, count), set))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_api::prefixset::{MAX_PREFIXES, SharedPrefixes};
     use std::collections::BTreeMap;
 
     fn node(name: &str) -> Node {
@@ -235,6 +372,7 @@ mod tests {
 
     fn advertisement() -> Advertisement {
         Advertisement {
+            name: "adv".to_string(),
             pools: Pools::All,
             node_selectors: Vec::new(),
             peers: Vec::new(),
@@ -258,10 +396,21 @@ mod tests {
         }
     }
 
+    /// The session as its speaker resolves it: its own prefixes and those of
+    /// the PrefixSets written for the advertisements it names.
+    fn resolved(plan: &Plan, node: &str, peer: &str) -> Option<BgpSession> {
+        let mut seen = SharedPrefixes::default();
+        for (name, shared) in &plan.shared {
+            for (object, set) in shards(name, shared, None) {
+                seen.set(&object, set);
+            }
+        }
+        let session = plan.nodes[node].iter().find(|s| s.name == peer)?;
+        seen.resolve(std::slice::from_ref(session)).pop()
+    }
+
     fn prefixes(plan: &Plan, node: &str, peer: &str) -> Vec<String> {
-        plan.nodes[node]
-            .iter()
-            .find(|s| s.name == peer)
+        resolved(plan, node, peer)
             .map(|s| s.prefixes.iter().map(|p| p.prefix.clone()).collect())
             .unwrap_or_default()
     }
@@ -288,6 +437,7 @@ mod tests {
         wide.aggregation_v4 = 24;
         wide.communities = vec!["65000:1".into()];
         let mut other = advertisement();
+        other.name = "other".into();
         other.aggregation_v4 = 24;
         other.communities = vec!["65000:2".into()];
         other.local_pref = Some(200);
@@ -297,7 +447,7 @@ mod tests {
             &[wide, other],
             &[service("x", &["172.20.0.5"]), service("y", &["172.20.0.9"])],
         );
-        let session = &plan.nodes["a"][0];
+        let session = resolved(&plan, "a", "r").unwrap();
         assert_eq!(session.prefixes.len(), 1);
         assert_eq!(session.prefixes[0].prefix, "172.20.0.0/24");
         assert_eq!(session.prefixes[0].communities, vec!["65000:1", "65000:2"]);
@@ -372,5 +522,87 @@ mod tests {
         );
         assert_eq!(prefixes(&plan, "a", "r1"), vec!["172.20.0.5/32"]);
         assert!(prefixes(&plan, "a", "r2").is_empty());
+    }
+
+    fn many(count: u32) -> Vec<Announced> {
+        (0..count)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::from(0xac14_0000 + i).to_string();
+                service(&format!("s{i}"), &[&ip])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cluster_prefixes_are_shared_once_not_copied_into_every_node() {
+        let nodes: Vec<Node> = (0..50).map(|i| node(&format!("n{i}"))).collect();
+        let plan = plan_bgp(
+            &nodes,
+            &[peer("r", "10.0.0.1")],
+            &[advertisement()],
+            &many(5_000),
+        );
+        assert_eq!(plan.shared["adv"].prefixes.len(), 5_000);
+        for sessions in plan.nodes.values() {
+            assert!(sessions[0].prefixes.is_empty(), "no copy per node");
+            assert_eq!(sessions[0].advertisements, vec!["adv"]);
+        }
+        assert_eq!(prefixes(&plan, "n7", "r").len(), 5_000);
+    }
+
+    #[test]
+    fn fifty_thousand_prefixes_fit_in_shards_far_below_the_cap() {
+        let plan = plan_bgp(
+            &[node("a")],
+            &[peer("r", "10.0.0.1")],
+            &[advertisement()],
+            &many(50_000),
+        );
+        let sets = shards("adv", &plan.shared["adv"], None);
+        assert_eq!(sets.len(), 128);
+        let total: usize = sets.iter().map(|(_, s)| s.prefixes.len()).sum();
+        assert_eq!(total, 50_000);
+        let largest = sets.iter().map(|(_, s)| s.prefixes.len()).max().unwrap();
+        assert!(largest < (MAX_PREFIXES / 4) as usize, "largest shard {largest}");
+        assert!(sets.iter().all(|(_, s)| s.count as usize == s.prefixes.len()));
+        assert_eq!(sets[3].0, "adv-3of128");
+    }
+
+    #[test]
+    fn one_more_service_changes_one_shard() {
+        let advertisements = [advertisement()];
+        let before = plan_bgp(&[node("a")], &[peer("r", "10.0.0.1")], &advertisements, &many(4_000));
+        let after = plan_bgp(&[node("a")], &[peer("r", "10.0.0.1")], &advertisements, &many(4_001));
+        let old = shards("adv", &before.shared["adv"], None);
+        let count = old[0].1.shards;
+        let new = shards("adv", &after.shared["adv"], Some(count));
+        let changed = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 1);
+        assert_eq!(before.nodes, after.nodes, "no NodeAnnouncement changes");
+    }
+
+    #[test]
+    fn the_shard_count_grows_and_shrinks_with_slack() {
+        assert_eq!(shard_count(0, None), 1);
+        assert_eq!(shard_count(512, None), 1);
+        assert_eq!(shard_count(513, None), 2);
+        assert_eq!(shard_count(20_000, None), 64);
+        // Kept while the average stays within bounds.
+        assert_eq!(shard_count(1_000, Some(1)), 1);
+        assert_eq!(shard_count(1_025, Some(1)), 4);
+        assert_eq!(shard_count(20_000, Some(64)), 64);
+        assert_eq!(shard_count(8_200, Some(64)), 64);
+        assert_eq!(shard_count(8_000, Some(64)), 16);
+        assert_eq!(shard_count(100, Some(3)), 1, "not a power of two: recomputed");
+    }
+
+    #[test]
+    fn long_advertisement_names_give_valid_distinct_shard_names() {
+        let long = format!("{}.x", "a".repeat(250));
+        let other = format!("{}.y", "a".repeat(250));
+        let (a, b) = (shard_name(&long, 1, 2), shard_name(&other, 1, 2));
+        assert!(a.len() <= 253 && b.len() <= 253);
+        assert_ne!(a, b);
+        assert!(a.ends_with("-1of2"));
     }
 }
