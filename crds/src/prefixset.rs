@@ -292,7 +292,10 @@ mod resolve_tests {
     fn a_deleted_or_moved_shard_takes_its_prefixes_with_it() {
         let mut shared = SharedPrefixes::default();
         assert!(shared.set("a-0", set("a", 0, &["172.20.0.5/32"])));
-        assert!(!shared.set("a-0", set("a", 0, &["172.20.0.5/32"])), "unchanged");
+        assert!(
+            !shared.set("a-0", set("a", 0, &["172.20.0.5/32"])),
+            "unchanged"
+        );
         assert_eq!(shared.len(), 1);
         assert!(shared.set("a-0", set("b", 0, &["172.20.0.5/32"])));
         let resolved = shared.resolve(&[session("r", "10.0.0.1", &["a"])]);

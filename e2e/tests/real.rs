@@ -667,7 +667,10 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
                     .is_some_and(|p| p.iter().any(|p| p["prefix"] == catalog.as_str()))
             })
         });
-        assert!(!copied, "a Cluster prefix is shared, not copied per node: {item}");
+        assert!(
+            !copied,
+            "a Cluster prefix is shared, not copied per node: {item}"
+        );
     }
     println!(
         "BGP: {catalog} next hops {all_nodes:?}\n{}",

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::allocation::selector::Labels;
 use crate::allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
-use crate::announce::bgp::{plan_bgp, shards};
+use crate::announce::bgp::{plan_bgp, prefix_set_changes};
 use crate::announce::plan_l2;
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::status::{self, Desired, Verdict};
@@ -359,46 +359,32 @@ impl State {
             writes.push(Write::Retire { node: node.clone() });
         }
 
-        // The prefixes many nodes share, one PrefixSet per shard. A shard no
-        // longer wanted (fewer shards, advertisement gone) is deleted only
-        // once every wanted shard of its advertisement is in place, so a
-        // re-shard never withdraws a route in between.
+        // The prefixes many nodes share, one PrefixSet per shard.
         let sets_now: BTreeMap<String, Arc<PrefixSet>> = stores
             .prefix_sets
             .state()
             .into_iter()
             .map(|s| (s.name_any(), s))
             .collect();
-        let mut wanted_sets: BTreeSet<String> = BTreeSet::new();
-        let mut unsettled: BTreeSet<String> = BTreeSet::new();
-        for (advertisement, shared) in &bgp_plan.shared {
-            let current = sets_now
-                .values()
-                .filter(|s| s.spec.advertisement == *advertisement)
-                .map(|s| s.spec.shards)
-                .max();
-            for (name, spec) in shards(advertisement, shared, current) {
-                let seen = sets_now.get(&name);
-                let in_store = seen.is_some_and(|s| s.spec == spec);
-                if !in_store {
-                    unsettled.insert(advertisement.clone());
-                }
-                wanted_sets.insert(name.clone());
-                if self.sets_written.needs(
-                    &name,
-                    &spec,
-                    in_store,
-                    seen.and_then(|s| resource_version(s.as_ref())),
-                ) {
-                    writes.push(Write::PrefixSet { name, spec });
-                }
+        let specs_now: BTreeMap<String, PrefixSetSpec> = sets_now
+            .iter()
+            .map(|(name, set)| (name.clone(), set.spec.clone()))
+            .collect();
+        let changes = prefix_set_changes(&bgp_plan.shared, &specs_now);
+        for (name, spec) in changes.apply {
+            let seen = sets_now.get(&name);
+            if self.sets_written.needs(
+                &name,
+                &spec,
+                false,
+                seen.and_then(|s| resource_version(s.as_ref())),
+            ) {
+                writes.push(Write::PrefixSet { name, spec });
             }
         }
-        for (name, set) in &sets_now {
-            if !wanted_sets.contains(name) && !unsettled.contains(&set.spec.advertisement) {
-                self.sets_written.forget(name);
-                writes.push(Write::DropPrefixSet { name: name.clone() });
-            }
+        for name in changes.delete {
+            self.sets_written.forget(&name);
+            writes.push(Write::DropPrefixSet { name });
         }
 
         let now = std::time::Instant::now();

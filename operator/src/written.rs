@@ -55,13 +55,19 @@ mod tests {
         let mut memo: Memo<&str, u32> = Memo::default();
         assert!(memo.needs(&"a", &1, false, Some(10)), "never written");
         memo.record("a", 1, 11);
-        assert!(!memo.needs(&"a", &1, false, Some(10)), "store behind our write");
+        assert!(
+            !memo.needs(&"a", &1, false, Some(10)),
+            "store behind our write"
+        );
         assert!(memo.needs(&"a", &2, false, Some(10)), "a different value");
         assert!(
             memo.needs(&"a", &1, false, Some(12)),
             "store past our write and still different: someone changed it"
         );
         assert!(!memo.needs(&"a", &1, true, Some(12)), "the store shows it");
-        assert!(memo.needs(&"a", &1, false, Some(10)), "forgotten once shown");
+        assert!(
+            memo.needs(&"a", &1, false, Some(10)),
+            "forgotten once shown"
+        );
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use ferrolb_api::bgppeer::SecretKeyRef;
 use ferrolb_api::constants::{condition, manager, speaker_lease};
 use ferrolb_api::nodeannouncement::{L2Phase, NodeAnnouncementStatus};
+use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,10 +22,10 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use crate::bgp::session::Passwords;
-use ferrolb_api::prefixset::SharedPrefixes;
 use crate::failover::Failover;
 use crate::failover::wire::Key;
 use crate::runner::Runner;
+use ferrolb_api::prefixset::SharedPrefixes;
 
 /// How the speaker runs in a cluster.
 #[derive(Clone, Debug)]

@@ -15,10 +15,10 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::bgp::Bgp;
-use ferrolb_api::prefixset::SharedPrefixes;
 use crate::failover::Failover;
 use crate::failover::tracker::Reach;
 use crate::node::{Layer2, Wanted};
+use ferrolb_api::prefixset::SharedPrefixes;
 
 /// How long a planned stop waits for standbys to acknowledge a hand-off.
 const HANDOFF_WAIT: Duration = Duration::from_millis(500);

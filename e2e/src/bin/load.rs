@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use ferrolb_e2e::cluster::TestCluster;
 use ferrolb_e2e::process::{Process, binary};
 use futures::{StreamExt, TryStreamExt, stream};
-use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -241,7 +241,10 @@ async fn simulate_bgp_nodes(
     )?;
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "ferrolb-system");
     let renew = move |leases: Api<Lease>| async move {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ))
+        .unwrap_or_default();
         stream::iter(0..count)
             .map(|i| {
                 let leases = leases.clone();
@@ -291,8 +294,13 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
     let started = Instant::now();
     let listed = loop {
         let listed = sets.list(&ListParams::default()).await?;
-        let held: usize = listed.items.iter().map(|s| s.spec.prefixes.len()).sum();
-        if held >= services {
+        // Distinct prefixes, in exactly one shard each: the old shards of a
+        // re-shard are gone.
+        let held: std::collections::BTreeSet<&String> =
+            listed.items.iter().flat_map(|s| &s.spec.prefixes).collect();
+        let total: usize = listed.items.iter().map(|s| s.spec.prefixes.len()).sum();
+        let held = held.len();
+        if held >= services && total == held {
             break listed;
         }
         if started.elapsed() > deadline {
@@ -330,7 +338,11 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
                 let mut events = watcher(api, watcher::Config::default()).boxed();
                 while let Ok(Some(event)) = events.try_next().await {
                     if let watcher::Event::Apply(o) = event {
-                        seen(format!("PrefixSet/{}", o.metadata.name.clone().unwrap_or_default()), bytes(&o)).await;
+                        seen(
+                            format!("PrefixSet/{}", o.metadata.name.clone().unwrap_or_default()),
+                            bytes(&o),
+                        )
+                        .await;
                     }
                 }
             } else {
@@ -338,13 +350,23 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
                 let mut events = watcher(api, watcher::Config::default()).boxed();
                 while let Ok(Some(event)) = events.try_next().await {
                     if let watcher::Event::Apply(o) = event {
-                        seen(format!("NodeAnnouncement/{}", o.metadata.name.clone().unwrap_or_default()), bytes(&o)).await;
+                        seen(
+                            format!(
+                                "NodeAnnouncement/{}",
+                                o.metadata.name.clone().unwrap_or_default()
+                            ),
+                            bytes(&o),
+                        )
+                        .await;
                     }
                 }
             }
         }
     };
-    let watchers = [tokio::spawn(watch("PrefixSet")), tokio::spawn(watch("NodeAnnouncement"))];
+    let watchers = [
+        tokio::spawn(watch("PrefixSet")),
+        tokio::spawn(watch("NodeAnnouncement")),
+    ];
     tokio::time::sleep(Duration::from_secs(3)).await;
     changes.lock().await.clear();
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
@@ -376,7 +398,11 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
     let prefix = format!("{ip}/32");
     let to_state = loop {
         let listed = sets.list(&ListParams::default()).await?;
-        if listed.items.iter().any(|s| s.spec.prefixes.contains(&prefix)) {
+        if listed
+            .items
+            .iter()
+            .any(|s| s.spec.prefixes.contains(&prefix))
+        {
             break created.elapsed();
         }
         if created.elapsed() > deadline {
@@ -388,9 +414,19 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
     for w in watchers {
         w.abort();
     }
+    let after = sets.list(&ListParams::default()).await?;
     let changes = changes.lock().await;
     let rewritten: usize = changes.iter().map(|(_, size)| size).sum();
     let names: std::collections::BTreeSet<&str> = changes.iter().map(|(n, _)| n.as_str()).collect();
+    println!(
+        "PrefixSets now:      {} holding {} prefixes",
+        after.items.len(),
+        after
+            .items
+            .iter()
+            .map(|s| s.spec.prefixes.len())
+            .sum::<usize>()
+    );
     println!(
         "one more Service:    IP in {} ms, prefix in the desired state in {} ms; {} object writes ({} B) to {:?}",
         to_ip.as_millis(),

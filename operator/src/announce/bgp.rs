@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_api::address::format_ip;
 use ferrolb_api::PrefixSetSpec;
+use ferrolb_api::address::format_ip;
 use ferrolb_api::nodeannouncement::{AdvertisedPrefix, BgpSession};
 
 use super::{Announced, Node, Pools, unfit};
@@ -208,8 +208,7 @@ pub fn plan_bgp(
                         if !wanted || peer.family_v4() != ip.is_ipv4() {
                             continue;
                         }
-                        let Some((prefixes, _)) = sessions.get_mut(&(node.name.clone(), p))
-                        else {
+                        let Some((prefixes, _)) = sessions.get_mut(&(node.name.clone(), p)) else {
                             continue;
                         };
                         peered = true;
@@ -271,10 +270,7 @@ pub const SHARD_TARGET: usize = 512;
 /// target and twice it, so a few Services more or less never reshuffle
 /// every shard.
 pub fn shard_count(prefixes: usize, current: Option<u32>) -> u32 {
-    let wanted = prefixes
-        .div_ceil(SHARD_TARGET)
-        .max(1)
-        .next_power_of_two();
+    let wanted = prefixes.div_ceil(SHARD_TARGET).max(1).next_power_of_two();
     let wanted = u32::try_from(wanted).unwrap_or(1 << 16);
     match current {
         Some(k) if k.is_power_of_two() => {
@@ -340,6 +336,57 @@ pub fn shards(
     sets.into_iter()
         .map(|set| (shard_name(advertisement, set.shard, count), set))
         .collect()
+}
+
+/// What to write to bring the PrefixSets from `now` to the plan's shared
+/// prefixes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SetChanges {
+    /// PrefixSets to apply (new or different).
+    pub apply: Vec<(String, PrefixSetSpec)>,
+    /// PrefixSets to delete.
+    pub delete: Vec<String>,
+}
+
+/// The PrefixSet writes for the plan's shared prefixes, `now` being the
+/// PrefixSets the store shows. A shard no longer wanted (other shard count,
+/// advertisement gone) is deleted once every wanted shard of its
+/// advertisement exists, so a re-shard never withdraws a route in between; an
+/// old shard is never updated, so it holds nothing the new ones lack but what
+/// is to go anyway.
+pub fn prefix_set_changes(
+    shared: &BTreeMap<String, Shared>,
+    now: &BTreeMap<String, PrefixSetSpec>,
+) -> SetChanges {
+    let mut changes = SetChanges::default();
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut unsettled: BTreeSet<&str> = BTreeSet::new();
+    for (advertisement, prefixes) in shared {
+        let current = now
+            .values()
+            .filter(|s| s.advertisement == *advertisement)
+            .map(|s| s.shards)
+            .max();
+        for (name, spec) in shards(advertisement, prefixes, current) {
+            match now.get(&name) {
+                None => {
+                    unsettled.insert(advertisement);
+                    changes.apply.push((name.clone(), spec));
+                }
+                Some(seen) if *seen != spec => changes.apply.push((name.clone(), spec)),
+                Some(_) => {}
+            }
+            wanted.insert(name);
+        }
+    }
+    changes.delete = now
+        .iter()
+        .filter(|(name, set)| {
+            !wanted.contains(*name) && !unsettled.contains(set.advertisement.as_str())
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    changes
 }
 
 #[cfg(test)]
@@ -563,16 +610,32 @@ mod tests {
         let total: usize = sets.iter().map(|(_, s)| s.prefixes.len()).sum();
         assert_eq!(total, 50_000);
         let largest = sets.iter().map(|(_, s)| s.prefixes.len()).max().unwrap();
-        assert!(largest < (MAX_PREFIXES / 4) as usize, "largest shard {largest}");
-        assert!(sets.iter().all(|(_, s)| s.count as usize == s.prefixes.len()));
+        assert!(
+            largest < (MAX_PREFIXES / 4) as usize,
+            "largest shard {largest}"
+        );
+        assert!(
+            sets.iter()
+                .all(|(_, s)| s.count as usize == s.prefixes.len())
+        );
         assert_eq!(sets[3].0, "adv-3of128");
     }
 
     #[test]
     fn one_more_service_changes_one_shard() {
         let advertisements = [advertisement()];
-        let before = plan_bgp(&[node("a")], &[peer("r", "10.0.0.1")], &advertisements, &many(4_000));
-        let after = plan_bgp(&[node("a")], &[peer("r", "10.0.0.1")], &advertisements, &many(4_001));
+        let before = plan_bgp(
+            &[node("a")],
+            &[peer("r", "10.0.0.1")],
+            &advertisements,
+            &many(4_000),
+        );
+        let after = plan_bgp(
+            &[node("a")],
+            &[peer("r", "10.0.0.1")],
+            &advertisements,
+            &many(4_001),
+        );
         let old = shards("adv", &before.shared["adv"], None);
         let count = old[0].1.shards;
         let new = shards("adv", &after.shared["adv"], Some(count));
@@ -593,7 +656,11 @@ mod tests {
         assert_eq!(shard_count(20_000, Some(64)), 64);
         assert_eq!(shard_count(8_200, Some(64)), 64);
         assert_eq!(shard_count(8_000, Some(64)), 16);
-        assert_eq!(shard_count(100, Some(3)), 1, "not a power of two: recomputed");
+        assert_eq!(
+            shard_count(100, Some(3)),
+            1,
+            "not a power of two: recomputed"
+        );
     }
 
     #[test]
@@ -604,5 +671,43 @@ mod tests {
         assert!(a.len() <= 253 && b.len() <= 253);
         assert_ne!(a, b);
         assert!(a.ends_with("-1of2"));
+    }
+
+    #[test]
+    fn a_reshard_writes_the_new_shards_before_deleting_the_old() {
+        let grow = |count: u32| {
+            plan_bgp(
+                &[node("a")],
+                &[peer("r", "10.0.0.1")],
+                &[advertisement()],
+                &many(count),
+            )
+            .shared
+        };
+        // 500 prefixes in one shard, in the store.
+        let mut now: BTreeMap<String, PrefixSetSpec> =
+            shards("adv", &grow(500)["adv"], None).into_iter().collect();
+        assert_eq!(now.keys().collect::<Vec<_>>(), vec!["adv-0of1"]);
+        // 1,100: four shards are written, the old one stays meanwhile.
+        let changes = prefix_set_changes(&grow(1_100), &now);
+        assert_eq!(changes.apply.len(), 4);
+        assert!(changes.delete.is_empty(), "{changes:?}");
+        // Three of them landed, then the prefixes changed again: still kept.
+        for (name, spec) in changes.apply.iter().take(3) {
+            now.insert(name.clone(), spec.clone());
+        }
+        let changes = prefix_set_changes(&grow(1_101), &now);
+        assert!(changes.delete.is_empty());
+        // All four exist (one already out of date): the old shard goes.
+        for (name, spec) in changes.apply {
+            now.insert(name, spec);
+        }
+        let changes = prefix_set_changes(&grow(1_102), &now);
+        assert_eq!(changes.delete, vec!["adv-0of1"]);
+        assert_eq!(changes.apply.len(), 1, "the one shard the new prefix is in");
+        // The advertisement gone: every shard goes at once.
+        let gone = prefix_set_changes(&BTreeMap::new(), &now);
+        assert_eq!(gone.delete.len(), 5);
+        assert!(gone.apply.is_empty());
     }
 }
