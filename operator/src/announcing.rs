@@ -44,6 +44,34 @@ fn alive(lease: &Lease, now: Timestamp) -> bool {
     renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) >= now.as_second()
 }
 
+/// The Leases alive at `now` (by name), and how long until the first of
+/// them runs out unless renewed. A renewal that leaves the first set as it was
+/// changes no decision: the controller passes only when it changes, or when
+/// that time comes.
+pub fn liveness(
+    leases: &[std::sync::Arc<Lease>],
+    now: Timestamp,
+) -> (BTreeSet<String>, Option<std::time::Duration>) {
+    let mut live = BTreeSet::new();
+    let mut first_expiry: Option<i64> = None;
+    for lease in leases.iter().filter(|l| alive(l, now)) {
+        live.insert(lease.name_any());
+        if let Some(spec) = &lease.spec
+            && let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())
+        {
+            // `alive` holds through the whole second it ends in.
+            let ends =
+                renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) + 1;
+            first_expiry = Some(first_expiry.map_or(ends, |e| e.min(ends)));
+        }
+    }
+    let until = first_expiry.map(|ends| {
+        let millis = (ends * 1000 - now.as_millisecond()).max(0);
+        std::time::Duration::from_millis(millis as u64)
+    });
+    (live, until)
+}
+
 /// What the speakers report about failovers: the nodes some standby took IPs
 /// over from (their speaker is gone as far as the fast path can tell), and per
 /// IP the node answering for it after a takeover.
@@ -111,12 +139,7 @@ pub fn nodes(
     takeovers: &Takeovers,
     ignore_exclude_lb: bool,
 ) -> Vec<announce::Node> {
-    let now = Timestamp::now();
-    let live: BTreeSet<String> = leases
-        .iter()
-        .filter(|l| alive(l, now))
-        .map(|l| l.name_any())
-        .collect();
+    let (live, _) = liveness(leases, Timestamp::now());
     nodes
         .iter()
         .map(|node| {
@@ -814,5 +837,46 @@ mod tests {
     fn a_message_names_a_few_nodes_and_counts_the_rest() {
         assert_eq!(name_some(&["a", "b"]), "a, b");
         assert_eq!(name_some(&["a", "b", "c", "d", "e"]), "a, b, c and 2 more");
+    }
+
+    fn lease(name: &str, renewed_second: i64, duration: i32) -> Arc<Lease> {
+        let mut lease = Lease::default();
+        lease.metadata.name = Some(name.to_string());
+        lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                Timestamp::from_second(renewed_second).unwrap(),
+            )),
+            lease_duration_seconds: Some(duration),
+            ..Default::default()
+        });
+        Arc::new(lease)
+    }
+
+    #[test]
+    fn a_renewal_changes_no_liveness_and_the_first_expiry_is_the_next_wake() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let leases = [
+            lease("speaker-a", 995, 15),
+            lease("speaker-b", 998, 15),
+            lease("speaker-dead", 900, 15),
+        ];
+        let (live, until) = liveness(&leases, now);
+        assert_eq!(
+            live,
+            BTreeSet::from(["speaker-a".to_string(), "speaker-b".to_string()])
+        );
+        assert_eq!(until, Some(std::time::Duration::from_secs(11)));
+        // speaker-a renews: the same set, a later first expiry.
+        let renewed = [
+            lease("speaker-a", 1_000, 15),
+            leases[1].clone(),
+            leases[2].clone(),
+        ];
+        let (again, until) = liveness(&renewed, now);
+        assert_eq!(again, live);
+        assert_eq!(until, Some(std::time::Duration::from_secs(14)));
+        // Past speaker-b's end: it is gone.
+        let (later, _) = liveness(&renewed, Timestamp::from_second(1_014).unwrap());
+        assert_eq!(later, BTreeSet::from(["speaker-a".to_string()]));
     }
 }

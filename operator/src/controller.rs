@@ -745,6 +745,10 @@ pub async fn run(
         let notify = notify.clone();
         move || notify.notify_one()
     };
+    // Lease renewals (every speaker, every few seconds) wake the loop on
+    // their own: a pass follows only when the set of live speakers changed,
+    // or when the first live Lease may have run out.
+    let lease_events = Arc::new(Notify::new());
     let stores = Stores {
         services: watch_store(Api::<Service>::all(client.clone()), wake()),
         pools: watch_store(Api::<IPAddressPool>::all(client.clone()), wake()),
@@ -752,7 +756,10 @@ pub async fn run(
         nodes: watch_store(Api::<Node>::all(client.clone()), wake()),
         leases: watch_store(
             Api::<Lease>::namespaced(client.clone(), &config.namespace),
-            wake(),
+            {
+                let lease_events = lease_events.clone();
+                move || lease_events.notify_one()
+            },
         ),
         l2: watch_store(Api::<L2Advertisement>::all(client.clone()), wake()),
         peers: watch_store(Api::<BGPPeer>::all(client.clone()), wake()),
@@ -786,16 +793,31 @@ pub async fn run(
     // Failed writes are retried after 2 s, doubling while they keep failing
     // (up to a minute), so a persistent failure does not flood the API or the log.
     let mut backoff = RETRY_FIRST;
+    let mut live_at_pass: Option<BTreeSet<String>> = None;
+    let mut first_expiry: Option<Instant> = None;
     loop {
         let retry_in = retry.map(|at| at.saturating_duration_since(Instant::now()));
+        let expiry_in = first_expiry.map(|at| at.saturating_duration_since(Instant::now()));
+        let mut only_leases = false;
         tokio::select! {
             _ = notify.notified() => {}
+            _ = lease_events.notified() => only_leases = true,
+            _ = tokio::time::sleep(expiry_in.unwrap_or_default()), if expiry_in.is_some() => {
+                first_expiry = None;
+            }
             changed = leading.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the leader election stopped");
                 }
             }
             _ = tokio::time::sleep(retry_in.unwrap_or(Duration::from_secs(3600))), if retry_in.is_some() => {}
+        }
+        if only_leases
+            && live_at_pass.as_ref()
+                == Some(&announcing::liveness(&stores.leases.state(), Timestamp::now()).0)
+        {
+            metrics.passes_skipped.inc();
+            continue;
         }
         // Let a burst of events land before one pass over all of them.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -809,7 +831,19 @@ pub async fn run(
         metrics.leader.set(1);
         let started = Instant::now();
         let state = state.get_or_insert_with(|| State::rebuild(&stores, &config));
+        let (live, until) = announcing::liveness(&stores.leases.state(), Timestamp::now());
+        live_at_pass = Some(live);
+        first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
         let writes = state.plan(&stores, &config, &metrics);
+        // A remembered sighting of another controller ending is a change too.
+        if let Some(forget) = state
+            .other_writers
+            .values()
+            .map(|(_, seen)| *seen + OTHER_WRITER_MEMORY)
+            .min()
+        {
+            first_expiry = Some(first_expiry.map_or(forget, |e| e.min(forget)));
+        }
         let planned = writes.len();
         let results: Vec<Written> = stream::iter(writes)
             .map(|w| execute(client.clone(), recorder.clone(), metrics.clone(), w))

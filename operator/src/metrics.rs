@@ -47,6 +47,8 @@ pub struct Metrics {
     pub failures: Family<ReasonLabels, Counter>,
     /// How long one reconcile pass over every Service and pool took.
     pub reconcile_seconds: Histogram,
+    /// Wake-ups that needed no pass (Lease renewals that changed no liveness).
+    pub passes_skipped: Counter,
     /// Writes to the API, by kind.
     pub writes: Family<WriteLabels, Counter>,
     /// Failed writes to the API, by kind.
@@ -67,6 +69,7 @@ impl Metrics {
             allocations: Counter::default(),
             failures: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            passes_skipped: Counter::default(),
             writes: Family::default(),
             write_errors: Family::default(),
             leader: Gauge::default(),
@@ -101,6 +104,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of one pass over every Service and pool",
             m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "passes_skipped",
+            "Wake-ups that needed no pass: speaker Lease renewals that changed no liveness",
+            m.passes_skipped.clone(),
         );
         registry.register(
             "api_writes",
