@@ -198,7 +198,7 @@ async fn requested_ips_restricted_pools_and_sharing() {
     cluster
         .kubectl(&["label", "namespace", "team-c", "team=c"])
         .expect("label");
-    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let operator = cluster.operator("solo", &[]).expect("operator");
 
     let annotated = |key: &str, value: &str| format!("  annotations:\n    {key}: '{value}'\n");
     let cases = [
@@ -308,7 +308,7 @@ async fn dual_stack_services() {
     cluster
         .apply_ok(&pool_yaml("v6", &["fd00:50::/127"], ""))
         .expect("v6");
-    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let operator = cluster.operator("solo", &[]).expect("operator");
     let families = |policy: &str, families: &str| {
         format!("  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n")
     };
@@ -377,7 +377,7 @@ async fn editing_or_deleting_a_pool_keeps_ips_and_explains() {
     cluster
         .apply_ok(&pool_yaml("p", &["10.60.0.0/29"], ""))
         .expect("pool");
-    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let operator = cluster.operator("solo", &[]).expect("operator");
     cluster
         .apply_ok(&service_yaml("default", "a", "", ""))
         .expect("a");
@@ -413,6 +413,13 @@ async fn editing_or_deleting_a_pool_keeps_ips_and_explains() {
         .expect("delete pool");
     let a = failed_with(&cluster, "default", "a", "IPNotInAnyPool").await;
     assert_eq!(a.ips, [ip("10.60.0.0")]);
+    // The deleted pool's gauges go with it (a dashboard must not keep showing
+    // its last figures).
+    let page = operator.scrape().expect("metrics");
+    assert!(
+        !page.contains(r#"pool="p""#),
+        "gauges of a deleted pool remain: {page}"
+    );
 }
 
 async fn all_ips(cluster: &TestCluster, names: &[String]) -> BTreeMap<String, Vec<IpAddr>> {

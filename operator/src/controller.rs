@@ -114,6 +114,15 @@ impl Stores {
     }
 }
 
+/// Whether a delete left the object gone (deleted now, or already).
+fn gone<T>(result: &Result<T, kube::Error>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) => e.code == 404,
+        Err(_) => false,
+    }
+}
+
 fn resource_version(object: &impl Resource) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
@@ -126,6 +135,8 @@ enum Write {
         service: Arc<Service>,
         desired: Desired,
         events: Vec<Event>,
+        /// The allocation outcome to count once written, when it changed.
+        allocation: Option<Verdict>,
     },
     /// Apply a node's NodeAnnouncement spec.
     Announcement {
@@ -163,6 +174,8 @@ struct State {
     peers_written: Memo<String, BGPPeerStatus>,
     announcements_written: Memo<String, NodeAnnouncementSpec>,
     sets_written: Memo<String, PrefixSetSpec>,
+    /// Pools with gauges exported, to remove those of a deleted pool.
+    pools_exported: BTreeSet<String>,
     /// Other controllers seen writing a Service's ingress, and when last:
     /// once our write takes the field back their mark is gone from
     /// managedFields, so the sighting is remembered for a while.
@@ -173,27 +186,16 @@ struct State {
 /// reported after the last one.
 const OTHER_WRITER_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// An Event for a condition that changed reason, counting allocation outcomes.
-fn transition(
-    kind: &str,
-    previous: Option<&str>,
-    verdict: &Verdict,
-    metrics: &Metrics,
-) -> Option<Event> {
-    if previous == Some(verdict.reason.as_str()) {
+/// An Event for a condition that changed reason. `NotYetApplied` gets none:
+/// every new Service passes through it for a moment, and people alert on
+/// Warning events; a Service stuck there says so in its condition.
+fn transition(kind: &str, previous: Option<&str>, verdict: &Verdict) -> Option<Event> {
+    if previous == Some(verdict.reason.as_str())
+        || verdict.reason == condition::reason::NOT_YET_APPLIED
+    {
         return None;
     }
     let (ok, bad, action) = if kind == condition::IP_ALLOCATED {
-        if verdict.is_true() {
-            metrics.allocations.inc();
-        } else {
-            metrics
-                .failures
-                .get_or_create(&ReasonLabels {
-                    reason: verdict.reason.clone(),
-                })
-                .inc();
-        }
         ("IPAllocated", "AllocationFailed", "Allocate")
     } else {
         ("Announced", "NotAnnounced", "Announce")
@@ -255,6 +257,7 @@ impl State {
             peers_written: Memo::default(),
             announcements_written: Memo::default(),
             sets_written: Memo::default(),
+            pools_exported: BTreeSet::new(),
             other_writers: HashMap::new(),
         }
     }
@@ -423,18 +426,20 @@ impl State {
             }
             let mut events = Vec::new();
             let previous = |kind: &str| status::condition(&service, kind).map(|c| c.reason.clone());
+            // Counted once the write lands (a retried write counts once).
+            let allocation = (previous(condition::IP_ALLOCATED).as_deref()
+                != Some(desired.allocated.reason.as_str()))
+            .then(|| desired.allocated.clone());
             events.extend(transition(
                 condition::IP_ALLOCATED,
                 previous(condition::IP_ALLOCATED).as_deref(),
                 &desired.allocated,
-                metrics,
             ));
             if let Some(verdict) = &desired.announced {
                 events.extend(transition(
                     condition::ANNOUNCED,
                     previous(condition::ANNOUNCED).as_deref(),
                     verdict,
-                    metrics,
                 ));
             }
             writes.push(Write::Service {
@@ -442,6 +447,7 @@ impl State {
                 service,
                 desired,
                 events,
+                allocation,
             });
         }
 
@@ -470,6 +476,20 @@ impl State {
             writes.push(Write::Peer { name, status });
         }
 
+        let pools_present: BTreeSet<String> =
+            stores.pools.state().iter().map(|p| p.name_any()).collect();
+        for gone in self.pools_exported.difference(&pools_present) {
+            for family in ["ipv4", "ipv6"] {
+                let labels = PoolLabels {
+                    pool: gone.clone(),
+                    family: family.to_string(),
+                };
+                metrics.pool_total.remove(&labels);
+                metrics.pool_assigned.remove(&labels);
+                metrics.pool_available.remove(&labels);
+            }
+        }
+        self.pools_exported = pools_present;
         for pool in stores.pools.state() {
             let name = pool.name_any();
             let Some(state) = self.allocator.pool(&name) else {
@@ -569,6 +589,7 @@ async fn execute(
             service,
             desired,
             events,
+            allocation,
         } => {
             let api: Api<Service> = Api::namespaced(client, &key.namespace);
             let body = status::apply_body(&service, &desired, Time(Timestamp::now()));
@@ -578,6 +599,20 @@ async fn execute(
             metrics.wrote("service_status", result.is_ok());
             match result {
                 Ok(updated) => {
+                    match &allocation {
+                        Some(verdict) if verdict.is_true() => {
+                            metrics.allocations.inc();
+                        }
+                        Some(verdict) => {
+                            metrics
+                                .failures
+                                .get_or_create(&ReasonLabels {
+                                    reason: verdict.reason.clone(),
+                                })
+                                .inc();
+                        }
+                        None => {}
+                    }
                     for event in events {
                         let reference = service.object_ref(&());
                         let published = recorder.publish(&event, &reference).await;
@@ -643,6 +678,7 @@ async fn execute(
         Write::Retire { node } => {
             let api: Api<NodeAnnouncement> = Api::all(client);
             let result = api.delete(&node, &DeleteParams::default()).await;
+            metrics.wrote("node_announcement_delete", gone(&result));
             match result {
                 Ok(_) => {
                     tracing::info!(%node, "node gone: NodeAnnouncement deleted");
@@ -681,7 +717,9 @@ async fn execute(
         }
         Write::DropPrefixSet { name } => {
             let api: Api<PrefixSet> = Api::all(client);
-            match api.delete(&name, &DeleteParams::default()).await {
+            let result = api.delete(&name, &DeleteParams::default()).await;
+            metrics.wrote("prefix_set_delete", gone(&result));
+            match result {
                 Ok(_) => {
                     tracing::info!(prefix_set = %name, "PrefixSet no longer wanted: deleted");
                     Written::Cleared
@@ -922,6 +960,7 @@ mod tests {
         let write = Write::Service {
             key: ServiceKey::new("default", "web"),
             service: Arc::new(service),
+            allocation: Some(desired.allocated.clone()),
             desired,
             events: Vec::new(),
         };
@@ -933,5 +972,23 @@ mod tests {
             page.contains(r#"ferrolb_api_write_errors_total{kind="service_status"} 1"#),
             "{page}"
         );
+        assert!(
+            page.contains("ferrolb_allocations_total 0"),
+            "a refused write allocated nothing: {page}"
+        );
+    }
+
+    #[test]
+    fn a_passing_not_yet_applied_raises_no_warning_but_a_real_problem_does() {
+        let pending = Verdict::no("NotYetApplied", "the speaker has not applied it yet");
+        assert!(transition(condition::ANNOUNCED, None, &pending).is_none());
+        let stuck = Verdict::no("NoEligibleNode", "no node may announce 10.0.0.1");
+        let event = transition(condition::ANNOUNCED, Some("NotYetApplied"), &stuck).unwrap();
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "NotAnnounced");
+        let fine = Verdict::yes("Announced", "L2: 10.0.0.1 answered by node a");
+        let event = transition(condition::ANNOUNCED, Some("NotYetApplied"), &fine).unwrap();
+        assert_eq!(event.type_, EventType::Normal);
+        assert!(transition(condition::ANNOUNCED, Some("Announced"), &fine).is_none());
     }
 }
