@@ -161,6 +161,32 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
         }
     })
     .await;
+    // The move is told as an Event, with both nodes and why; the moment the
+    // new node had not applied it yet raised no Warning.
+    let expected = format!("{ip} moved from {first} to {second}: {first}: not Ready");
+    wait_for("an IPMoved Event", || async {
+        let events = cluster
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=web",
+            ])
+            .unwrap_or_default();
+        (events.contains("IPMoved") && events.contains(&expected))
+            .then_some(())
+            .ok_or(events)
+    })
+    .await;
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web,type=Warning",
+        ])
+        .expect("events");
+    assert!(!events.contains("NotYetApplied"), "{events}");
 
     // The exclude label → it moves again, to the last node.
     cluster

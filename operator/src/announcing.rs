@@ -118,6 +118,41 @@ pub fn current_active(
     current
 }
 
+/// The Event text for a Service whose layer 2 IP is about to answer from
+/// another node, and why: the old node stopped answering probes (a standby
+/// took the IP over), or it can no longer announce.
+pub fn moved(
+    ips: &[IpAddr],
+    outcome: Option<&Outcome>,
+    current: &BTreeMap<String, String>,
+    takeovers: &Takeovers,
+    nodes: &[announce::Node],
+) -> Option<String> {
+    let Some(Outcome::Announced { node: new, .. }) = outcome else {
+        return None;
+    };
+    let moves: Vec<String> = ips
+        .iter()
+        .filter_map(|ip| {
+            let text = format_ip(*ip);
+            let old = current.get(&text).filter(|old| *old != new)?;
+            let why = if takeovers.by.get(&text) == Some(new) {
+                format!("{old} stopped answering probes and {new} took the IP over")
+            } else {
+                match nodes.iter().find(|n| &n.name == old) {
+                    None => format!("{old} is gone"),
+                    Some(node) => match announce::unfit(node) {
+                        Some(why) => format!("{old}: {why}"),
+                        None => "the announcing nodes changed".to_string(),
+                    },
+                }
+            };
+            Some(format!("{text} moved from {old} to {new}: {why}"))
+        })
+        .collect();
+    (!moves.is_empty()).then(|| moves.join("; "))
+}
+
 /// Per node, where its speaker answers failover probes.
 pub fn probe_addresses(
     announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
@@ -878,5 +913,52 @@ mod tests {
         // Past speaker-b's end: it is gone.
         let (later, _) = liveness(&renewed, Timestamp::from_second(1_014).unwrap());
         assert_eq!(later, BTreeSet::from(["speaker-a".to_string()]));
+    }
+
+    #[test]
+    fn a_move_names_both_nodes_and_why() {
+        let ip: IpAddr = IP.parse().unwrap();
+        let to_c = Outcome::Announced {
+            node: "node-c".into(),
+            standby: None,
+        };
+        let current = BTreeMap::from([(IP.to_string(), "node-b".to_string())]);
+        let node = |name: &str, ready: bool| announce::Node {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            ready,
+            excluded: false,
+            speaker_alive: true,
+        };
+        let mut takeovers = Takeovers::default();
+        takeovers.by.insert(IP.to_string(), "node-c".to_string());
+        takeovers.from.insert("node-b".to_string());
+        let nodes = [node("node-b", true), node("node-c", true)];
+        assert_eq!(
+            moved(&[ip], Some(&to_c), &current, &takeovers, &nodes).unwrap(),
+            "192.168.1.10 moved from node-b to node-c: node-b stopped answering probes and node-c took the IP over"
+        );
+        let nodes = [node("node-b", false), node("node-c", true)];
+        assert_eq!(
+            moved(&[ip], Some(&to_c), &current, &Takeovers::default(), &nodes).unwrap(),
+            "192.168.1.10 moved from node-b to node-c: node-b: not Ready"
+        );
+        assert_eq!(
+            moved(
+                &[ip],
+                Some(&to_c),
+                &current,
+                &Takeovers::default(),
+                &nodes[1..]
+            )
+            .unwrap(),
+            "192.168.1.10 moved from node-b to node-c: node-b is gone"
+        );
+        let stays = BTreeMap::from([(IP.to_string(), "node-c".to_string())]);
+        assert!(moved(&[ip], Some(&to_c), &stays, &takeovers, &nodes).is_none());
+        assert!(
+            moved(&[ip], Some(&to_c), &BTreeMap::new(), &takeovers, &nodes).is_none(),
+            "first placement"
+        );
     }
 }

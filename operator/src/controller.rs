@@ -442,6 +442,22 @@ impl State {
                     verdict,
                 ));
             }
+            let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
+            if let Some(note) = announcing::moved(
+                &ips,
+                plan.services.get(&key),
+                &current,
+                &takeovers,
+                &planned_nodes,
+            ) {
+                events.push(Event {
+                    type_: EventType::Normal,
+                    reason: "IPMoved".to_string(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Announce".to_string(),
+                    secondary: None,
+                });
+            }
             writes.push(Write::Service {
                 key,
                 service,
