@@ -198,7 +198,7 @@ async fn requested_ips_restricted_pools_and_sharing() {
     cluster
         .kubectl(&["label", "namespace", "team-c", "team=c"])
         .expect("label");
-    let operator = cluster.operator("solo", &[]).expect("operator");
+    let _operator = cluster.operator("solo", &[]).expect("operator");
 
     let annotated = |key: &str, value: &str| format!("  annotations:\n    {key}: '{value}'\n");
     let cases = [
@@ -308,7 +308,7 @@ async fn dual_stack_services() {
     cluster
         .apply_ok(&pool_yaml("v6", &["fd00:50::/127"], ""))
         .expect("v6");
-    let operator = cluster.operator("solo", &[]).expect("operator");
+    let _operator = cluster.operator("solo", &[]).expect("operator");
     let families = |policy: &str, families: &str| {
         format!("  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n")
     };
