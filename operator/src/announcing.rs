@@ -523,12 +523,16 @@ fn bgp_verdict(
             }
             let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
             let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
+            // At most a few sessions named: the message must not grow with
+            // the cluster.
+            let down =
+                announce::some_of(&down.iter().map(String::as_str).collect::<Vec<_>>(), "; ");
             Some(if !up.is_empty() {
                 Verdict::yes(
                     reason::ANNOUNCED,
                     format!(
                         "BGP: {listed} advertised by node {} to {} peer(s) ({} of {} sessions Established)",
-                        nodes.into_iter().collect::<Vec<_>>().join(", "),
+                        name_some(&nodes.into_iter().collect::<Vec<_>>()),
                         peers.len(),
                         up.len(),
                         sessions.len()
@@ -538,18 +542,14 @@ fn bgp_verdict(
                 Verdict::no(
                     reason::NOT_YET_APPLIED,
                     format!(
-                        "BGP: {listed} is to be advertised on {} session(s); {}",
+                        "BGP: {listed} is to be advertised on {} session(s); {down}",
                         sessions.len(),
-                        down.join("; ")
                     ),
                 )
             } else {
                 Verdict::no(
                     reason::NO_ESTABLISHED_SESSION,
-                    format!(
-                        "BGP: no session that would carry {listed} is Established: {}",
-                        down.join("; ")
-                    ),
+                    format!("BGP: no session that would carry {listed} is Established: {down}",),
                 )
             })
         }
@@ -642,21 +642,10 @@ fn l2_verdict(
     }
 }
 
-/// At most this many nodes are named in a message; the rest are counted.
-const NAMED_NODES: usize = 3;
-
-/// `names` for a message: the first few, then how many more.
+/// Names at most a few nodes, then counts the rest: status messages must not
+/// grow with the cluster.
 pub fn name_some(names: &[&str]) -> String {
-    let mut text = names
-        .iter()
-        .take(NAMED_NODES)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > NAMED_NODES {
-        text.push_str(&format!(" and {} more", names.len() - NAMED_NODES));
-    }
-    text
+    announce::some_of(names, ", ")
 }
 
 /// What an answered layer 2 IP's message adds: the fast path between the

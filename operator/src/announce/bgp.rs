@@ -238,7 +238,10 @@ pub fn plan_bgp(
         } else if reasons.is_empty() {
             Outcome::NoEligibleNode("there are no nodes".to_string())
         } else {
-            Outcome::NoEligibleNode(reasons.into_iter().collect::<Vec<_>>().join("; "))
+            Outcome::NoEligibleNode(super::some_of(
+                &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+                "; ",
+            ))
         };
         plan.services.insert(service.service.clone(), outcome);
     }
@@ -709,5 +712,30 @@ mod tests {
         let gone = prefix_set_changes(&BTreeMap::new(), &now);
         assert_eq!(gone.delete.len(), 5);
         assert!(gone.apply.is_empty());
+    }
+
+    #[test]
+    fn why_no_node_advertises_stays_short_on_a_large_cluster() {
+        let nodes: Vec<Node> = (0..50)
+            .map(|i| {
+                let mut n = node(&format!("n{i:02}"));
+                n.ready = false;
+                n
+            })
+            .collect();
+        let plan = plan_bgp(
+            &nodes,
+            &[peer("r", "10.0.0.1")],
+            &[advertisement()],
+            &[service("web", &["172.20.0.5"])],
+        );
+        let Outcome::NoEligibleNode(why) = &plan.services[&ServiceKey::new("default", "web")]
+        else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(
+            why,
+            "n00: not Ready; n01: not Ready; n02: not Ready and 47 more"
+        );
     }
 }

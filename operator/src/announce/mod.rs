@@ -206,6 +206,24 @@ pub(crate) fn unfit(node: &Node) -> Option<&'static str> {
     }
 }
 
+/// How many items a status message names before it counts the rest.
+pub const NAMED: usize = 3;
+
+/// At most [`NAMED`] items joined with `separator`, then how many more:
+/// status messages must not grow with the cluster.
+pub fn some_of(items: &[&str], separator: &str) -> String {
+    let mut text = items
+        .iter()
+        .take(NAMED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(separator);
+    if items.len() > NAMED {
+        text.push_str(&format!(" and {} more", items.len() - NAMED));
+    }
+    text
+}
+
 /// Plans layer 2 announcements.
 pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[Announced]) -> Plan {
     let mut plan = Plan {
@@ -275,7 +293,10 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
             } else if reasons.is_empty() {
                 Outcome::NoEligibleNode("there are no nodes".to_string())
             } else {
-                Outcome::NoEligibleNode(reasons.join("; "))
+                Outcome::NoEligibleNode(some_of(
+                    &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+                    "; ",
+                ))
             };
             outcome_for_all(&mut plan, outcome);
             continue;
