@@ -6,6 +6,7 @@ pub mod bgp;
 pub mod cluster;
 pub mod failover;
 pub mod l2;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod runner;

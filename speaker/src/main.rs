@@ -182,90 +182,6 @@ fn file_passwords(dir: Option<PathBuf>) -> Passwords {
     })
 }
 
-fn metrics(counters: &Counters, failover: &FailoverCounters, kernel_answers_arp: u64) -> String {
-    let line = |name: &str, help: &str, value: u64| {
-        format!(
-            "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} counter\nferrolb_speaker_{name}_total {value}\n"
-        )
-    };
-    let gauge = |name: &str, help: &str, value: u64| {
-        format!(
-            "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} gauge\nferrolb_speaker_{name} {value}\n"
-        )
-    };
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    [
-        line(
-            "arp_requests",
-            "ARP requests for an IP this node announces",
-            load(&counters.arp_requests),
-        ),
-        line("arp_replies", "ARP replies sent", load(&counters.arp_replies)),
-        line(
-            "ndp_requests",
-            "Neighbor Solicitations for an IP this node announces",
-            load(&counters.ndp_requests),
-        ),
-        line(
-            "ndp_replies",
-            "Neighbor Advertisements sent in reply",
-            load(&counters.ndp_replies),
-        ),
-        line(
-            "gratuitous",
-            "Gratuitous ARPs and unsolicited Neighbor Advertisements sent",
-            load(&counters.gratuitous),
-        ),
-        line(
-            "malformed_frames",
-            "Frames dropped as malformed",
-            load(&counters.malformed),
-        ),
-        line(
-            "failover_probes_sent",
-            "Fast failover probes sent to active nodes",
-            load(&failover.probes_sent),
-        ),
-        line(
-            "failover_probe_replies",
-            "Signed answers to fast failover probes",
-            load(&failover.replies),
-        ),
-        line(
-            "failover_takeovers",
-            "IPs taken over from an active node that stopped answering",
-            load(&failover.takeovers),
-        ),
-        line(
-            "failover_handoffs_received",
-            "IPs received from a stopping node",
-            load(&failover.handoffs_received),
-        ),
-        line(
-            "failover_refused_datagrams",
-            "Failover datagrams refused (bad signature, malformed, stale or replayed)",
-            load(&failover.refused),
-        ),
-        line(
-            "failover_unavailable",
-            "Times fast failover towards an active node became unavailable (never answered, or silent while alive)",
-            load(&failover.unavailable),
-        ),
-        gauge(
-            "failover_unavailable_nodes",
-            "Active nodes this node stands by for whose speaker does not answer probes",
-            load(&failover.unavailable_now),
-        ),
-        gauge(
-            "kernel_answers_arp",
-            "1 while this node's kernel answers ARP for Service IPs (kube-proxy IPVS without strictARP)",
-            kernel_answers_arp,
-        ),
-    ]
-    .concat()
-        + "# EOF\n"
-}
-
 /// Follows a NodeAnnouncement file: IPs added are announced, IPs removed are
 /// silent at once; BGP sessions follow `spec.bgp`; with a failover key the
 /// fast path runs too. Session and takeover states are logged.
@@ -353,17 +269,15 @@ async fn main() -> Result<()> {
     // Without a cluster there is nothing to wait for.
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(cli.from_file.is_some()));
     let ready_now = ready.clone();
+    let metrics = Arc::new(ferrolb_speaker::metrics::registry(
+        &counters,
+        &failover_counters,
+        &kernel_answers_arp,
+        registry,
+    ));
     let served = ferrolb_runtime::serve(
         cli.metrics_addr,
-        move || {
-            let text = metrics(
-                &counters,
-                &failover_counters,
-                kernel_answers_arp.load(Ordering::Relaxed),
-            );
-            let text = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
-            text + &registry.metrics() + "# EOF\n"
-        },
+        move || ferrolb_runtime::encode(&metrics),
         move || ready_now.load(Ordering::Relaxed),
     )?;
     let (stop, stopping) = watch::channel(false);

@@ -46,7 +46,7 @@ pub struct Runner {
     /// What on the node breaks announcements (the kernel answering ARP).
     pub problems: Vec<NodeProblem>,
     /// 1 while the kernel answers ARP for Service IPs (a gauge for /metrics).
-    pub kernel_answers_arp: Arc<std::sync::atomic::AtomicU64>,
+    pub kernel_answers_arp: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Runner {
@@ -64,7 +64,7 @@ impl Runner {
             failed: BTreeMap::new(),
             held: BTreeSet::new(),
             problems: Vec::new(),
-            kernel_answers_arp: Arc::default(),
+            kernel_answers_arp: Default::default(),
         }
     }
 
@@ -78,10 +78,7 @@ impl Runner {
                 Vec::new()
             }
         };
-        self.kernel_answers_arp.store(
-            u64::from(!problems.is_empty()),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.kernel_answers_arp.set(i64::from(!problems.is_empty()));
         if problems == self.problems {
             return false;
         }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferrolb_speaker::failover::tracker::{Reach, Unavailable};
@@ -73,7 +72,7 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
     // The active answers: nothing is taken.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(standby.taken().is_empty());
-    assert!(standby.counters.replies.load(Ordering::Relaxed) > 5);
+    assert!(standby.counters.replies.get() > 5);
     // The active dies: the standby takes the IP after its misses.
     drop(active);
     eventually("the standby takes over", || {
@@ -140,10 +139,7 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     // Signed with another key: refused.
     socket.send_to(&probe(b"a guess", 1), target).await.unwrap();
     socket.send_to(b"FLB1 junk", target).await.unwrap();
-    eventually("both refused", || {
-        active.counters.refused.load(Ordering::Relaxed) == 2
-    })
-    .await;
+    eventually("both refused", || active.counters.refused.get() == 2).await;
     assert!(active.yielded().is_empty(), "a forged takeover is ignored");
     // Signed right, sent twice: the first counts, the replay is refused.
     let good = probe(b"the key", 7);
@@ -153,10 +149,7 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     active.set_answering(&set, &set);
     assert!(active.yielded().is_empty());
     socket.send_to(&good, target).await.unwrap();
-    eventually("the replay refused", || {
-        active.counters.refused.load(Ordering::Relaxed) == 3
-    })
-    .await;
+    eventually("the replay refused", || active.counters.refused.get() == 3).await;
     assert!(
         active.yielded().is_empty(),
         "a replayed takeover is ignored"
@@ -186,8 +179,8 @@ async fn a_standby_that_never_hears_the_active_leaves_its_ips_alone_and_says_so(
         towards[0].reach,
         Reach::Unavailable(Unavailable::NeverHeard)
     );
-    assert_eq!(standby.counters.unavailable.load(Ordering::Relaxed), 1);
-    assert_eq!(standby.counters.unavailable_now.load(Ordering::Relaxed), 1);
+    assert_eq!(standby.counters.unavailable.get(), 1);
+    assert_eq!(standby.counters.unavailable_now.get(), 1);
     // The active goes away: still nothing (the slow path is the operator's).
     drop(active);
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -23,71 +23,78 @@ use session::{Context, Handle, Passwords, Status, Stop};
 const GOODBYE: Duration = Duration::from_secs(2);
 
 /// The sessions' statuses, for /metrics.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct Registry(Arc<Mutex<BTreeMap<String, watch::Receiver<Status>>>>);
 
 impl Registry {
-    /// Prometheus text for every session.
-    pub fn metrics(&self) -> String {
-        let sessions = self.0.lock().expect("registry lock");
-        let mut out = String::new();
-        type Pick = fn(&Status) -> u64;
-        let families: [(&str, &str, &str, Pick); 7] = [
-            (
-                "bgp_session_up",
-                "gauge",
-                "1 when the session is Established",
-                |s| u64::from(s.state == BgpState::Established),
-            ),
-            (
-                "bgp_prefixes_advertised",
-                "gauge",
-                "Prefixes the peer holds from this speaker",
-                |s| s.prefixes as u64,
-            ),
-            ("bgp_updates_sent", "counter", "UPDATE messages sent", |s| {
-                s.updates_sent
-            }),
-            (
-                "bgp_updates_received",
-                "counter",
-                "UPDATE messages received (and ignored)",
-                |s| s.updates_received,
-            ),
-            (
-                "bgp_notifications_sent",
-                "counter",
-                "NOTIFICATION messages sent",
-                |s| s.notifications_sent,
-            ),
-            (
-                "bgp_notifications_received",
-                "counter",
-                "NOTIFICATION messages received",
-                |s| s.notifications_received,
-            ),
-            (
-                "bgp_attribute_errors",
-                "counter",
-                "Received UPDATEs with malformed attributes, treated as withdraw (RFC 7606)",
-                |s| s.attribute_errors,
-            ),
-        ];
-        for (name, kind, help, pick) in families {
-            out.push_str(&format!(
-                "# HELP ferrolb_speaker_{name} {help}\n# TYPE ferrolb_speaker_{name} {kind}\n"
-            ));
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            for (session, status) in sessions.iter() {
-                let value = pick(&status.borrow());
-                out.push_str(&format!(
-                    "ferrolb_speaker_{name}{suffix}{{session=\"{session}\"}} {value}\n"
-                ));
-            }
-        }
-        out
+    /// Every session's current status, by name.
+    pub fn snapshot(&self) -> Vec<(String, Status)> {
+        self.0
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .map(|(name, status)| (name.clone(), status.borrow().clone()))
+            .collect()
     }
 }
+
+/// One per-session metric family.
+pub struct Family {
+    /// Its name after `ferrolb_speaker_`.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// A counter (else a gauge).
+    pub counter: bool,
+    /// Its value from a session's status.
+    pub pick: fn(&Status) -> u64,
+}
+
+/// The per-session metric families.
+pub const FAMILIES: [Family; 7] = [
+    Family {
+        name: "bgp_session_up",
+        help: "1 when the session is Established",
+        counter: false,
+        pick: |s| u64::from(s.state == BgpState::Established),
+    },
+    Family {
+        name: "bgp_prefixes_advertised",
+        help: "Prefixes the peer holds from this speaker",
+        counter: false,
+        pick: |s| s.prefixes as u64,
+    },
+    Family {
+        name: "bgp_updates_sent",
+        help: "UPDATE messages sent",
+        counter: true,
+        pick: |s| s.updates_sent,
+    },
+    Family {
+        name: "bgp_updates_received",
+        help: "UPDATE messages received (and ignored)",
+        counter: true,
+        pick: |s| s.updates_received,
+    },
+    Family {
+        name: "bgp_notifications_sent",
+        help: "NOTIFICATION messages sent",
+        counter: true,
+        pick: |s| s.notifications_sent,
+    },
+    Family {
+        name: "bgp_notifications_received",
+        help: "NOTIFICATION messages received",
+        counter: true,
+        pick: |s| s.notifications_received,
+    },
+    Family {
+        name: "bgp_attribute_errors",
+        help: "Received UPDATEs with malformed attributes, treated as withdraw (RFC 7606)",
+        counter: true,
+        pick: |s| s.attribute_errors,
+    },
+];
 
 /// The BGP side of a node: one session per `spec.bgp` entry.
 pub struct Bgp {

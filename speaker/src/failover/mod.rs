@@ -15,11 +15,12 @@
 pub mod tracker;
 pub mod wire;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,19 +114,19 @@ struct Shared {
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Probes sent.
-    pub probes_sent: AtomicU64,
+    pub probes_sent: Counter,
     /// Replies received in time.
-    pub replies: AtomicU64,
+    pub replies: Counter,
     /// Takeovers after missed probes.
-    pub takeovers: AtomicU64,
+    pub takeovers: Counter,
     /// Times fast failover towards an active node turned unavailable.
-    pub unavailable: AtomicU64,
+    pub unavailable: Counter,
     /// Active nodes the fast path is unavailable towards now (a gauge).
-    pub unavailable_now: AtomicU64,
+    pub unavailable_now: Gauge,
     /// IPs received by planned hand-off.
-    pub handoffs_received: AtomicU64,
+    pub handoffs_received: Counter,
     /// Datagrams refused (bad signature, malformed, stale or replayed).
-    pub refused: AtomicU64,
+    pub refused: Counter,
 }
 
 impl Counters {
@@ -137,10 +138,9 @@ impl Counters {
         for node in &decision.became_unavailable {
             tracing::warn!(active = %node, "fast failover unavailable: no takeover from this node until it answers probes");
         }
-        self.takeovers
-            .fetch_add(decision.take.len() as u64, Ordering::Relaxed);
+        self.takeovers.inc_by(decision.take.len() as u64);
         self.unavailable
-            .fetch_add(decision.became_unavailable.len() as u64, Ordering::Relaxed);
+            .inc_by(decision.became_unavailable.len() as u64);
     }
 }
 
@@ -505,7 +505,7 @@ impl Parts {
                 Ok(m) if m.node != self.node => m,
                 Ok(_) => continue,
                 Err(why) => {
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    self.counters.refused.inc();
                     tracing::debug!(%from, ?why, "failover datagram refused");
                     continue;
                 }
@@ -515,7 +515,7 @@ impl Parts {
             {
                 let mut shared = self.shared.lock().expect("failover lock");
                 if !Self::fresh(&mut shared, &message) {
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    self.counters.refused.inc();
                     continue;
                 }
                 match message.kind {
@@ -554,7 +554,7 @@ impl Parts {
                             changed |= shared
                                 .tracker
                                 .answered(&message.node, std::time::Instant::now());
-                            self.counters.replies.fetch_add(1, Ordering::Relaxed);
+                            self.counters.replies.inc();
                         }
                     }
                     Kind::Handoff => {
@@ -564,9 +564,7 @@ impl Parts {
                         let acknowledge = shared.tracker.stands_by(&message.node, &message.ips);
                         for ip in shared.tracker.handed_over(&message.node, &message.ips) {
                             tracing::info!(%ip, from = %message.node, "handed over: taking it");
-                            self.counters
-                                .handoffs_received
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.counters.handoffs_received.inc();
                             changed = true;
                         }
                         if acknowledge {
@@ -613,7 +611,7 @@ impl Parts {
                 changed = !decision.is_empty();
                 self.counters
                     .unavailable_now
-                    .store(shared.tracker.unavailable() as u64, Ordering::Relaxed);
+                    .set(shared.tracker.unavailable() as i64);
                 for (node, ips, taken) in shared.tracker.probes() {
                     let Some(address) = shared.addresses.get(&node).copied() else {
                         continue;
@@ -638,7 +636,7 @@ impl Parts {
                     .await
                 {
                     Ok(_) => {
-                        self.counters.probes_sent.fetch_add(1, Ordering::Relaxed);
+                        self.counters.probes_sent.inc();
                     }
                     // Our own link down (no route, network down), not a
                     // silent peer (host unreachable is its problem).

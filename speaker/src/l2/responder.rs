@@ -3,10 +3,10 @@
 //! few seconds. An IP removed from the set is not answered for from the next
 //! frame on.
 
+use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,17 +18,17 @@ use super::socket::PacketSocket;
 #[derive(Debug, Default)]
 pub struct Counters {
     /// ARP requests for one of our IPs.
-    pub arp_requests: AtomicU64,
+    pub arp_requests: Counter,
     /// ARP replies sent.
-    pub arp_replies: AtomicU64,
+    pub arp_replies: Counter,
     /// Neighbor Solicitations for one of our IPs.
-    pub ndp_requests: AtomicU64,
+    pub ndp_requests: Counter,
     /// Neighbor Advertisements sent in reply.
-    pub ndp_replies: AtomicU64,
+    pub ndp_replies: Counter,
     /// Gratuitous ARPs and unsolicited NAs sent.
-    pub gratuitous: AtomicU64,
+    pub gratuitous: Counter,
     /// Frames dropped as malformed.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
 }
 
 /// When announcements of a taken IP go out, from the moment it is taken.
@@ -78,26 +78,26 @@ pub async fn answer(
             Ok(Request::Arp(request))
                 if request.sender_mac != mac && holds(request.target_ip.into()) =>
             {
-                counters.arp_requests.fetch_add(1, Ordering::Relaxed);
+                counters.arp_requests.inc();
                 if socket.send(&packet::arp_reply(mac, &request)).await.is_ok() {
-                    counters.arp_replies.fetch_add(1, Ordering::Relaxed);
+                    counters.arp_replies.inc();
                 }
             }
             Ok(Request::Ndp(solicitation))
                 if solicitation.source_mac != mac && holds(solicitation.target.into()) =>
             {
-                counters.ndp_requests.fetch_add(1, Ordering::Relaxed);
+                counters.ndp_requests.inc();
                 if socket
                     .send(&packet::neighbor_reply(mac, &solicitation))
                     .await
                     .is_ok()
                 {
-                    counters.ndp_replies.fetch_add(1, Ordering::Relaxed);
+                    counters.ndp_replies.inc();
                 }
             }
             Ok(_) => {}
             Err(why) => {
-                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                counters.malformed.inc();
                 tracing::debug!(?why, len, "malformed frame dropped");
             }
         }
@@ -132,7 +132,7 @@ pub async fn announce(
                     };
                     match socket.send(&frame).await {
                         Ok(_) => {
-                            counters.gratuitous.fetch_add(1, Ordering::Relaxed);
+                            counters.gratuitous.inc();
                         }
                         // The link may be back for the next one.
                         Err(e) => tracing::warn!(%ip, error = %e, "cannot announce"),
