@@ -496,6 +496,7 @@ fn bgp_verdict(
     outcome: &bgp::Outcome,
     listed: &str,
     announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    summaries: &Summaries,
 ) -> Option<Verdict> {
     match outcome {
         bgp::Outcome::NoAdvertisement => None,
@@ -508,42 +509,22 @@ fn bgp_verdict(
             format!("BGP: no node may advertise {listed}: {why}"),
         )),
         bgp::Outcome::Advertised(sessions) => {
-            let mut up: Vec<&(String, String)> = Vec::new();
-            let mut all_pending = true;
-            let mut down: Vec<String> = Vec::new();
-            for session in sessions {
-                let (node, peer) = session;
-                match session_report(announcements.get(node).map(|a| a.as_ref()), peer) {
-                    Ok(()) => up.push(session),
-                    Err(why) => {
-                        all_pending &= matches!(why, NotUp::Pending(_));
-                        down.push(format!("{node} to {peer}: {}", why.text()));
-                    }
-                }
-            }
-            let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
-            let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
-            // At most a few sessions named: the message must not grow with
-            // the cluster.
-            let down =
-                announce::some_of(&down.iter().map(String::as_str).collect::<Vec<_>>(), "; ");
-            Some(if !up.is_empty() {
+            let summary = summaries.of(sessions, announcements);
+            let down = &summary.down;
+            Some(if summary.up > 0 {
                 Verdict::yes(
                     reason::ANNOUNCED,
                     format!(
                         "BGP: {listed} advertised by node {} to {} peer(s) ({} of {} sessions Established)",
-                        name_some(&nodes.into_iter().collect::<Vec<_>>()),
-                        peers.len(),
-                        up.len(),
-                        sessions.len()
+                        summary.nodes, summary.peers, summary.up, summary.total
                     ),
                 )
-            } else if all_pending {
+            } else if summary.all_pending {
                 Verdict::no(
                     reason::NOT_YET_APPLIED,
                     format!(
                         "BGP: {listed} is to be advertised on {} session(s); {down}",
-                        sessions.len(),
+                        summary.total,
                     ),
                 )
             } else {
@@ -556,6 +537,69 @@ fn bgp_verdict(
     }
 }
 
+/// How a set of sessions stands, as the BGP verdict tells it.
+#[derive(Debug)]
+struct Summary {
+    /// The nodes with an Established session, some named.
+    nodes: String,
+    /// Peers with an Established session.
+    peers: usize,
+    /// Established sessions.
+    up: usize,
+    /// Sessions in all.
+    total: usize,
+    /// Every session not up only waits for its speaker.
+    all_pending: bool,
+    /// Some sessions not up, with why.
+    down: String,
+}
+
+/// The sessions' state, worked out once per set of sessions in a pass: the
+/// Services of one advertisement share their set, so a thousand Services
+/// over a thousand nodes cost a thousand looks, not a million.
+#[derive(Debug, Default)]
+pub struct Summaries(std::cell::RefCell<BTreeMap<usize, std::rc::Rc<Summary>>>);
+
+impl Summaries {
+    fn of(
+        &self,
+        sessions: &std::sync::Arc<BTreeSet<(String, String)>>,
+        announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    ) -> std::rc::Rc<Summary> {
+        let key = std::sync::Arc::as_ptr(sessions) as usize;
+        if let Some(summary) = self.0.borrow().get(&key) {
+            return summary.clone();
+        }
+        let mut up: Vec<&(String, String)> = Vec::new();
+        let mut all_pending = true;
+        let mut down: Vec<String> = Vec::new();
+        for session in sessions.iter() {
+            let (node, peer) = session;
+            match session_report(announcements.get(node).map(|a| a.as_ref()), peer) {
+                Ok(()) => up.push(session),
+                Err(why) => {
+                    all_pending &= matches!(why, NotUp::Pending(_));
+                    down.push(format!("{node} to {peer}: {}", why.text()));
+                }
+            }
+        }
+        let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
+        let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
+        let summary = std::rc::Rc::new(Summary {
+            nodes: name_some(&nodes.into_iter().collect::<Vec<_>>()),
+            peers: peers.len(),
+            up: up.len(),
+            total: sessions.len(),
+            all_pending,
+            // At most a few sessions named: the message must not grow with
+            // the cluster.
+            down: announce::some_of(&down.iter().map(String::as_str).collect::<Vec<_>>(), "; "),
+        });
+        self.0.borrow_mut().insert(key, summary.clone());
+        summary
+    }
+}
+
 /// The Announced verdict for a Service with IPs: layer 2 and BGP, each where
 /// an advertisement covers the Service's pool.
 pub fn verdict(
@@ -564,6 +608,7 @@ pub fn verdict(
     ips: &[IpAddr],
     pools: &BTreeSet<String>,
     announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    summaries: &Summaries,
 ) -> Verdict {
     let listed = ips
         .iter()
@@ -574,7 +619,7 @@ pub fn verdict(
         Some(Outcome::NoAdvertisement) | None => None,
         Some(outcome) => Some(l2_verdict(outcome, ips, &listed, announcements)),
     };
-    let bgp = bgp_outcome.and_then(|o| bgp_verdict(o, &listed, announcements));
+    let bgp = bgp_outcome.and_then(|o| bgp_verdict(o, &listed, announcements, summaries));
     match (l2, bgp) {
         (None, None) => Verdict::no(
             reason::NO_ADVERTISEMENT,
@@ -801,6 +846,7 @@ mod tests {
             &[IP.parse().unwrap()],
             &BTreeSet::from(["l2".to_string()]),
             announcements,
+            &Summaries::default(),
         )
     }
 

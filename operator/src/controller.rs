@@ -390,6 +390,7 @@ impl State {
             writes.push(Write::DropPrefixSet { name });
         }
 
+        let summaries = announcing::Summaries::default();
         let now = std::time::Instant::now();
         self.other_writers
             .retain(|_, (_, seen)| now.duration_since(*seen) < OTHER_WRITER_MEMORY);
@@ -413,6 +414,7 @@ impl State {
                         &ips,
                         &pools,
                         &announcements,
+                        &summaries,
                     ),
                 });
             }
@@ -849,15 +851,21 @@ pub async fn run(
     let mut backoff = RETRY_FIRST;
     let mut live_at_pass: Option<BTreeSet<String>> = None;
     let mut first_expiry: Option<Instant> = None;
+    let mut forget_at: Option<Instant> = None;
     loop {
         let retry_in = retry.map(|at| at.saturating_duration_since(Instant::now()));
         let expiry_in = first_expiry.map(|at| at.saturating_duration_since(Instant::now()));
+        let forget_in = forget_at.map(|at| at.saturating_duration_since(Instant::now()));
         let mut only_leases = false;
         tokio::select! {
             _ = notify.notified() => {}
             _ = lease_events.notified() => only_leases = true,
             _ = tokio::time::sleep(expiry_in.unwrap_or_default()), if expiry_in.is_some() => {
                 first_expiry = None;
+                only_leases = true;
+            }
+            _ = tokio::time::sleep(forget_in.unwrap_or_default()), if forget_in.is_some() => {
+                forget_at = None;
             }
             changed = leading.changed() => {
                 if changed.is_err() {
@@ -866,12 +874,16 @@ pub async fn run(
             }
             _ = tokio::time::sleep(retry_in.unwrap_or(Duration::from_secs(3600))), if retry_in.is_some() => {}
         }
-        if only_leases
-            && live_at_pass.as_ref()
-                == Some(&announcing::liveness(&stores.leases.state(), Timestamp::now()).0)
-        {
-            metrics.passes_skipped.inc();
-            continue;
+        if only_leases {
+            // Renewals, or the first Lease's end come: a pass only if the
+            // live speakers are not those of the last pass (a pass longer
+            // than a renewal period must not start the next one by itself).
+            let (live, until) = announcing::liveness(&stores.leases.state(), Timestamp::now());
+            if live_at_pass.as_ref() == Some(&live) {
+                first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
+                metrics.passes_skipped.inc();
+                continue;
+            }
         }
         // Let a burst of events land before one pass over all of them.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -890,14 +902,11 @@ pub async fn run(
         first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
         let writes = state.plan(&stores, &config, &metrics);
         // A remembered sighting of another controller ending is a change too.
-        if let Some(forget) = state
+        forget_at = state
             .other_writers
             .values()
             .map(|(_, seen)| *seen + OTHER_WRITER_MEMORY)
-            .min()
-        {
-            first_expiry = Some(first_expiry.map_or(forget, |e| e.min(forget)));
-        }
+            .min();
         let planned = writes.len();
         let results: Vec<Written> = stream::iter(writes)
             .map(|w| execute(client.clone(), recorder.clone(), metrics.clone(), w))

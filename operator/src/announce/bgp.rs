@@ -67,8 +67,9 @@ pub struct Advertisement {
 /// The BGP outcome for one Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Advertised on these (node, peer) sessions.
-    Advertised(BTreeSet<(String, String)>),
+    /// Advertised on these (node, peer) sessions (shared between the
+    /// Services of one advertisement: one set, not one copy per Service).
+    Advertised(std::sync::Arc<BTreeSet<(String, String)>>),
     /// No BGPAdvertisement covers its pool(s).
     NoAdvertisement,
     /// `externalTrafficPolicy: Local` and no eligible node has an endpoint.
@@ -128,6 +129,80 @@ pub fn prefix(ip: IpAddr, advertisement: &Advertisement) -> String {
     }
 }
 
+/// Where one advertisement takes a prefix of one family: the sessions that
+/// carry it, and why the other nodes do not.
+#[derive(Debug, Default)]
+struct Reach {
+    /// (node, peer name) of every session carrying it.
+    used: std::sync::Arc<BTreeSet<(String, String)>>,
+    /// The same sessions as (node, peer index).
+    carried_by: Vec<(String, usize)>,
+    /// Why nodes were left out.
+    reasons: BTreeSet<String>,
+    /// Some fit node was left out for want of a local endpoint.
+    lacking_endpoints: bool,
+}
+
+type Sessions = BTreeMap<
+    (String, usize),
+    (
+        BTreeMap<String, (BTreeSet<String>, Option<u32>)>,
+        BTreeSet<String>,
+    ),
+>;
+
+/// The sessions `advertisement` takes a prefix of the family (`v4`) to: from
+/// every fit node it selects, or, for `externalTrafficPolicy: Local`
+/// (`endpoints`), only from those with an endpoint.
+fn reach(
+    nodes: &[Node],
+    peers: &[Peer],
+    advertisement: &Advertisement,
+    v4: bool,
+    sessions: &Sessions,
+    endpoints: Option<&BTreeSet<String>>,
+) -> Reach {
+    let mut reach = Reach::default();
+    let mut used = BTreeSet::new();
+    for node in nodes {
+        if !any_matches(&advertisement.node_selectors, &node.labels) {
+            reach
+                .reasons
+                .insert(format!("{}: not selected by a BGPAdvertisement", node.name));
+            continue;
+        }
+        if let Some(why) = unfit(node) {
+            reach.reasons.insert(format!("{}: {why}", node.name));
+            continue;
+        }
+        if endpoints.is_some_and(|e| !e.contains(&node.name)) {
+            reach.lacking_endpoints = true;
+            continue;
+        }
+        let mut peered = false;
+        for (p, peer) in peers.iter().enumerate() {
+            let wanted =
+                advertisement.peers.is_empty() || advertisement.peers.contains(&peer.session.name);
+            if !wanted || peer.family_v4() != v4 || !sessions.contains_key(&(node.name.clone(), p))
+            {
+                continue;
+            }
+            peered = true;
+            used.insert((node.name.clone(), peer.session.name.clone()));
+            reach.carried_by.push((node.name.clone(), p));
+        }
+        if !peered {
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            reach.reasons.insert(format!(
+                "{}: no selected BGPPeer of the {family} family peers with it",
+                node.name
+            ));
+        }
+    }
+    reach.used = std::sync::Arc::new(used);
+    reach
+}
+
 /// Plans BGP sessions and prefixes.
 pub fn plan_bgp(
     nodes: &[Node],
@@ -135,9 +210,8 @@ pub fn plan_bgp(
     advertisements: &[Advertisement],
     services: &[Announced],
 ) -> Plan {
-    // (node, peer) → own prefix → (communities, local-pref)
-    type Prefixes = BTreeMap<String, (BTreeSet<String>, Option<u32>)>;
-    let mut sessions: BTreeMap<(String, usize), (Prefixes, BTreeSet<String>)> = BTreeMap::new();
+    // (node, peer) → (own prefix → (communities, local-pref), advertisements)
+    let mut sessions: Sessions = BTreeMap::new();
     for node in nodes.iter().filter(|n| n.speaker_alive) {
         for (p, peer) in peers.iter().enumerate() {
             if !any_matches(&peer.node_selectors, &node.labels) {
@@ -154,7 +228,7 @@ pub fn plan_bgp(
                 })
                 .map(|a| a.name.clone())
                 .collect();
-            sessions.insert((node.name.clone(), p), (Prefixes::new(), carried));
+            sessions.insert((node.name.clone(), p), (BTreeMap::new(), carried));
         }
     }
     let mut plan = Plan {
@@ -172,63 +246,68 @@ pub fn plan_bgp(
             .collect(),
         services: BTreeMap::new(),
     };
+    // Where a Cluster Service's prefix goes depends only on its advertisement
+    // and family: worked out once, shared by every such Service.
+    let mut reach_cache: BTreeMap<(usize, bool), std::sync::Arc<Reach>> = BTreeMap::new();
     for service in services {
-        let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut reaches: Vec<std::sync::Arc<Reach>> = Vec::new();
         let mut covered = false;
-        let mut reasons: BTreeSet<String> = BTreeSet::new();
-        let mut lacking_endpoints = false;
         for (ip, pool) in &service.ips {
             let Some(pool) = pool else { continue };
-            for advertisement in advertisements.iter().filter(|a| a.pools.covers(pool)) {
+            for (a, advertisement) in advertisements
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.pools.covers(pool))
+            {
                 covered = true;
                 let text = prefix(*ip, advertisement);
-                if !service.local
-                    && let Some(shared) = plan.shared.get_mut(&advertisement.name)
-                {
-                    shared.prefixes.insert(text.clone());
+                if !service.local {
+                    if let Some(shared) = plan.shared.get_mut(&advertisement.name) {
+                        shared.prefixes.insert(text.clone());
+                    }
+                    let reach = reach_cache
+                        .entry((a, ip.is_ipv4()))
+                        .or_insert_with(|| {
+                            std::sync::Arc::new(reach(
+                                nodes,
+                                peers,
+                                advertisement,
+                                ip.is_ipv4(),
+                                &sessions,
+                                None,
+                            ))
+                        })
+                        .clone();
+                    reaches.push(reach);
+                    continue;
                 }
-                for node in nodes {
-                    if !any_matches(&advertisement.node_selectors, &node.labels) {
-                        reasons
-                            .insert(format!("{}: not selected by a BGPAdvertisement", node.name));
-                        continue;
-                    }
-                    if let Some(why) = unfit(node) {
-                        reasons.insert(format!("{}: {why}", node.name));
-                        continue;
-                    }
-                    if service.local && !service.endpoint_nodes.contains(&node.name) {
-                        lacking_endpoints = true;
-                        continue;
-                    }
-                    let mut peered = false;
-                    for (p, peer) in peers.iter().enumerate() {
-                        let wanted = advertisement.peers.is_empty()
-                            || advertisement.peers.contains(&peer.session.name);
-                        if !wanted || peer.family_v4() != ip.is_ipv4() {
-                            continue;
-                        }
-                        let Some((prefixes, _)) = sessions.get_mut(&(node.name.clone(), p)) else {
-                            continue;
-                        };
-                        peered = true;
-                        if service.local {
-                            let entry = prefixes.entry(text.clone()).or_default();
-                            entry.0.extend(advertisement.communities.iter().cloned());
-                            entry.1 = entry.1.max(advertisement.local_pref);
-                        }
-                        used.insert((node.name.clone(), peer.session.name.clone()));
-                    }
-                    if !peered {
-                        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
-                        reasons.insert(format!(
-                            "{}: no selected BGPPeer of the {family} family peers with it",
-                            node.name
-                        ));
+                let reach = reach(
+                    nodes,
+                    peers,
+                    advertisement,
+                    ip.is_ipv4(),
+                    &sessions,
+                    Some(&service.endpoint_nodes),
+                );
+                for (node, p) in &reach.carried_by {
+                    if let Some((prefixes, _)) = sessions.get_mut(&(node.clone(), *p)) {
+                        let entry = prefixes.entry(text.clone()).or_default();
+                        entry.0.extend(advertisement.communities.iter().cloned());
+                        entry.1 = entry.1.max(advertisement.local_pref);
                     }
                 }
+                reaches.push(std::sync::Arc::new(reach));
             }
         }
+        let used: std::sync::Arc<BTreeSet<(String, String)>> = match reaches.as_slice() {
+            [one] => one.used.clone(),
+            many => std::sync::Arc::new(many.iter().flat_map(|r| r.used.iter().cloned()).collect()),
+        };
+        let lacking_endpoints = reaches.iter().any(|r| r.lacking_endpoints);
+        let reasons: BTreeSet<&str> = reaches
+            .iter()
+            .flat_map(|r| r.reasons.iter().map(String::as_str))
+            .collect();
         let outcome = if !covered {
             Outcome::NoAdvertisement
         } else if !used.is_empty() {
@@ -239,7 +318,7 @@ pub fn plan_bgp(
             Outcome::NoEligibleNode("there are no nodes".to_string())
         } else {
             Outcome::NoEligibleNode(super::some_of(
-                &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+                &reasons.into_iter().collect::<Vec<_>>(),
                 "; ",
             ))
         };
