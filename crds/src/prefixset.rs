@@ -85,6 +85,33 @@ fn prefix_set(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Prefixes with their path attributes merged as both sides merge them: a
+/// prefix found several times (overlapping advertisements) keeps every
+/// community and the highest LOCAL_PREF.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergedPrefixes(BTreeMap<String, (BTreeSet<String>, Option<u32>)>);
+
+impl MergedPrefixes {
+    /// Adds a prefix with its attributes, merging them with any already there.
+    pub fn add(&mut self, prefix: &str, communities: &[String], local_pref: Option<u32>) {
+        let entry = self.0.entry(prefix.to_string()).or_default();
+        entry.0.extend(communities.iter().cloned());
+        entry.1 = entry.1.max(local_pref);
+    }
+
+    /// The prefixes, sorted, as a NodeAnnouncement lists them.
+    pub fn into_prefixes(self) -> Vec<AdvertisedPrefix> {
+        self.0
+            .into_iter()
+            .map(|(prefix, (communities, local_pref))| AdvertisedPrefix {
+                prefix,
+                communities: communities.into_iter().collect(),
+                local_pref,
+            })
+            .collect()
+    }
+}
+
 /// How a speaker reads the PrefixSets: it keeps those it has seen and
 /// [`SharedPrefixes::resolve`] turns a NodeAnnouncement's sessions into
 /// sessions with every prefix they carry.
@@ -173,38 +200,23 @@ impl SharedPrefixes {
                     return session.clone();
                 }
                 let v6 = session.peer_address.contains(':');
-                let mut merged: BTreeMap<String, (BTreeSet<String>, Option<u32>)> = session
-                    .prefixes
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.prefix.clone(),
-                            (p.communities.iter().cloned().collect(), p.local_pref),
-                        )
-                    })
-                    .collect();
+                let mut merged = MergedPrefixes::default();
+                for p in &session.prefixes {
+                    merged.add(&p.prefix, &p.communities, p.local_pref);
+                }
                 for advertisement in &session.advertisements {
                     let Some(shards) = self.by_advertisement.get(advertisement) else {
                         continue;
                     };
                     for set in shards.values() {
                         for prefix in set.prefixes.iter().filter(|p| p.contains(':') == v6) {
-                            let entry = merged.entry(prefix.clone()).or_default();
-                            entry.0.extend(set.communities.iter().cloned());
-                            entry.1 = entry.1.max(set.local_pref);
+                            merged.add(prefix, &set.communities, set.local_pref);
                         }
                     }
                 }
                 let mut resolved = session.clone();
                 resolved.advertisements.clear();
-                resolved.prefixes = merged
-                    .into_iter()
-                    .map(|(prefix, (communities, local_pref))| AdvertisedPrefix {
-                        prefix,
-                        communities: communities.into_iter().collect(),
-                        local_pref,
-                    })
-                    .collect();
+                resolved.prefixes = merged.into_prefixes();
                 resolved
             })
             .collect()

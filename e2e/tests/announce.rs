@@ -42,6 +42,13 @@ async fn holders(cluster: &TestCluster, ip: &str) -> (Vec<String>, Vec<(String, 
     (active, standby)
 }
 
+/// The Events `kubectl get events` lists for a field selector.
+fn events(cluster: &TestCluster, selector: &str) -> String {
+    cluster
+        .kubectl(&["get", "events", "--field-selector", selector])
+        .unwrap_or_default()
+}
+
 async fn wait_for<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
@@ -165,27 +172,13 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
     // new node had not applied it yet raised no Warning.
     let expected = format!("{ip} moved from {first} to {second}: {first}: not Ready");
     wait_for("an IPMoved Event", || async {
-        let events = cluster
-            .kubectl(&[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=web",
-            ])
-            .unwrap_or_default();
+        let events = events(&cluster, "involvedObject.name=web");
         (events.contains("IPMoved") && events.contains(&expected))
             .then_some(())
             .ok_or(events)
     })
     .await;
-    let events = cluster
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=web,type=Warning",
-        ])
-        .expect("events");
+    let events = events(&cluster, "involvedObject.name=web,type=Warning");
     assert!(!events.contains("NotYetApplied"), "{events}");
 
     // The exclude label → it moves again, to the last node.
@@ -306,14 +299,7 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
         }
     })
     .await;
-    let events = cluster
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=dark",
-        ])
-        .expect("events");
+    let events = events(&cluster, "involvedObject.name=dark");
     assert!(
         events.contains("NotAnnounced") && events.contains("NoAdvertisement"),
         "{events}"

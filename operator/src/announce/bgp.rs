@@ -22,7 +22,8 @@ use std::net::IpAddr;
 
 use ferrolb_api::PrefixSetSpec;
 use ferrolb_api::address::format_ip;
-use ferrolb_api::nodeannouncement::{AdvertisedPrefix, BgpSession};
+use ferrolb_api::nodeannouncement::BgpSession;
+use ferrolb_api::prefixset::MergedPrefixes;
 
 use super::{Announced, Node, Pools, unfit};
 use crate::allocation::ServiceKey;
@@ -143,13 +144,7 @@ struct Reach {
     lacking_endpoints: bool,
 }
 
-type Sessions = BTreeMap<
-    (String, usize),
-    (
-        BTreeMap<String, (BTreeSet<String>, Option<u32>)>,
-        BTreeSet<String>,
-    ),
->;
+type Sessions = BTreeMap<(String, usize), (MergedPrefixes, BTreeSet<String>)>;
 
 /// The sessions `advertisement` takes a prefix of the family (`v4`) to: from
 /// every fit node it selects, or, for `externalTrafficPolicy: Local`
@@ -228,7 +223,7 @@ pub fn plan_bgp(
                 })
                 .map(|a| a.name.clone())
                 .collect();
-            sessions.insert((node.name.clone(), p), (BTreeMap::new(), carried));
+            sessions.insert((node.name.clone(), p), (MergedPrefixes::default(), carried));
         }
     }
     let mut plan = Plan {
@@ -291,9 +286,7 @@ pub fn plan_bgp(
                 );
                 for (node, p) in &reach.carried_by {
                     if let Some((prefixes, _)) = sessions.get_mut(&(node.clone(), *p)) {
-                        let entry = prefixes.entry(text.clone()).or_default();
-                        entry.0.extend(advertisement.communities.iter().cloned());
-                        entry.1 = entry.1.max(advertisement.local_pref);
+                        prefixes.add(&text, &advertisement.communities, advertisement.local_pref);
                     }
                 }
                 reaches.push(std::sync::Arc::new(reach));
@@ -326,14 +319,7 @@ pub fn plan_bgp(
     }
     for ((node, p), (prefixes, carried)) in sessions {
         let mut session = peers[p].session.clone();
-        session.prefixes = prefixes
-            .into_iter()
-            .map(|(prefix, (communities, local_pref))| AdvertisedPrefix {
-                prefix,
-                communities: communities.into_iter().collect(),
-                local_pref,
-            })
-            .collect();
+        session.prefixes = prefixes.into_prefixes();
         session.advertisements = carried.into_iter().collect();
         plan.nodes.entry(node).or_default().push(session);
     }
