@@ -23,7 +23,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -513,17 +513,6 @@ impl State {
             let Some(state) = self.allocator.pool(&name) else {
                 continue;
             };
-            let family_counts = |s: usize| {
-                (state.total[s] > 0).then(|| ferrolb_api::ipaddresspool::AddressCounts {
-                    total: state.total[s].to_string(),
-                    assigned: i64::try_from(state.assigned[s]).unwrap_or(i64::MAX),
-                    available: state.total[s].saturating_sub(state.assigned[s]).to_string(),
-                })
-            };
-            let assigned = state.assigned[0] + state.assigned[1];
-            let available = state.total[0]
-                .saturating_sub(state.assigned[0])
-                .saturating_add(state.total[1].saturating_sub(state.assigned[1]));
             for (s, family) in [(0, "ipv4"), (1, "ipv6")] {
                 let labels = PoolLabels {
                     pool: name.clone(),
@@ -542,28 +531,12 @@ impl State {
                     .get_or_create(&labels)
                     .set(state.total[s].saturating_sub(state.assigned[s]) as f64);
             }
-            let since = pool
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
-                .filter(|c| c.status == "True")
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or(Time(Timestamp::now()));
-            let status = IPAddressPoolStatus {
-                observed_generation: pool.metadata.generation,
-                conditions: vec![Condition {
-                    type_: condition::READY.to_string(),
-                    status: "True".to_string(),
-                    reason: "Valid".to_string(),
-                    message: "the pool hands out addresses".to_string(),
-                    observed_generation: pool.metadata.generation,
-                    last_transition_time: since,
-                }],
-                assigned: i64::try_from(assigned).unwrap_or(i64::MAX),
-                available: Some(available.to_string()),
-                ipv4: family_counts(0),
-                ipv6: family_counts(1),
-            };
+            let status = status::pool_status(
+                pool.metadata.generation,
+                pool.status.as_ref(),
+                state,
+                Time(Timestamp::now()),
+            );
             if !self.pools_written.needs(
                 &name,
                 &status,

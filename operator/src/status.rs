@@ -4,11 +4,12 @@
 //! message a person can act on.
 
 use ferrolb_api::constants::condition::reason::IP_NOT_IN_ANY_POOL;
-use ferrolb_api::constants::condition::{ANNOUNCED, IP_ALLOCATED, reason};
+use ferrolb_api::constants::condition::{ANNOUNCED, IP_ALLOCATED, READY, reason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
+use crate::allocation::pool::PoolState;
 use crate::allocation::{Assignment, Failure};
 
 /// One condition as the operator wants it.
@@ -234,6 +235,48 @@ pub fn clear_body(service: &Service) -> Value {
     })
 }
 
+/// A pool's status: `Ready`, and how many addresses it holds and has left,
+/// per family. `previous` keeps the condition's transition time; `now` is
+/// used when there is none.
+pub fn pool_status(
+    generation: Option<i64>,
+    previous: Option<&ferrolb_api::IPAddressPoolStatus>,
+    state: &PoolState,
+    now: Time,
+) -> ferrolb_api::IPAddressPoolStatus {
+    let family_counts = |s: usize| {
+        (state.total[s] > 0).then(|| ferrolb_api::ipaddresspool::AddressCounts {
+            total: state.total[s].to_string(),
+            assigned: i64::try_from(state.assigned[s]).unwrap_or(i64::MAX),
+            available: state.total[s].saturating_sub(state.assigned[s]).to_string(),
+        })
+    };
+    let assigned = state.assigned[0] + state.assigned[1];
+    let available = state.total[0]
+        .saturating_sub(state.assigned[0])
+        .saturating_add(state.total[1].saturating_sub(state.assigned[1]));
+    let since = previous
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(now);
+    ferrolb_api::IPAddressPoolStatus {
+        observed_generation: generation,
+        conditions: vec![Condition {
+            type_: READY.to_string(),
+            status: "True".to_string(),
+            reason: "Valid".to_string(),
+            message: "the pool hands out addresses".to_string(),
+            observed_generation: generation,
+            last_transition_time: since,
+        }],
+        assigned: i64::try_from(assigned).unwrap_or(i64::MAX),
+        available: Some(available.to_string()),
+        ipv4: family_counts(0),
+        ipv6: family_counts(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +338,40 @@ mod tests {
                 .ends_with("until then it keeps 10.0.0.1 from pool a")
         );
         assert!(desired(&Err(failure), &[]).ingress.is_empty());
+    }
+
+    #[test]
+    fn a_pool_status_counts_per_family_and_keeps_its_ready_time() {
+        use crate::allocation::{Allocator, Pool, ServiceKey, ServiceRequest};
+        use ferrolb_api::address::parse_pool_entry;
+        let pool = Pool::new(
+            "p",
+            ["10.0.0.0/30", "fd00::/126"]
+                .iter()
+                .map(|e| parse_pool_entry(e).unwrap())
+                .collect(),
+        );
+        let mut allocator = Allocator::new(vec![pool]);
+        allocator
+            .allocate(&ServiceRequest::new(ServiceKey::new("default", "a")))
+            .unwrap();
+        let state = allocator.pool("p").unwrap();
+        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
+        let first = pool_status(Some(3), None, state, earlier.clone());
+        assert_eq!(first.assigned, 1);
+        assert_eq!(first.available.as_deref(), Some("7"));
+        let v4 = first.ipv4.as_ref().unwrap();
+        assert_eq!(
+            (v4.total.as_str(), v4.assigned, v4.available.as_str()),
+            ("4", 1, "3")
+        );
+        assert_eq!(first.ipv6.as_ref().unwrap().available, "4");
+        assert_eq!(first.conditions[0].observed_generation, Some(3));
+        let again = pool_status(Some(4), Some(&first), state, now);
+        assert_eq!(
+            again.conditions[0].last_transition_time, earlier,
+            "Ready since it first was"
+        );
     }
 }
