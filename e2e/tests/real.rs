@@ -697,19 +697,27 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         &format!("spec.nodeName={emptied_name}"),
         "--wait=false",
     ]);
-    let after = wait_for("the Pods to move", Duration::from_secs(90), || {
-        let now = pod_nodes(&real);
-        (!now.contains(&emptied)
-            && real.json(&["get", "deploy", "echo"])["status"]["readyReplicas"] == 4)
+    // The Pods land and turn Ready one by one: the route is compared with
+    // the nodes holding a Ready Pod at each look, not with a snapshot taken
+    // while one was still starting.
+    let after = wait_for(
+        "the Pods to move and the route to follow them",
+        Duration::from_secs(150),
+        || {
+            let now = pod_nodes(&real);
+            (!now.contains(&emptied)
+                && real.json(&["get", "deploy", "echo"])["status"]["readyReplicas"] == 4
+                && routed(&now).is_some())
             .then_some(now)
-    })
-    .expect("Pods rescheduled");
-    wait_for(
-        "the route to follow the Pods",
-        Duration::from_secs(60),
-        || routed(&after),
+        },
     )
-    .unwrap_or_else(|e| panic!("{e}: {:?} vs {after:?}", frr.route(&prefix)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?} vs Pods on {:?}",
+            frr.route(&prefix),
+            pod_nodes(&real)
+        )
+    });
     println!(
         "FIGURE REAL (f) BGP Local: echo Pods moved off {emptied_name}; the router's next hops went from {expected:?} to {after:?} {:?} after the delete",
         moved.elapsed()
