@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrolb_api::address::{Family, parse_pool_entry};
-use ferrolb_operator::allocation::{
+use ferrolb_operator::plan::allocation::{
     Allocator, FamilyPolicy, Pool, PoolAllocation, ServiceKey, ServiceRequest,
 };
 

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::plan::allocation::pool::PoolState;
+
 /// Labels of pool gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -33,6 +35,15 @@ pub struct WriteLabels {
     pub kind: String,
 }
 
+/// Labels by API write kind and class of failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// What was written.
+    pub kind: String,
+    /// `conflict`, `invalid`, `forbidden`, `not_found` or `transient`.
+    pub error: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     /// Usable addresses per pool and family.
@@ -51,10 +62,12 @@ pub struct Metrics {
     pub passes_skipped: Counter,
     /// Writes to the API, by kind.
     pub writes: Family<WriteLabels, Counter>,
-    /// Failed writes to the API, by kind.
-    pub write_errors: Family<WriteLabels, Counter>,
+    /// Failed writes to the API, by kind and class of failure.
+    pub write_errors: Family<ErrorLabels, Counter>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Pools with gauges exported, to remove those of a deleted pool.
+    pools_exported: std::sync::Mutex<std::collections::BTreeSet<String>>,
     registry: Registry,
 }
 
@@ -73,6 +86,7 @@ impl Metrics {
             writes: Family::default(),
             write_errors: Family::default(),
             leader: Gauge::default(),
+            pools_exported: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,7 +131,7 @@ impl Metrics {
         );
         registry.register(
             "api_write_errors",
-            "Failed writes to the Kubernetes API, by kind",
+            "Failed writes to the Kubernetes API, by kind and class (conflict, invalid, forbidden, not_found, transient)",
             m.write_errors.clone(),
         );
         registry.register(
@@ -133,14 +147,56 @@ impl Metrics {
         ferrolb_runtime::encode(&self.registry)
     }
 
-    /// Counts one write of `kind`, failed or not.
-    pub fn wrote(&self, kind: &str, ok: bool) {
+    /// Counts one write of `kind`, and its failure's class if it failed.
+    pub fn wrote(&self, kind: &str, error: Option<&str>) {
         let labels = WriteLabels {
             kind: kind.to_string(),
         };
         self.writes.get_or_create(&labels).inc();
-        if !ok {
-            self.write_errors.get_or_create(&labels).inc();
+        if let Some(error) = error {
+            self.write_errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.to_string(),
+                    error: error.to_string(),
+                })
+                .inc();
         }
+    }
+
+    /// Sets the gauges of every pool the allocator knows, and removes those
+    /// of pools that are gone.
+    pub fn pools<'a>(&self, pools: impl Iterator<Item = (&'a str, &'a PoolState)>) {
+        let mut exported = self.pools_exported.lock().expect("pool gauge lock");
+        let mut present = std::collections::BTreeSet::new();
+        for (name, state) in pools {
+            present.insert(name.to_string());
+            for (s, family) in [(0, "ipv4"), (1, "ipv6")] {
+                let labels = PoolLabels {
+                    pool: name.to_string(),
+                    family: family.to_string(),
+                };
+                self.pool_total
+                    .get_or_create(&labels)
+                    .set(state.total[s] as f64);
+                self.pool_assigned
+                    .get_or_create(&labels)
+                    .set(state.assigned[s] as f64);
+                self.pool_available
+                    .get_or_create(&labels)
+                    .set(state.total[s].saturating_sub(state.assigned[s]) as f64);
+            }
+        }
+        for gone in exported.difference(&present) {
+            for family in ["ipv4", "ipv6"] {
+                let labels = PoolLabels {
+                    pool: gone.clone(),
+                    family: family.to_string(),
+                };
+                self.pool_total.remove(&labels);
+                self.pool_assigned.remove(&labels);
+                self.pool_available.remove(&labels);
+            }
+        }
+        *exported = present;
     }
 }

@@ -9,8 +9,8 @@ use ferrolb_api::address::{Family, parse_ip};
 use ferrolb_api::constants::annotation;
 use k8s_openapi::api::core::v1::Service;
 
-use crate::allocation::selector::{Labels, Selector};
-use crate::allocation::{
+use crate::plan::allocation::selector::{Labels, Selector};
+use crate::plan::allocation::{
     Failure, FamilyPolicy, Pool, PoolAllocation, Protocol, Reason, ServiceKey, ServiceRequest,
     Sharing,
 };
@@ -77,19 +77,6 @@ pub fn other_ingress_writers(service: &Service, own: &str) -> Vec<String> {
     found.sort();
     found.dedup();
     found
-}
-
-/// The Announced message for a Service whose status another controller
-/// writes too.
-pub fn other_controller_message(managers: &[String]) -> String {
-    format!(
-        "another controller ({}) also writes status.loadBalancer of this Service, so clients may be handed its address instead of ferrolb's: turn it off (k3s: start the server with --disable servicelb; MetalLB: uninstall it once migrated) or keep the two apart with spec.loadBalancerClass (ferrolb handles --lb-class and Services without a class)",
-        managers
-            .iter()
-            .map(|m| format!("field manager \"{m}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
 
 /// The first of an annotation's spellings (ours, then MetalLB's) that is set.
@@ -220,7 +207,7 @@ mod other_writer_tests {
         ]);
         let found = other_ingress_writers(&service, "ferrolb-operator");
         assert_eq!(found, vec!["svclb-controller".to_string()]);
-        let message = other_controller_message(&found);
+        let message = crate::plan::conditions::other_controller_message(&found);
         assert!(message.contains("\"svclb-controller\""), "{message}");
         assert!(message.contains("--disable servicelb"), "{message}");
         assert!(message.contains("loadBalancerClass"), "{message}");

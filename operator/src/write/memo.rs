@@ -40,6 +40,12 @@ impl<K: Hash + Eq, V: PartialEq> Memo<K, V> {
         self.last.insert(key, (value, rv));
     }
 
+    /// A value the apiserver refused: skipped until another is wanted or
+    /// the store shows this one.
+    pub fn refuse(&mut self, key: K, value: V) {
+        self.last.insert(key, (value, u64::MAX));
+    }
+
     /// Forgets an object (gone).
     pub fn forget(&mut self, key: &K) {
         self.last.remove(key);

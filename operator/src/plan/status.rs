@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-use crate::allocation::pool::PoolState;
-use crate::allocation::{Assignment, Failure};
+use crate::plan::allocation::pool::PoolState;
+use crate::plan::allocation::{Assignment, Failure};
 
 /// One condition as the operator wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,7 +280,7 @@ pub fn pool_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocation::Reason;
+    use crate::plan::allocation::Reason;
 
     fn assignment(ip: &str, pool: Option<&str>) -> Assignment {
         Assignment {
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_pool_status_counts_per_family_and_keeps_its_ready_time() {
-        use crate::allocation::{Allocator, Pool, ServiceKey, ServiceRequest};
+        use crate::plan::allocation::{Allocator, Pool, ServiceKey, ServiceRequest};
         use ferrolb_api::address::parse_pool_entry;
         let pool = Pool::new(
             "p",

@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::allocation::ServiceKey;
-use crate::allocation::selector::{Labels, Selector, any_matches};
+use crate::plan::allocation::ServiceKey;
+use crate::plan::allocation::selector::{Labels, Selector, any_matches};
 
 /// A node as planning sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,121 +1,35 @@
-//! The kube side of announcement planning: Nodes, speaker Leases,
-//! L2Advertisements and EndpointSlices into the planner's plain values; its
-//! plan into NodeAnnouncement specs and `ferrolb.io/Announced` verdicts.
+//! Every condition reason and message about announcing, and the
+//! NodeAnnouncement specs and BGPPeer status the plan writes: pure functions
+//! of the plan and of what the speakers report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use ferrolb_api::address::format_ip;
 use ferrolb_api::bgppeer::BGPPeerStatus;
-use ferrolb_api::constants::EXCLUDE_LABEL;
 use ferrolb_api::constants::condition::reason;
 use ferrolb_api::nodeannouncement::{
     BgpSession, BgpState, FailoverPhase, KERNEL_ANSWERS_ARP, L2Announcement, L2Phase, L2Role,
 };
-use ferrolb_api::selector::{Selector, label_selector_matches};
-use ferrolb_api::timer::{format_timer, parse_timer};
-use ferrolb_api::{
-    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
-    NodeAnnouncementSpec,
-};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
-use k8s_openapi::jiff::Timestamp;
+use ferrolb_api::{BGPPeer, NodeAnnouncement, NodeAnnouncementSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::allocation::{Assignment, ServiceKey};
-use crate::announce::{self, Announced, Entry, Outcome, Pools, Role, bgp};
-use crate::convert;
-use crate::status::Verdict;
-
-pub use ferrolb_api::constants::speaker_lease;
-
-/// Whether a Lease was renewed within its duration.
-fn alive(lease: &Lease, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else {
-        return false;
-    };
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return false;
-    };
-    renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) >= now.as_second()
-}
-
-/// The Leases alive at `now` (by name), and how long until the first of
-/// them runs out unless renewed. A renewal that leaves the first set as it was
-/// changes no decision: the controller passes only when it changes, or when
-/// that time comes.
-pub fn liveness(
-    leases: &[std::sync::Arc<Lease>],
-    now: Timestamp,
-) -> (BTreeSet<String>, Option<std::time::Duration>) {
-    let mut live = BTreeSet::new();
-    let mut first_expiry: Option<i64> = None;
-    for lease in leases.iter().filter(|l| alive(l, now)) {
-        live.insert(lease.name_any());
-        if let Some(spec) = &lease.spec
-            && let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())
-        {
-            // `alive` holds through the whole second it ends in.
-            let ends =
-                renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) + 1;
-            first_expiry = Some(first_expiry.map_or(ends, |e| e.min(ends)));
-        }
-    }
-    let until = first_expiry.map(|ends| {
-        let millis = (ends * 1000 - now.as_millisecond()).max(0);
-        std::time::Duration::from_millis(millis as u64)
-    });
-    (live, until)
-}
+use crate::cluster::Ours;
+use crate::plan::allocation::{Assignment, ServiceKey};
+use crate::plan::announce::{self, Announced, Entry, Outcome, Role, bgp};
+use crate::plan::status::Verdict;
 
 /// What the speakers report about failovers: the nodes some standby took IPs
 /// over from (their speaker is gone as far as the fast path can tell), and per
 /// IP the node answering for it after a takeover.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Takeovers {
     /// Nodes IPs were taken from.
     pub from: BTreeSet<String>,
     /// IP → the node that took it.
     pub by: BTreeMap<String, String>,
-}
-
-/// Reads takeovers from the NodeAnnouncement statuses.
-pub fn takeovers(announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>) -> Takeovers {
-    let mut found = Takeovers::default();
-    for (node, announcement) in announcements {
-        let Some(status) = &announcement.status else {
-            continue;
-        };
-        for state in status.l2.iter().filter(|s| s.state == L2Phase::TakenOver) {
-            if let Some(from) = &state.taken_from {
-                found.from.insert(from.clone());
-            }
-            found.by.insert(state.ip.clone(), node.clone());
-        }
-    }
-    found
-}
-
-/// Per IP (as text), the node whose spec makes it active now.
-pub fn current_active(
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
-) -> BTreeMap<String, String> {
-    let mut current = BTreeMap::new();
-    for (node, announcement) in announcements {
-        for entry in announcement
-            .spec
-            .l2
-            .iter()
-            .filter(|e| e.role == L2Role::Active)
-        {
-            current.insert(entry.ip.clone(), node.clone());
-        }
-    }
-    current
 }
 
 /// The Event text for a Service whose layer 2 IP is about to answer from
@@ -153,187 +67,10 @@ pub fn moved(
     (!moves.is_empty()).then(|| moves.join("; "))
 }
 
-/// Per node, where its speaker answers failover probes.
-pub fn probe_addresses(
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
-) -> BTreeMap<String, String> {
-    announcements
-        .iter()
-        .filter_map(|(node, a)| {
-            let address = a.status.as_ref()?.probe_address.clone()?;
-            Some((node.clone(), address))
-        })
-        .collect()
-}
-
-/// Nodes as the planner sees them: a node some standby took IPs over from
-/// counts as having no live speaker, even before its Lease runs out.
-pub fn nodes(
-    nodes: &[std::sync::Arc<Node>],
-    leases: &[std::sync::Arc<Lease>],
-    takeovers: &Takeovers,
-    ignore_exclude_lb: bool,
-) -> Vec<announce::Node> {
-    let (live, _) = liveness(leases, Timestamp::now());
-    nodes
-        .iter()
-        .map(|node| {
-            let name = node.name_any();
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-            announce::Node {
-                speaker_alive: live.contains(&speaker_lease(&name))
-                    && !takeovers.from.contains(&name),
-                excluded: !ignore_exclude_lb && node.labels().contains_key(EXCLUDE_LABEL),
-                labels: node.labels().clone(),
-                ready,
-                name,
-            }
-        })
-        .collect()
-}
-
-/// The pools an advertisement covers: listed by name or selected by label;
-/// every pool when it says neither.
-fn resolve_pools(
-    names: &[String],
-    selectors: &[LabelSelector],
-    pools: &[std::sync::Arc<IPAddressPool>],
-) -> Pools {
-    if names.is_empty() && selectors.is_empty() {
-        return Pools::All;
-    }
-    let mut selected: BTreeSet<String> = names.iter().cloned().collect();
-    for pool in pools {
-        if selectors
-            .iter()
-            .any(|s| label_selector_matches(s, pool.labels()))
-        {
-            selected.insert(pool.name_any());
-        }
-    }
-    Pools::Named(selected)
-}
-
-/// BGPPeers as session templates, defaults resolved (keepalive a third of the
-/// hold time, connect time 10 s).
-pub fn bgp_peers(peers: &[std::sync::Arc<BGPPeer>]) -> Vec<bgp::Peer> {
-    peers
-        .iter()
-        .map(|peer| {
-            let spec = &peer.spec;
-            let hold = parse_timer(&spec.hold_time).unwrap_or(Duration::from_secs(90));
-            bgp::Peer {
-                session: BgpSession {
-                    name: peer.name_any(),
-                    my_asn: spec.my_asn,
-                    peer_asn: spec.peer_asn,
-                    dynamic_asn: spec.dynamic_asn,
-                    peer_address: spec.peer_address.clone(),
-                    peer_port: spec.peer_port,
-                    source_address: spec.source_address.clone(),
-                    router_id: spec.router_id.clone(),
-                    hold_time: format_timer(hold),
-                    keepalive_time: spec
-                        .keepalive_time
-                        .clone()
-                        .unwrap_or_else(|| format_timer(hold / 3)),
-                    connect_time: spec
-                        .connect_time
-                        .clone()
-                        .unwrap_or_else(|| "10s".to_string()),
-                    ebgp_multi_hop: spec.ebgp_multi_hop,
-                    enable_graceful_restart: spec.enable_graceful_restart,
-                    password_secret_ref: spec.password_secret_ref.clone(),
-                    prefixes: Vec::new(),
-                    advertisements: Vec::new(),
-                },
-                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
-            }
-        })
-        .collect()
-}
-
-/// BGPAdvertisements with their pool selection resolved.
-pub fn bgp_advertisements(
-    advertisements: &[std::sync::Arc<BGPAdvertisement>],
-    pools: &[std::sync::Arc<IPAddressPool>],
-) -> Vec<bgp::Advertisement> {
-    advertisements
-        .iter()
-        .map(|a| {
-            let spec = &a.spec;
-            bgp::Advertisement {
-                name: a.name_any(),
-                pools: resolve_pools(
-                    &spec.ip_address_pools,
-                    &spec.ip_address_pool_selectors,
-                    pools,
-                ),
-                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
-                peers: spec.peers.clone(),
-                aggregation_v4: spec.aggregation_length,
-                aggregation_v6: spec.aggregation_length_v6,
-                communities: spec.communities.clone(),
-                local_pref: spec.local_pref,
-            }
-        })
-        .collect()
-}
-
-/// L2Advertisements with their pool selection resolved against the pools.
-pub fn advertisements(
-    advertisements: &[std::sync::Arc<L2Advertisement>],
-    pools: &[std::sync::Arc<IPAddressPool>],
-) -> Vec<announce::L2Advertisement> {
-    advertisements
-        .iter()
-        .map(|a| {
-            let spec = &a.spec;
-            announce::L2Advertisement {
-                pools: resolve_pools(
-                    &spec.ip_address_pools,
-                    &spec.ip_address_pool_selectors,
-                    pools,
-                ),
-                node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
-                interfaces: spec.interfaces.clone(),
-            }
-        })
-        .collect()
-}
-
-/// Nodes with a ready (or serving) endpoint of each Service, from the
-/// EndpointSlices labelled with its name.
-pub fn endpoint_nodes(
-    slices: &[std::sync::Arc<EndpointSlice>],
-) -> BTreeMap<ServiceKey, BTreeSet<String>> {
-    let mut map: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
-    for slice in slices {
-        let Some(service) = slice.labels().get("kubernetes.io/service-name") else {
-            continue;
-        };
-        let key = ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone());
-        let nodes = map.entry(key).or_default();
-        for endpoint in slice.endpoints.iter().flatten() {
-            let conditions = endpoint.conditions.clone().unwrap_or_default();
-            let usable = conditions.ready.unwrap_or(true) || conditions.serving.unwrap_or(false);
-            if let (true, Some(node)) = (usable, &endpoint.node_name) {
-                nodes.insert(node.clone());
-            }
-        }
-    }
-    map
-}
-
 /// A Service with IPs, as the planner sees it; `current` is the node that
 /// answers for its first IP now (the one that took it over, if one did).
 pub fn announced(
-    service: &Service,
+    service: &Ours,
     assignments: &[Assignment],
     endpoints: &BTreeMap<ServiceKey, BTreeSet<String>>,
     current: &BTreeMap<String, String>,
@@ -348,17 +85,11 @@ pub fn announced(
         .get(&first)
         .or_else(|| current.get(&first))
         .cloned();
-    let key = convert::service_key(service);
-    let local = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-        == Some("Local");
     Announced {
         ips: assignments.iter().map(|a| (a.ip, a.pool.clone())).collect(),
-        local,
-        endpoint_nodes: endpoints.get(&key).cloned().unwrap_or_default(),
-        service: key,
+        local: service.local,
+        endpoint_nodes: endpoints.get(&service.key).cloned().unwrap_or_default(),
+        service: service.key.clone(),
         current,
     }
 }
@@ -495,7 +226,7 @@ impl NotUp {
 fn bgp_verdict(
     outcome: &bgp::Outcome,
     listed: &str,
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
     summaries: &Summaries,
 ) -> Option<Verdict> {
     match outcome {
@@ -563,8 +294,8 @@ pub struct Summaries(std::cell::RefCell<BTreeMap<usize, std::rc::Rc<Summary>>>);
 impl Summaries {
     fn of(
         &self,
-        sessions: &std::sync::Arc<BTreeSet<(String, String)>>,
-        announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+        sessions: &Arc<BTreeSet<(String, String)>>,
+        announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
     ) -> std::rc::Rc<Summary> {
         let key = std::sync::Arc::as_ptr(sessions) as usize;
         if let Some(summary) = self.0.borrow().get(&key) {
@@ -607,7 +338,7 @@ pub fn verdict(
     bgp_outcome: Option<&bgp::Outcome>,
     ips: &[IpAddr],
     pools: &BTreeSet<String>,
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
     summaries: &Summaries,
 ) -> Verdict {
     let listed = ips
@@ -645,7 +376,7 @@ fn l2_verdict(
     outcome: &Outcome,
     ips: &[IpAddr],
     listed: &str,
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> Verdict {
     match outcome {
         Outcome::Announced { node, standby } => {
@@ -700,7 +431,7 @@ pub fn name_some(names: &[&str]) -> String {
 fn l2_notes(
     active: &str,
     standby: Option<&str>,
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> String {
     let mut notes = String::new();
     if let Some(message) = standby
@@ -739,7 +470,8 @@ fn l2_notes(
 pub fn peer_status(
     peer: &BGPPeer,
     plan: &bgp::Plan,
-    announcements: &BTreeMap<String, std::sync::Arc<NodeAnnouncement>>,
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    now: &Time,
 ) -> BGPPeerStatus {
     let name = peer.name_any();
     let nodes: Vec<&String> = plan
@@ -789,7 +521,7 @@ pub fn peer_status(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Established"))
         .filter(|c| c.status == status && c.reason == reason)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(Timestamp::now()));
+        .unwrap_or_else(|| now.clone());
     BGPPeerStatus {
         observed_generation: peer.metadata.generation,
         conditions: vec![Condition {
@@ -803,6 +535,19 @@ pub fn peer_status(
         selected_nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
         established_nodes: established,
     }
+}
+
+/// The Announced message for a Service whose status another controller
+/// writes too.
+pub fn other_controller_message(managers: &[String]) -> String {
+    format!(
+        "another controller ({}) also writes status.loadBalancer of this Service, so clients may be handed its address instead of ferrolb's: turn it off (k3s: start the server with --disable servicelb; MetalLB: uninstall it once migrated) or keep the two apart with spec.loadBalancerClass (ferrolb handles --lb-class and Services without a class)",
+        managers
+            .iter()
+            .map(|m| format!("field manager \"{m}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -907,47 +652,6 @@ mod tests {
     fn a_message_names_a_few_nodes_and_counts_the_rest() {
         assert_eq!(name_some(&["a", "b"]), "a, b");
         assert_eq!(name_some(&["a", "b", "c", "d", "e"]), "a, b, c and 2 more");
-    }
-
-    fn lease(name: &str, renewed_second: i64, duration: i32) -> Arc<Lease> {
-        let mut lease = Lease::default();
-        lease.metadata.name = Some(name.to_string());
-        lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                Timestamp::from_second(renewed_second).unwrap(),
-            )),
-            lease_duration_seconds: Some(duration),
-            ..Default::default()
-        });
-        Arc::new(lease)
-    }
-
-    #[test]
-    fn a_renewal_changes_no_liveness_and_the_first_expiry_is_the_next_wake() {
-        let now = Timestamp::from_second(1_000).unwrap();
-        let leases = [
-            lease("speaker-a", 995, 15),
-            lease("speaker-b", 998, 15),
-            lease("speaker-dead", 900, 15),
-        ];
-        let (live, until) = liveness(&leases, now);
-        assert_eq!(
-            live,
-            BTreeSet::from(["speaker-a".to_string(), "speaker-b".to_string()])
-        );
-        assert_eq!(until, Some(std::time::Duration::from_secs(11)));
-        // speaker-a renews: the same set, a later first expiry.
-        let renewed = [
-            lease("speaker-a", 1_000, 15),
-            leases[1].clone(),
-            leases[2].clone(),
-        ];
-        let (again, until) = liveness(&renewed, now);
-        assert_eq!(again, live);
-        assert_eq!(until, Some(std::time::Duration::from_secs(14)));
-        // Past speaker-b's end: it is gone.
-        let (later, _) = liveness(&renewed, Timestamp::from_second(1_014).unwrap());
-        assert_eq!(later, BTreeSet::from(["speaker-a".to_string()]));
     }
 
     #[test]

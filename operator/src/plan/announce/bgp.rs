@@ -26,8 +26,8 @@ use ferrolb_api::nodeannouncement::BgpSession;
 use ferrolb_api::prefixset::MergedPrefixes;
 
 use super::{Announced, Node, Pools, unfit};
-use crate::allocation::ServiceKey;
-use crate::allocation::selector::{Selector, any_matches};
+use crate::plan::allocation::ServiceKey;
+use crate::plan::allocation::selector::{Selector, any_matches};
 
 /// A BGPPeer as a session template (`prefixes` empty) with its node selection.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,254 @@
+//! The cluster layer: the watches the operator keeps, and one [`Snapshot`]
+//! per pass — every watched object read into the plain values the planner
+//! takes. Reading only; no decision is made here.
+
+pub mod convert;
+pub mod read;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ferrolb_api::constants::manager;
+use ferrolb_api::{
+    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement, PrefixSet,
+};
+use ferrolb_runtime::watch_store;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::plan::allocation::selector::Labels;
+use crate::plan::allocation::{Failure, Pool, ServiceKey, ServiceRequest};
+use crate::plan::announce::{self, bgp};
+use crate::plan::conditions::Takeovers;
+
+/// The stores the operator reads, each fed by one watch.
+pub struct Stores {
+    pub services: Store<Service>,
+    pub pools: Store<IPAddressPool>,
+    pub namespaces: Store<Namespace>,
+    pub nodes: Store<Node>,
+    pub leases: Store<Lease>,
+    pub l2: Store<L2Advertisement>,
+    pub peers: Store<BGPPeer>,
+    pub bgp: Store<BGPAdvertisement>,
+    pub slices: Store<EndpointSlice>,
+    pub announcements: Store<NodeAnnouncement>,
+    pub prefix_sets: Store<PrefixSet>,
+}
+
+impl Stores {
+    /// Starts every watch. `wake` is called on each change; speaker Lease
+    /// changes call `lease_wake` instead (renewals are frequent and rarely
+    /// change anything). Leases are read in `namespace` only.
+    pub fn watch(
+        client: &Client,
+        namespace: &str,
+        wake: impl Fn() + Clone + Send + 'static,
+        lease_wake: impl Fn() + Send + 'static,
+    ) -> Stores {
+        Stores {
+            services: watch_store(Api::all(client.clone()), wake.clone()),
+            pools: watch_store(Api::all(client.clone()), wake.clone()),
+            namespaces: watch_store(Api::all(client.clone()), wake.clone()),
+            nodes: watch_store(Api::all(client.clone()), wake.clone()),
+            leases: watch_store(Api::namespaced(client.clone(), namespace), lease_wake),
+            l2: watch_store(Api::all(client.clone()), wake.clone()),
+            peers: watch_store(Api::all(client.clone()), wake.clone()),
+            bgp: watch_store(Api::all(client.clone()), wake.clone()),
+            slices: watch_store(Api::all(client.clone()), wake.clone()),
+            announcements: watch_store(Api::all(client.clone()), wake.clone()),
+            prefix_sets: watch_store(Api::all(client.clone()), wake),
+        }
+    }
+
+    /// Waits until every store has its first list.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.services.wait_until_ready().await?;
+        self.pools.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.leases.wait_until_ready().await?;
+        self.l2.wait_until_ready().await?;
+        self.peers.wait_until_ready().await?;
+        self.bgp.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.announcements.wait_until_ready().await?;
+        self.prefix_sets.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// Everything a pass needs, read once. `live` are the speaker Leases
+    /// alive now (see [`read::liveness`]).
+    pub fn snapshot(&self, options: &Options, live: &BTreeSet<String>) -> Snapshot {
+        let pool_objects = sorted(self.pools.state());
+        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = self
+            .announcements
+            .state()
+            .into_iter()
+            .map(|a| (a.name_any(), a))
+            .collect();
+        let takeovers = read::takeovers(&announcements);
+        let (ours, others): (Vec<_>, Vec<_>) = self
+            .services
+            .state()
+            .into_iter()
+            .partition(|s| convert::is_ours(s, &options.lb_class));
+        let namespace_labels: HashMap<String, Labels> = self
+            .namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect();
+        let mut ours: Vec<Ours> = ours
+            .into_iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .map(|s| Ours::read(s, &namespace_labels))
+            .collect();
+        // Oldest first: when two want the last IP, the one that asked first
+        // gets it.
+        ours.sort_by_cached_key(|s| {
+            (
+                s.object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                s.key.clone(),
+            )
+        });
+        Snapshot {
+            pools: pool_objects.iter().map(|p| convert::pool(p)).collect(),
+            ours,
+            others,
+            nodes: read::nodes(
+                &self.nodes.state(),
+                live,
+                &takeovers,
+                options.ignore_exclude_lb,
+            ),
+            l2: read::advertisements(&self.l2.state(), &pool_objects),
+            bgp: read::bgp_advertisements(&self.bgp.state(), &pool_objects),
+            peer_objects: sorted(self.peers.state()),
+            peers: read::bgp_peers(&sorted(self.peers.state())),
+            endpoints: read::endpoint_nodes(&self.slices.state()),
+            current: read::current_active(&announcements),
+            probes: read::probe_addresses(&announcements),
+            takeovers,
+            announcements,
+            prefix_sets: self
+                .prefix_sets
+                .state()
+                .into_iter()
+                .map(|s| (s.name_any(), s))
+                .collect(),
+            pool_objects,
+        }
+    }
+}
+
+fn sorted<K: ResourceExt>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    objects.sort_by_key(|o| o.name_any());
+    objects
+}
+
+/// What the operator is told to do, as far as reading goes.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The `loadBalancerClass` handled besides Services without one.
+    pub lb_class: String,
+    /// Use nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub ignore_exclude_lb: bool,
+}
+
+/// The cluster as one pass sees it: plain values, read once.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Pools as the allocator takes them, by name.
+    pub pools: Vec<Pool>,
+    /// The pool objects (for their status), by name.
+    pub pool_objects: Vec<Arc<IPAddressPool>>,
+    /// Our LoadBalancer Services not being deleted, oldest first.
+    pub ours: Vec<Ours>,
+    /// Every other Service (ours before a type or class change, maybe).
+    pub others: Vec<Arc<Service>>,
+    /// Nodes as the planner sees them.
+    pub nodes: Vec<announce::Node>,
+    /// L2Advertisements, pools resolved.
+    pub l2: Vec<announce::L2Advertisement>,
+    /// BGPAdvertisements, pools resolved.
+    pub bgp: Vec<bgp::Advertisement>,
+    /// BGPPeers as session templates, by name.
+    pub peers: Vec<bgp::Peer>,
+    /// The BGPPeer objects (for their status), by name.
+    pub peer_objects: Vec<Arc<BGPPeer>>,
+    /// Per Service, the nodes holding a ready endpoint.
+    pub endpoints: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// NodeAnnouncements by node: what was asked and what the speakers report.
+    pub announcements: BTreeMap<String, Arc<NodeAnnouncement>>,
+    /// Failovers the speakers report.
+    pub takeovers: Takeovers,
+    /// Per IP, the node whose spec makes it active now.
+    pub current: BTreeMap<String, String>,
+    /// Per node, where its speaker answers failover probes.
+    pub probes: BTreeMap<String, String>,
+    /// PrefixSets by name.
+    pub prefix_sets: BTreeMap<String, Arc<PrefixSet>>,
+}
+
+/// One of our Services, read.
+#[derive(Clone, Debug)]
+pub struct Ours {
+    /// The object (its status is compared with what the plan wants).
+    pub object: Arc<Service>,
+    /// Namespace and name.
+    pub key: ServiceKey,
+    /// What it asks of the allocator, or why the ask cannot be read.
+    pub request: Result<ServiceRequest, Failure>,
+    /// `externalTrafficPolicy: Local`.
+    pub local: bool,
+    /// The IPs its status shows now.
+    pub shown: Vec<IpAddr>,
+    /// Field managers other than ours that wrote its ingress.
+    pub other_writers: Vec<String>,
+    /// Its resourceVersion.
+    pub version: Option<u64>,
+}
+
+impl Ours {
+    /// Reads a Service with the labels of every namespace.
+    pub fn read(object: Arc<Service>, namespace_labels: &HashMap<String, Labels>) -> Ours {
+        let key = convert::service_key(&object);
+        let labels = namespace_labels
+            .get(&key.namespace)
+            .cloned()
+            .unwrap_or_default();
+        Ours {
+            request: convert::request(&object, &labels),
+            local: object
+                .spec
+                .as_ref()
+                .and_then(|s| s.external_traffic_policy.as_deref())
+                == Some("Local"),
+            shown: object
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            other_writers: convert::other_ingress_writers(&object, manager::OPERATOR),
+            version: version(object.as_ref()),
+            key,
+            object,
+        }
+    }
+}
+
+/// An object's resourceVersion as a number (they grow with etcd's revision).
+pub fn version(object: &impl Resource) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
