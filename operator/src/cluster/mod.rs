@@ -84,22 +84,57 @@ impl Stores {
     /// Everything a pass needs, read once. `live` are the speaker Leases
     /// alive now (see [`read::liveness`]).
     pub fn snapshot(&self, options: &Options, live: &BTreeSet<String>) -> Snapshot {
-        let pool_objects = sorted(self.pools.state());
-        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = self
+        Snapshot::read(
+            Objects {
+                services: self.services.state(),
+                pools: self.pools.state(),
+                namespaces: self.namespaces.state(),
+                nodes: self.nodes.state(),
+                l2: self.l2.state(),
+                peers: self.peers.state(),
+                bgp: self.bgp.state(),
+                slices: self.slices.state(),
+                announcements: self.announcements.state(),
+                prefix_sets: self.prefix_sets.state(),
+            },
+            options,
+            live,
+        )
+    }
+}
+
+/// The watched objects of every kind a pass reads (speaker Leases come in
+/// as the set of live ones).
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub services: Vec<Arc<Service>>,
+    pub pools: Vec<Arc<IPAddressPool>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub nodes: Vec<Arc<Node>>,
+    pub l2: Vec<Arc<L2Advertisement>>,
+    pub peers: Vec<Arc<BGPPeer>>,
+    pub bgp: Vec<Arc<BGPAdvertisement>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub announcements: Vec<Arc<NodeAnnouncement>>,
+    pub prefix_sets: Vec<Arc<PrefixSet>>,
+}
+
+impl Snapshot {
+    /// Reads the objects into plain values.
+    pub fn read(objects: Objects, options: &Options, live: &BTreeSet<String>) -> Snapshot {
+        let pool_objects = sorted(objects.pools);
+        let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = objects
             .announcements
-            .state()
             .into_iter()
             .map(|a| (a.name_any(), a))
             .collect();
         let takeovers = read::takeovers(&announcements);
-        let (ours, others): (Vec<_>, Vec<_>) = self
+        let (ours, others): (Vec<_>, Vec<_>) = objects
             .services
-            .state()
             .into_iter()
             .partition(|s| convert::is_ours(s, &options.lb_class));
-        let namespace_labels: HashMap<String, Labels> = self
+        let namespace_labels: HashMap<String, Labels> = objects
             .namespaces
-            .state()
             .iter()
             .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect();
@@ -116,28 +151,23 @@ impl Stores {
                 s.key.clone(),
             )
         });
+        let peer_objects = sorted(objects.peers);
         Snapshot {
             pools: pool_objects.iter().map(|p| convert::pool(p)).collect(),
             ours,
             others,
-            nodes: read::nodes(
-                &self.nodes.state(),
-                live,
-                &takeovers,
-                options.ignore_exclude_lb,
-            ),
-            l2: read::advertisements(&self.l2.state(), &pool_objects),
-            bgp: read::bgp_advertisements(&self.bgp.state(), &pool_objects),
-            peer_objects: sorted(self.peers.state()),
-            peers: read::bgp_peers(&sorted(self.peers.state())),
-            endpoints: read::endpoint_nodes(&self.slices.state()),
+            nodes: read::nodes(&objects.nodes, live, &takeovers, options.ignore_exclude_lb),
+            l2: read::advertisements(&objects.l2, &pool_objects),
+            bgp: read::bgp_advertisements(&objects.bgp, &pool_objects),
+            peers: read::bgp_peers(&peer_objects),
+            peer_objects,
+            endpoints: read::endpoint_nodes(&objects.slices),
             current: read::current_active(&announcements),
             probes: read::probe_addresses(&announcements),
             takeovers,
             announcements,
-            prefix_sets: self
+            prefix_sets: objects
                 .prefix_sets
-                .state()
                 .into_iter()
                 .map(|s| (s.name_any(), s))
                 .collect(),

@@ -16,3 +16,270 @@ fn a_passing_not_yet_applied_raises_no_warning_but_a_real_problem_does() {
     assert_eq!(event.type_, EventType::Normal);
     assert!(transition(condition::ANNOUNCED, Some("Announced"), &fine).is_none());
 }
+
+use crate::cluster::{Objects, Options};
+use ferrolb_api::nodeannouncement::{
+    BgpState, L2Phase, L2State, NodeAnnouncementStatus, SessionState,
+};
+use ferrolb_api::{NodeAnnouncement, constants::speaker_lease};
+use serde::de::DeserializeOwned;
+
+/// Reads `---`-separated YAML documents into the kinds a pass reads.
+fn objects(yaml: &str) -> Objects {
+    fn one<K: DeserializeOwned>(doc: &serde_yaml::Value) -> Arc<K> {
+        Arc::new(serde_yaml::from_value(doc.clone()).expect("object"))
+    }
+    let mut objects = Objects::default();
+    for doc in yaml.split("\n---\n") {
+        let doc: serde_yaml::Value = serde_yaml::from_str(doc).expect("yaml");
+        match doc["kind"].as_str().expect("kind") {
+            "Service" => objects.services.push(one(&doc)),
+            "IPAddressPool" => objects.pools.push(one(&doc)),
+            "Node" => objects.nodes.push(one(&doc)),
+            "L2Advertisement" => objects.l2.push(one(&doc)),
+            "BGPPeer" => objects.peers.push(one(&doc)),
+            "BGPAdvertisement" => objects.bgp.push(one(&doc)),
+            "EndpointSlice" => objects.slices.push(one(&doc)),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    objects
+}
+
+const POOL: &str = "apiVersion: ferrolb.io/v1alpha1
+kind: IPAddressPool
+metadata: {name: lan}
+spec: {addresses: [192.168.1.10-192.168.1.11]}";
+
+const L2: &str = "apiVersion: ferrolb.io/v1alpha1
+kind: L2Advertisement
+metadata: {name: all}
+spec: {}";
+
+const NODE: &str = "apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {conditions: [{type: Ready, status: 'True'}]}";
+
+const PEER: &str = "apiVersion: ferrolb.io/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec: {myASN: 64512, peerASN: 64513, peerAddress: 172.30.0.1}";
+
+const BGP: &str = "apiVersion: ferrolb.io/v1alpha1
+kind: BGPAdvertisement
+metadata: {name: all}
+spec: {}";
+
+fn service(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default, resourceVersion: '1', creationTimestamp: '2026-01-01T00:00:0{}Z'{extra}}}
+spec: {{type: LoadBalancer, ports: [{{port: 80, protocol: TCP}}]}}",
+        // `web` asks last.
+        if name == "web" { 9 } else { name.len() % 9 }
+    )
+}
+
+/// What the speakers report, applied to the NodeAnnouncements a first
+/// pass wrote.
+#[derive(Clone, Copy)]
+enum Report {
+    Nothing,
+    Answering,
+    Failed,
+    Session(BgpState),
+}
+
+/// Two passes, as the operator makes them: the first plans and writes the
+/// NodeAnnouncements, the speakers report, the second tells the Service.
+/// Returns the Service `web`'s desired status.
+fn status_of(yaml: &[String], report: Report, live: bool) -> Desired {
+    let yaml = yaml.join("\n---\n");
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live: BTreeSet<String> = if live {
+        BTreeSet::from([speaker_lease("node-a")])
+    } else {
+        BTreeSet::new()
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let snapshot = crate::cluster::Snapshot::read(objects(&yaml), &options, &live);
+    let mut memory = Memory::rebuild(&snapshot);
+    let first = memory.pass(&snapshot, now);
+    let mut objects = objects(&yaml);
+    for write in &first.writes {
+        if let Write::Announcement { node, spec, .. } = write {
+            let mut announcement = NodeAnnouncement::new(node, spec.clone());
+            announcement.metadata.generation = Some(1);
+            let l2 = |state: L2Phase, message: Option<&str>| {
+                spec.l2
+                    .iter()
+                    .map(|e| L2State {
+                        ip: e.ip.clone(),
+                        state,
+                        interfaces: vec!["eth0".into()],
+                        since: None,
+                        message: message.map(str::to_string),
+                        taken_from: None,
+                    })
+                    .collect()
+            };
+            announcement.status = match report {
+                Report::Nothing => None,
+                Report::Answering => Some(NodeAnnouncementStatus {
+                    observed_generation: Some(1),
+                    l2: l2(L2Phase::Announcing, None),
+                    ..Default::default()
+                }),
+                Report::Failed => Some(NodeAnnouncementStatus {
+                    observed_generation: Some(1),
+                    l2: l2(L2Phase::Failed, Some("interface eth0 is down")),
+                    ..Default::default()
+                }),
+                Report::Session(state) => Some(NodeAnnouncementStatus {
+                    observed_generation: Some(1),
+                    bgp: spec
+                        .bgp
+                        .iter()
+                        .map(|s| SessionState {
+                            name: s.name.clone(),
+                            state,
+                            since: None,
+                            prefixes_advertised: 1,
+                            last_error: (state != BgpState::Established)
+                                .then(|| "connection refused".to_string()),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            };
+            objects.announcements.push(Arc::new(announcement));
+        }
+    }
+    let snapshot = crate::cluster::Snapshot::read(objects, &options, &live);
+    let second = memory.pass(&snapshot, now);
+    second
+        .writes
+        .into_iter()
+        .find_map(|w| match w {
+            Write::Service { key, desired, .. } if key.name == "web" => Some(desired),
+            _ => None,
+        })
+        .expect("a status for web")
+}
+
+#[test]
+fn every_condition_reason_and_message_through_the_pass() {
+    let web = service("web", "");
+    let other = service("first", "");
+    let ann = |a: &str| service("web", &format!(", annotations: {{{a}}}"));
+    let local = web.replace(
+        "type: LoadBalancer",
+        "type: LoadBalancer, externalTrafficPolicy: Local",
+    );
+    let dual = web.replace(
+        "type: LoadBalancer",
+        "type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6]",
+    );
+    let shows_outside = service("web", "").replace(
+        "spec:",
+        "status: {loadBalancer: {ingress: [{ip: 10.9.9.9}]}}\nspec:",
+    );
+    let third = service("a", "");
+    let other_manager = service(
+        "web",
+        ", managedFields: [{manager: svclb-controller, operation: Update, subresource: status, fieldsType: FieldsV1, fieldsV1: {'f:status': {'f:loadBalancer': {'f:ingress': {}}}}}]",
+    );
+    let not_ready = NODE.replace("'True'", "'False'");
+    let bgp_only = [POOL, NODE, PEER, BGP];
+    use condition::reason as r;
+    macro_rules! docs {
+        ($($d:expr),* $(,)?) => { vec![$(String::from(AsRef::<str>::as_ref(&$d))),*] };
+    }
+    let ip = "192.168.1.10";
+    // (case, objects, report, speaker alive, condition, reason, message)
+    #[rustfmt::skip]
+    let table: Vec<(&str, Vec<String>, Report, bool, &str, &str, String)> = vec![
+        ("allocated", docs![POOL, L2, NODE, &web], Report::Answering, true,
+            condition::IP_ALLOCATED, r::ALLOCATED, format!("Allocated {ip} from pool lan")),
+        ("no pool serves it", docs![POOL, L2, NODE, &ann("ferrolb.io/address-pool: elsewhere")], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::NO_MATCHING_POOL, "asks for pool 'elsewhere' (annotation ferrolb.io/address-pool), and there is no IPAddressPool of that name".into()),
+        ("the pool is full", docs![POOL, L2, NODE, &other, &third, &web], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::POOL_EXHAUSTED, "every pool that serves this Service is out of IPv4 addresses (lan): add addresses to a pool or free some; the Service gets an IP as soon as one is free".into()),
+        ("the IP asked for is taken", docs![POOL, L2, NODE, &service("first", &format!(", annotations: {{ferrolb.io/loadBalancerIPs: '{ip}'}}")), &ann(&format!("ferrolb.io/loadBalancerIPs: '{ip}'"))], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::REQUESTED_IP_UNAVAILABLE, "192.168.1.10 is held by default/first; to share it, give both Services the annotation ferrolb.io/allow-shared-ip with the same key, or ask for another IP".into()),
+        ("the IP asked for is in no pool", docs![POOL, L2, NODE, &ann("ferrolb.io/loadBalancerIPs: '10.9.9.9'")], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::REQUESTED_IP_NOT_IN_ANY_POOL, "asks for 10.9.9.9, which is in no IPAddressPool: add it to a pool or ask for an address of one".into()),
+        ("sharing on the same port", docs![POOL, L2, NODE,
+            &service("first", &format!(", annotations: {{ferrolb.io/loadBalancerIPs: '{ip}', ferrolb.io/allow-shared-ip: k}}")),
+            &ann(&format!("ferrolb.io/loadBalancerIPs: '{ip}', ferrolb.io/allow-shared-ip: k"))], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::SHARING_CONFLICT, "192.168.1.10 is held by default/first, which cannot share it with this Service: it uses port 80/TCP too".into()),
+        ("an IP that is not one", docs![POOL, L2, NODE, &ann("ferrolb.io/loadBalancerIPs: 'not-an-ip'")], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::INVALID_REQUEST, "annotation ferrolb.io/loadBalancerIPs: 'not-an-ip' is not an IP address; write one IP per family, comma-separated".into()),
+        ("dual-stack from an IPv4 pool", docs![POOL, L2, NODE, &dual], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::DUAL_STACK_UNAVAILABLE, "the Service requires dual stack, but no IPAddressPool with autoAssign hands out IPv6 addresses to namespace 'default' and this Service's labels: add a pool, widen a pool's serviceAllocation, or name a pool with the annotation ferrolb.io/address-pool".into()),
+        ("an IP kept outside every pool", docs![POOL, L2, NODE, &shows_outside], Report::Nothing, true,
+            condition::IP_ALLOCATED, r::IP_NOT_IN_ANY_POOL, "keeps 10.9.9.9 so traffic keeps flowing, but no IPAddressPool holds it any more (its pool was edited or deleted): add it back to a pool, or name a pool with the annotation ferrolb.io/address-pool to move the Service to a new address".into()),
+        ("answered", docs![POOL, L2, NODE, &web], Report::Answering, true,
+            condition::ANNOUNCED, r::ANNOUNCED, format!("L2: {ip} answered by node node-a (no standby node)")),
+        ("not reported yet", docs![POOL, L2, NODE, &web], Report::Nothing, true,
+            condition::ANNOUNCED, r::NOT_YET_APPLIED, format!("L2: node node-a is to answer for {ip} (no standby node); its speaker has not reported it yet")),
+        ("the speaker cannot answer", docs![POOL, L2, NODE, &web], Report::Failed, true,
+            condition::ANNOUNCED, r::ANNOUNCE_FAILED, format!("L2: node node-a cannot answer for {ip}: interface eth0 is down")),
+        ("no advertisement", docs![POOL, NODE, &web], Report::Nothing, true,
+            condition::ANNOUNCED, r::NO_ADVERTISEMENT, "no L2Advertisement or BGPAdvertisement covers pool lan: create one that selects it".into()),
+        ("no node ready", docs![POOL, L2, &not_ready, &web], Report::Nothing, true,
+            condition::ANNOUNCED, r::NO_ELIGIBLE_NODE, "L2: no node may announce 192.168.1.10: node-a: not Ready".into()),
+        ("no live speaker", docs![POOL, L2, NODE, &web], Report::Nothing, false,
+            condition::ANNOUNCED, r::NO_ELIGIBLE_NODE, "L2: no node may announce 192.168.1.10: node-a: its speaker is not running".into()),
+        ("Local without endpoints", docs![POOL, L2, NODE, &local], Report::Nothing, true,
+            condition::ANNOUNCED, r::NO_LOCAL_ENDPOINTS, "L2: externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service".into()),
+        ("another controller", docs![POOL, L2, NODE, &other_manager], Report::Answering, true,
+            condition::ANNOUNCED, r::OTHER_CONTROLLER, "another controller (field manager \"svclb-controller\") also writes status.loadBalancer of this Service, so clients may be handed its address instead of ferrolb's: turn it off (k3s: start the server with --disable servicelb; MetalLB: uninstall it once migrated) or keep the two apart with spec.loadBalancerClass (ferrolb handles --lb-class and Services without a class)".into()),
+        ("BGP established", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Session(BgpState::Established), true,
+            condition::ANNOUNCED, r::ANNOUNCED, format!("BGP: {ip} advertised by node node-a to 1 peer(s) (1 of 1 sessions Established)")),
+        ("BGP session down", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Session(BgpState::Active), true,
+            condition::ANNOUNCED, r::NO_ESTABLISHED_SESSION, format!("BGP: no session that would carry {ip} is Established: node-a to tor: Active: connection refused")),
+        ("BGP not applied yet", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Nothing, true,
+            condition::ANNOUNCED, r::NOT_YET_APPLIED, format!("BGP: {ip} is to be advertised on 1 session(s); node-a to tor: its speaker has not reported yet")),
+    ];
+    let mut seen = BTreeSet::new();
+    for (case, yaml, report, live, kind, reason, message) in table {
+        let desired = status_of(&yaml, report, live);
+        let verdict = if kind == condition::IP_ALLOCATED {
+            Some(desired.allocated.clone())
+        } else {
+            desired.announced.clone()
+        };
+        let verdict = verdict.unwrap_or_else(|| panic!("{case}: no {kind} verdict"));
+        assert_eq!(verdict.reason, reason, "{case}: {}", verdict.message);
+        assert_eq!(verdict.message, message, "{case}");
+        seen.insert(reason);
+    }
+    let every = [
+        r::ALLOCATED,
+        r::NO_MATCHING_POOL,
+        r::POOL_EXHAUSTED,
+        r::REQUESTED_IP_UNAVAILABLE,
+        r::REQUESTED_IP_NOT_IN_ANY_POOL,
+        r::SHARING_CONFLICT,
+        r::INVALID_REQUEST,
+        r::DUAL_STACK_UNAVAILABLE,
+        r::IP_NOT_IN_ANY_POOL,
+        r::ANNOUNCED,
+        r::NO_ADVERTISEMENT,
+        r::NO_ELIGIBLE_NODE,
+        r::NO_LOCAL_ENDPOINTS,
+        r::NOT_YET_APPLIED,
+        r::ANNOUNCE_FAILED,
+        r::NO_ESTABLISHED_SESSION,
+        r::OTHER_CONTROLLER,
+    ];
+    for reason in every {
+        assert!(seen.contains(reason), "no case shows {reason}");
+    }
+}
