@@ -172,6 +172,10 @@ fn status_of(yaml: &[String], report: Report, live: bool) -> Desired {
         .expect("a status for web")
 }
 
+/// A case, its objects, what the speakers report, whether the speaker is
+/// alive, the condition, its reason and its message.
+type Case<'a> = (&'a str, Vec<String>, Report, bool, &'a str, &'a str, String);
+
 #[test]
 fn every_condition_reason_and_message_through_the_pass() {
     let web = service("web", "");
@@ -203,7 +207,7 @@ fn every_condition_reason_and_message_through_the_pass() {
     let ip = "192.168.1.10";
     // (case, objects, report, speaker alive, condition, reason, message)
     #[rustfmt::skip]
-    let table: Vec<(&str, Vec<String>, Report, bool, &str, &str, String)> = vec![
+    let table: Vec<Case> = vec![
         ("allocated", docs![POOL, L2, NODE, &web], Report::Answering, true,
             condition::IP_ALLOCATED, r::ALLOCATED, format!("Allocated {ip} from pool lan")),
         ("no pool serves it", docs![POOL, L2, NODE, &ann("ferrolb.io/address-pool: elsewhere")], Report::Nothing, true,
