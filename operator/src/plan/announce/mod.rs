@@ -224,12 +224,61 @@ pub fn some_of(items: &[&str], separator: &str) -> String {
     text
 }
 
+/// The nodes a set of advertisements lets announce (by index, with the
+/// interfaces to answer on), and why each other node may not.
+struct Selection {
+    eligible: Vec<(usize, Vec<String>)>,
+    reasons: Vec<String>,
+    selected_any: bool,
+}
+
+impl Selection {
+    fn of(nodes: &[Node], advertising: &[&L2Advertisement]) -> Selection {
+        let mut selection = Selection {
+            eligible: Vec::new(),
+            reasons: Vec::new(),
+            selected_any: false,
+        };
+        for (index, node) in nodes.iter().enumerate() {
+            let selecting: Vec<&&L2Advertisement> = advertising
+                .iter()
+                .filter(|a| any_matches(&a.node_selectors, &node.labels))
+                .collect();
+            if selecting.is_empty() {
+                selection
+                    .reasons
+                    .push(format!("{}: not selected by an L2Advertisement", node.name));
+                continue;
+            }
+            selection.selected_any = true;
+            if let Some(why) = unfit(node) {
+                selection.reasons.push(format!("{}: {why}", node.name));
+                continue;
+            }
+            // One advertisement with no interfaces means the default one too.
+            let interfaces = if selecting.iter().any(|a| a.interfaces.is_empty()) {
+                Vec::new()
+            } else {
+                selecting
+                    .iter()
+                    .flat_map(|a| a.interfaces.iter().cloned())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            };
+            selection.eligible.push((index, interfaces));
+        }
+        selection
+    }
+}
+
 /// Plans layer 2 announcements.
 pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[Announced]) -> Plan {
     let mut plan = Plan {
         nodes: nodes.iter().map(|n| (n.name.clone(), Vec::new())).collect(),
         services: BTreeMap::new(),
     };
+    let mut by_advertisements: BTreeMap<Vec<usize>, Selection> = BTreeMap::new();
     for group in groups(services) {
         let members: Vec<&Announced> = group.iter().map(|i| &services[*i]).collect();
         let pools: BTreeSet<&str> = members
@@ -251,53 +300,40 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
             outcome_for_all(&mut plan, Outcome::NoAdvertisement);
             continue;
         }
-        let mut reasons: Vec<String> = Vec::new();
-        let mut eligible: Vec<(&Node, Vec<String>)> = Vec::new();
+        // Which nodes the group's advertisements let announce: the same for
+        // every group of the same advertisements, so worked out once.
+        let chosen: Vec<usize> = advertisements
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| pools.iter().all(|p| a.pools.covers(p)))
+            .map(|(i, _)| i)
+            .collect();
+        let base = by_advertisements
+            .entry(chosen)
+            .or_insert_with(|| Selection::of(nodes, &advertising));
         let locals: Vec<&Announced> = members.iter().copied().filter(|s| s.local).collect();
-        let mut selected_any = false;
-        for node in nodes {
-            let selecting: Vec<&&L2Advertisement> = advertising
-                .iter()
-                .filter(|a| any_matches(&a.node_selectors, &node.labels))
-                .collect();
-            if selecting.is_empty() {
-                reasons.push(format!("{}: not selected by an L2Advertisement", node.name));
-                continue;
-            }
-            selected_any = true;
-            if let Some(why) = unfit(node) {
-                reasons.push(format!("{}: {why}", node.name));
-                continue;
-            }
-            if locals
-                .iter()
-                .any(|s| !s.endpoint_nodes.contains(&node.name))
-            {
-                continue;
-            }
-            let mut interfaces: Vec<String> = selecting
-                .iter()
-                .flat_map(|a| a.interfaces.iter().cloned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            // One advertisement with no interfaces means the default one too.
-            if selecting.iter().any(|a| a.interfaces.is_empty()) {
-                interfaces.clear();
-            }
-            eligible.push((node, interfaces));
-        }
+        let eligible: Vec<&(usize, Vec<String>)> = base
+            .eligible
+            .iter()
+            .filter(|(n, _)| {
+                locals
+                    .iter()
+                    .all(|s| s.endpoint_nodes.contains(&nodes[*n].name))
+            })
+            .collect();
         if eligible.is_empty() {
-            let outcome = if selected_any && !locals.is_empty() && reasons.len() < nodes.len() {
-                Outcome::NoLocalEndpoints
-            } else if reasons.is_empty() {
-                Outcome::NoEligibleNode("there are no nodes".to_string())
-            } else {
-                Outcome::NoEligibleNode(some_of(
-                    &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
-                    "; ",
-                ))
-            };
+            let reasons = &base.reasons;
+            let outcome =
+                if base.selected_any && !locals.is_empty() && reasons.len() < nodes.len() {
+                    Outcome::NoLocalEndpoints
+                } else if reasons.is_empty() {
+                    Outcome::NoEligibleNode("there are no nodes".to_string())
+                } else {
+                    Outcome::NoEligibleNode(some_of(
+                        &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+                        "; ",
+                    ))
+                };
             outcome_for_all(&mut plan, outcome);
             continue;
         }
@@ -307,19 +343,32 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
             .min()
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        eligible.sort_by(|(a, _), (b, _)| {
-            score(&b.name, &key)
-                .cmp(&score(&a.name, &key))
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        if let Some(current) = members.iter().find_map(|s| s.current.as_deref())
-            && let Some(at) = eligible.iter().position(|(n, _)| n.name == current)
-        {
-            let kept = eligible.remove(at);
-            eligible.insert(0, kept);
+        // The highest score wins (ties by name); the current node stays
+        // while eligible. Only the first two matter, so each node's score is
+        // worked out once and no list is sorted.
+        let current = members.iter().find_map(|s| s.current.as_deref());
+        let rank = |(n, _): &&(usize, Vec<String>)| {
+            let node = &nodes[*n];
+            (
+                current == Some(node.name.as_str()),
+                score(&node.name, &key),
+                std::cmp::Reverse(node.name.as_str()),
+            )
+        };
+        let mut first: Option<(_, &(usize, Vec<String>))> = None;
+        let mut second: Option<(_, &(usize, Vec<String>))> = None;
+        for candidate in &eligible {
+            let r = rank(candidate);
+            if first.as_ref().is_none_or(|(best, _)| r > *best) {
+                second = first.take();
+                first = Some((r, candidate));
+            } else if second.as_ref().is_none_or(|(next, _)| r > *next) {
+                second = Some((r, candidate));
+            }
         }
-        let (active, active_interfaces) = &eligible[0];
-        let standby = eligible.get(1);
+        let (_, (active_index, active_interfaces)) = first.expect("eligible is not empty");
+        let active = &nodes[*active_index];
+        let standby = second.map(|(_, (n, interfaces))| (&nodes[*n], interfaces));
         let ips: BTreeSet<IpAddr> = members
             .iter()
             .flat_map(|s| s.ips.iter().map(|(ip, _)| *ip))
@@ -348,7 +397,7 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
                     .push(Entry {
                         ip: *ip,
                         role: Role::Standby(active.name.clone()),
-                        interfaces: interfaces.clone(),
+                        interfaces: (*interfaces).clone(),
                         services: users,
                     });
             }

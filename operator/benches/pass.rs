@@ -1,0 +1,88 @@
+//! What one pass costs, without an apiserver: S Services on N nodes in
+//! layer 2 mode, all allocated and announced; prints the time to read the
+//! snapshot, the time of a full pass, and the time of the pass after one
+//! new Service. Run with `cargo bench -p ferrolb-operator --bench pass`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrolb_api::constants::speaker_lease;
+use ferrolb_operator::cluster::{Objects, Options, Snapshot};
+use ferrolb_operator::plan::Memory;
+use k8s_openapi::jiff::Timestamp;
+
+fn from<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> Arc<K> {
+    Arc::new(serde_json::from_value(value).expect("object"))
+}
+
+fn service(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "default", "resourceVersion": "1",
+            "creationTimestamp": Timestamp::from_second(1_700_000_000 + i as i64).unwrap().to_string()},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
+    })
+}
+
+fn objects(nodes: usize, services: usize) -> (Objects, BTreeSet<String>) {
+    let mut objects = Objects {
+        pools: vec![from(serde_json::json!({
+            "apiVersion": "ferrolb.io/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": "lan"}, "spec": {"addresses": ["10.96.0.0/12"]},
+        }))],
+        l2: vec![from(serde_json::json!({
+            "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
+            "metadata": {"name": "all"}, "spec": {},
+        }))],
+        ..Default::default()
+    };
+    let mut live = BTreeSet::new();
+    for n in 0..nodes {
+        let name = format!("node-{n}");
+        live.insert(speaker_lease(&name));
+        objects.nodes.push(from(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        })));
+    }
+    for i in 0..services {
+        objects.services.push(from(service(i)));
+    }
+    (objects, live)
+}
+
+fn main() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let now = Timestamp::now();
+    println!("nodes services  read_ms  full_pass_ms  pass_after_one_new_ms");
+    for (nodes, services) in [(100, 50), (100, 1_000), (100, 5_000), (100, 20_000), (1_000, 20_000)] {
+        let (objects, live) = objects(nodes, services);
+        let snapshot = Snapshot::read(objects.clone(), &options, &live);
+        let mut memory = Memory::rebuild(&snapshot);
+        memory.pass(&snapshot, now);
+        let started = Instant::now();
+        let snapshot = Snapshot::read(objects.clone(), &options, &live);
+        let read = started.elapsed();
+        let started = Instant::now();
+        let pass = memory.pass(&snapshot, now);
+        let full = started.elapsed();
+        std::hint::black_box(pass.writes.len());
+        let mut more = objects;
+        more.services.push(from(service(services)));
+        let snapshot = Snapshot::read(more, &options, &live);
+        let started = Instant::now();
+        let pass = memory.pass(&snapshot, now);
+        let one = started.elapsed();
+        std::hint::black_box(pass.writes.len());
+        println!(
+            "{nodes:>5} {services:>8} {:>8.1} {:>13.1} {:>22.1}",
+            read.as_secs_f64() * 1e3,
+            full.as_secs_f64() * 1e3,
+            one.as_secs_f64() * 1e3
+        );
+    }
+}
