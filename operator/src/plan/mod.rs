@@ -27,7 +27,7 @@ use kube::runtime::events::{Event, EventType};
 use crate::cluster::{Snapshot, version};
 use allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
 use announce::bgp::{plan_bgp, prefix_set_changes};
-use announce::plan_l2;
+use announce::{Placements, plan_l2_from};
 use status::{Desired, Verdict};
 
 /// What the store shows of an object the plan wants written: whether it
@@ -108,6 +108,8 @@ pub const OTHER_WRITER_MEMORY: Duration = Duration::from_secs(600);
 pub struct Memory {
     allocator: Allocator,
     pools: Vec<Pool>,
+    /// Where the last pass placed each layer 2 group.
+    placements: Placements,
     /// Other controllers seen writing a Service's ingress, and when last.
     other_writers: HashMap<ServiceKey, (Vec<String>, Timestamp)>,
 }
@@ -170,6 +172,7 @@ impl Memory {
         Memory {
             allocator,
             pools: snapshot.pools.clone(),
+            placements: Placements::default(),
             other_writers: HashMap::new(),
         }
     }
@@ -233,7 +236,12 @@ impl Memory {
                 )
             })
             .collect();
-        let plan = plan_l2(&snapshot.nodes, &snapshot.l2, &announced);
+        let plan = plan_l2_from(
+            &mut self.placements,
+            &snapshot.nodes,
+            &snapshot.l2,
+            &announced,
+        );
         let bgp_plan = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &announced);
 
         let mut writes = Vec::new();

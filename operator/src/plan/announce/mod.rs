@@ -14,7 +14,7 @@
 //!   back when a node returns), and goes to the node that took it over after a
 //!   failover.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::plan::allocation::ServiceKey;
@@ -230,14 +230,28 @@ struct Selection {
     eligible: Vec<(usize, Vec<String>)>,
     reasons: Vec<String>,
     selected_any: bool,
+    /// Node name → its place in `eligible`.
+    position: HashMap<String, usize>,
+    /// The names of the eligible nodes.
+    names: BTreeSet<String>,
+    /// Places in `eligible` of the nodes that were not eligible for the
+    /// same advertisements in the last pass (unknown without one).
+    added: Option<Vec<usize>>,
 }
 
 impl Selection {
-    fn of(nodes: &[Node], advertising: &[&L2Advertisement]) -> Selection {
+    fn of(
+        nodes: &[Node],
+        advertising: &[&L2Advertisement],
+        before: Option<&BTreeSet<String>>,
+    ) -> Selection {
         let mut selection = Selection {
             eligible: Vec::new(),
             reasons: Vec::new(),
             selected_any: false,
+            position: HashMap::new(),
+            names: BTreeSet::new(),
+            added: before.map(|_| Vec::new()),
         };
         for (index, node) in nodes.iter().enumerate() {
             let selecting: Vec<&&L2Advertisement> = advertising
@@ -266,14 +280,71 @@ impl Selection {
                     .into_iter()
                     .collect()
             };
+            let at = selection.eligible.len();
+            if let (Some(added), Some(before)) = (&mut selection.added, before)
+                && !before.contains(&node.name)
+            {
+                added.push(at);
+            }
+            selection.position.insert(node.name.clone(), at);
+            selection.names.insert(node.name.clone());
             selection.eligible.push((index, interfaces));
         }
         selection
     }
 }
 
-/// Plans layer 2 announcements.
+/// Plans layer 2 announcements from scratch.
 pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[Announced]) -> Plan {
+    plan_l2_from(
+        &mut Placements::default(),
+        nodes,
+        advertisements,
+        services,
+    )
+}
+
+/// Where the last pass placed each group, so the next one works out only
+/// what changed: a group keeps its active node without scoring every node
+/// again, and only nodes that became eligible are scored for its standby. A
+/// group whose active or standby node left, whose current node is not the
+/// one placed, or that serves `Local` Services is placed afresh. The same
+/// inputs give the same plan as [`plan_l2`] (a property test replays random
+/// changes through both).
+#[derive(Clone, Debug, Default)]
+pub struct Placements {
+    /// The advertisements of the last pass: when they change, nothing kept
+    /// is trusted.
+    advertisements: Vec<L2Advertisement>,
+    /// Per set of advertisements (by index), the nodes it let announce.
+    eligible: BTreeMap<Vec<usize>, BTreeSet<String>>,
+    /// Per group (by its first IP): its advertisements, active and standby.
+    groups: HashMap<String, Placed>,
+}
+
+#[derive(Clone, Debug)]
+struct Placed {
+    advertisements: Vec<usize>,
+    active: String,
+    standby: Option<String>,
+}
+
+/// Plans layer 2 announcements, starting from where the last pass placed
+/// each group (see [`Placements`]), and remembers this pass's placement.
+pub fn plan_l2_from(
+    placements: &mut Placements,
+    nodes: &[Node],
+    advertisements: &[L2Advertisement],
+    services: &[Announced],
+) -> Plan {
+    if placements.advertisements != advertisements {
+        *placements = Placements {
+            advertisements: advertisements.to_vec(),
+            ..Placements::default()
+        };
+    }
+    let mut placed: HashMap<String, Placed> = HashMap::with_capacity(placements.groups.len());
+    let mut eligible_now: BTreeMap<Vec<usize>, BTreeSet<String>> = BTreeMap::new();
     let mut plan = Plan {
         nodes: nodes.iter().map(|n| (n.name.clone(), Vec::new())).collect(),
         services: BTreeMap::new(),
@@ -308,20 +379,25 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
             .filter(|(_, a)| pools.iter().all(|p| a.pools.covers(p)))
             .map(|(i, _)| i)
             .collect();
-        let base = by_advertisements
-            .entry(chosen)
-            .or_insert_with(|| Selection::of(nodes, &advertising));
+        if !by_advertisements.contains_key(&chosen) {
+            let selection = Selection::of(nodes, &advertising, placements.eligible.get(&chosen));
+            eligible_now.insert(chosen.clone(), selection.names.clone());
+            by_advertisements.insert(chosen.clone(), selection);
+        }
+        let base = &by_advertisements[&chosen];
         let locals: Vec<&Announced> = members.iter().copied().filter(|s| s.local).collect();
-        let eligible: Vec<&(usize, Vec<String>)> = base
-            .eligible
-            .iter()
-            .filter(|(n, _)| {
-                locals
-                    .iter()
-                    .all(|s| s.endpoint_nodes.contains(&nodes[*n].name))
-            })
-            .collect();
-        if eligible.is_empty() {
+        // Positions in `base.eligible` of the nodes that may announce this
+        // group: all of them, unless it has Local Services.
+        let filtered: Option<Vec<usize>> = (!locals.is_empty()).then(|| {
+            (0..base.eligible.len())
+                .filter(|i| {
+                    let name = &nodes[base.eligible[*i].0].name;
+                    locals.iter().all(|s| s.endpoint_nodes.contains(name))
+                })
+                .collect()
+        });
+        let count = filtered.as_ref().map_or(base.eligible.len(), Vec::len);
+        if count == 0 {
             let reasons = &base.reasons;
             let outcome =
                 if base.selected_any && !locals.is_empty() && reasons.len() < nodes.len() {
@@ -337,6 +413,7 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
             outcome_for_all(&mut plan, outcome);
             continue;
         }
+        let candidate = |k: usize| filtered.as_ref().map_or(k, |f| f[k]);
         let key = members
             .iter()
             .flat_map(|s| s.ips.iter().map(|(ip, _)| *ip))
@@ -347,28 +424,71 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
         // while eligible. Only the first two matter, so each node's score is
         // worked out once and no list is sorted.
         let current = members.iter().find_map(|s| s.current.as_deref());
-        let rank = |(n, _): &&(usize, Vec<String>)| {
-            let node = &nodes[*n];
+        let rank = |i: usize| {
+            let node = &nodes[base.eligible[i].0];
             (
                 current == Some(node.name.as_str()),
                 score(&node.name, &key),
                 std::cmp::Reverse(node.name.as_str()),
             )
         };
-        let mut first: Option<(_, &(usize, Vec<String>))> = None;
-        let mut second: Option<(_, &(usize, Vec<String>))> = None;
-        for candidate in &eligible {
-            let r = rank(candidate);
-            if first.as_ref().is_none_or(|(best, _)| r > *best) {
-                second = first.take();
-                first = Some((r, candidate));
-            } else if second.as_ref().is_none_or(|(next, _)| r > *next) {
-                second = Some((r, candidate));
+        // What the last pass placed still holds when the group's
+        // advertisements are the same, neither node left, the active node is
+        // the current one, and the group has no Local Service.
+        let before = placements.groups.get(&key).filter(|p| {
+            locals.is_empty()
+                && p.advertisements == chosen
+                && current == Some(p.active.as_str())
+                && base.position.contains_key(&p.active)
+                && p.standby
+                    .as_ref()
+                    .is_none_or(|s| base.position.contains_key(s))
+        });
+        let (first, second) = match (before, &base.added) {
+            (Some(before), Some(added)) => {
+                // Only nodes that became eligible can outrank the standby.
+                let active = base.position[&before.active];
+                let mut second = before
+                    .standby
+                    .as_ref()
+                    .map(|s| (rank(base.position[s]), base.position[s]));
+                for &i in added {
+                    let r = rank(i);
+                    if second.as_ref().is_none_or(|(next, _)| r > *next) {
+                        second = Some((r, i));
+                    }
+                }
+                (active, second.map(|(_, i)| i))
             }
-        }
-        let (_, (active_index, active_interfaces)) = first.expect("eligible is not empty");
+            _ => {
+                let mut first: Option<(_, usize)> = None;
+                let mut second: Option<(_, usize)> = None;
+                for i in (0..count).map(candidate) {
+                    let r = rank(i);
+                    if first.as_ref().is_none_or(|(best, _)| r > *best) {
+                        second = first.take();
+                        first = Some((r, i));
+                    } else if second.as_ref().is_none_or(|(next, _)| r > *next) {
+                        second = Some((r, i));
+                    }
+                }
+                (
+                    first.expect("a node is eligible").1,
+                    second.map(|(_, i)| i),
+                )
+            }
+        };
+        let (active_index, active_interfaces) = &base.eligible[first];
         let active = &nodes[*active_index];
-        let standby = second.map(|(_, (n, interfaces))| (&nodes[*n], interfaces));
+        let standby = second.map(|i| (&nodes[base.eligible[i].0], &base.eligible[i].1));
+        placed.insert(
+            key.clone(),
+            Placed {
+                advertisements: chosen,
+                active: active.name.clone(),
+                standby: standby.map(|(n, _)| n.name.clone()),
+            },
+        );
         let ips: BTreeSet<IpAddr> = members
             .iter()
             .flat_map(|s| s.ips.iter().map(|(ip, _)| *ip))
@@ -413,6 +533,8 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
     for entries in plan.nodes.values_mut() {
         entries.sort();
     }
+    placements.groups = placed;
+    placements.eligible = eligible_now;
     plan
 }
 

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::plan::allocation::selector::Selector;
 
 fn node(name: &str) -> Node {
     Node {
@@ -260,4 +261,93 @@ fn an_ip_stays_on_its_current_node_while_eligible_and_follows_a_takeover() {
     let rest: Vec<Node> = nodes.iter().filter(|n| n.name != other).cloned().collect();
     let plan = plan_l2(&rest, &[everywhere()], &[kept]);
     assert_ne!(active_of(&plan, "web").as_deref(), Some(other));
+}
+
+/// One change between passes, for the replay below.
+#[derive(Clone, Debug)]
+enum Change {
+    NodeDown(usize),
+    NodeUp(usize),
+    Relabel(usize),
+    AddService(usize),
+    RemoveService(usize),
+    MakeLocal(usize),
+    TakeOver(usize, usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (0usize..8).prop_map(Change::NodeDown),
+        (0usize..8).prop_map(Change::NodeUp),
+        (0usize..8).prop_map(Change::Relabel),
+        (0usize..60).prop_map(Change::AddService),
+        (0usize..60).prop_map(Change::RemoveService),
+        (0usize..60).prop_map(Change::MakeLocal),
+        ((0usize..60), (0usize..8)).prop_map(|(s, n)| Change::TakeOver(s, n)),
+    ]
+}
+
+proptest! {
+    /// Placing from the last pass gives what placing from scratch gives,
+    /// through any sequence of node, Service and takeover changes, with the
+    /// current node fed back from each plan as the operator does.
+    #[test]
+    fn placing_from_the_last_pass_is_placing_from_scratch(
+        size in 1usize..8,
+        count in 1usize..40,
+        changes in proptest::collection::vec(change(), 1..25),
+    ) {
+        let mut nodes = cluster(size);
+        let mut services = many(count);
+        let only_zone_a = L2Advertisement {
+            pools: Pools::All,
+            node_selectors: vec![Selector::from(&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some([("zone".to_string(), "a".to_string())].into()),
+                ..Default::default()
+            })],
+            interfaces: vec!["eth1".into()],
+        };
+        let advertisements = [everywhere(), only_zone_a];
+        let mut placements = Placements::default();
+        let mut last = plan_l2_from(&mut placements, &nodes, &advertisements, &services);
+        for change in changes {
+            match change {
+                Change::NodeDown(i) => { let n = i % nodes.len(); nodes[n].speaker_alive = false; }
+                Change::NodeUp(i) => { let n = i % nodes.len(); nodes[n].speaker_alive = true; nodes[n].ready = true; }
+                Change::Relabel(i) => {
+                    let n = i % nodes.len();
+                    if nodes[n].labels.remove("zone").is_none() {
+                        nodes[n].labels.insert("zone".into(), "a".into());
+                    }
+                }
+                Change::AddService(i) => services.push(service(&format!("n{i}"), &[&format!("10.1.0.{}", i % 250)])),
+                Change::RemoveService(i) => { if !services.is_empty() { let s = i % services.len(); services.remove(s); } }
+                Change::MakeLocal(i) => {
+                    if !services.is_empty() {
+                        let s = i % services.len();
+                        services[s].local = true;
+                        services[s].endpoint_nodes = nodes.iter().step_by(2).map(|n| n.name.clone()).collect();
+                    }
+                }
+                Change::TakeOver(s, n) => {
+                    if !services.is_empty() {
+                        let s = s % services.len();
+                        services[s].current = Some(nodes[n % nodes.len()].name.clone());
+                    }
+                }
+            }
+            // The operator feeds back where each IP answers now.
+            for service in services.iter_mut() {
+                if let Some(Outcome::Announced { node, .. }) = last.services.get(&service.service)
+                    && service.current.is_none()
+                {
+                    service.current = Some(node.clone());
+                }
+            }
+            let kept = plan_l2_from(&mut placements, &nodes, &advertisements, &services);
+            let fresh = plan_l2(&nodes, &advertisements, &services);
+            prop_assert_eq!(&kept, &fresh);
+            last = kept;
+        }
+    }
 }
