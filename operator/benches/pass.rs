@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrolb_api::constants::speaker_lease;
-use ferrolb_operator::cluster::{Objects, Options, Snapshot};
+use ferrolb_operator::cluster::{Objects, Options, Reads, Snapshot};
 use ferrolb_api::NodeAnnouncement;
-use ferrolb_operator::plan::{Memory, Write};
+use ferrolb_operator::plan::{Memory, Write, status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 fn from<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> Arc<K> {
@@ -59,38 +60,84 @@ fn main() {
         ignore_exclude_lb: false,
     };
     let now = Timestamp::now();
-    println!("nodes services  read_ms  full_pass_ms  pass_after_one_new_ms");
+    println!("nodes services  read_ms  pass_nothing_changed_ms  pass_after_one_new_ms  whole_pass_ms");
+    // `PASS_REPEAT=N` repeats the last measurement N times (for a profiler).
+    let repeat: usize = std::env::var("PASS_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     for (nodes, services) in [(100, 50), (100, 1_000), (100, 5_000), (100, 20_000), (1_000, 20_000)] {
         let (mut objects, live) = objects(nodes, services);
         let snapshot = Snapshot::read(objects.clone(), &options, &live);
         let mut memory = Memory::rebuild(&snapshot);
-        // The first pass's NodeAnnouncements land, as they do in a cluster.
+        // The first pass's writes land, as they do in a cluster: the
+        // NodeAnnouncements and every Service's status.
+        let mut statuses = std::collections::HashMap::new();
         for write in memory.pass(&snapshot, now).writes {
-            if let Write::Announcement { node, spec, .. } = write {
-                objects
+            match write {
+                Write::Announcement { node, spec, .. } => objects
                     .announcements
-                    .push(Arc::new(NodeAnnouncement::new(&node, spec)));
+                    .push(Arc::new(NodeAnnouncement::new(&node, spec))),
+                Write::Service {
+                    key,
+                    service,
+                    desired,
+                    ..
+                } => {
+                    let body = status::apply_body(&service, &desired, Time(now));
+                    statuses.insert(key.name, body["status"].clone());
+                }
+                _ => {}
             }
         }
-        let started = Instant::now();
+        objects.services = objects
+            .services
+            .iter()
+            .map(|s| {
+                let mut value = serde_json::to_value(s.as_ref()).expect("json");
+                if let Some(status) = statuses.get(s.metadata.name.as_deref().unwrap_or_default()) {
+                    value["status"] = status.clone();
+                }
+                from(value)
+            })
+            .collect();
+        // One pass sees them all.
         let snapshot = Snapshot::read(objects.clone(), &options, &live);
+        memory.pass(&snapshot, now);
+        // Read as the stores read: Services seen before are not read again.
+        let mut reads = Reads::default();
+        Snapshot::read_with(objects.clone(), &options, &live, &mut reads);
+        let started = Instant::now();
+        let snapshot = Snapshot::read_with(objects.clone(), &options, &live, &mut reads);
         let read = started.elapsed();
         let started = Instant::now();
         let pass = memory.pass(&snapshot, now);
         let full = started.elapsed();
         std::hint::black_box(pass.writes.len());
+        let objects_again = objects.clone();
         let mut more = objects;
         more.services.push(from(service(services)));
-        let snapshot = Snapshot::read(more, &options, &live);
+        let snapshot = Snapshot::read_with(more, &options, &live, &mut reads);
         let started = Instant::now();
+        for _ in 1..repeat {
+            std::hint::black_box(memory.pass(&snapshot, now).writes.len());
+        }
         let pass = memory.pass(&snapshot, now);
-        let one = started.elapsed();
+        let one = started.elapsed() / repeat as u32;
         std::hint::black_box(pass.writes.len());
+        // The same pass re-planning everything (as after a node change).
+        let snapshot = Snapshot::read(objects_again, &options, &live);
+        let mut whole = Memory::rebuild(&snapshot).whole_every_pass();
+        whole.pass(&snapshot, now);
+        let started = Instant::now();
+        std::hint::black_box(whole.pass(&snapshot, now).writes.len());
+        let all = started.elapsed();
         println!(
-            "{nodes:>5} {services:>8} {:>8.1} {:>13.1} {:>22.1}",
+            "{nodes:>5} {services:>8} {:>8.1} {:>24.1} {:>22.1} {:>14.1}",
             read.as_secs_f64() * 1e3,
             full.as_secs_f64() * 1e3,
-            one.as_secs_f64() * 1e3
+            one.as_secs_f64() * 1e3,
+            all.as_secs_f64() * 1e3
         );
     }
 }

@@ -94,6 +94,7 @@ pub async fn run(
     let mut live_at_pass: Option<BTreeSet<String>> = None;
     let mut first_expiry: Option<Instant> = None;
     let mut forget_at: Option<Instant> = None;
+    let mut last_pass: Option<Instant> = None;
     let until = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(Instant::now()));
     loop {
         let (retry_in, expiry_in, forget_in) =
@@ -129,8 +130,11 @@ pub async fn run(
                 continue;
             }
         }
-        // Let a burst of events land before one pass over all of them.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // In a burst (a pass ended less than a second ago), let more events
+        // land before one pass over all of them; a lone change passes at once.
+        if last_pass.is_some_and(|at: Instant| at.elapsed() < Duration::from_secs(1)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if !*leading.borrow() {
             if memory.take().is_some() {
                 writer.reset();
@@ -163,6 +167,7 @@ pub async fn run(
             Instant::now() + wait
         });
         let outcome = writer.write(pass.writes).await;
+        last_pass = Some(Instant::now());
         metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -38,6 +38,17 @@ pub struct Stores {
     pub slices: Store<EndpointSlice>,
     pub announcements: Store<NodeAnnouncement>,
     pub prefix_sets: Store<PrefixSet>,
+    /// Services read in earlier passes.
+    reads: std::sync::Mutex<Reads>,
+}
+
+/// Services already read, by object: a Service whose object is the one read
+/// last pass (the stores hand out the same `Arc` until it changes) is not
+/// read again, unless namespace labels changed.
+#[derive(Debug, Default)]
+pub struct Reads {
+    labels: HashMap<String, Labels>,
+    ours: HashMap<usize, Arc<Ours>>,
 }
 
 impl Stores {
@@ -62,6 +73,7 @@ impl Stores {
             slices: watch_store(Api::all(client.clone()), wake.clone()),
             announcements: watch_store(Api::all(client.clone()), wake.clone()),
             prefix_sets: watch_store(Api::all(client.clone()), wake),
+            reads: Default::default(),
         }
     }
 
@@ -84,7 +96,8 @@ impl Stores {
     /// Everything a pass needs, read once. `live` are the speaker Leases
     /// alive now (see [`read::liveness`]).
     pub fn snapshot(&self, options: &Options, live: &BTreeSet<String>) -> Snapshot {
-        Snapshot::read(
+        let mut reads = self.reads.lock().expect("reads lock");
+        Snapshot::read_with(
             Objects {
                 services: self.services.state(),
                 pools: self.pools.state(),
@@ -99,6 +112,7 @@ impl Stores {
             },
             options,
             live,
+            &mut reads,
         )
     }
 }
@@ -122,6 +136,17 @@ pub struct Objects {
 impl Snapshot {
     /// Reads the objects into plain values.
     pub fn read(objects: Objects, options: &Options, live: &BTreeSet<String>) -> Snapshot {
+        Snapshot::read_with(objects, options, live, &mut Reads::default())
+    }
+
+    /// Reads the objects into plain values, Services unchanged since the
+    /// last read taken from `reads`.
+    pub fn read_with(
+        objects: Objects,
+        options: &Options,
+        live: &BTreeSet<String>,
+        reads: &mut Reads,
+    ) -> Snapshot {
         let pool_objects = sorted(objects.pools);
         let announcements: BTreeMap<String, Arc<NodeAnnouncement>> = objects
             .announcements
@@ -138,18 +163,30 @@ impl Snapshot {
             .iter()
             .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect();
-        let mut ours: Vec<Ours> = ours
+        if reads.labels != namespace_labels {
+            reads.ours.clear();
+            reads.labels = namespace_labels;
+        }
+        let mut before = std::mem::take(&mut reads.ours);
+        let mut ours: Vec<Arc<Ours>> = ours
             .into_iter()
             .filter(|s| s.metadata.deletion_timestamp.is_none())
-            .map(|s| Ours::read(s, &namespace_labels))
+            .map(|s| {
+                let at = Arc::as_ptr(&s) as usize;
+                let read = before
+                    .remove(&at)
+                    .unwrap_or_else(|| Arc::new(Ours::read(s, &reads.labels)));
+                reads.ours.insert(at, read.clone());
+                read
+            })
             .collect();
         // Oldest first: when two want the last IP, the one that asked first
         // gets it.
-        ours.sort_by_cached_key(|s| {
-            (
-                s.object.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                s.key.clone(),
-            )
+        ours.sort_by(|a, b| {
+            let created = |s: &Ours| s.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.key.cmp(&b.key))
         });
         let peer_objects = sorted(objects.peers);
         Snapshot {
@@ -198,7 +235,7 @@ pub struct Snapshot {
     /// The pool objects (for their status), by name.
     pub pool_objects: Vec<Arc<IPAddressPool>>,
     /// Our LoadBalancer Services not being deleted, oldest first.
-    pub ours: Vec<Ours>,
+    pub ours: Vec<Arc<Ours>>,
     /// Every other Service (ours before a type or class change, maybe).
     pub others: Vec<Arc<Service>>,
     /// Nodes as the planner sees them.
@@ -218,7 +255,7 @@ pub struct Snapshot {
     /// Failovers the speakers report.
     pub takeovers: Takeovers,
     /// Per IP, the node whose spec makes it active now.
-    pub current: BTreeMap<String, String>,
+    pub current: BTreeMap<IpAddr, String>,
     /// Per node, where its speaker answers failover probes.
     pub probes: BTreeMap<String, String>,
     /// PrefixSets by name.

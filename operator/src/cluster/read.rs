@@ -75,7 +75,9 @@ pub fn takeovers(announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Tak
             if let Some(from) = &state.taken_from {
                 found.from.insert(from.clone());
             }
-            found.by.insert(state.ip.clone(), node.clone());
+            if let Ok(ip) = state.ip.parse() {
+                found.by.insert(ip, node.clone());
+            }
         }
     }
     found
@@ -84,7 +86,7 @@ pub fn takeovers(announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Tak
 /// Per IP (as text), the node whose spec makes it active now.
 pub fn current_active(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<std::net::IpAddr, String> {
     let mut current = BTreeMap::new();
     for (node, announcement) in announcements {
         for entry in announcement
@@ -93,7 +95,9 @@ pub fn current_active(
             .iter()
             .filter(|e| e.role == L2Role::Active)
         {
-            current.insert(entry.ip.clone(), node.clone());
+            if let Ok(ip) = entry.ip.parse() {
+                current.insert(ip, node.clone());
+            }
         }
     }
     current

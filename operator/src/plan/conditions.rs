@@ -29,7 +29,7 @@ pub struct Takeovers {
     /// Nodes IPs were taken from.
     pub from: BTreeSet<String>,
     /// IP → the node that took it.
-    pub by: BTreeMap<String, String>,
+    pub by: BTreeMap<IpAddr, String>,
 }
 
 /// The Event text for a Service whose layer 2 IP is about to answer from
@@ -38,7 +38,7 @@ pub struct Takeovers {
 pub fn moved(
     ips: &[IpAddr],
     outcome: Option<&Outcome>,
-    current: &BTreeMap<String, String>,
+    current: &BTreeMap<IpAddr, String>,
     takeovers: &Takeovers,
     nodes: &[announce::Node],
 ) -> Option<String> {
@@ -49,8 +49,8 @@ pub fn moved(
         .iter()
         .filter_map(|ip| {
             let text = format_ip(*ip);
-            let old = current.get(&text).filter(|old| *old != new)?;
-            let why = if takeovers.by.get(&text) == Some(new) {
+            let old = current.get(ip).filter(|old| *old != new)?;
+            let why = if takeovers.by.get(ip) == Some(new) {
                 format!("{old} stopped answering probes and {new} took the IP over")
             } else {
                 match nodes.iter().find(|n| &n.name == old) {
@@ -73,18 +73,16 @@ pub fn announced(
     service: &Ours,
     assignments: &[Assignment],
     endpoints: &BTreeMap<ServiceKey, BTreeSet<String>>,
-    current: &BTreeMap<String, String>,
+    current: &BTreeMap<IpAddr, String>,
     takeovers: &Takeovers,
 ) -> Announced {
-    let first = assignments
-        .first()
-        .map(|a| format_ip(a.ip))
-        .unwrap_or_default();
-    let current = takeovers
-        .by
-        .get(&first)
-        .or_else(|| current.get(&first))
-        .cloned();
+    let current = assignments.first().and_then(|first| {
+        takeovers
+            .by
+            .get(&first.ip)
+            .or_else(|| current.get(&first.ip))
+            .cloned()
+    });
     Announced {
         ips: assignments.iter().map(|a| (a.ip, a.pool.clone())).collect(),
         local: service.local,
@@ -269,8 +267,8 @@ fn bgp_verdict(
 }
 
 /// How a set of sessions stands, as the BGP verdict tells it.
-#[derive(Debug)]
-struct Summary {
+#[derive(Debug, PartialEq, Eq)]
+pub struct Summary {
     /// The nodes with an Established session, some named.
     nodes: String,
     /// Peers with an Established session.
@@ -289,16 +287,49 @@ struct Summary {
 /// Services of one advertisement share their set, so a thousand Services
 /// over a thousand nodes cost a thousand looks, not a million.
 #[derive(Debug, Default)]
-pub struct Summaries(std::cell::RefCell<BTreeMap<usize, std::rc::Rc<Summary>>>);
+pub struct Summaries {
+    sets: std::cell::RefCell<BTreeMap<usize, std::rc::Rc<Summary>>>,
+    kernel: std::cell::OnceCell<std::rc::Rc<str>>,
+}
 
 impl Summaries {
-    fn of(
+    /// The note on nodes whose kernel answers ARP for Service IPs too (empty
+    /// when none does): the same for every layer 2 Service, worked out once.
+    pub fn kernel_note(
+        &self,
+        announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    ) -> std::rc::Rc<str> {
+        self.kernel
+            .get_or_init(|| {
+                let answering: Vec<&str> = announcements
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.status.as_ref().is_some_and(|s| {
+                            s.problems.iter().any(|p| p.reason == KERNEL_ANSWERS_ARP)
+                        })
+                    })
+                    .map(|(node, _)| node.as_str())
+                    .collect();
+                if answering.is_empty() {
+                    return "".into();
+                }
+                format!(
+                    "; the kernel of node {} answers ARP for Service IPs too (kube-proxy in IPVS mode without strictARP), so clients may reach any of them: set strictARP: true in kube-proxy's configuration",
+                    name_some(&answering)
+                )
+                .into()
+            })
+            .clone()
+    }
+
+    /// How a set of sessions stands this pass.
+    pub fn of(
         &self,
         sessions: &Arc<BTreeSet<(String, String)>>,
         announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
     ) -> std::rc::Rc<Summary> {
         let key = std::sync::Arc::as_ptr(sessions) as usize;
-        if let Some(summary) = self.0.borrow().get(&key) {
+        if let Some(summary) = self.sets.borrow().get(&key) {
             return summary.clone();
         }
         let mut up: Vec<&(String, String)> = Vec::new();
@@ -326,7 +357,7 @@ impl Summaries {
             // the cluster.
             down: announce::some_of(&down.iter().map(String::as_str).collect::<Vec<_>>(), "; "),
         });
-        self.0.borrow_mut().insert(key, summary.clone());
+        self.sets.borrow_mut().insert(key, summary.clone());
         summary
     }
 }
@@ -348,7 +379,13 @@ pub fn verdict(
         .join(", ");
     let l2 = match outcome {
         Some(Outcome::NoAdvertisement) | None => None,
-        Some(outcome) => Some(l2_verdict(outcome, ips, &listed, announcements)),
+        Some(outcome) => Some(l2_verdict(
+            outcome,
+            ips,
+            &listed,
+            announcements,
+            &summaries.kernel_note(announcements),
+        )),
     };
     let bgp = bgp_outcome.and_then(|o| bgp_verdict(o, &listed, announcements, summaries));
     match (l2, bgp) {
@@ -377,6 +414,7 @@ fn l2_verdict(
     ips: &[IpAddr],
     listed: &str,
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    kernel_note: &str,
 ) -> Verdict {
     match outcome {
         Outcome::Announced { node, standby } => {
@@ -388,7 +426,8 @@ fn l2_verdict(
                 });
             match reported(announcements.get(node).map(|a| a.as_ref()), ips) {
                 L2Report::Answering => {
-                    let notes = l2_notes(node, standby_node.as_deref(), announcements);
+                    let notes =
+                        l2_notes(node, standby_node.as_deref(), announcements, kernel_note);
                     Verdict::yes(
                         reason::ANNOUNCED,
                         format!("L2: {listed} answered by node {node}{standby}{notes}"),
@@ -432,6 +471,7 @@ fn l2_notes(
     active: &str,
     standby: Option<&str>,
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    kernel_note: &str,
 ) -> String {
     let mut notes = String::new();
     if let Some(message) = standby
@@ -447,21 +487,7 @@ fn l2_notes(
     {
         notes.push_str(&format!("; {message}"));
     }
-    let answering: Vec<&str> = announcements
-        .iter()
-        .filter(|(_, a)| {
-            a.status
-                .as_ref()
-                .is_some_and(|s| s.problems.iter().any(|p| p.reason == KERNEL_ANSWERS_ARP))
-        })
-        .map(|(node, _)| node.as_str())
-        .collect();
-    if !answering.is_empty() {
-        notes.push_str(&format!(
-            "; the kernel of node {} answers ARP for Service IPs too (kube-proxy in IPVS mode without strictARP), so clients may reach any of them: set strictARP: true in kube-proxy's configuration",
-            name_some(&answering)
-        ));
-    }
+    notes.push_str(kernel_note);
     notes
 }
 
@@ -661,7 +687,7 @@ mod tests {
             node: "node-c".into(),
             standby: None,
         };
-        let current = BTreeMap::from([(IP.to_string(), "node-b".to_string())]);
+        let current = BTreeMap::from([(ip, "node-b".to_string())]);
         let node = |name: &str, ready: bool| announce::Node {
             name: name.into(),
             labels: BTreeMap::new(),
@@ -670,7 +696,7 @@ mod tests {
             speaker_alive: true,
         };
         let mut takeovers = Takeovers::default();
-        takeovers.by.insert(IP.to_string(), "node-c".to_string());
+        takeovers.by.insert(ip, "node-c".to_string());
         takeovers.from.insert("node-b".to_string());
         let nodes = [node("node-b", true), node("node-c", true)];
         assert_eq!(
@@ -693,7 +719,7 @@ mod tests {
             .unwrap(),
             "192.168.1.10 moved from node-b to node-c: node-b is gone"
         );
-        let stays = BTreeMap::from([(IP.to_string(), "node-c".to_string())]);
+        let stays = BTreeMap::from([(ip, "node-c".to_string())]);
         assert!(moved(&[ip], Some(&to_c), &stays, &takeovers, &nodes).is_none());
         assert!(
             moved(&[ip], Some(&to_c), &BTreeMap::new(), &takeovers, &nodes).is_none(),

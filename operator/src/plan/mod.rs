@@ -26,6 +26,7 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::cluster::{Snapshot, version};
 use allocation::{Allocator, Assignment, Pool, ServiceKey, ServiceRequest};
+use announce::Announced;
 use announce::bgp::{plan_bgp, prefix_set_changes};
 use announce::{Placements, plan_l2_from};
 use status::{Desired, Verdict};
@@ -103,8 +104,56 @@ pub struct Pass {
 /// mark is gone from managedFields.
 pub const OTHER_WRITER_MEMORY: Duration = Duration::from_secs(600);
 
+/// Everything but the Services a plan depends on. While it stays the same,
+/// a pass re-plans only the Services that changed (and the groups they share
+/// IPs with); when it changes, a pass re-plans everything.
+#[derive(Clone, Debug, PartialEq)]
+struct World {
+    nodes: Vec<announce::Node>,
+    l2: Vec<announce::L2Advertisement>,
+    bgp: Vec<announce::bgp::Advertisement>,
+    peers: Vec<announce::bgp::Peer>,
+    probes: BTreeMap<String, String>,
+}
+
+/// What the last pass decided for one Service, and from what.
+#[derive(Clone, Debug)]
+struct Kept {
+    /// What it asked of the allocator.
+    request: Result<ServiceRequest, allocation::Failure>,
+    /// Whether the allocator gave it what it asked.
+    allocated: bool,
+    /// Its IPs.
+    held: Vec<Assignment>,
+    /// Its status, the Announced verdict included.
+    desired: Desired,
+    /// What went to the planners (with IPs only).
+    announced: Option<Announced>,
+    /// What its Announced verdict was worked out from.
+    inputs: Option<Inputs>,
+    /// The object its status was last compared with, and whether it showed
+    /// `desired`.
+    compared: Option<(Arc<Service>, bool)>,
+    /// `desired` changed since it was last compared.
+    fresh: bool,
+}
+
+/// The inputs of a Service's Announced verdict: when they are the same as in
+/// the last pass, so is the verdict.
+#[derive(Clone, Debug, PartialEq)]
+struct Inputs {
+    l2: Option<announce::Outcome>,
+    bgp: Option<announce::bgp::Outcome>,
+    /// The NodeAnnouncements of the active and standby node (by address:
+    /// any change to one is a new object).
+    reports: [usize; 2],
+    kernel: std::rc::Rc<str>,
+    summary: Option<std::rc::Rc<conditions::Summary>>,
+    others: Option<Vec<String>>,
+}
+
 /// The leader's memory between passes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Memory {
     allocator: Allocator,
     pools: Vec<Pool>,
@@ -112,6 +161,27 @@ pub struct Memory {
     placements: Placements,
     /// Other controllers seen writing a Service's ingress, and when last.
     other_writers: HashMap<ServiceKey, (Vec<String>, Timestamp)>,
+    /// The world of the last pass (none before the first).
+    world: Option<World>,
+    /// Per Service, what the last pass decided.
+    kept: HashMap<ServiceKey, Kept>,
+    /// The layer 2 plan, kept between passes and patched.
+    l2: announce::Plan,
+    /// The BGP plan, kept between passes and patched.
+    bgp: announce::bgp::Plan,
+    /// Per IP, the Services using it.
+    users: HashMap<IpAddr, BTreeSet<ServiceKey>>,
+    /// Per Service, the IPs it was planned with and whether it is Local.
+    planned: HashMap<ServiceKey, (Vec<IpAddr>, bool)>,
+    /// Per IP, its standby node.
+    standbys: BTreeMap<IpAddr, String>,
+    /// Nodes whose NodeAnnouncement did not show the planned spec last time
+    /// it was compared, with the object compared.
+    nodes_compared: HashMap<String, (Option<Arc<ferrolb_api::NodeAnnouncement>>, bool)>,
+    /// A Service's holdings changed last pass: the failing ones try again.
+    retry_failing: bool,
+    /// Re-plan everything every pass (to check the incremental passes).
+    always_whole: bool,
 }
 
 /// An Event for a condition that changed reason. `NotYetApplied` gets none:
@@ -146,6 +216,10 @@ pub fn transition(kind: &str, previous: Option<&str>, verdict: &Verdict) -> Opti
     })
 }
 
+fn ptr<T>(object: Option<&Arc<T>>) -> usize {
+    object.map_or(0, |o| Arc::as_ptr(o) as usize)
+}
+
 impl Memory {
     /// Rebuilds the allocator from the pools and the IPs Services already
     /// show, so no IP is handed out twice or renumbered.
@@ -172,9 +246,15 @@ impl Memory {
         Memory {
             allocator,
             pools: snapshot.pools.clone(),
-            placements: Placements::default(),
-            other_writers: HashMap::new(),
+            ..Memory::default()
         }
+    }
+
+    /// The same memory, re-planning everything on every pass: what each
+    /// incremental pass must agree with.
+    pub fn whole_every_pass(mut self) -> Memory {
+        self.always_whole = true;
+        self
     }
 
     /// The allocator, for the pool gauges.
@@ -191,13 +271,28 @@ impl Memory {
             .min()
     }
 
-    /// One pass over everything: what every object the operator writes
-    /// should say.
+    /// One pass: what every object the operator writes should say. The
+    /// first pass, and any pass after a change to nodes, speakers,
+    /// advertisements, peers or pools, plans everything; otherwise only the
+    /// Services that changed are allocated and placed again, and a Service
+    /// whose verdict inputs and object are as before costs a few
+    /// comparisons.
     pub fn pass(&mut self, snapshot: &Snapshot, now: Timestamp) -> Pass {
-        if snapshot.pools != self.pools {
+        let world = World {
+            nodes: snapshot.nodes.clone(),
+            l2: snapshot.l2.clone(),
+            bgp: snapshot.bgp.clone(),
+            peers: snapshot.peers.clone(),
+            probes: snapshot.probes.clone(),
+        };
+        let pools_changed = snapshot.pools != self.pools;
+        let whole = self.always_whole || pools_changed || self.world.as_ref() != Some(&world);
+        if pools_changed {
             self.allocator.set_pools(snapshot.pools.clone());
             self.pools = snapshot.pools.clone();
         }
+
+        // Services gone: their IPs are free.
         let live: HashSet<&ServiceKey> = snapshot.ours.iter().map(|s| &s.key).collect();
         let released: Vec<ServiceKey> = self
             .allocator
@@ -205,58 +300,366 @@ impl Memory {
             .filter(|k| !live.contains(k))
             .cloned()
             .collect();
+        let mut changed: BTreeSet<ServiceKey> = BTreeSet::new();
         for key in &released {
             let ips = self.allocator.release(key);
             tracing::info!(service = %key, ?ips, "released");
         }
+        for key in self
+            .kept
+            .keys()
+            .filter(|k| !live.contains(k))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            self.kept.remove(&key);
+            changed.insert(key);
+        }
 
-        // Allocation first, for every Service.
-        let mut allocated = Vec::with_capacity(snapshot.ours.len());
+        // Allocation, oldest first: a Service is asked again when its
+        // request changed, the pools changed, or it failed and something
+        // may have been freed before it.
+        let mut freed = !released.is_empty() || pools_changed || self.retry_failing;
+        let mut reallocated = false;
         for service in &snapshot.ours {
+            let kept = self.kept.get(&service.key);
+            let asked_again = kept.is_none_or(|k| k.request != service.request);
+            if !(asked_again || pools_changed || kept.is_some_and(|k| !k.allocated && freed)) {
+                continue;
+            }
             let result = service
                 .request
                 .clone()
                 .and_then(|r| self.allocator.allocate(&r));
-            let held: Vec<Assignment> =
-                self.allocator.assignments(&service.key).unwrap_or_default();
-            allocated.push((service, status::desired(&result, &held), held));
+            let held = self
+                .allocator
+                .assignments(&service.key)
+                .unwrap_or_default();
+            let before = kept.map(|k| k.held.clone());
+            if kept.is_some() && asked_again {
+                freed = true;
+                reallocated = true;
+            }
+            let desired = status::desired(&result, &held);
+            if before.as_ref() != Some(&held) {
+                changed.insert(service.key.clone());
+            }
+            let kept = self.kept.entry(service.key.clone()).or_insert(Kept {
+                request: service.request.clone(),
+                allocated: false,
+                held: Vec::new(),
+                desired: desired.clone(),
+                announced: None,
+                inputs: None,
+                compared: None,
+                fresh: true,
+            });
+            kept.request = service.request.clone();
+            kept.allocated = result.is_ok();
+            kept.held = held;
+            if kept.desired.allocated != desired.allocated || kept.desired.ingress != desired.ingress
+            {
+                kept.desired = desired;
+                kept.inputs = None;
+                kept.fresh = true;
+            }
         }
+        self.retry_failing = reallocated;
 
-        // Then who announces what.
-        let announced: Vec<_> = allocated
-            .iter()
-            .filter(|(_, _, held)| !held.is_empty())
-            .map(|(service, _, held)| {
-                conditions::announced(
+        // What goes to the planners: a Service whose IPs, endpoints or
+        // current node changed is re-planned.
+        let empty = BTreeSet::new();
+        for service in &snapshot.ours {
+            let Some(kept) = self.kept.get_mut(&service.key) else {
+                continue;
+            };
+            if kept.held.is_empty() {
+                if kept.announced.take().is_some() {
+                    changed.insert(service.key.clone());
+                }
+                continue;
+            }
+            let endpoints = snapshot.endpoints.get(&service.key).unwrap_or(&empty);
+            let first = kept.held[0].ip;
+            let current = snapshot
+                .takeovers
+                .by
+                .get(&first)
+                .or_else(|| snapshot.current.get(&first));
+            let same = kept.announced.as_ref().is_some_and(|a| {
+                a.local == service.local
+                    && a.endpoint_nodes == *endpoints
+                    && a.current.as_ref() == current
+                    && a.ips.len() == kept.held.len()
+                    && a.ips
+                        .iter()
+                        .zip(&kept.held)
+                        .all(|((ip, pool), h)| *ip == h.ip && *pool == h.pool)
+            });
+            if !same {
+                kept.announced = Some(conditions::announced(
                     service,
-                    held,
+                    &kept.held,
                     &snapshot.endpoints,
                     &snapshot.current,
                     &snapshot.takeovers,
-                )
-            })
+                ));
+                changed.insert(service.key.clone());
+            }
+        }
+
+        let touched = if whole {
+            self.plan_whole(snapshot)
+        } else {
+            self.plan_changed(snapshot, &changed)
+        };
+        self.world = Some(world);
+
+        let mut writes = Vec::new();
+        self.announcements(snapshot, whole, &touched, &mut writes);
+        if whole || !changed.is_empty() {
+            self.prefix_sets(snapshot, &mut writes);
+        }
+        self.services(snapshot, now, &mut writes);
+
+        // Services we wrote on that are no longer ours (type or class changed).
+        for service in &snapshot.others {
+            if status::current(service).1.is_some() {
+                writes.push(Write::Clear {
+                    key: crate::cluster::convert::service_key(service),
+                    service: service.clone(),
+                });
+            }
+        }
+        self.statuses(snapshot, now, &mut writes);
+        Pass { writes, released }
+    }
+
+    /// Plans every Service; returns every node.
+    fn plan_whole(&mut self, snapshot: &Snapshot) -> BTreeSet<String> {
+        let announced: Vec<Announced> = snapshot
+            .ours
+            .iter()
+            .filter_map(|s| self.kept.get(&s.key)?.announced.clone())
             .collect();
-        let plan = plan_l2_from(
+        self.l2 = plan_l2_from(
             &mut self.placements,
             &snapshot.nodes,
             &snapshot.l2,
             &announced,
+            true,
         );
-        let bgp_plan = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &announced);
+        self.bgp = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &announced);
+        self.users.clear();
+        self.planned.clear();
+        for a in &announced {
+            self.remember(a);
+        }
+        self.standbys = conditions::standbys(&self.l2);
+        self.nodes_compared.clear();
+        self.l2.nodes.keys().cloned().collect()
+    }
 
-        let mut writes = Vec::new();
-        let standbys = conditions::standbys(&plan);
-        for (node, entries) in &plan.nodes {
-            let sessions = bgp_plan
+    /// Plans again the Services in `changed` and every Service they share
+    /// an IP with (the world being as in the last pass); returns the nodes
+    /// whose layer 2 entries or BGP sessions changed.
+    fn plan_changed(
+        &mut self,
+        snapshot: &Snapshot,
+        changed: &BTreeSet<ServiceKey>,
+    ) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        if changed.is_empty() {
+            return touched;
+        }
+        // The groups of the changed Services: everything sharing an IP with
+        // them in the last plan, transitively (a Service that takes an IP now
+        // changed itself).
+        let mut affected: BTreeSet<ServiceKey> = BTreeSet::new();
+        let mut old_ips: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut queue: Vec<ServiceKey> = changed.iter().cloned().collect();
+        while let Some(key) = queue.pop() {
+            if !affected.insert(key.clone()) {
+                continue;
+            }
+            let mut ips: Vec<IpAddr> = self
+                .planned
+                .get(&key)
+                .map(|(ips, _)| ips.clone())
+                .unwrap_or_default();
+            if let Some(a) = self.kept.get(&key).and_then(|k| k.announced.as_ref()) {
+                ips.extend(a.ips.iter().map(|(ip, _)| *ip));
+            }
+            for ip in ips {
+                if self.planned.get(&key).is_some_and(|(old, _)| old.contains(&ip)) {
+                    old_ips.insert(ip);
+                }
+                for user in self.users.get(&ip).into_iter().flatten() {
+                    if !affected.contains(user) {
+                        queue.push(user.clone());
+                    }
+                }
+            }
+        }
+        let now: Vec<Announced> = affected
+            .iter()
+            .filter_map(|k| self.kept.get(k)?.announced.clone())
+            .collect();
+
+        // Layer 2: take the groups' entries out, place them again.
+        for key in &affected {
+            if let Some(announce::Outcome::Announced { node, standby }) = self.l2.services.remove(key)
+            {
+                for node in std::iter::once(node).chain(standby) {
+                    if let Some(entries) = self.l2.nodes.get_mut(&node) {
+                        entries.retain(|e| !old_ips.contains(&e.ip));
+                    }
+                    touched.insert(node);
+                }
+            }
+        }
+        self.placements.forget(&old_ips);
+        for ip in &old_ips {
+            self.standbys.remove(ip);
+        }
+        let sub = plan_l2_from(
+            &mut self.placements,
+            &snapshot.nodes,
+            &snapshot.l2,
+            &now,
+            false,
+        );
+        self.standbys.extend(conditions::standbys(&sub));
+        for (node, entries) in sub.nodes {
+            if entries.is_empty() {
+                continue;
+            }
+            let list = self.l2.nodes.entry(node.clone()).or_default();
+            list.extend(entries);
+            list.sort();
+            touched.insert(node);
+        }
+        self.l2.services.extend(sub.services);
+
+        // BGP: prefixes of one IP each (no aggregation) and no Local Service
+        // among them: only the shared prefixes of these IPs change.
+        let aggregated = snapshot
+            .bgp
+            .iter()
+            .any(|a| a.aggregation_v4 < 32 || a.aggregation_v6 < 128);
+        let local = affected.iter().any(|k| {
+            self.planned.get(k).is_some_and(|(_, local)| *local)
+                || self
+                    .kept
+                    .get(k)
+                    .and_then(|k| k.announced.as_ref())
+                    .is_some_and(|a| a.local)
+        });
+        if aggregated || local {
+            let all: Vec<Announced> = snapshot
+                .ours
+                .iter()
+                .filter_map(|s| self.kept.get(&s.key)?.announced.clone())
+                .collect();
+            let bgp = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &all);
+            for (node, sessions) in &bgp.nodes {
+                if self.bgp.nodes.get(node) != Some(sessions) {
+                    touched.insert(node.clone());
+                }
+            }
+            self.bgp = bgp;
+        } else if !snapshot.bgp.is_empty() {
+            let sub = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &now);
+            for key in &affected {
+                self.bgp.services.remove(key);
+            }
+            self.bgp.services.extend(sub.services);
+            for advertisement in &snapshot.bgp {
+                let Some(shared) = self.bgp.shared.get_mut(&advertisement.name) else {
+                    continue;
+                };
+                for ip in &old_ips {
+                    shared
+                        .prefixes
+                        .remove(&announce::bgp::prefix(*ip, advertisement));
+                }
+                if let Some(added) = sub.shared.get(&advertisement.name) {
+                    shared.prefixes.extend(added.prefixes.iter().cloned());
+                }
+            }
+        } else {
+            for key in &affected {
+                self.bgp.services.remove(key);
+            }
+            let sub = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &now);
+            self.bgp.services.extend(sub.services);
+        }
+
+        // Who uses which IP now.
+        for ip in &old_ips {
+            if let Some(users) = self.users.get_mut(ip) {
+                users.retain(|k| !affected.contains(k));
+                if users.is_empty() {
+                    self.users.remove(ip);
+                }
+            }
+        }
+        for key in &affected {
+            self.planned.remove(key);
+        }
+        for a in &now {
+            self.remember(a);
+        }
+        touched
+    }
+
+    /// Records the IPs a planned Service uses.
+    fn remember(&mut self, a: &Announced) {
+        for (ip, _) in &a.ips {
+            self.users.entry(*ip).or_default().insert(a.service.clone());
+        }
+        self.planned.insert(
+            a.service.clone(),
+            (a.ips.iter().map(|(ip, _)| *ip).collect(), a.local),
+        );
+    }
+
+    /// The NodeAnnouncement specs: every node after a whole plan; else the
+    /// nodes whose entries changed, whose object changed, or that did not
+    /// show their spec yet. Nodes gone lose theirs.
+    fn announcements(
+        &mut self,
+        snapshot: &Snapshot,
+        whole: bool,
+        touched: &BTreeSet<String>,
+        writes: &mut Vec<Write>,
+    ) {
+        for (node, entries) in &self.l2.nodes {
+            let stored = snapshot.announcements.get(node);
+            let again = whole
+                || touched.contains(node)
+                || match self.nodes_compared.get(node) {
+                    Some((seen, up_to_date)) => {
+                        !*up_to_date || ptr(seen.as_ref()) != ptr(stored)
+                    }
+                    None => true,
+                };
+            if !again {
+                continue;
+            }
+            let sessions = self
+                .bgp
                 .nodes
                 .get(node)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let spec = conditions::spec(node, entries, sessions, &snapshot.probes, &standbys);
-            let stored = snapshot.announcements.get(node);
+            let spec = conditions::spec(node, entries, sessions, &snapshot.probes, &self.standbys);
+            let up_to_date = stored.is_some_and(|a| a.spec == spec);
+            self.nodes_compared
+                .insert(node.clone(), (stored.cloned(), up_to_date));
             writes.push(Write::Announcement {
                 seen: Seen {
-                    up_to_date: stored.is_some_and(|a| a.spec == spec),
+                    up_to_date,
                     version: stored.and_then(|a| version(a.as_ref())),
                 },
                 node: node.clone(),
@@ -266,18 +669,21 @@ impl Memory {
         for node in snapshot
             .announcements
             .keys()
-            .filter(|n| !plan.nodes.contains_key(*n))
+            .filter(|n| !self.l2.nodes.contains_key(*n))
         {
+            self.nodes_compared.remove(node);
             writes.push(Write::Retire { node: node.clone() });
         }
+    }
 
-        // The prefixes many nodes share, one PrefixSet per shard.
+    /// The PrefixSets of the shared prefixes.
+    fn prefix_sets(&self, snapshot: &Snapshot, writes: &mut Vec<Write>) {
         let specs_now: BTreeMap<String, PrefixSetSpec> = snapshot
             .prefix_sets
             .iter()
             .map(|(name, set)| (name.clone(), set.spec.clone()))
             .collect();
-        let changes = prefix_set_changes(&bgp_plan.shared, &specs_now);
+        let changes = prefix_set_changes(&self.bgp.shared, &specs_now);
         for (name, spec) in changes.apply {
             let seen = Seen {
                 // `prefix_set_changes` lists only shards that differ.
@@ -292,36 +698,105 @@ impl Memory {
         for name in changes.delete {
             writes.push(Write::DropPrefixSet { name });
         }
+    }
 
+    /// Every Service's status: its Announced verdict worked out again only
+    /// when what it depends on changed, and a write wanted only when the
+    /// status or the object changed, or the object did not show it yet.
+    fn services(&mut self, snapshot: &Snapshot, now: Timestamp, writes: &mut Vec<Write>) {
         let summaries = conditions::Summaries::default();
         self.other_writers
             .retain(|_, (_, seen)| now.duration_since(*seen).unsigned_abs() < OTHER_WRITER_MEMORY);
-        for (service, mut desired, held) in allocated {
+        for service in &snapshot.ours {
             let key = &service.key;
             if !service.other_writers.is_empty() {
                 tracing::warn!(service = %key, managers = ?service.other_writers, "another controller writes this Service's status.loadBalancer");
                 self.other_writers
                     .insert(key.clone(), (service.other_writers.clone(), now));
             }
-            let ips: Vec<IpAddr> = held.iter().map(|a| a.ip).collect();
-            if !held.is_empty() {
-                let pools: BTreeSet<String> = held.iter().filter_map(|a| a.pool.clone()).collect();
-                desired.announced = Some(match self.other_writers.get(key) {
-                    Some((others, _)) => Verdict::no(
-                        condition::reason::OTHER_CONTROLLER,
-                        conditions::other_controller_message(others),
-                    ),
-                    None => conditions::verdict(
-                        plan.services.get(key),
-                        bgp_plan.services.get(key),
-                        &ips,
-                        &pools,
-                        &snapshot.announcements,
-                        &summaries,
-                    ),
+            let Some(kept) = self.kept.get_mut(key) else {
+                continue;
+            };
+            if kept.held.is_empty() {
+                if kept.desired.announced.take().is_some() {
+                    kept.fresh = true;
+                }
+                kept.inputs = None;
+            } else {
+                let l2 = self.l2.services.get(key);
+                let bgp = self.bgp.services.get(key);
+                let reports = match l2 {
+                    Some(announce::Outcome::Announced { node, standby }) => [
+                        ptr(snapshot.announcements.get(node)),
+                        ptr(standby.as_ref().and_then(|s| snapshot.announcements.get(s))),
+                    ],
+                    _ => [0, 0],
+                };
+                let kernel = if l2.is_some() {
+                    summaries.kernel_note(&snapshot.announcements)
+                } else {
+                    std::rc::Rc::from("")
+                };
+                let summary = match bgp {
+                    Some(announce::bgp::Outcome::Advertised(sessions)) => {
+                        Some(summaries.of(sessions, &snapshot.announcements))
+                    }
+                    _ => None,
+                };
+                let others = self.other_writers.get(key).map(|(o, _)| o);
+                // Compared in place: cloning them for every Service would
+                // cost more than the comparison saves.
+                let same = kept.inputs.as_ref().is_some_and(|i| {
+                    i.l2.as_ref() == l2
+                        && i.bgp.as_ref() == bgp
+                        && i.reports == reports
+                        && i.kernel == kernel
+                        && i.summary == summary
+                        && i.others.as_ref() == others
                 });
+                if !same || kept.desired.announced.is_none() {
+                    let ips: Vec<IpAddr> = kept.held.iter().map(|a| a.ip).collect();
+                    let pools: BTreeSet<String> =
+                        kept.held.iter().filter_map(|a| a.pool.clone()).collect();
+                    let verdict = match others {
+                        Some(others) => Verdict::no(
+                            condition::reason::OTHER_CONTROLLER,
+                            conditions::other_controller_message(others),
+                        ),
+                        None => conditions::verdict(
+                            l2,
+                            bgp,
+                            &ips,
+                            &pools,
+                            &snapshot.announcements,
+                            &summaries,
+                        ),
+                    };
+                    if kept.desired.announced.as_ref() != Some(&verdict) {
+                        kept.desired.announced = Some(verdict);
+                        kept.fresh = true;
+                    }
+                    kept.inputs = Some(Inputs {
+                        l2: l2.cloned(),
+                        bgp: bgp.cloned(),
+                        reports,
+                        kernel,
+                        summary,
+                        others: others.cloned(),
+                    });
+                }
             }
+            let same_object = kept
+                .compared
+                .as_ref()
+                .is_some_and(|(seen, up)| *up && Arc::ptr_eq(seen, &service.object));
+            if same_object && !kept.fresh && !self.always_whole {
+                continue;
+            }
+            kept.fresh = false;
+            let desired = kept.desired.clone();
             let up_to_date = status::up_to_date(&service.object, &desired);
+            kept.compared = Some((service.object.clone(), up_to_date));
             let mut events = Vec::new();
             let mut allocation = None;
             if !up_to_date {
@@ -343,9 +818,10 @@ impl Memory {
                         verdict,
                     ));
                 }
+                let ips: Vec<IpAddr> = kept.held.iter().map(|a| a.ip).collect();
                 if let Some(note) = conditions::moved(
                     &ips,
-                    plan.services.get(key),
+                    self.l2.services.get(key),
                     &snapshot.current,
                     &snapshot.takeovers,
                     &snapshot.nodes,
@@ -371,21 +847,33 @@ impl Memory {
                 allocation,
             });
         }
+    }
 
-        // Services we wrote on that are no longer ours (type or class changed).
-        for service in &snapshot.others {
-            if status::current(service).1.is_some() {
-                writes.push(Write::Clear {
-                    key: crate::cluster::convert::service_key(service),
-                    service: service.clone(),
-                });
-            }
-        }
+    /// What the plan holds, to compare an incremental pass with a whole one.
+    #[cfg(test)]
+    pub(crate) fn digest(&self) -> String {
+        let mut desired: Vec<(&ServiceKey, &Desired)> =
+            self.kept.iter().map(|(k, v)| (k, &v.desired)).collect();
+        desired.sort_by_key(|(k, _)| *k);
+        let mut shared: Vec<(&String, &BTreeSet<String>)> = self
+            .bgp
+            .shared
+            .iter()
+            .map(|(a, s)| (a, &s.prefixes))
+            .collect();
+        shared.sort();
+        format!(
+            "l2 {:#?}\nbgp services {:#?}\nbgp nodes {:#?}\nshared {:#?}\nstandbys {:#?}\ndesired {:#?}",
+            self.l2, self.bgp.services, self.bgp.nodes, shared, self.standbys, desired
+        )
+    }
 
+    /// BGPPeer and pool status.
+    fn statuses(&self, snapshot: &Snapshot, now: Timestamp, writes: &mut Vec<Write>) {
         let now_time = Time(now);
         for peer in &snapshot.peer_objects {
             let status =
-                conditions::peer_status(peer, &bgp_plan, &snapshot.announcements, &now_time);
+                conditions::peer_status(peer, &self.bgp, &snapshot.announcements, &now_time);
             writes.push(Write::Peer {
                 name: peer.name_any(),
                 seen: Seen {
@@ -395,7 +883,6 @@ impl Memory {
                 status,
             });
         }
-
         for pool in &snapshot.pool_objects {
             let name = pool.name_any();
             let Some(state) = self.allocator.pool(&name) else {
@@ -416,7 +903,6 @@ impl Memory {
                 status,
             });
         }
-        Pass { writes, released }
     }
 }
 

@@ -287,3 +287,221 @@ fn every_condition_reason_and_message_through_the_pass() {
         assert!(seen.contains(reason), "no case shows {reason}");
     }
 }
+
+/// One change to the cluster between passes, for the replay below.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A Service: plain, asking for a shared IP, or Local.
+    Add(u8, u8),
+    Delete(u8),
+    /// Moves a Service to another IP or back to any.
+    Ask(u8, u8),
+    NodeReady(u8, bool),
+    SpeakerAlive(u8, bool),
+    /// An endpoint of a Service on a node.
+    Endpoint(u8, u8),
+    /// A node's speaker reports its NodeAnnouncement: answering, or its
+    /// sessions up or down.
+    Report(u8, u8),
+    /// A BGPAdvertisement comes or goes.
+    Bgp(bool),
+    /// The statuses the whole pass wants are written.
+    Land,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..12, 0u8..3).prop_map(|(s, k)| Step::Add(s, k)),
+        2 => (0u8..12).prop_map(Step::Delete),
+        2 => (0u8..12, 0u8..4).prop_map(|(s, ip)| Step::Ask(s, ip)),
+        1 => (0u8..4, any::<bool>()).prop_map(|(n, r)| Step::NodeReady(n, r)),
+        1 => (0u8..4, any::<bool>()).prop_map(|(n, a)| Step::SpeakerAlive(n, a)),
+        2 => (0u8..12, 0u8..4).prop_map(|(s, n)| Step::Endpoint(s, n)),
+        3 => (0u8..4, 0u8..3).prop_map(|(n, r)| Step::Report(n, r)),
+        1 => any::<bool>().prop_map(Step::Bgp),
+        3 => Just(Step::Land),
+    ]
+}
+
+/// The cluster of the replay, as objects.
+struct Replay {
+    services: BTreeMap<u8, serde_json::Value>,
+    ready: [bool; 4],
+    alive: [bool; 4],
+    endpoints: BTreeMap<u8, BTreeSet<u8>>,
+    bgp: bool,
+    announcements: BTreeMap<String, Arc<NodeAnnouncement>>,
+}
+
+impl Replay {
+    fn objects(&self) -> (Objects, BTreeSet<String>) {
+        fn from<K: DeserializeOwned>(value: serde_json::Value) -> Arc<K> {
+            Arc::new(serde_json::from_value(value).expect("object"))
+        }
+        let mut objects = Objects {
+            pools: vec![from(serde_json::json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "IPAddressPool",
+                "metadata": {"name": "lan"}, "spec": {"addresses": ["192.168.1.10-192.168.1.17"]},
+            }))],
+            l2: vec![from(serde_json::json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
+                "metadata": {"name": "all"}, "spec": {},
+            }))],
+            peers: vec![from(serde_json::json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "BGPPeer",
+                "metadata": {"name": "tor"},
+                "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "172.30.0.1"},
+            }))],
+            ..Default::default()
+        };
+        if self.bgp {
+            objects.bgp.push(from(serde_json::json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "BGPAdvertisement",
+                "metadata": {"name": "all"}, "spec": {},
+            })));
+        }
+        let mut live = BTreeSet::new();
+        for n in 0..4 {
+            let name = format!("node-{n}");
+            if self.alive[n] {
+                live.insert(speaker_lease(&name));
+            }
+            objects.nodes.push(from(serde_json::json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready",
+                    "status": if self.ready[n] { "True" } else { "False" }}]},
+            })));
+        }
+        for (s, service) in &self.services {
+            objects.services.push(from(service.clone()));
+            if let Some(nodes) = self.endpoints.get(s) {
+                objects.slices.push(from(serde_json::json!({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": format!("svc-{s}-x"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
+                    "addressType": "IPv4",
+                    "endpoints": nodes.iter().map(|n| serde_json::json!({
+                        "addresses": ["10.244.0.1"], "nodeName": format!("node-{n}"),
+                        "conditions": {"ready": true}})).collect::<Vec<_>>(),
+                })));
+            }
+        }
+        objects.announcements = self.announcements.values().cloned().collect();
+        (objects, live)
+    }
+}
+
+proptest::proptest! {
+    /// An incremental pass decides what a pass re-planning everything
+    /// decides, through any sequence of Service, node, speaker, endpoint,
+    /// report and advertisement changes, with writes landing in between.
+    #[test]
+    fn an_incremental_pass_decides_what_a_whole_pass_decides(
+        steps in proptest::collection::vec(step(), 1..40),
+    ) {
+        let options = Options { lb_class: "ferrolb.io/ferrolb".into(), ignore_exclude_lb: false };
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut replay = Replay {
+            services: BTreeMap::new(),
+            ready: [true; 4],
+            alive: [true; 4],
+            endpoints: BTreeMap::new(),
+            bgp: false,
+            announcements: BTreeMap::new(),
+        };
+        let (objects, live) = replay.objects();
+        let first = crate::cluster::Snapshot::read(objects, &options, &live);
+        let mut incremental = Memory::rebuild(&first);
+        let mut whole = Memory::rebuild(&first).whole_every_pass();
+        let mut created = 0;
+        for step in steps {
+            match step {
+                Step::Add(s, kind) => {
+                    created += 1;
+                    let mut service = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": format!("svc-{s}"), "namespace": "default",
+                            "resourceVersion": "1",
+                            "creationTimestamp": Timestamp::from_second(1_700_000_000 + created).unwrap().to_string()},
+                        "spec": {"type": "LoadBalancer", "ports": [{"port": 80 + u16::from(s), "protocol": "TCP"}]},
+                    });
+                    match kind {
+                        1 => {
+                            service["metadata"]["annotations"] = serde_json::json!({
+                                "ferrolb.io/loadBalancerIPs": "192.168.1.10",
+                                "ferrolb.io/allow-shared-ip": "k"});
+                        }
+                        2 => service["spec"]["externalTrafficPolicy"] = "Local".into(),
+                        _ => {}
+                    }
+                    replay.services.entry(s).or_insert(service);
+                }
+                Step::Delete(s) => { replay.services.remove(&s); }
+                Step::Ask(s, ip) => {
+                    if let Some(service) = replay.services.get_mut(&s) {
+                        service["metadata"]["annotations"] = if ip == 0 {
+                            serde_json::json!({})
+                        } else {
+                            serde_json::json!({"ferrolb.io/loadBalancerIPs": format!("192.168.1.1{ip}"),
+                                "ferrolb.io/allow-shared-ip": "k"})
+                        };
+                    }
+                }
+                Step::NodeReady(n, ready) => replay.ready[usize::from(n)] = ready,
+                Step::SpeakerAlive(n, alive) => replay.alive[usize::from(n)] = alive,
+                Step::Endpoint(s, n) => { replay.endpoints.entry(s).or_default().insert(n); }
+                Step::Report(n, report) => {
+                    if let Some(a) = replay.announcements.get(&format!("node-{n}")) {
+                        let mut a = (**a).clone();
+                        a.status = Some(NodeAnnouncementStatus {
+                            observed_generation: a.metadata.generation,
+                            l2: a.spec.l2.iter().map(|e| L2State {
+                                ip: e.ip.clone(), state: L2Phase::Announcing,
+                                interfaces: vec!["eth0".into()], since: None, message: None,
+                                taken_from: None }).collect(),
+                            bgp: a.spec.bgp.iter().map(|s| SessionState {
+                                name: s.name.clone(),
+                                state: if report == 0 { BgpState::Active } else { BgpState::Established },
+                                since: None, prefixes_advertised: 0, last_error: None }).collect(),
+                            ..Default::default()
+                        });
+                        replay.announcements.insert(format!("node-{n}"), Arc::new(a));
+                    }
+                }
+                Step::Bgp(on) => replay.bgp = on,
+                Step::Land => {}
+            }
+            let (objects, live) = replay.objects();
+            let snapshot = crate::cluster::Snapshot::read(objects, &options, &live);
+            let _ = incremental.pass(&snapshot, now);
+            let pass = whole.pass(&snapshot, now);
+            proptest::prop_assert_eq!(incremental.digest(), whole.digest());
+            // What the whole pass wrote lands: NodeAnnouncements always (the
+            // speakers act on them), Service status on `Land`.
+            for write in pass.writes {
+                match write {
+                    Write::Announcement { node, spec, .. } => {
+                        let mut a = replay.announcements.get(&node)
+                            .map(|a| (**a).clone())
+                            .unwrap_or_else(|| NodeAnnouncement::new(&node, spec.clone()));
+                        if a.spec != spec {
+                            a.metadata.generation = Some(a.metadata.generation.unwrap_or(0) + 1);
+                        }
+                        a.spec = spec;
+                        replay.announcements.insert(node, Arc::new(a));
+                    }
+                    Write::Retire { node } => { replay.announcements.remove(&node); }
+                    Write::Service { key, service, desired, .. } if matches!(step, Step::Land) => {
+                        let body = status::apply_body(&service, &desired, Time(now));
+                        let s: u8 = key.name.trim_start_matches("svc-").parse().unwrap();
+                        if let Some(object) = replay.services.get_mut(&s) {
+                            object["status"] = body["status"].clone();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

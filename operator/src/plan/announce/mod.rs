@@ -301,6 +301,7 @@ pub fn plan_l2(nodes: &[Node], advertisements: &[L2Advertisement], services: &[A
         nodes,
         advertisements,
         services,
+        true,
     )
 }
 
@@ -325,17 +326,23 @@ pub struct Placements {
 #[derive(Clone, Debug)]
 struct Placed {
     advertisements: Vec<usize>,
+    /// Placed among the nodes with endpoints of its Local Services only.
+    local: bool,
     active: String,
     standby: Option<String>,
 }
 
 /// Plans layer 2 announcements, starting from where the last pass placed
 /// each group (see [`Placements`]), and remembers this pass's placement.
+/// With `whole`, `services` are all of them and what is not placed now is
+/// forgotten; without, they are some whole groups re-planned among the
+/// same nodes and advertisements, and the other groups' places are kept.
 pub fn plan_l2_from(
     placements: &mut Placements,
     nodes: &[Node],
     advertisements: &[L2Advertisement],
     services: &[Announced],
+    whole: bool,
 ) -> Plan {
     if placements.advertisements != advertisements {
         *placements = Placements {
@@ -437,6 +444,7 @@ pub fn plan_l2_from(
         // the current one, and the group has no Local Service.
         let before = placements.groups.get(&key).filter(|p| {
             locals.is_empty()
+                && !p.local
                 && p.advertisements == chosen
                 && current == Some(p.active.as_str())
                 && base.position.contains_key(&p.active)
@@ -484,6 +492,7 @@ pub fn plan_l2_from(
         placed.insert(
             key.clone(),
             Placed {
+                local: !locals.is_empty(),
                 advertisements: chosen,
                 active: active.name.clone(),
                 standby: standby.map(|(n, _)| n.name.clone()),
@@ -533,9 +542,24 @@ pub fn plan_l2_from(
     for entries in plan.nodes.values_mut() {
         entries.sort();
     }
-    placements.groups = placed;
-    placements.eligible = eligible_now;
+    if whole {
+        placements.groups = placed;
+        placements.eligible = eligible_now;
+    } else {
+        placements.groups.extend(placed);
+        placements.eligible.extend(eligible_now);
+    }
     plan
+}
+
+impl Placements {
+    /// Forgets the places of the groups whose first IP is one of `ips`
+    /// (groups about to be re-planned, which may no longer exist).
+    pub fn forget<'a>(&mut self, ips: impl IntoIterator<Item = &'a IpAddr>) {
+        for ip in ips {
+            self.groups.remove(&ip.to_string());
+        }
+    }
 }
 
 pub mod bgp;

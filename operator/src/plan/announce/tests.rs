@@ -272,6 +272,7 @@ enum Change {
     AddService(usize),
     RemoveService(usize),
     MakeLocal(usize),
+    MakeCluster(usize),
     TakeOver(usize, usize),
 }
 
@@ -283,6 +284,7 @@ fn change() -> impl Strategy<Value = Change> {
         (0usize..60).prop_map(Change::AddService),
         (0usize..60).prop_map(Change::RemoveService),
         (0usize..60).prop_map(Change::MakeLocal),
+        (0usize..60).prop_map(Change::MakeCluster),
         ((0usize..60), (0usize..8)).prop_map(|(s, n)| Change::TakeOver(s, n)),
     ]
 }
@@ -309,7 +311,7 @@ proptest! {
         };
         let advertisements = [everywhere(), only_zone_a];
         let mut placements = Placements::default();
-        let mut last = plan_l2_from(&mut placements, &nodes, &advertisements, &services);
+        let mut last = plan_l2_from(&mut placements, &nodes, &advertisements, &services, true);
         for change in changes {
             match change {
                 Change::NodeDown(i) => { let n = i % nodes.len(); nodes[n].speaker_alive = false; }
@@ -329,6 +331,12 @@ proptest! {
                         services[s].endpoint_nodes = nodes.iter().step_by(2).map(|n| n.name.clone()).collect();
                     }
                 }
+                Change::MakeCluster(i) => {
+                    if !services.is_empty() {
+                        let s = i % services.len();
+                        services[s].local = false;
+                    }
+                }
                 Change::TakeOver(s, n) => {
                     if !services.is_empty() {
                         let s = s % services.len();
@@ -344,7 +352,7 @@ proptest! {
                     service.current = Some(node.clone());
                 }
             }
-            let kept = plan_l2_from(&mut placements, &nodes, &advertisements, &services);
+            let kept = plan_l2_from(&mut placements, &nodes, &advertisements, &services, true);
             let fresh = plan_l2(&nodes, &advertisements, &services);
             prop_assert_eq!(&kept, &fresh);
             last = kept;
