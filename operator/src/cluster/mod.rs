@@ -49,6 +49,10 @@ pub struct Stores {
 pub struct Reads {
     labels: HashMap<String, Labels>,
     ours: HashMap<usize, Arc<Ours>>,
+    /// The EndpointSlices read last (held, so their addresses stay theirs)
+    /// and what they gave.
+    slices: Vec<Arc<EndpointSlice>>,
+    endpoints: Arc<BTreeMap<ServiceKey, BTreeSet<String>>>,
 }
 
 impl Stores {
@@ -184,9 +188,7 @@ impl Snapshot {
         // gets it.
         ours.sort_by(|a, b| {
             let created = |s: &Ours| s.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a)
-                .cmp(&created(b))
-                .then_with(|| a.key.cmp(&b.key))
+            created(a).cmp(&created(b)).then_with(|| a.key.cmp(&b.key))
         });
         let peer_objects = sorted(objects.peers);
         Snapshot {
@@ -198,7 +200,19 @@ impl Snapshot {
             bgp: read::bgp_advertisements(&objects.bgp, &pool_objects),
             peers: read::bgp_peers(&peer_objects),
             peer_objects,
-            endpoints: read::endpoint_nodes(&objects.slices),
+            endpoints: {
+                let same = objects.slices.len() == reads.slices.len()
+                    && objects
+                        .slices
+                        .iter()
+                        .zip(&reads.slices)
+                        .all(|(a, b)| Arc::ptr_eq(a, b));
+                if !same {
+                    reads.endpoints = Arc::new(read::endpoint_nodes(&objects.slices));
+                    reads.slices = objects.slices.clone();
+                }
+                reads.endpoints.clone()
+            },
             current: read::current_active(&announcements),
             probes: read::probe_addresses(&announcements),
             takeovers,
@@ -248,8 +262,9 @@ pub struct Snapshot {
     pub peers: Vec<bgp::Peer>,
     /// The BGPPeer objects (for their status), by name.
     pub peer_objects: Vec<Arc<BGPPeer>>,
-    /// Per Service, the nodes holding a ready endpoint.
-    pub endpoints: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Per Service, the nodes holding a ready endpoint (the same `Arc` while
+    /// no EndpointSlice changed).
+    pub endpoints: Arc<BTreeMap<ServiceKey, BTreeSet<String>>>,
     /// NodeAnnouncements by node: what was asked and what the speakers report.
     pub announcements: BTreeMap<String, Arc<NodeAnnouncement>>,
     /// Failovers the speakers report.

@@ -288,17 +288,14 @@ pub struct Summary {
 /// over a thousand nodes cost a thousand looks, not a million.
 #[derive(Debug, Default)]
 pub struct Summaries {
-    sets: std::cell::RefCell<BTreeMap<usize, std::rc::Rc<Summary>>>,
-    kernel: std::cell::OnceCell<std::rc::Rc<str>>,
+    sets: std::cell::RefCell<BTreeMap<usize, Arc<Summary>>>,
+    kernel: std::cell::OnceCell<Arc<str>>,
 }
 
 impl Summaries {
     /// The note on nodes whose kernel answers ARP for Service IPs too (empty
     /// when none does): the same for every layer 2 Service, worked out once.
-    pub fn kernel_note(
-        &self,
-        announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
-    ) -> std::rc::Rc<str> {
+    pub fn kernel_note(&self, announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Arc<str> {
         self.kernel
             .get_or_init(|| {
                 let answering: Vec<&str> = announcements
@@ -327,7 +324,7 @@ impl Summaries {
         &self,
         sessions: &Arc<BTreeSet<(String, String)>>,
         announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
-    ) -> std::rc::Rc<Summary> {
+    ) -> Arc<Summary> {
         let key = std::sync::Arc::as_ptr(sessions) as usize;
         if let Some(summary) = self.sets.borrow().get(&key) {
             return summary.clone();
@@ -347,7 +344,7 @@ impl Summaries {
         }
         let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
         let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
-        let summary = std::rc::Rc::new(Summary {
+        let summary = Arc::new(Summary {
             nodes: name_some(&nodes.into_iter().collect::<Vec<_>>()),
             peers: peers.len(),
             up: up.len(),
@@ -426,8 +423,7 @@ fn l2_verdict(
                 });
             match reported(announcements.get(node).map(|a| a.as_ref()), ips) {
                 L2Report::Answering => {
-                    let notes =
-                        l2_notes(node, standby_node.as_deref(), announcements, kernel_note);
+                    let notes = l2_notes(node, standby_node.as_deref(), announcements, kernel_note);
                     Verdict::yes(
                         reason::ANNOUNCED,
                         format!("L2: {listed} answered by node {node}{standby}{notes}"),

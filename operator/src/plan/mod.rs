@@ -10,7 +10,7 @@ pub mod announce;
 pub mod conditions;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +119,10 @@ struct World {
 /// What the last pass decided for one Service, and from what.
 #[derive(Clone, Debug)]
 struct Kept {
+    /// The Service as read in the last pass.
+    ours: Arc<crate::cluster::Ours>,
+    /// The last pass that saw it.
+    seen: u64,
     /// What it asked of the allocator.
     request: Result<ServiceRequest, allocation::Failure>,
     /// Whether the allocator gave it what it asked.
@@ -147,8 +151,8 @@ struct Inputs {
     /// The NodeAnnouncements of the active and standby node (by address:
     /// any change to one is a new object).
     reports: [usize; 2],
-    kernel: std::rc::Rc<str>,
-    summary: Option<std::rc::Rc<conditions::Summary>>,
+    kernel: Arc<str>,
+    summary: Option<Arc<conditions::Summary>>,
     others: Option<Vec<String>>,
 }
 
@@ -182,6 +186,73 @@ pub struct Memory {
     retry_failing: bool,
     /// Re-plan everything every pass (to check the incremental passes).
     always_whole: bool,
+    /// Passes made.
+    passes: u64,
+    /// The endpoints of the last pass.
+    endpoints: Option<Arc<BTreeMap<ServiceKey, BTreeSet<String>>>>,
+    /// Per IP, the active node by spec, and by takeover, in the last pass.
+    current: BTreeMap<IpAddr, String>,
+    taken: BTreeMap<IpAddr, String>,
+    /// Per node, its NodeAnnouncement object in the last pass.
+    reports: BTreeMap<String, Same<ferrolb_api::NodeAnnouncement>>,
+    /// The kernel-answers-ARP note of the last pass.
+    kernel: Option<String>,
+    /// Per set of BGP sessions, how it stood in the last pass.
+    summaries: Vec<(Sessions, Arc<conditions::Summary>)>,
+}
+
+/// A set of (node, peer) BGP sessions, shared by the Services it carries.
+type Sessions = Arc<BTreeSet<(String, String)>>;
+
+/// An object compared by address: the stores hand out a new one on every
+/// change, and holding it keeps its address from being reused.
+#[derive(Clone, Debug)]
+struct Same<T>(Arc<T>);
+
+impl<T> PartialEq for Same<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Adds to `into` the keys whose value differs between two sorted maps.
+fn differing<K: Ord + Clone, V: PartialEq>(
+    before: &BTreeMap<K, V>,
+    now: &BTreeMap<K, V>,
+    into: &mut BTreeSet<K>,
+) {
+    let mut a = before.iter().peekable();
+    let mut b = now.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((k, _)), None) => {
+                into.insert((*k).clone());
+                a.next();
+            }
+            (None, Some((k, _))) => {
+                into.insert((*k).clone());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    into.insert((*ka).clone());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    into.insert((*kb).clone());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        into.insert((*ka).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
 }
 
 /// An Event for a condition that changed reason. `NotYetApplied` gets none:
@@ -292,28 +363,47 @@ impl Memory {
             self.pools = snapshot.pools.clone();
         }
 
-        // Services gone: their IPs are free.
-        let live: HashSet<&ServiceKey> = snapshot.ours.iter().map(|s| &s.key).collect();
-        let released: Vec<ServiceKey> = self
-            .allocator
-            .services()
-            .filter(|k| !live.contains(k))
-            .cloned()
-            .collect();
+        self.passes += 1;
+        let pass = self.passes;
         let mut changed: BTreeSet<ServiceKey> = BTreeSet::new();
-        for key in &released {
-            let ips = self.allocator.release(key);
-            tracing::info!(service = %key, ?ips, "released");
+
+        // Which Services are as in the last pass (the same object read), and
+        // which failed to get IPs: one look each.
+        let mut todo: Vec<usize> = Vec::new();
+        let mut failing: Vec<usize> = Vec::new();
+        let mut reread: Vec<usize> = Vec::new();
+        for (i, service) in snapshot.ours.iter().enumerate() {
+            match self.kept.get_mut(&service.key) {
+                Some(kept) => {
+                    kept.seen = pass;
+                    if !Arc::ptr_eq(&kept.ours, service) {
+                        reread.push(i);
+                        if kept.request != service.request {
+                            todo.push(i);
+                        }
+                    }
+                    if !kept.allocated {
+                        failing.push(i);
+                    }
+                    kept.ours = service.clone();
+                }
+                None => todo.push(i),
+            }
         }
-        for key in self
+        // Services gone: their IPs are free.
+        let gone: Vec<ServiceKey> = self
             .kept
-            .keys()
-            .filter(|k| !live.contains(k))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
+            .iter()
+            .filter(|(_, k)| k.seen != pass)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut released: Vec<ServiceKey> = Vec::new();
+        for key in gone {
             self.kept.remove(&key);
-            changed.insert(key);
+            let ips = self.allocator.release(&key);
+            tracing::info!(service = %key, ?ips, "released");
+            changed.insert(key.clone());
+            released.push(key);
         }
 
         // Allocation, oldest first: a Service is asked again when its
@@ -321,7 +411,18 @@ impl Memory {
         // may have been freed before it.
         let mut freed = !released.is_empty() || pools_changed || self.retry_failing;
         let mut reallocated = false;
-        for service in &snapshot.ours {
+        let order: Vec<usize> = if pools_changed {
+            (0..snapshot.ours.len()).collect()
+        } else {
+            let mut order = todo;
+            order.extend(failing);
+            order.sort_unstable();
+            order.dedup();
+            order
+        };
+        let mut replanned: Vec<usize> = Vec::new();
+        for i in order {
+            let service = &snapshot.ours[i];
             let kept = self.kept.get(&service.key);
             let asked_again = kept.is_none_or(|k| k.request != service.request);
             if !(asked_again || pools_changed || kept.is_some_and(|k| !k.allocated && freed)) {
@@ -331,10 +432,7 @@ impl Memory {
                 .request
                 .clone()
                 .and_then(|r| self.allocator.allocate(&r));
-            let held = self
-                .allocator
-                .assignments(&service.key)
-                .unwrap_or_default();
+            let held = self.allocator.assignments(&service.key).unwrap_or_default();
             let before = kept.map(|k| k.held.clone());
             if kept.is_some() && asked_again {
                 freed = true;
@@ -344,7 +442,10 @@ impl Memory {
             if before.as_ref() != Some(&held) {
                 changed.insert(service.key.clone());
             }
+            replanned.push(i);
             let kept = self.kept.entry(service.key.clone()).or_insert(Kept {
+                ours: service.clone(),
+                seen: pass,
                 request: service.request.clone(),
                 allocated: false,
                 held: Vec::new(),
@@ -357,7 +458,8 @@ impl Memory {
             kept.request = service.request.clone();
             kept.allocated = result.is_ok();
             kept.held = held;
-            if kept.desired.allocated != desired.allocated || kept.desired.ingress != desired.ingress
+            if kept.desired.allocated != desired.allocated
+                || kept.desired.ingress != desired.ingress
             {
                 kept.desired = desired;
                 kept.inputs = None;
@@ -367,9 +469,49 @@ impl Memory {
         self.retry_failing = reallocated;
 
         // What goes to the planners: a Service whose IPs, endpoints or
-        // current node changed is re-planned.
+        // current node changed is planned again. Endpoints and current
+        // nodes are looked at per Service only when they changed at all.
+        let endpoints_changed = self
+            .endpoints
+            .as_ref()
+            .is_none_or(|e| !Arc::ptr_eq(e, &snapshot.endpoints));
+        let mut moved_ips: BTreeSet<IpAddr> = BTreeSet::new();
+        differing(&self.current, &snapshot.current, &mut moved_ips);
+        differing(&self.taken, &snapshot.takeovers.by, &mut moved_ips);
+        let mut recheck: BTreeSet<usize> = replanned.into_iter().chain(reread).collect();
+        if whole || endpoints_changed {
+            recheck.extend(0..snapshot.ours.len());
+        } else if !moved_ips.is_empty() {
+            let position: HashMap<&ServiceKey, usize> = if moved_ips.len() > 64 {
+                snapshot
+                    .ours
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (&s.key, i))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            for ip in &moved_ips {
+                for user in self.users.get(ip).into_iter().flatten() {
+                    let at = position
+                        .get(user)
+                        .copied()
+                        .or_else(|| snapshot.ours.iter().position(|s| &s.key == user));
+                    recheck.extend(at);
+                }
+            }
+        }
+        if endpoints_changed {
+            self.endpoints = Some(snapshot.endpoints.clone());
+        }
+        if !moved_ips.is_empty() {
+            self.current = snapshot.current.clone();
+            self.taken = snapshot.takeovers.by.clone();
+        }
         let empty = BTreeSet::new();
-        for service in &snapshot.ours {
+        for i in recheck {
+            let service = &snapshot.ours[i];
             let Some(kept) = self.kept.get_mut(&service.key) else {
                 continue;
             };
@@ -408,8 +550,8 @@ impl Memory {
             }
         }
 
-        let touched = if whole {
-            self.plan_whole(snapshot)
+        let (touched, replanned) = if whole {
+            (self.plan_whole(snapshot), BTreeSet::new())
         } else {
             self.plan_changed(snapshot, &changed)
         };
@@ -420,7 +562,7 @@ impl Memory {
         if whole || !changed.is_empty() {
             self.prefix_sets(snapshot, &mut writes);
         }
-        self.services(snapshot, now, &mut writes);
+        self.services(snapshot, now, whole, &replanned, &mut writes);
 
         // Services we wrote on that are no longer ours (type or class changed).
         for service in &snapshot.others {
@@ -467,10 +609,10 @@ impl Memory {
         &mut self,
         snapshot: &Snapshot,
         changed: &BTreeSet<ServiceKey>,
-    ) -> BTreeSet<String> {
+    ) -> (BTreeSet<String>, BTreeSet<ServiceKey>) {
         let mut touched = BTreeSet::new();
         if changed.is_empty() {
-            return touched;
+            return (touched, BTreeSet::new());
         }
         // The groups of the changed Services: everything sharing an IP with
         // them in the last plan, transitively (a Service that takes an IP now
@@ -491,7 +633,11 @@ impl Memory {
                 ips.extend(a.ips.iter().map(|(ip, _)| *ip));
             }
             for ip in ips {
-                if self.planned.get(&key).is_some_and(|(old, _)| old.contains(&ip)) {
+                if self
+                    .planned
+                    .get(&key)
+                    .is_some_and(|(old, _)| old.contains(&ip))
+                {
                     old_ips.insert(ip);
                 }
                 for user in self.users.get(&ip).into_iter().flatten() {
@@ -508,7 +654,8 @@ impl Memory {
 
         // Layer 2: take the groups' entries out, place them again.
         for key in &affected {
-            if let Some(announce::Outcome::Announced { node, standby }) = self.l2.services.remove(key)
+            if let Some(announce::Outcome::Announced { node, standby }) =
+                self.l2.services.remove(key)
             {
                 for node in std::iter::once(node).chain(standby) {
                     if let Some(entries) = self.l2.nodes.get_mut(&node) {
@@ -610,7 +757,7 @@ impl Memory {
         for a in &now {
             self.remember(a);
         }
-        touched
+        (touched, affected)
     }
 
     /// Records the IPs a planned Service uses.
@@ -639,9 +786,7 @@ impl Memory {
             let again = whole
                 || touched.contains(node)
                 || match self.nodes_compared.get(node) {
-                    Some((seen, up_to_date)) => {
-                        !*up_to_date || ptr(seen.as_ref()) != ptr(stored)
-                    }
+                    Some((seen, up_to_date)) => !*up_to_date || ptr(seen.as_ref()) != ptr(stored),
                     None => true,
                 };
             if !again {
@@ -703,10 +848,69 @@ impl Memory {
     /// Every Service's status: its Announced verdict worked out again only
     /// when what it depends on changed, and a write wanted only when the
     /// status or the object changed, or the object did not show it yet.
-    fn services(&mut self, snapshot: &Snapshot, now: Timestamp, writes: &mut Vec<Write>) {
+    fn services(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Timestamp,
+        whole: bool,
+        replanned: &BTreeSet<ServiceKey>,
+        writes: &mut Vec<Write>,
+    ) {
         let summaries = conditions::Summaries::default();
+        let others_before = self.other_writers.len();
         self.other_writers
             .retain(|_, (_, seen)| now.duration_since(*seen).unsigned_abs() < OTHER_WRITER_MEMORY);
+        let others_forgotten = others_before != self.other_writers.len();
+        // What changed for every Service at once: the speakers' reports
+        // (NodeAnnouncement objects), the kernel-answers-ARP note, the
+        // state of each set of BGP sessions.
+        let mut reported: BTreeSet<&str> = BTreeSet::new();
+        let reports: BTreeMap<String, Same<ferrolb_api::NodeAnnouncement>> = snapshot
+            .announcements
+            .iter()
+            .map(|(node, a)| (node.clone(), Same(a.clone())))
+            .collect();
+        let mut differ: BTreeSet<String> = BTreeSet::new();
+        differing(&self.reports, &reports, &mut differ);
+        for node in &differ {
+            if let Some((name, _)) = snapshot.announcements.get_key_value(node) {
+                reported.insert(name.as_str());
+            }
+        }
+        let kernel = summaries.kernel_note(&snapshot.announcements);
+        let kernel_changed = self.kernel.as_deref() != Some(&*kernel);
+        let mut sets_changed: Vec<usize> = Vec::new();
+        if !differ.is_empty() {
+            let mut sets: Vec<Sessions> = Vec::new();
+            for outcome in self.bgp.services.values() {
+                if let announce::bgp::Outcome::Advertised(set) = outcome
+                    && !sets.iter().any(|s| Arc::ptr_eq(s, set))
+                {
+                    sets.push(set.clone());
+                }
+            }
+            let now_summaries: Vec<(Sessions, Arc<conditions::Summary>)> = sets
+                .into_iter()
+                .map(|set| {
+                    let summary = summaries.of(&set, &snapshot.announcements);
+                    (set, summary)
+                })
+                .collect();
+            for (set, summary) in &now_summaries {
+                let before = self
+                    .summaries
+                    .iter()
+                    .find(|(s, _)| Arc::ptr_eq(s, set))
+                    .map(|(_, summary)| summary);
+                if before != Some(summary) {
+                    sets_changed.push(Arc::as_ptr(set) as usize);
+                }
+            }
+            self.summaries = now_summaries;
+        }
+        self.reports = reports;
+        self.kernel = Some(kernel.to_string());
+        let everything = whole || self.always_whole || others_forgotten;
         for service in &snapshot.ours {
             let key = &service.key;
             if !service.other_writers.is_empty() {
@@ -717,6 +921,38 @@ impl Memory {
             let Some(kept) = self.kept.get_mut(key) else {
                 continue;
             };
+            // Nothing it depends on changed: its status stands.
+            if !everything
+                && !kept.fresh
+                && service.other_writers.is_empty()
+                && kept.inputs.as_ref().is_some_and(|i| i.others.is_none())
+                && kept
+                    .compared
+                    .as_ref()
+                    .is_some_and(|(seen, up)| *up && Arc::ptr_eq(seen, &service.object))
+                && !replanned.contains(key)
+                && kept.inputs.as_ref().is_some_and(|i| {
+                    let l2_same = match &i.l2 {
+                        Some(announce::Outcome::Announced { node, standby }) => {
+                            !kernel_changed
+                                && !reported.contains(node.as_str())
+                                && standby
+                                    .as_ref()
+                                    .is_none_or(|s| !reported.contains(s.as_str()))
+                        }
+                        _ => true,
+                    };
+                    let bgp_same = match &i.bgp {
+                        Some(announce::bgp::Outcome::Advertised(set)) => {
+                            !sets_changed.contains(&(Arc::as_ptr(set) as usize))
+                        }
+                        _ => true,
+                    };
+                    l2_same && bgp_same
+                })
+            {
+                continue;
+            }
             if kept.held.is_empty() {
                 if kept.desired.announced.take().is_some() {
                     kept.fresh = true;
@@ -735,7 +971,7 @@ impl Memory {
                 let kernel = if l2.is_some() {
                     summaries.kernel_note(&snapshot.announcements)
                 } else {
-                    std::rc::Rc::from("")
+                    Arc::from("")
                 };
                 let summary = match bgp {
                     Some(announce::bgp::Outcome::Advertised(sessions)) => {
@@ -754,6 +990,12 @@ impl Memory {
                         && i.summary == summary
                         && i.others.as_ref() == others
                 });
+                if same && let Some(inputs) = kept.inputs.as_mut() {
+                    // Equal, but keep this pass's objects: later passes
+                    // recognise a changed set of sessions by its address.
+                    inputs.bgp = bgp.cloned();
+                    inputs.summary = summary.clone();
+                }
                 if !same || kept.desired.announced.is_none() {
                     let ips: Vec<IpAddr> = kept.held.iter().map(|a| a.ip).collect();
                     let pools: BTreeSet<String> =

@@ -303,6 +303,8 @@ enum Step {
     /// A node's speaker reports its NodeAnnouncement: answering, or its
     /// sessions up or down.
     Report(u8, u8),
+    /// A Service turns Local or Cluster.
+    Policy(u8, bool),
     /// A BGPAdvertisement comes or goes.
     Bgp(bool),
     /// The statuses the whole pass wants are written.
@@ -320,13 +322,24 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         2 => (0u8..12, 0u8..4).prop_map(|(s, n)| Step::Endpoint(s, n)),
         3 => (0u8..4, 0u8..3).prop_map(|(n, r)| Step::Report(n, r)),
         1 => any::<bool>().prop_map(Step::Bgp),
+        2 => (0u8..12, any::<bool>()).prop_map(|(s, l)| Step::Policy(s, l)),
         3 => Just(Step::Land),
     ]
 }
 
 /// The cluster of the replay, as objects.
 struct Replay {
+    /// Each Service as JSON, and the object made of it (a new object only
+    /// when it changed, as the stores hand them out).
     services: BTreeMap<u8, serde_json::Value>,
+    objects: BTreeMap<u8, (serde_json::Value, Arc<k8s_openapi::api::core::v1::Service>)>,
+    slices: BTreeMap<
+        u8,
+        (
+            BTreeSet<u8>,
+            Arc<k8s_openapi::api::discovery::v1::EndpointSlice>,
+        ),
+    >,
     ready: [bool; 4],
     alive: [bool; 4],
     endpoints: BTreeMap<u8, BTreeSet<u8>>,
@@ -335,7 +348,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn objects(&self) -> (Objects, BTreeSet<String>) {
+    fn objects(&mut self) -> (Objects, BTreeSet<String>) {
         fn from<K: DeserializeOwned>(value: serde_json::Value) -> Arc<K> {
             Arc::new(serde_json::from_value(value).expect("object"))
         }
@@ -373,18 +386,36 @@ impl Replay {
                     "status": if self.ready[n] { "True" } else { "False" }}]},
             })));
         }
+        self.objects.retain(|s, _| self.services.contains_key(s));
         for (s, service) in &self.services {
-            objects.services.push(from(service.clone()));
+            let object = match self.objects.get(s) {
+                Some((json, object)) if json == service => object.clone(),
+                _ => {
+                    let object: Arc<k8s_openapi::api::core::v1::Service> = from(service.clone());
+                    self.objects.insert(*s, (service.clone(), object.clone()));
+                    object
+                }
+            };
+            objects.services.push(object);
             if let Some(nodes) = self.endpoints.get(s) {
-                objects.slices.push(from(serde_json::json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": format!("svc-{s}-x"), "namespace": "default",
-                        "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
-                    "addressType": "IPv4",
-                    "endpoints": nodes.iter().map(|n| serde_json::json!({
-                        "addresses": ["10.244.0.1"], "nodeName": format!("node-{n}"),
-                        "conditions": {"ready": true}})).collect::<Vec<_>>(),
-                })));
+                if let Some((seen, slice)) = self.slices.get(s)
+                    && seen == nodes
+                {
+                    objects.slices.push(slice.clone());
+                    continue;
+                }
+                let slice: Arc<k8s_openapi::api::discovery::v1::EndpointSlice> =
+                    from(serde_json::json!({
+                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": format!("svc-{s}-x"), "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
+                        "addressType": "IPv4",
+                        "endpoints": nodes.iter().map(|n| serde_json::json!({
+                            "addresses": ["10.244.0.1"], "nodeName": format!("node-{n}"),
+                            "conditions": {"ready": true}})).collect::<Vec<_>>(),
+                    }));
+                self.slices.insert(*s, (nodes.clone(), slice.clone()));
+                objects.slices.push(slice);
             }
         }
         objects.announcements = self.announcements.values().cloned().collect();
@@ -404,6 +435,8 @@ proptest::proptest! {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let mut replay = Replay {
             services: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            slices: BTreeMap::new(),
             ready: [true; 4],
             alive: [true; 4],
             endpoints: BTreeMap::new(),
@@ -411,6 +444,7 @@ proptest::proptest! {
             announcements: BTreeMap::new(),
         };
         let (objects, live) = replay.objects();
+        let mut reads = crate::cluster::Reads::default();
         let first = crate::cluster::Snapshot::read(objects, &options, &live);
         let mut incremental = Memory::rebuild(&first);
         let mut whole = Memory::rebuild(&first).whole_every_pass();
@@ -470,11 +504,20 @@ proptest::proptest! {
                     }
                 }
                 Step::Bgp(on) => replay.bgp = on,
+                Step::Policy(s, local) => {
+                    if let Some(service) = replay.services.get_mut(&s) {
+                        service["spec"]["externalTrafficPolicy"] =
+                            if local { "Local" } else { "Cluster" }.into();
+                    }
+                }
                 Step::Land => {}
             }
             let (objects, live) = replay.objects();
+            // The incremental memory reads as the stores do (Services
+            // unchanged are not read again); the whole one reads afresh.
+            let cached = crate::cluster::Snapshot::read_with(objects.clone(), &options, &live, &mut reads);
             let snapshot = crate::cluster::Snapshot::read(objects, &options, &live);
-            let _ = incremental.pass(&snapshot, now);
+            let _ = incremental.pass(&cached, now);
             let pass = whole.pass(&snapshot, now);
             proptest::prop_assert_eq!(incremental.digest(), whole.digest());
             // What the whole pass wrote lands: NodeAnnouncements always (the

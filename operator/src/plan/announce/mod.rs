@@ -406,17 +406,17 @@ pub fn plan_l2_from(
         let count = filtered.as_ref().map_or(base.eligible.len(), Vec::len);
         if count == 0 {
             let reasons = &base.reasons;
-            let outcome =
-                if base.selected_any && !locals.is_empty() && reasons.len() < nodes.len() {
-                    Outcome::NoLocalEndpoints
-                } else if reasons.is_empty() {
-                    Outcome::NoEligibleNode("there are no nodes".to_string())
-                } else {
-                    Outcome::NoEligibleNode(some_of(
-                        &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
-                        "; ",
-                    ))
-                };
+            let outcome = if base.selected_any && !locals.is_empty() && reasons.len() < nodes.len()
+            {
+                Outcome::NoLocalEndpoints
+            } else if reasons.is_empty() {
+                Outcome::NoEligibleNode("there are no nodes".to_string())
+            } else {
+                Outcome::NoEligibleNode(some_of(
+                    &reasons.iter().map(String::as_str).collect::<Vec<_>>(),
+                    "; ",
+                ))
+            };
             outcome_for_all(&mut plan, outcome);
             continue;
         }
@@ -480,10 +480,7 @@ pub fn plan_l2_from(
                         second = Some((r, i));
                     }
                 }
-                (
-                    first.expect("a node is eligible").1,
-                    second.map(|(_, i)| i),
-                )
+                (first.expect("a node is eligible").1, second.map(|(_, i)| i))
             }
         };
         let (active_index, active_interfaces) = &base.eligible[first];
