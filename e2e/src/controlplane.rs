@@ -190,6 +190,15 @@ impl ControlPlane {
         Ok(plane)
     }
 
+    /// The process ID of one of its processes (`etcd`, `kube-apiserver`).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        fs::read_to_string(self.dir.join(format!("{name}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
         let mut command = Command::new(self.bin.join(name));
         command.args(args);

@@ -1,13 +1,16 @@
-//! `ferrolb-load`: the allocation load driver. Starts a fresh control plane and
-//! the operator, creates N LoadBalancer Services, and prints how long until all
-//! have `IPAllocated=True`, the per-Service latency (p50/p99), the operator's RSS
-//! at idle and at its peak, and the API writes it made. With `--bgp-nodes N`
-//! it also simulates N nodes in BGP mode (Ready Nodes, speaker Leases renewed
-//! every 5 s, one BGPPeer and one BGPAdvertisement) and prints the size of the
-//! desired state (NodeAnnouncements, PrefixSets), when it held every prefix,
-//! and what one more Service costs: the objects rewritten, their bytes and the
-//! time until its prefix was in the desired state. Figures only: nothing here
-//! asserts a time.
+//! `ferrolb-load`: the operator's load driver. Starts a fresh control plane
+//! and the operator, creates N LoadBalancer Services, and prints how long
+//! until all have `IPAllocated=True`, the per-Service latency (p50/p99), the
+//! RSS and CPU of the operator, kube-apiserver and etcd, and the API writes
+//! the operator made. With `--nodes N` it also simulates N nodes in layer 2
+//! (`--mode l2`) or BGP mode (`--mode bgp`): Ready Nodes, speaker Leases
+//! renewed every 5 s, and speakers that report each NodeAnnouncement they
+//! are given (answering for its IPs, sessions Established) as real ones do.
+//! It then prints when every Service was `Announced`, the size of the
+//! desired state, what one more Service costs (objects rewritten, their
+//! bytes, the time until its IP is in every affected node's desired state
+//! and until it is `Announced`), and the operator's idle CPU. Figures only:
+//! nothing here asserts a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,9 +41,12 @@ struct Cli {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
-    /// Simulate this many nodes in BGP mode (0: allocation only).
+    /// Simulate this many nodes (0: allocation only).
     #[arg(long, default_value_t = 0)]
-    bgp_nodes: usize,
+    nodes: usize,
+    /// How the simulated nodes announce: `l2` or `bgp`.
+    #[arg(long, default_value = "l2")]
+    mode: String,
 }
 
 /// Resident set size of a process, in KiB.
@@ -94,11 +100,23 @@ async fn main() -> Result<()> {
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: load}\nspec:\n  addresses: [10.0.0.0/8]\n",
     )?;
     cluster.kubectl(&["create", "namespace", "load"])?;
-    let renewing = if cli.bgp_nodes > 0 {
-        Some(simulate_bgp_nodes(&cluster, cli.bgp_nodes).await?)
+    let bgp = match cli.mode.as_str() {
+        "l2" => false,
+        "bgp" => true,
+        other => bail!("--mode is l2 or bgp, not {other}"),
+    };
+    let simulated = if cli.nodes > 0 {
+        Some(simulate_nodes(&cluster, cli.nodes, bgp).await?)
     } else {
         None
     };
+    let plane_pids = [
+        cluster
+            .plane
+            .pid("kube-apiserver")
+            .context("kube-apiserver pid")?,
+        cluster.plane.pid("etcd").context("etcd pid")?,
+    ];
     let operator = cluster.operator("load", &["--log-json"])?;
     let pid = operator.pid();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -135,18 +153,23 @@ async fn main() -> Result<()> {
         }
     });
 
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle_kib));
+    // Peak RSS of the operator, kube-apiserver and etcd.
+    let pids = [pid, plane_pids[0], plane_pids[1]];
+    let peaks: Arc<[std::sync::atomic::AtomicU64; 3]> = Arc::new(Default::default());
     let sampling = {
-        let peak = peak.clone();
+        let peaks = peaks.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(kib) = rss_kib(pid) {
-                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                for (i, pid) in pids.iter().enumerate() {
+                    if let Some(kib) = rss_kib(*pid) {
+                        peaks[i].fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
+    let cpu_before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).collect();
 
     let started = Instant::now();
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
@@ -185,8 +208,11 @@ async fn main() -> Result<()> {
         );
     }
     let all_in = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    sampling.abort();
+    let cpu_used: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| cpu_ticks(*p).unwrap_or(0).saturating_sub(*before) as f64 / 100.0)
+        .collect();
 
     let created = created.lock().await;
     let allocated = allocated.lock().await;
@@ -221,17 +247,28 @@ async fn main() -> Result<()> {
         "latency max:         {} ms",
         latencies.last().copied().unwrap_or_default().as_millis()
     );
+    println!(
+        "CPU until all IPs:   operator {:.1} s, kube-apiserver {:.1} s, etcd {:.1} s",
+        cpu_used[0], cpu_used[1], cpu_used[2]
+    );
     println!("operator RSS idle:   {} MiB", idle_kib / 1024);
     println!(
-        "operator RSS peak:   {} MiB",
-        peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
-    );
-    println!(
-        "operator API writes: {} Service status writes (+ pool status, events), 3 watches",
+        "operator API writes: {} Service status writes (+ pool status, events)",
         operator_writes(&operator)
     );
-    if renewing.is_some() {
-        bgp_figures(&cluster, cli.services, deadline).await?;
+    if simulated.is_some() {
+        announced_figures(&cluster, cli.services, started, deadline).await?;
+        desired_figures(&cluster, cli.services, bgp, deadline).await?;
+    }
+    sampling.abort();
+    let peak = |i: usize| peaks[i].load(std::sync::atomic::Ordering::Relaxed) / 1024;
+    println!(
+        "RSS peak:            operator {} MiB, kube-apiserver {} MiB, etcd {} MiB",
+        peak(0),
+        peak(1),
+        peak(2)
+    );
+    if simulated.is_some() {
         // Idle: nothing changes but the speaker Leases, renewed as speakers do.
         let before = cpu_ticks(pid).context("operator CPU")?;
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -239,25 +276,72 @@ async fn main() -> Result<()> {
         println!(
             "idle operator CPU:   {:.1} % of a core over 30 s (Leases of {} nodes renewed every 5 s)",
             used as f64 / 100.0 / 30.0 * 100.0,
-            cli.bgp_nodes
+            cli.nodes
         );
     }
     Ok(())
 }
 
+/// When every Service showed `Announced=True` (the simulated speakers
+/// reporting), counted from the first create.
+async fn announced_figures(
+    cluster: &TestCluster,
+    services: usize,
+    started: Instant,
+    deadline: Duration,
+) -> Result<()> {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
+    loop {
+        let listed = api.list(&ListParams::default()).await?;
+        let announced = listed
+            .items
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == "ferrolb.io/Announced" && c.status == "True")
+                    })
+            })
+            .count();
+        if announced >= services {
+            println!(
+                "all Announced in:    {:.2}s from the first create (speakers reporting)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            bail!("{announced} of {services} Services Announced after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// `count` Ready Nodes with live speaker Leases (renewed every 5 s, as the
-/// speakers do), one BGPPeer and one BGPAdvertisement for the load pool.
-async fn simulate_bgp_nodes(
+/// speakers do), one advertisement for the load pool (an L2Advertisement,
+/// or a BGPPeer and a BGPAdvertisement), and speakers that report every
+/// NodeAnnouncement spec they are given. Returns the tasks doing it.
+async fn simulate_nodes(
     cluster: &TestCluster,
     count: usize,
-) -> Result<tokio::task::JoinHandle<()>> {
+    bgp: bool,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let _ = cluster.kubectl(&["create", "namespace", "ferrolb-system"]);
     for i in 0..count {
         cluster.node(&format!("node-{i:04}"))?;
     }
-    cluster.apply_ok(
-        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 192.0.2.1}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: load}\nspec: {ipAddressPools: [load]}\n",
-    )?;
+    if bgp {
+        cluster.apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 192.0.2.1}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: load}\nspec: {ipAddressPools: [load]}\n",
+        )?;
+    } else {
+        cluster.apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: load}\nspec: {ipAddressPools: [load]}\n",
+        )?;
+    }
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "ferrolb-system");
     let renew = move |leases: Api<Lease>| async move {
         let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
@@ -292,100 +376,197 @@ async fn simulate_bgp_nodes(
     for result in renew(leases.clone()).await {
         result.context("speaker Lease")?;
     }
-    eprintln!("{count} simulated nodes Ready with live speaker Leases");
-    Ok(tokio::spawn(async move {
+    eprintln!(
+        "{count} simulated nodes Ready with live speaker Leases, {} mode",
+        if bgp { "BGP" } else { "layer 2" }
+    );
+    let renewing = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let _ = renew(leases.clone()).await;
         }
-    }))
+    });
+    let reporting = tokio::spawn(report_as_speakers(cluster.client.clone()));
+    Ok(vec![renewing, reporting])
+}
+
+/// Reports every NodeAnnouncement spec as the speakers would once applied:
+/// each layer 2 IP answered (active) or stood by (standby), each BGP session
+/// Established with its prefixes, `observedGeneration` the spec's.
+async fn report_as_speakers(client: kube::Client) {
+    use ferrolb_api::nodeannouncement::{
+        BgpState, L2Phase, L2Role, L2State, NodeAnnouncementStatus, SessionState,
+    };
+    let api: Api<NodeAnnouncement> = Api::all(client);
+    let reported: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let events = watcher(api.clone(), watcher::Config::default()).applied_objects();
+    events
+        .for_each_concurrent(16, |event| {
+            let api = api.clone();
+            let reported = reported.clone();
+            async move {
+                let Ok(announcement) = event else { return };
+                let name = announcement.metadata.name.clone().unwrap_or_default();
+                let generation = announcement.metadata.generation.unwrap_or(0);
+                {
+                    let mut seen = reported.lock().await;
+                    if seen.get(&name).is_some_and(|g| *g >= generation) {
+                        return;
+                    }
+                    seen.insert(name.clone(), generation);
+                }
+                let status = NodeAnnouncementStatus {
+                    observed_generation: Some(generation),
+                    l2: announcement
+                        .spec
+                        .l2
+                        .iter()
+                        .map(|e| L2State {
+                            ip: e.ip.clone(),
+                            state: if e.role == L2Role::Active {
+                                L2Phase::Announcing
+                            } else {
+                                L2Phase::Standby
+                            },
+                            interfaces: vec!["eth0".into()],
+                            since: None,
+                            message: None,
+                            taken_from: None,
+                        })
+                        .collect(),
+                    bgp: announcement
+                        .spec
+                        .bgp
+                        .iter()
+                        .map(|s| SessionState {
+                            name: s.name.clone(),
+                            state: BgpState::Established,
+                            since: None,
+                            prefixes_advertised: 0,
+                            last_error: None,
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                let body = serde_json::json!({
+                    "apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
+                    "metadata": {"name": name}, "status": status,
+                });
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(ferrolb_api::constants::manager::SPEAKER).force(),
+                        &Patch::Apply(body),
+                    )
+                    .await;
+            }
+        })
+        .await;
 }
 
 fn bytes(object: &impl serde::Serialize) -> usize {
     serde_json::to_vec(object).map(|v| v.len()).unwrap_or(0)
 }
 
-/// The desired state once every prefix is in it, and what one more Service
-/// costs.
-async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration) -> Result<()> {
+/// The desired state once it holds every Service, and what one more
+/// Service costs: the NodeAnnouncement and PrefixSet specs rewritten (status
+/// reports left out), their bytes, how long until its IP is in every
+/// affected node's desired state, and until it is `Announced`.
+async fn desired_figures(
+    cluster: &TestCluster,
+    services: usize,
+    bgp: bool,
+    deadline: Duration,
+) -> Result<()> {
     let sets: Api<PrefixSet> = Api::all(cluster.client.clone());
     let announcements: Api<NodeAnnouncement> = Api::all(cluster.client.clone());
     let started = Instant::now();
-    let listed = loop {
-        let listed = sets.list(&ListParams::default()).await?;
-        // Distinct prefixes, in exactly one shard each: the old shards of a
-        // re-shard are gone.
-        let held: std::collections::BTreeSet<&String> =
-            listed.items.iter().flat_map(|s| &s.spec.prefixes).collect();
-        let total: usize = listed.items.iter().map(|s| s.spec.prefixes.len()).sum();
-        let held = held.len();
-        if held >= services && total == held {
-            break listed;
+    if bgp {
+        loop {
+            let listed = sets.list(&ListParams::default()).await?;
+            // Distinct prefixes, in exactly one shard each: the old shards of
+            // a re-shard are gone.
+            let held: std::collections::BTreeSet<&String> =
+                listed.items.iter().flat_map(|s| &s.spec.prefixes).collect();
+            let total: usize = listed.items.iter().map(|s| s.spec.prefixes.len()).sum();
+            let held = held.len();
+            if held >= services && total == held {
+                break;
+            }
+            if started.elapsed() > deadline {
+                bail!("the PrefixSets hold {held} of {services} prefixes after {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if started.elapsed() > deadline {
-            bail!("the PrefixSets hold {held} of {services} prefixes after {deadline:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+    let listed = sets.list(&ListParams::default()).await?;
     let nas = announcements.list(&ListParams::default()).await?;
-    let largest_na = nas.items.iter().map(bytes).max().unwrap_or(0);
+    let size = |items: &[NodeAnnouncement]| {
+        let sizes: Vec<usize> = items.iter().map(bytes).collect();
+        (
+            sizes.iter().max().copied().unwrap_or(0),
+            sizes.iter().sum::<usize>(),
+        )
+    };
+    let (largest_na, na_bytes) = size(&nas.items);
     let largest_set = listed.items.iter().map(bytes).max().unwrap_or(0);
     let set_bytes: usize = listed.items.iter().map(bytes).sum();
     println!(
-        "bgp desired state:   {} NodeAnnouncements (largest {} B), {} PrefixSets holding {} prefixes ({} B in all, largest {} B); complete {:.2}s after all IPAllocated",
+        "desired state:       {} NodeAnnouncements (largest {} B, {} B in all), {} PrefixSets ({} B in all, largest {} B)",
         nas.items.len(),
         largest_na,
+        na_bytes,
         listed.items.len(),
-        services,
         set_bytes,
         largest_set,
-        started.elapsed().as_secs_f64()
     );
 
-    // One more Service: which objects change, how big, how fast.
-    let changes: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
-    let watch = |kind: &'static str| {
+    // One more Service: which desired-state objects change, how big, how
+    // fast. Status reports (generation unchanged) are not counted.
+    let changes: Arc<Mutex<Vec<(String, usize, Instant, Vec<String>)>>> = Arc::default();
+    let watch_sets = {
         let changes = changes.clone();
-        let client = cluster.client.clone();
+        let api = sets.clone();
         async move {
-            let seen = |name: String, size: usize| {
-                let changes = changes.clone();
-                async move { changes.lock().await.push((name, size)) }
-            };
-            if kind == "PrefixSet" {
-                let api: Api<PrefixSet> = Api::all(client);
-                let mut events = watcher(api, watcher::Config::default()).boxed();
-                while let Ok(Some(event)) = events.try_next().await {
-                    if let watcher::Event::Apply(o) = event {
-                        seen(
-                            format!("PrefixSet/{}", o.metadata.name.clone().unwrap_or_default()),
-                            bytes(&o),
-                        )
-                        .await;
-                    }
-                }
-            } else {
-                let api: Api<NodeAnnouncement> = Api::all(client);
-                let mut events = watcher(api, watcher::Config::default()).boxed();
-                while let Ok(Some(event)) = events.try_next().await {
-                    if let watcher::Event::Apply(o) = event {
-                        seen(
-                            format!(
-                                "NodeAnnouncement/{}",
-                                o.metadata.name.clone().unwrap_or_default()
-                            ),
-                            bytes(&o),
-                        )
-                        .await;
-                    }
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            while let Ok(Some(event)) = events.try_next().await {
+                if let watcher::Event::Apply(o) = event {
+                    changes.lock().await.push((
+                        format!("PrefixSet/{}", o.metadata.name.clone().unwrap_or_default()),
+                        bytes(&o),
+                        Instant::now(),
+                        o.spec.prefixes.clone(),
+                    ));
                 }
             }
         }
     };
-    let watchers = [
-        tokio::spawn(watch("PrefixSet")),
-        tokio::spawn(watch("NodeAnnouncement")),
-    ];
+    let watch_nas = {
+        let changes = changes.clone();
+        let api = announcements.clone();
+        async move {
+            let mut generations: HashMap<String, i64> = HashMap::new();
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            while let Ok(Some(event)) = events.try_next().await {
+                let o = match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => o,
+                    _ => continue,
+                };
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let generation = o.metadata.generation.unwrap_or(0);
+                let before = generations.insert(name.clone(), generation);
+                if before.is_some_and(|g| g < generation) {
+                    changes.lock().await.push((
+                        format!("NodeAnnouncement/{name}"),
+                        bytes(&o),
+                        Instant::now(),
+                        o.spec.l2.iter().map(|e| e.ip.clone()).collect(),
+                    ));
+                }
+            }
+        }
+    };
+    let watchers = [tokio::spawn(watch_sets), tokio::spawn(watch_nas)];
     tokio::time::sleep(Duration::from_secs(3)).await;
     changes.lock().await.clear();
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
@@ -397,59 +578,55 @@ async fn bgp_figures(cluster: &TestCluster, services: usize, deadline: Duration)
     }))?;
     let created = Instant::now();
     api.create(&PostParams::default(), &service).await?;
-    let ip = loop {
-        let ip = api
-            .get("one-more")
-            .await?
+    let condition = |service: &Service, kind: &str| {
+        service
             .status
-            .and_then(|s| s.load_balancer)
-            .and_then(|lb| lb.ingress)
-            .and_then(|i| i.first().and_then(|i| i.ip.clone()));
-        if let Some(ip) = ip {
-            break ip;
-        }
-        if created.elapsed() > deadline {
-            bail!("one-more got no IP");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
     };
-    let to_ip = created.elapsed();
-    let prefix = format!("{ip}/32");
-    let to_state = loop {
-        let listed = sets.list(&ListParams::default()).await?;
-        if listed
-            .items
-            .iter()
-            .any(|s| s.spec.prefixes.contains(&prefix))
+    let mut to_ip = None;
+    let (ip, to_announced) = loop {
+        let now = api.get("one-more").await?;
+        let ip = now
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .and_then(|i| i.first().and_then(|i| i.ip.clone()));
+        if ip.is_some() && to_ip.is_none() {
+            to_ip = Some(created.elapsed());
+        }
+        if let Some(ip) = ip
+            && condition(&now, "ferrolb.io/Announced")
         {
-            break created.elapsed();
+            break (ip, created.elapsed());
         }
         if created.elapsed() > deadline {
-            bail!("{prefix} never reached a PrefixSet");
+            bail!("one-more was not Announced after {deadline:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     for w in watchers {
         w.abort();
     }
-    let after = sets.list(&ListParams::default()).await?;
     let changes = changes.lock().await;
-    let rewritten: usize = changes.iter().map(|(_, size)| size).sum();
-    let names: std::collections::BTreeSet<&str> = changes.iter().map(|(n, _)| n.as_str()).collect();
+    // The IP (or its prefix) in every object that carries it.
+    let wanted = if bgp { format!("{ip}/32") } else { ip.clone() };
+    let reached = changes
+        .iter()
+        .filter(|(_, _, _, held)| held.contains(&wanted))
+        .map(|(_, _, at, _)| at.saturating_duration_since(created))
+        .max();
+    let rewritten: usize = changes.iter().map(|(_, size, _, _)| size).sum();
+    let names: std::collections::BTreeSet<&str> =
+        changes.iter().map(|(n, _, _, _)| n.as_str()).collect();
     println!(
-        "PrefixSets now:      {} holding {} prefixes",
-        after.items.len(),
-        after
-            .items
-            .iter()
-            .map(|s| s.spec.prefixes.len())
-            .sum::<usize>()
-    );
-    println!(
-        "one more Service:    IP in {} ms, prefix in the desired state in {} ms; {} object writes ({} B) to {:?}",
-        to_ip.as_millis(),
-        to_state.as_millis(),
+        "one more Service:    IP in {} ms, in every affected node's desired state in {} ms, Announced in {} ms; {} object writes ({} B) to {:?}",
+        to_ip.unwrap_or_default().as_millis(),
+        reached.map_or("(never)".to_string(), |d| d.as_millis().to_string()),
+        to_announced.as_millis(),
         changes.len(),
         rewritten,
         names

@@ -125,7 +125,8 @@ struct Kept {
     seen: u64,
     /// What it asked of the allocator.
     request: Result<ServiceRequest, allocation::Failure>,
-    /// Whether the allocator gave it what it asked.
+    /// Whether the allocator gave it all it asked (else it is asked again
+    /// when an address may have been freed).
     allocated: bool,
     /// Its IPs.
     held: Vec<Assignment>,
@@ -411,7 +412,8 @@ impl Memory {
         // may have been freed before it.
         let mut freed = !released.is_empty() || pools_changed || self.retry_failing;
         let mut reallocated = false;
-        let order: Vec<usize> = if pools_changed {
+        let everyone = pools_changed || self.always_whole;
+        let order: Vec<usize> = if everyone {
             (0..snapshot.ours.len()).collect()
         } else {
             let mut order = todo;
@@ -425,7 +427,7 @@ impl Memory {
             let service = &snapshot.ours[i];
             let kept = self.kept.get(&service.key);
             let asked_again = kept.is_none_or(|k| k.request != service.request);
-            if !(asked_again || pools_changed || kept.is_some_and(|k| !k.allocated && freed)) {
+            if !(asked_again || everyone || kept.is_some_and(|k| !k.allocated && freed)) {
                 continue;
             }
             let result = service
@@ -456,8 +458,14 @@ impl Memory {
                 fresh: true,
             });
             kept.request = service.request.clone();
-            kept.allocated = result.is_ok();
             kept.held = held;
+            // A PreferDualStack Service holding one family may gain the
+            // other once an address is freed: it is retried as a failure is.
+            let partial = matches!(
+                &service.request,
+                Ok(r) if matches!(r.families, allocation::FamilyPolicy::PreferDual(_)) && kept.held.len() < 2
+            );
+            kept.allocated = result.is_ok() && !partial;
             if kept.desired.allocated != desired.allocated
                 || kept.desired.ingress != desired.ingress
             {

@@ -291,7 +291,8 @@ fn every_condition_reason_and_message_through_the_pass() {
 /// One change to the cluster between passes, for the replay below.
 #[derive(Clone, Debug)]
 enum Step {
-    /// A Service: plain, asking for a shared IP, or Local.
+    /// A Service: plain, asking for a shared IP, Local, or dual-stack if
+    /// possible.
     Add(u8, u8),
     Delete(u8),
     /// Moves a Service to another IP or back to any.
@@ -314,7 +315,7 @@ enum Step {
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     use proptest::prelude::*;
     prop_oneof![
-        4 => (0u8..12, 0u8..3).prop_map(|(s, k)| Step::Add(s, k)),
+        4 => (0u8..12, 0u8..4).prop_map(|(s, k)| Step::Add(s, k)),
         2 => (0u8..12).prop_map(Step::Delete),
         2 => (0u8..12, 0u8..4).prop_map(|(s, ip)| Step::Ask(s, ip)),
         1 => (0u8..4, any::<bool>()).prop_map(|(n, r)| Step::NodeReady(n, r)),
@@ -355,7 +356,7 @@ impl Replay {
         let mut objects = Objects {
             pools: vec![from(serde_json::json!({
                 "apiVersion": "ferrolb.io/v1alpha1", "kind": "IPAddressPool",
-                "metadata": {"name": "lan"}, "spec": {"addresses": ["192.168.1.10-192.168.1.17"]},
+                "metadata": {"name": "lan"}, "spec": {"addresses": ["192.168.1.10-192.168.1.17", "fd00::10-fd00::11"]},
             }))],
             l2: vec![from(serde_json::json!({
                 "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
@@ -467,6 +468,10 @@ proptest::proptest! {
                                 "ferrolb.io/allow-shared-ip": "k"});
                         }
                         2 => service["spec"]["externalTrafficPolicy"] = "Local".into(),
+                        3 => {
+                            service["spec"]["ipFamilyPolicy"] = "PreferDualStack".into();
+                            service["spec"]["ipFamilies"] = serde_json::json!(["IPv4", "IPv6"]);
+                        }
                         _ => {}
                     }
                     replay.services.entry(s).or_insert(service);
