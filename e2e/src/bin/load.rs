@@ -468,6 +468,10 @@ fn bytes(object: &impl serde::Serialize) -> usize {
     serde_json::to_vec(object).map(|v| v.len()).unwrap_or(0)
 }
 
+/// One desired-state object written: its kind/name, size, when it was seen,
+/// and the IPs (layer 2) or prefixes (PrefixSet) it holds.
+type Change = (String, usize, Instant, Vec<String>);
+
 /// The desired state once it holds every Service, and what one more
 /// Service costs: the NodeAnnouncement and PrefixSet specs rewritten (status
 /// reports left out), their bytes, how long until its IP is in every
@@ -523,7 +527,7 @@ async fn desired_figures(
 
     // One more Service: which desired-state objects change, how big, how
     // fast. Status reports (generation unchanged) are not counted.
-    let changes: Arc<Mutex<Vec<(String, usize, Instant, Vec<String>)>>> = Arc::default();
+    let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
     let watch_sets = {
         let changes = changes.clone();
         let api = sets.clone();
