@@ -270,6 +270,25 @@ impl TestCluster {
         Some((text("status"), text("reason"), text("message")))
     }
 
+    /// The `ferrolb.io/Announced` condition of Service `default/name`:
+    /// (status, reason, message), empty while it has none.
+    pub fn announced(&self, name: &str) -> (String, String, String) {
+        self.service_condition(name, "ferrolb.io/Announced")
+            .unwrap_or_default()
+    }
+
+    /// Waits until Service `default/name` is `Announced=True`; returns its
+    /// message.
+    pub fn wait_announced(&self, name: &str, limit: std::time::Duration) -> Result<String> {
+        self.kubectl(&[
+            "wait",
+            "--for=condition=ferrolb.io/Announced",
+            &format!("svc/{name}"),
+            &format!("--timeout={}s", limit.as_secs()),
+        ])?;
+        Ok(self.announced(name).2)
+    }
+
     /// The first ingress IP of Service `default/name`, once it has one.
     pub fn service_ip(&self, name: &str) -> Option<String> {
         self.service_ips(name).into_iter().next()

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod process;
 pub mod real;
 pub mod routers;
+pub mod wait;
 
 pub use cluster::TestCluster;
 pub use controlplane::ControlPlane;

@@ -5,26 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::wait::until;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::netns::Host;
-
-/// Polls `check` until it returns `Some`, or fails after `limit` with `what`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return Ok(value);
-        }
-        if start.elapsed() > limit {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A route as a peer shows it, reduced to what the tests check.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -140,7 +127,7 @@ impl Frr {
             dir,
         };
         frr.init("start")?;
-        wait_for("FRR to answer vtysh", Duration::from_secs(20), || {
+        until("FRR to answer vtysh", Duration::from_secs(20), || {
             frr.json("show bgp summary json").ok()
         })?;
         Ok(frr)
@@ -158,7 +145,7 @@ impl Frr {
     pub fn restart(&self) -> Result<()> {
         self.init("stop")?;
         self.init("start")?;
-        wait_for("FRR to answer vtysh", Duration::from_secs(20), || {
+        until("FRR to answer vtysh", Duration::from_secs(20), || {
             self.json("show bgp summary json").ok()
         })?;
         Ok(())
@@ -305,7 +292,7 @@ impl GoBgp {
             host: host.clone(),
             _daemon: daemon,
         };
-        wait_for("gobgpd to answer", Duration::from_secs(20), || {
+        until("gobgpd to answer", Duration::from_secs(20), || {
             gobgp.json(&["neighbor"]).ok()
         })?;
         Ok(gobgp)
@@ -421,7 +408,7 @@ impl Bird {
             socket,
             daemon,
         };
-        wait_for("bird to answer", Duration::from_secs(20), || {
+        until("bird to answer", Duration::from_secs(20), || {
             bird.birdc("show status").ok()
         })?;
         Ok(bird)

@@ -5,10 +5,11 @@
 //! runs). The speaker's report is stood in for by patching NodeAnnouncement
 //! status, which is all this test checks the operator reads.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrolb_api::NodeAnnouncement;
 use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::wait::until_async;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
@@ -49,36 +50,6 @@ fn events(cluster: &TestCluster, selector: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn wait_for<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(150)).await,
-        }
-    }
-}
-
-async fn announced(cluster: &TestCluster, name: &str) -> (String, String, String) {
-    let out = cluster
-        .kubectl(&[
-            "get", "svc", name, "-o",
-            r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].status}|{.status.conditions[?(@.type=="ferrolb.io/Announced")].reason}|{.status.conditions[?(@.type=="ferrolb.io/Announced")].message}"#,
-        ])
-        .unwrap_or_default();
-    let mut parts = out.splitn(3, '|').map(str::to_string);
-    (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    )
-}
-
 async fn active_for(cluster: &TestCluster, ip: &str) -> String {
     let (active, _) = holders(cluster, ip).await;
     active.first().cloned().unwrap_or_default()
@@ -101,24 +72,26 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
     let ip = "10.100.0.0";
 
     // One active node and one standby standing by for it.
-    wait_for("an active and a standby node", || async {
+    until_async("an active and a standby node", WAIT, || async {
         let (active, standby) = holders(&cluster, ip).await;
         match (active.as_slice(), standby.as_slice()) {
             ([a], [(s, of)]) if s != a && of == a => Ok(()),
             _ => Err(format!("active {active:?}, standby {standby:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let first = active_for(&cluster, ip).await;
     // The Service's status is written in the same pass as the
     // NodeAnnouncements, not necessarily before this look.
-    wait_for("the Service to wait for its speaker", || async {
-        match announced(&cluster, "web").await {
+    until_async("the Service to wait for its speaker", WAIT, || async {
+        match cluster.announced("web") {
             (status, reason, _) if status == "False" && reason == "NotYetApplied" => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // The node's speaker reports the IP (stood in for by a status patch).
     let report = format!(
@@ -136,14 +109,9 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
         ])
         .expect("report");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=30s",
-        ])
+        .wait_announced("web", Duration::from_secs(30))
         .expect("kubectl wait for Announced");
-    let (_, _, message) = announced(&cluster, "web").await;
+    let (_, _, message) = cluster.announced("web");
     assert!(
         message.contains(&format!("answered by node {first}")),
         "{message}"
@@ -151,7 +119,7 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
 
     // Not Ready → the IP moves.
     cluster.set_ready(&first, false).expect("node status");
-    wait_for("the IP leaves a NotReady node", || async {
+    until_async("the IP leaves a NotReady node", WAIT, || async {
         let now = active_for(&cluster, ip).await;
         if !now.is_empty() && now != first {
             Ok(())
@@ -159,25 +127,28 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
             Err(now)
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let second = active_for(&cluster, ip).await;
-    wait_for("the new node has not reported yet", || async {
-        match announced(&cluster, "web").await {
+    until_async("the new node has not reported yet", WAIT, || async {
+        match cluster.announced("web") {
             (status, reason, _) if status == "False" && reason == "NotYetApplied" => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // The move is told as an Event, with both nodes and why; the moment the
     // new node had not applied it yet raised no Warning.
     let expected = format!("{ip} moved from {first} to {second}: {first}: not Ready");
-    wait_for("an IPMoved Event", || async {
+    until_async("an IPMoved Event", WAIT, || async {
         let events = events(&cluster, "involvedObject.name=web");
         (events.contains("IPMoved") && events.contains(&expected))
             .then_some(())
             .ok_or(events)
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let events = events(&cluster, "involvedObject.name=web,type=Warning");
     assert!(!events.contains("NotYetApplied"), "{events}");
 
@@ -190,7 +161,7 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
             "node.kubernetes.io/exclude-from-external-load-balancers=",
         ])
         .expect("label");
-    wait_for("the IP leaves an excluded node", || async {
+    until_async("the IP leaves an excluded node", WAIT, || async {
         let now = active_for(&cluster, ip).await;
         if !now.is_empty() && now != first && now != second {
             Ok(())
@@ -198,13 +169,14 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
             Err(now)
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let third = active_for(&cluster, ip).await;
 
     // Its speaker's Lease expires → no node is left, and the condition says why.
     lease(&cluster, &third, 600, 10);
-    wait_for("no eligible node", || async {
-        let (status, reason, message) = announced(&cluster, "web").await;
+    until_async("no eligible node", WAIT, || async {
+        let (status, reason, message) = cluster.announced("web");
         if reason == "NoEligibleNode"
             && status == "False"
             && message.contains("not Ready")
@@ -216,23 +188,29 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
             Err(format!("{status} {reason} {message}"))
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // A node that goes away takes its NodeAnnouncement with it.
     cluster
         .kubectl(&["delete", "node", &first])
         .expect("delete node");
-    wait_for("the NodeAnnouncement of a deleted node goes", || async {
-        let out = cluster
-            .kubectl(&["get", "nodeannouncements", "-o", "name"])
-            .unwrap_or_default();
-        if out.contains(&first) {
-            Err(out)
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    until_async(
+        "the NodeAnnouncement of a deleted node goes",
+        WAIT,
+        || async {
+            let out = cluster
+                .kubectl(&["get", "nodeannouncements", "-o", "name"])
+                .unwrap_or_default();
+            if out.contains(&first) {
+                Err(out)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]
@@ -254,20 +232,21 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
             "  externalTrafficPolicy: Local\n",
         ))
         .expect("service");
-    wait_for("no local endpoints", || async {
-        let (_, reason, _) = announced(&cluster, "local").await;
+    until_async("no local endpoints", WAIT, || async {
+        let (_, reason, _) = cluster.announced("local");
         if reason == "NoLocalEndpoints" {
             Ok(())
         } else {
             Err(reason)
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // An endpoint appears on node-c: it announces, on the advertised interface.
     cluster
         .apply_ok("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: default\n  labels: {kubernetes.io/service-name: local}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.2.7]\n  nodeName: node-c\n  conditions: {ready: true}\nports: [{port: 8080}]\n")
         .expect("endpoint slice");
-    wait_for("node-c announces", || async {
+    until_async("node-c announces", WAIT, || async {
         let active = active_for(&cluster, "10.101.0.0").await;
         if active == "node-c" {
             Ok(())
@@ -275,7 +254,8 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
             Err(active)
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let api: Api<NodeAnnouncement> = Api::all(cluster.client.clone());
     let c = api.get("node-c").await.expect("node-c");
     assert_eq!(c.spec.l2[0].interfaces, ["eth1"]);
@@ -290,15 +270,16 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
             "",
         ))
         .expect("dark");
-    wait_for("no advertisement", || async {
-        let (status, reason, message) = announced(&cluster, "dark").await;
+    until_async("no advertisement", WAIT, || async {
+        let (status, reason, message) = cluster.announced("dark");
         if status == "False" && reason == "NoAdvertisement" && message.contains("pool dark") {
             Ok(())
         } else {
             Err(format!("{reason} {message}"))
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let events = events(&cluster, "involvedObject.name=dark");
     assert!(
         events.contains("NotAnnounced") && events.contains("NoAdvertisement"),
@@ -325,8 +306,8 @@ async fn node_selectors_pick_the_nodes_and_a_node_added_later_joins() {
         .apply_ok(&service_yaml("default", "web", "", ""))
         .expect("service");
     let ip = "10.103.0.0";
-    wait_for("the Service to say no node is selected", || async {
-        let (_, reason, message) = announced(&cluster, "web").await;
+    until_async("the Service to say no node is selected", WAIT, || async {
+        let (_, reason, message) = cluster.announced("web");
         if reason == "NoEligibleNode"
             && message.contains("node-a: not selected by an L2Advertisement")
         {
@@ -335,19 +316,21 @@ async fn node_selectors_pick_the_nodes_and_a_node_added_later_joins() {
             Err(format!("{reason}: {message}"))
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // A node matching the first selector arrives: it takes the IP, alone.
     add("node-b", "b");
-    wait_for("node-b active, no standby", || async {
+    until_async("node-b active, no standby", WAIT, || async {
         match holders(&cluster, ip).await {
             (active, standby) if active == ["node-b"] && standby.is_empty() => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // One matching the second selector arrives later: it stands by; the IP stays.
     add("node-c", "c");
-    wait_for("node-c standing by for node-b", || async {
+    until_async("node-c standing by for node-b", WAIT, || async {
         match holders(&cluster, ip).await {
             (active, standby)
                 if active == ["node-b"]
@@ -358,16 +341,18 @@ async fn node_selectors_pick_the_nodes_and_a_node_added_later_joins() {
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // node-b leaves the selection: the IP moves to node-c.
     cluster
         .kubectl(&["label", "node", "node-b", "zone-"])
         .expect("unlabel");
-    wait_for("node-c active", || async {
+    until_async("node-c active", WAIT, || async {
         match holders(&cluster, ip).await {
             (active, _) if active == ["node-c"] => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::binary;
-use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, frr_config, wait_for};
+use ferrolb_e2e::routers::{Bird, Frr, GoBgp, Route, Router, frr_config};
+use ferrolb_e2e::wait::until;
 
 /// One prefix a session advertises: prefix, communities, local-pref.
 type Prefix<'a> = (&'a str, &'a [&'a str], Option<u32>);
@@ -194,7 +195,7 @@ fn route_within(
     check: impl Fn(&Route) -> bool,
 ) -> Route {
     let mut last = None;
-    let found = wait_for(&format!("{prefix} at {}", router.kind()), limit, || {
+    let found = until(&format!("{prefix} at {}", router.kind()), limit, || {
         let route = router.route(prefix).ok().flatten();
         last = route.clone();
         route.filter(|r| check(r))
@@ -203,7 +204,7 @@ fn route_within(
 }
 
 fn gone_within(router: &dyn Router, prefix: &str, limit: Duration) {
-    wait_for(
+    until(
         &format!("{prefix} to leave {}", router.kind()),
         limit,
         || {
@@ -258,7 +259,7 @@ fn advertises_with_attributes_and_withdraws(t: &Topology, router: &dyn Router) {
         &[],
     );
     for neighbor in [node_v4(0), node_v6(0), node_v4(1)] {
-        wait_for(
+        until(
             &format!("{} session with {neighbor}", router.kind()),
             LIMIT,
             || router.established(&neighbor).ok().filter(|up| *up),
@@ -525,7 +526,7 @@ fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_ba
     router
         .vtysh(&format!("clear bgp ipv4 unicast {} soft in", node_v4(0)))
         .unwrap();
-    wait_for("FRR to send a ROUTE-REFRESH", LIMIT, || {
+    until("FRR to send a ROUTE-REFRESH", LIMIT, || {
         (refreshes(&router) > before).then_some(())
     })
     .unwrap();
@@ -594,7 +595,7 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
     }
     let router = frr(&t, &[0, 1, 2], &[], &[], true);
     route_within(&router, "172.20.6.1/32", LIMIT, |r| r.next_hops.len() == 3);
-    let kernel = wait_for("three next hops in the kernel", LIMIT, || {
+    let kernel = until("three next hops in the kernel", LIMIT, || {
         let text = router.kernel_route("172.20.6.1").ok()?;
         (text.matches("nexthop via").count() == 3).then_some(text)
     })
@@ -602,7 +603,7 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
     for i in 0..3 {
         assert!(kernel.contains(&node_v4(i)), "{kernel}");
     }
-    let answer = wait_for("an HTTP answer through the router", LIMIT, || {
+    let answer = until("an HTTP answer through the router", LIMIT, || {
         let out = client
             .run(
                 "curl",
@@ -616,7 +617,7 @@ fn frr_installs_three_ecmp_next_hops_and_a_client_behind_it_reaches_the_ip() {
     println!("the client reached {service} and {answer} answered");
     // One speaker goes: its next hop leaves the kernel table, the IP still answers.
     speakers[0].kill();
-    wait_for("two next hops in the kernel", LIMIT, || {
+    until("two next hops in the kernel", LIMIT, || {
         let text = router.kernel_route("172.20.6.1").ok()?;
         (text.matches("nexthop via").count() == 2 && !text.contains(&node_v4(0))).then_some(())
     })
@@ -666,13 +667,13 @@ fn figures_withdrawal_time_and_ten_thousand_prefixes() {
         .collect();
     let big = session("r", 64512, 64500, "10.77.0.1", &list, "");
     speaker.write(&[big]);
-    wait_for("the session to go down", LIMIT, || {
+    until("the session to go down", LIMIT, || {
         (!router.established(&node_v4(0)).ok()?).then_some(())
     })
     .unwrap();
     let started = Instant::now();
     speaker.spawn();
-    let count = wait_for("10,000 prefixes at FRR", Duration::from_secs(120), || {
+    let count = until("10,000 prefixes at FRR", Duration::from_secs(120), || {
         let summary = router.json("show bgp ipv4 unicast summary json").ok()?;
         let received = summary["peers"][node_v4(0)]["pfxRcd"].as_u64()?;
         (received >= 10_000).then_some(received)

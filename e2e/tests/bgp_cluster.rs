@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::routers::{Frr, Router, frr_config, wait_for};
+use ferrolb_e2e::routers::{Frr, Route, Router, frr_config};
+use ferrolb_e2e::wait::{step, until};
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
@@ -32,76 +33,166 @@ fn secret(password: &str) -> String {
     )
 }
 
+/// The Announced condition as "reason: message".
 fn condition(cluster: &TestCluster, name: &str) -> String {
-    cluster
-        .kubectl(&[
-            "get",
-            "svc",
-            name,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].reason}: {.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
-        ])
-        .unwrap_or_default()
+    let (_, reason, message) = cluster.announced(name);
+    format!("{reason}: {message}")
+}
+
+/// The lab: the apiserver, three node namespaces and FRR on one switch, a
+/// speaker per node, the operator, and Service `web` (its prefix kept).
+struct Lab {
+    cluster: TestCluster,
+    _network: Network,
+    frr: Frr,
+    speakers: Vec<Process>,
+    _operator: Process,
+    prefix: String,
+}
+
+impl Lab {
+    /// Starts everything with the wrong TCP-MD5 password in the Secret.
+    async fn start() -> Lab {
+        let cluster = TestCluster::start().await.expect("cluster");
+        let mut network = Network::new().expect("switch");
+        let router_host = network
+            .host("rtr", "02:00:00:00:02:01", &["192.168.50.1/24"])
+            .expect("router");
+        let hosts: Vec<Host> = (0..3)
+            .map(|i| {
+                network
+                    .host(
+                        NODES[i],
+                        &format!("02:00:00:00:02:1{i}"),
+                        &[&format!("{}/24", node_ip(i))],
+                    )
+                    .expect("node")
+            })
+            .collect();
+        let neighbors: Vec<(String, u32)> = (0..3).map(|i| (node_ip(i), 64512)).collect();
+        let frr = Frr::start(
+            &router_host,
+            &frr_config(
+                64500,
+                "192.168.50.1",
+                &neighbors,
+                &["password s3cret"],
+                &[],
+                true,
+            ),
+        )
+        .expect("frr");
+        for node in NODES {
+            cluster.node(node).expect("node");
+        }
+        cluster
+            .kubectl(&["create", "namespace", "ferrolb-system"])
+            .ok();
+        // The wrong password first.
+        cluster.apply_ok(&secret("guess")).expect("secret");
+        cluster
+            .apply_ok(
+                "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bgp}\nspec: {addresses: [172.30.0.0/24]}\n---\n\
+                 apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec:\n  myASN: 64512\n  peerASN: 64500\n  peerAddress: 192.168.50.1\n  connectTime: 2s\n  passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n---\n\
+                 apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:7']}\n",
+            )
+            .expect("config");
+        let speakers: Vec<Process> = NODES
+            .iter()
+            .zip(&hosts)
+            .map(|(n, h)| speaker(&cluster, n, h))
+            .collect();
+        let _operator = cluster.operator("solo", &[]).expect("operator");
+        cluster
+            .apply_ok(&service_yaml("default", "web", "", ""))
+            .expect("service");
+
+        Lab {
+            cluster,
+            _network: network,
+            frr,
+            speakers,
+            _operator,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// FRR's route for `prefix` once it has `n` next hops.
+fn hops<'a>(frr: &'a Frr, prefix: &'a str, n: usize) -> impl FnMut() -> Option<Route> + 'a {
+    move || {
+        frr.route(prefix)
+            .ok()
+            .flatten()
+            .filter(|r| r.next_hops.len() == n)
+    }
+}
+
+/// The BGPPeer's established/selected node counts once they read `want`.
+fn peer_counts(cluster: &TestCluster, want: &str) -> String {
+    until("BGPPeer counts", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "bgppeer",
+                "router",
+                "-o",
+                "jsonpath={.status.establishedNodes}/{.status.selectedNodes}",
+            ])
+            .ok()?;
+        (out == want).then_some(out)
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
 async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
-    let cluster = TestCluster::start().await.expect("cluster");
-    let mut network = Network::new().expect("switch");
-    let router_host = network
-        .host("rtr", "02:00:00:00:02:01", &["192.168.50.1/24"])
-        .expect("router");
-    let hosts: Vec<Host> = (0..3)
-        .map(|i| {
-            network
-                .host(
-                    NODES[i],
-                    &format!("02:00:00:00:02:1{i}"),
-                    &[&format!("{}/24", node_ip(i))],
-                )
-                .expect("node")
-        })
-        .collect();
-    let neighbors: Vec<(String, u32)> = (0..3).map(|i| (node_ip(i), 64512)).collect();
-    let frr = Frr::start(
-        &router_host,
-        &frr_config(
-            64500,
-            "192.168.50.1",
-            &neighbors,
-            &["password s3cret"],
-            &[],
-            true,
-        ),
-    )
-    .expect("frr");
-    for node in NODES {
-        cluster.node(node).expect("node");
-    }
-    cluster
-        .kubectl(&["create", "namespace", "ferrolb-system"])
-        .ok();
-    // The wrong password first.
-    cluster.apply_ok(&secret("guess")).expect("secret");
-    cluster
-        .apply_ok(
-            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bgp}\nspec: {addresses: [172.30.0.0/24]}\n---\n\
-             apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec:\n  myASN: 64512\n  peerASN: 64500\n  peerAddress: 192.168.50.1\n  connectTime: 2s\n  passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n---\n\
-             apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:7']}\n",
-        )
-        .expect("config");
-    let mut speakers: Vec<Process> = NODES
-        .iter()
-        .zip(&hosts)
-        .map(|(n, h)| speaker(&cluster, n, h))
-        .collect();
-    let _operator = cluster.operator("solo", &[]).expect("operator");
-    cluster
-        .apply_ok(&service_yaml("default", "web", "", ""))
-        .expect("service");
+    let mut lab = Lab::start().await;
+    step("a wrong password is explained in every status", || {
+        wrong_password(&lab)
+    });
+    lab.prefix = step(
+        "the right password brings the route from all three nodes",
+        || right_password(&lab),
+    );
+    step(
+        "Local policy: only nodes with an endpoint advertise",
+        || local_policy(&lab),
+    );
+    step("a NotReady node's next hop goes and comes back", || {
+        not_ready(&lab)
+    });
+    step("layer 2 and BGP on one Service", || layer2_and_bgp(&lab));
+    step("the speakers' metrics show the session and updates", || {
+        metrics(&lab)
+    });
+    step("edited communities update the route in place", || {
+        communities(&lab)
+    });
+    step("an advertisement's node selector", || {
+        advertisement_selector(&lab)
+    });
+    step("aggregation: the /24 instead of the /32s", || {
+        aggregation(&lab)
+    });
+    step("a peer's node selector ends the other sessions", || {
+        peer_selector(&lab)
+    });
+    step("deleting the Service withdraws its route", || {
+        delete_service(&lab)
+    });
+    let last = step("figure: Service created -> route at FRR", || {
+        figure_route(&lab)
+    });
+    step("figure: speaker killed -> next hop withdrawn", || {
+        figure_speaker_killed(&mut lab, &last)
+    });
+}
 
-    // Status explains the wrong password everywhere a user looks.
-    let peer_message = wait_for(
+/// With the wrong password, the BGPPeer, the NodeAnnouncement and the Service say why.
+fn wrong_password(lab: &Lab) {
+    let cluster = &lab.cluster;
+    let peer_message = until(
         "BGPPeer status naming the password",
         Duration::from_secs(60),
         || {
@@ -127,7 +218,7 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     });
     println!("BGPPeer: {peer_message}");
     // Each node's first attempt times out on its own schedule.
-    wait_for(
+    until(
         "node-a's NodeAnnouncement to say why",
         Duration::from_secs(30),
         || {
@@ -151,18 +242,26 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
             .contains("guess"),
         "the password itself is never written"
     );
-    let reason = wait_for("the Service condition", Duration::from_secs(30), || {
-        let c = condition(&cluster, "web");
+    let reason = until("the Service condition", Duration::from_secs(30), || {
+        let c = condition(cluster, "web");
         c.starts_with("NoEstablishedSession").then_some(c)
     })
     .expect("NoEstablishedSession");
     println!("Service: {reason}");
-
-    // The right password: sessions come up, the route reaches FRR from all three.
+}
+/// The right password: sessions come up and the route reaches FRR from all
+/// three nodes; returns the Service's prefix.
+fn right_password(lab: &Lab) -> String {
+    let Lab {
+        cluster,
+        frr,
+        speakers,
+        ..
+    } = lab;
     cluster.apply_ok(&secret("s3cret")).expect("secret");
     let ip = cluster.service_ip("web").expect("ip");
     let prefix = format!("{ip}/32");
-    let route = wait_for(
+    let route = until(
         "the route at FRR with three next hops",
         Duration::from_secs(60),
         || {
@@ -185,42 +284,29 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     assert_eq!(route.communities, vec!["65000:7"]);
     assert_eq!(route.as_path, vec![64512]);
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=30s",
-        ])
+        .wait_announced("web", Duration::from_secs(30))
         .expect("Announced");
-    let message = condition(&cluster, "web");
+    let message = condition(cluster, "web");
     assert!(
         message.contains("BGP:") && message.contains("3 of 3 sessions"),
         "{message}"
     );
-    let counts = wait_for("BGPPeer 3/3", Duration::from_secs(30), || {
-        let out = cluster
-            .kubectl(&[
-                "get",
-                "bgppeer",
-                "router",
-                "-o",
-                "jsonpath={.status.establishedNodes}/{.status.selectedNodes}",
-            ])
-            .ok()?;
-        (out == "3/3").then_some(out)
-    })
-    .expect("peer status");
+    let counts = peer_counts(cluster, "3/3");
     println!("BGPPeer established/selected: {counts}");
 
-    // Local policy: only nodes with an endpoint advertise.
+    prefix
+}
+/// Local policy: only nodes with an endpoint advertise.
+fn local_policy(lab: &Lab) {
+    let Lab { cluster, frr, .. } = lab;
     cluster.local_service("", NODES[1]).expect("local");
     let slice = local_endpoint_yaml;
-    let local = wait_for("the local Service's IP", Duration::from_secs(30), || {
+    let local = until("the local Service's IP", Duration::from_secs(30), || {
         cluster.service_ip("local")
     })
     .unwrap();
     let local_prefix = format!("{local}/32");
-    wait_for(
+    until(
         "the local route from node-b only",
         Duration::from_secs(30),
         || {
@@ -232,7 +318,7 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     )
     .unwrap();
     cluster.apply_ok(&slice(NODES[2])).expect("slice moves");
-    wait_for(
+    until(
         "the local route from node-c only",
         Duration::from_secs(30),
         || {
@@ -243,48 +329,64 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         },
     )
     .unwrap();
-
-    // A node going NotReady withdraws its next hop; Ready again brings it back.
-    let hops = |n: usize| {
-        let prefix = prefix.clone();
-        let frr = &frr;
-        move || {
-            frr.route(&prefix)
-                .ok()
-                .flatten()
-                .filter(|r| r.next_hops.len() == n)
-        }
-    };
+}
+/// A node going NotReady withdraws its next hop; Ready again brings it back.
+fn not_ready(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster.set_ready(NODES[2], false).expect("not ready");
-    let two = wait_for("node-c's next hop to go", Duration::from_secs(30), hops(2)).unwrap();
+    let two = until(
+        "node-c's next hop to go",
+        Duration::from_secs(30),
+        hops(frr, prefix, 2),
+    )
+    .unwrap();
     assert!(!two.next_hops.contains(&node_ip(2)));
     cluster.set_ready(NODES[2], true).expect("ready");
-    wait_for("three next hops again", Duration::from_secs(30), hops(3)).unwrap();
-
-    // Layer 2 and BGP on the same Service: both parts in its condition.
+    until(
+        "three next hops again",
+        Duration::from_secs(30),
+        hops(frr, prefix, 3),
+    )
+    .unwrap();
+}
+/// Layer 2 and BGP on the same Service: both parts in its condition.
+fn layer2_and_bgp(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: both}\nspec: {ipAddressPools: [bgp]}\n")
         .expect("l2 advertisement");
-    let both = wait_for(
+    let both = until(
         "both L2 and BGP in the condition",
         Duration::from_secs(30),
         || {
-            let c = condition(&cluster, "web");
+            let c = condition(cluster, "web");
             (c.starts_with("Announced") && c.contains("L2:") && c.contains("BGP:")).then_some(c)
         },
     )
     .expect("L2 and BGP");
     println!("Service: {both}");
     assert!(
-        frr.route(&prefix).unwrap().is_some(),
+        frr.route(prefix).unwrap().is_some(),
         "BGP keeps advertising"
     );
     cluster
         .kubectl(&["delete", "l2advertisement", "both"])
         .expect("delete");
-
-    // The speakers' metrics show the session up and what they sent.
-    for speaker in &speakers {
+}
+/// The speakers' metrics show the session up and what they sent.
+fn metrics(lab: &Lab) {
+    let speakers = &lab.speakers;
+    for speaker in speakers {
         assert_eq!(
             speaker
                 .metric("ferrolb_speaker_bgp_session_up{session=\"router\"}")
@@ -298,28 +400,42 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
                 >= 1.0
         );
     }
-
-    // Editing the advertisement's communities updates the route in place.
+}
+/// Editing the advertisement's communities updates the route in place.
+fn communities(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:8', 'large:64512:9:9']}\n")
         .expect("new communities");
-    wait_for(
+    until(
         "the new communities at FRR",
         Duration::from_secs(30),
         || {
-            frr.route(&prefix).ok().flatten().filter(|r| {
+            frr.route(prefix).ok().flatten().filter(|r| {
                 r.communities == vec!["65000:8"] && r.large_communities == vec!["64512:9:9"]
             })
         },
     )
     .unwrap();
-
-    // The advertisement's node selector: only node-b advertises.
+}
+/// The advertisement's node selector: only node-b advertises.
+fn advertisement_selector(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], nodeSelectors: [{matchLabels: {kubernetes.io/hostname: node-b}}]}\n")
         .expect("advertisement node selector");
-    wait_for("node-b's next hop only", Duration::from_secs(30), || {
-        frr.route(&prefix)
+    until("node-b's next hop only", Duration::from_secs(30), || {
+        frr.route(prefix)
             .ok()
             .flatten()
             .filter(|r| r.next_hops == vec![node_ip(1)])
@@ -329,12 +445,19 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         frr.established(&node_ip(0)).unwrap(),
         "the other nodes keep their sessions, with nothing to advertise"
     );
-
-    // Aggregation: the /24 instead of the /32s.
+}
+/// Aggregation: the /24 instead of the /32s, and back.
+fn aggregation(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], aggregationLength: 24}\n")
         .expect("aggregation");
-    wait_for(
+    until(
         "the aggregate from three nodes",
         Duration::from_secs(30),
         || {
@@ -345,8 +468,8 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         },
     )
     .unwrap();
-    wait_for("the /32 to go", Duration::from_secs(30), || {
-        frr.route(&prefix)
+    until("the /32 to go", Duration::from_secs(30), || {
+        frr.route(prefix)
             .ok()
             .and_then(|r| r.is_none().then_some(()))
     })
@@ -354,10 +477,21 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp], communities: ['65000:8', 'large:64512:9:9']}\n")
         .expect("back to /32");
-    wait_for("three next hops again", Duration::from_secs(60), hops(3)).unwrap();
-
-    // A peer's node selector: only node-a keeps its session; the others end
-    // theirs (Cease) and their next hops go.
+    until(
+        "three next hops again",
+        Duration::from_secs(60),
+        hops(frr, prefix, 3),
+    )
+    .unwrap();
+}
+/// A peer's node selector: only node-a keeps its session; the others end theirs (Cease) and their next hops go.
+fn peer_selector(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .kubectl(&[
             "patch",
@@ -368,27 +502,15 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
             r#"{"spec":{"nodeSelectors":[{"matchLabels":{"kubernetes.io/hostname":"node-a"}}]}}"#,
         ])
         .expect("peer selector");
-    wait_for("node-a's next hop only", Duration::from_secs(30), || {
-        frr.route(&prefix)
+    until("node-a's next hop only", Duration::from_secs(30), || {
+        frr.route(prefix)
             .ok()
             .flatten()
             .filter(|r| r.next_hops == vec![node_ip(0)])
     })
     .unwrap();
     assert_ne!(frr.neighbor_state(&node_ip(1)).unwrap(), "Established");
-    let counts = wait_for("BGPPeer 1/1", Duration::from_secs(30), || {
-        let out = cluster
-            .kubectl(&[
-                "get",
-                "bgppeer",
-                "router",
-                "-o",
-                "jsonpath={.status.establishedNodes}/{.status.selectedNodes}",
-            ])
-            .ok()?;
-        (out == "1/1").then_some(out)
-    })
-    .expect("peer status follows the selector");
+    let counts = peer_counts(cluster, "1/1");
     println!("BGPPeer with a node selector, established/selected: {counts}");
     cluster
         .kubectl(&[
@@ -400,20 +522,35 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
             r#"[{"op":"remove","path":"/spec/nodeSelectors"}]"#,
         ])
         .expect("every node again");
-    wait_for("three next hops again", Duration::from_secs(60), hops(3)).unwrap();
-
-    // Deleting the Service withdraws its route.
+    until(
+        "three next hops again",
+        Duration::from_secs(60),
+        hops(frr, prefix, 3),
+    )
+    .unwrap();
+}
+/// Deleting the Service withdraws its route.
+fn delete_service(lab: &Lab) {
+    let Lab {
+        cluster,
+        frr,
+        prefix,
+        ..
+    } = lab;
     cluster
         .kubectl(&["delete", "svc", "web"])
         .expect("delete svc");
-    wait_for("web's route to go", Duration::from_secs(30), || {
-        frr.route(&prefix)
+    until("web's route to go", Duration::from_secs(30), || {
+        frr.route(prefix)
             .ok()
             .and_then(|r| r.is_none().then_some(()))
     })
     .unwrap();
-
-    // Figure: Service created → its route at FRR, 20 Services one after another.
+}
+/// Figure: Service created → its route at FRR, 20 Services one after
+/// another; returns the last one's prefix.
+fn figure_route(lab: &Lab) -> String {
+    let Lab { cluster, frr, .. } = lab;
     let mut times = Vec::new();
     let mut last = String::new();
     for i in 0..20 {
@@ -422,12 +559,12 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         cluster
             .apply_ok(&service_yaml("default", &name, "", ""))
             .expect("service");
-        let ip = wait_for("an IP", Duration::from_secs(30), || {
+        let ip = until("an IP", Duration::from_secs(30), || {
             cluster.service_ip(&name)
         })
         .unwrap();
         let prefix = format!("{ip}/32");
-        wait_for("the route", Duration::from_secs(30), || {
+        until("the route", Duration::from_secs(30), || {
             frr.route(&prefix)
                 .ok()
                 .flatten()
@@ -442,18 +579,22 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         "FIGURE Service created -> route in FRR: p50 {:?}, max {:?} (20 Services; kubectl apply + vtysh polling included)",
         times[10], times[19]
     );
-    // Figure: speaker killed → FRR withdraws its next hop.
-    wait_for("three next hops", Duration::from_secs(30), || {
-        frr.route(&last)
+    last
+}
+/// Figure: speaker killed → FRR withdraws its next hop.
+fn figure_speaker_killed(lab: &mut Lab, last: &str) {
+    let frr = &lab.frr;
+    until("three next hops", Duration::from_secs(30), || {
+        frr.route(last)
             .ok()
             .flatten()
             .filter(|r| r.next_hops.len() == 3)
     })
     .unwrap();
     let killed = Instant::now();
-    speakers.remove(0).kill();
-    wait_for("node-a's next hop to go", Duration::from_secs(30), || {
-        frr.route(&last)
+    lab.speakers.remove(0).kill();
+    until("node-a's next hop to go", Duration::from_secs(30), || {
+        frr.route(last)
             .ok()
             .flatten()
             .filter(|r| r.next_hops.len() == 2 && !r.next_hops.contains(&node_ip(0)))
@@ -463,8 +604,6 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         "FIGURE speaker SIGKILL -> its next hop withdrawn at FRR: {:?}",
         killed.elapsed()
     );
-    drop(speakers);
-    drop(frr);
 }
 
 /// Dual stack over BGP [IPV6, DUALSTACK]: an IPv4 and an IPv6 BGPPeer, a
@@ -524,7 +663,7 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
     cluster
         .apply_ok(&service_yaml("default", "dual", "", dual))
         .expect("service");
-    let ips = wait_for("two IPs", Duration::from_secs(30), || {
+    let ips = until("two IPs", Duration::from_secs(30), || {
         let ips = cluster.service_ips("dual");
         (ips.len() == 2).then_some(ips)
     })
@@ -542,25 +681,20 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
                 .filter(|r| r.next_hops == hops)
         }
     };
-    wait_for(
+    until(
         "the IPv4 prefix from three nodes",
         Duration::from_secs(60),
         route(format!("{ip4}/32"), all4),
     )
     .unwrap();
-    wait_for(
+    until(
         "the IPv6 prefix from three nodes",
         Duration::from_secs(60),
         route(format!("{ip6}/128"), all6),
     )
     .unwrap();
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/dual",
-            "--timeout=30s",
-        ])
+        .wait_announced("dual", Duration::from_secs(30))
         .expect("Announced");
 
     // The advertisement's `peers`: only the IPv6 router gets routes; the
@@ -569,7 +703,7 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: dual}\nspec: {ipAddressPools: [dual], peers: [router6]}\n")
         .expect("peers");
     let v4_prefix = format!("{ip4}/32");
-    wait_for("the IPv4 prefix to go", Duration::from_secs(30), || {
+    until("the IPv4 prefix to go", Duration::from_secs(30), || {
         frr.route(&v4_prefix)
             .ok()
             .and_then(|r| r.is_none().then_some(()))
@@ -582,7 +716,7 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
 
     // Local policy, both families: only node-b advertises.
     cluster.local_service(dual, NODES[1]).expect("local");
-    let ips = wait_for("two IPs", Duration::from_secs(30), || {
+    let ips = until("two IPs", Duration::from_secs(30), || {
         let ips = cluster.service_ips("local");
         (ips.len() == 2).then_some(ips)
     })
@@ -593,7 +727,7 @@ async fn a_dual_stack_service_reaches_frr_over_ipv4_and_ipv6_sessions() {
         } else {
             (format!("{ip}/32"), v4(1))
         };
-        wait_for(
+        until(
             "the Local prefix from node-b only",
             Duration::from_secs(30),
             route(prefix, vec![hop]),

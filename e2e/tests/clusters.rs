@@ -13,7 +13,7 @@ use ferrolb_api::constants::condition::ANNOUNCED;
 use ferrolb_e2e::cluster::{TestCluster, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::routers::wait_for;
+use ferrolb_e2e::wait::until;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -244,12 +244,12 @@ async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
     })
     .await;
     let (active, standby) =
-        wait_for("the roles", Duration::from_secs(60), || lab.roles()).expect("active and standby");
+        until("the roles", Duration::from_secs(60), || lab.roles()).expect("active and standby");
     let expected = format!(
         "fast failover unavailable between {} and {}: no answer on UDP 7473 — open it between nodes",
         NODES[active], NODES[standby]
     );
-    let (status, _, message) = wait_for(
+    let (status, _, message) = until(
         "the condition to name the blocked port",
         Duration::from_secs(30),
         || lab.announced().filter(|(_, _, m)| m.contains(&expected)),
@@ -299,7 +299,7 @@ async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
         .as_ref()
         .expect("active speaker")
         .signal(Signal::SIGSTOP);
-    let taker = wait_for(
+    let taker = until(
         "another node to answer (slow path)",
         Duration::from_secs(30),
         || lab.first_answer().filter(|n| *n != active),
@@ -321,13 +321,12 @@ async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
         .run("ip", &["link", "set", "dev", "eth0", "up"])
         .expect("link up");
     lab.iptables_on_all("-D");
-    let (now_active, now_standby) =
-        wait_for("fast failover armed", Duration::from_secs(30), || {
-            let (a, s) = lab.roles()?;
-            (lab.failover_state(s, a).as_deref() == Some("Armed")).then_some((a, s))
-        })
-        .unwrap_or_else(|e| panic!("{e}: {:#?}", lab.announcements()));
-    wait_for("the condition to clear", Duration::from_secs(30), || {
+    let (now_active, now_standby) = until("fast failover armed", Duration::from_secs(30), || {
+        let (a, s) = lab.roles()?;
+        (lab.failover_state(s, a).as_deref() == Some("Armed")).then_some((a, s))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", lab.announcements()));
+    until("the condition to clear", Duration::from_secs(30), || {
         lab.announced()
             .filter(|(s, _, m)| s == "True" && !m.contains("unavailable"))
     })
@@ -337,7 +336,7 @@ async fn a_firewall_on_the_probe_port_moves_no_ip_and_says_how_to_fix_it() {
     if let Some(p) = lab.speakers[now_active].take() {
         p.kill();
     }
-    wait_for("the standby to take over", Duration::from_secs(20), || {
+    until("the standby to take over", Duration::from_secs(20), || {
         (lab.first_answer() == Some(now_standby)).then_some(())
     })
     .expect("fast failover");
@@ -365,8 +364,8 @@ async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
     let _one = SERIAL.lock().await;
     let lab = Lab::start(&V4, |_| {}).await;
     let (active, _) =
-        wait_for("the roles", Duration::from_secs(60), || lab.roles()).expect("active and standby");
-    wait_for("one node to answer", Duration::from_secs(30), || {
+        until("the roles", Duration::from_secs(60), || lab.roles()).expect("active and standby");
+    until("one node to answer", Duration::from_secs(30), || {
         (lab.answering() == vec![active]).then_some(())
     })
     .expect("the active node answers");
@@ -402,7 +401,7 @@ async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
         }
     };
     set("0");
-    let both = wait_for("two MACs", Duration::from_secs(10), || {
+    let both = until("two MACs", Duration::from_secs(10), || {
         let answering = lab.answering();
         (answering.len() == 2).then_some(answering)
     })
@@ -412,11 +411,10 @@ async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
         "the kernel of node {} answers ARP for Service IPs too",
         NODES[other]
     );
-    let (status, _, message) =
-        wait_for("the condition to say why", Duration::from_secs(30), || {
-            lab.announced().filter(|(_, _, m)| m.contains(&named))
-        })
-        .unwrap_or_else(|e| panic!("{e}: {:?}", lab.announced()));
+    let (status, _, message) = until("the condition to say why", Duration::from_secs(30), || {
+        lab.announced().filter(|(_, _, m)| m.contains(&named))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", lab.announced()));
     assert!(message.contains("strictARP: true"), "{message}");
     println!("Announced {status}: {message}");
     let gauge = lab.speakers[other]
@@ -427,11 +425,11 @@ async fn a_kernel_answering_arp_for_service_ips_is_named_with_strict_arp() {
     assert_eq!(gauge, 1.0);
 
     set("1");
-    wait_for("one MAC again", Duration::from_secs(10), || {
+    until("one MAC again", Duration::from_secs(10), || {
         (lab.answering() == vec![active]).then_some(())
     })
     .expect("strict ARP");
-    wait_for("the warning to go", Duration::from_secs(30), || {
+    until("the warning to go", Duration::from_secs(30), || {
         lab.announced()
             .filter(|(s, _, m)| s == "True" && !m.contains("kernel"))
     })
@@ -514,7 +512,7 @@ async fn the_speaker_answers_on_the_node_address_interface_not_on_bridges() {
     let _operator = cluster.operator("solo", &[]).expect("operator");
     for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
         let ip = format!("192.168.71.{}", 100 + i);
-        let mac = wait_for(
+        let mac = until(
             &format!("{ip} to be answered"),
             Duration::from_secs(40),
             || {
@@ -579,7 +577,7 @@ async fn a_single_excluded_node_is_explained_and_used_with_ignore_exclude_lb() {
     cluster
         .apply_ok(&service_yaml("default", "web", "", ""))
         .expect("service");
-    let (status, reason, message) = wait_for("NoEligibleNode", Duration::from_secs(30), || {
+    let (status, reason, message) = until("NoEligibleNode", Duration::from_secs(30), || {
         cluster
             .service_condition("web", ANNOUNCED)
             .filter(|(_, r, _)| r == "NoEligibleNode")
@@ -599,12 +597,7 @@ async fn a_single_excluded_node_is_explained_and_used_with_ignore_exclude_lb() {
         .operator("solo-2", &["--ignore-exclude-lb"])
         .expect("operator");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=60s",
-        ])
+        .wait_announced("web", Duration::from_secs(60))
         .expect("Announced with --ignore-exclude-lb");
     let out = client
         .run(
@@ -641,14 +634,14 @@ async fn ipv6_only_nodes_are_ready_and_fail_over_fast() {
         spec: "  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n",
     };
     let mut lab = Lab::start(&V6, |_| {}).await;
-    let (active, standby) = wait_for("fast failover armed", Duration::from_secs(60), || {
+    let (active, standby) = until("fast failover armed", Duration::from_secs(60), || {
         let (a, s) = lab.roles()?;
         (lab.failover_state(s, a).as_deref() == Some("Armed")).then_some((a, s))
     })
     .unwrap_or_else(|e| panic!("{e}: {:#?}", lab.announcements()));
     for (i, speaker) in lab.speakers.iter().enumerate() {
         let speaker = speaker.as_ref().expect("speaker");
-        wait_for("the speaker to be ready", Duration::from_secs(20), || {
+        until("the speaker to be ready", Duration::from_secs(20), || {
             speaker.ready().then_some(())
         })
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", NODES[i], speaker.output()));
@@ -658,7 +651,7 @@ async fn ipv6_only_nodes_are_ready_and_fail_over_fast() {
         probe.as_str().is_some_and(|p| p.starts_with("[fd73::")),
         "probes over IPv6: {probe}"
     );
-    wait_for(
+    until(
         "NDP answered by the active node",
         Duration::from_secs(20),
         || (lab.answering() == vec![active]).then_some(()),
@@ -668,7 +661,7 @@ async fn ipv6_only_nodes_are_ready_and_fail_over_fast() {
     if let Some(p) = lab.speakers[active].take() {
         p.kill();
     }
-    wait_for("the standby to answer NDP", Duration::from_secs(20), || {
+    until("the standby to answer NDP", Duration::from_secs(20), || {
         (lab.first_answer() == Some(standby)).then_some(())
     })
     .expect("fast failover over IPv6");
@@ -724,7 +717,7 @@ async fn another_controller_writing_the_service_status_is_named() {
             r#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.5"}]}}}"#,
         ])
         .expect("second writer");
-    let (status, _, message) = wait_for("OtherController", Duration::from_secs(30), || {
+    let (status, _, message) = until("OtherController", Duration::from_secs(30), || {
         cluster
             .service_condition("web", ANNOUNCED)
             .filter(|(_, r, _)| r == "OtherController")

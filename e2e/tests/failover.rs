@@ -15,7 +15,7 @@ use ferrolb_e2e::cluster::{TestCluster, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::probe::{Outage, Prober, median_and_max};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::routers::wait_for;
+use ferrolb_e2e::wait::until;
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -114,7 +114,7 @@ impl Setup {
     }
 
     fn wait_settled(&self, what: &str) -> (usize, usize) {
-        wait_for(
+        until(
             &format!("the IP to settle ({what})"),
             Duration::from_secs(60),
             || self.settled(),
@@ -201,7 +201,7 @@ enum Scenario {
 
 /// Waits until a MAC other than `old` answers ARP in the samples.
 fn new_mac_answers(prober: &Prober, old: &str) {
-    let _ = wait_for("another node to answer", Duration::from_secs(20), || {
+    let _ = until("another node to answer", Duration::from_secs(20), || {
         let samples = prober.samples();
         samples.last_mac().filter(|m| m != old).map(|_| ())
     });
@@ -239,7 +239,7 @@ fn run(s: &mut Setup, scenario: Scenario) -> Outage {
                 if let Some(p) = s.speakers[i].take() {
                     p.signal(nix::sys::signal::Signal::SIGTERM);
                     let mut p = p;
-                    let _ = wait_for("the speaker to stop", Duration::from_secs(10), || {
+                    let _ = until("the speaker to stop", Duration::from_secs(10), || {
                         (!p.running()).then_some(())
                     });
                 }

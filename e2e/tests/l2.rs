@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::binary;
+use ferrolb_e2e::wait::until;
 
 const MACS: [&str; 3] = [
     "02:00:00:00:00:0a",
@@ -79,17 +80,6 @@ fn arping(client: &Host, ip: &str) -> (bool, String) {
     )
 }
 
-fn until(what: &str, check: impl Fn() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 #[test]
 fn one_node_answers_arp_and_ndp_for_its_ips_and_nobody_else_does() {
     let dir = tempfile::tempdir().expect("dir");
@@ -125,14 +115,15 @@ fn one_node_answers_arp_and_ndp_for_its_ips_and_nobody_else_does() {
     let _b = Speaker::start(&nodes[1], dir.path(), "node-b", &["192.168.35.101"]);
     let _c = Speaker::start(&nodes[2], dir.path(), "node-c", &[]);
 
-    until("node-a answers ARP", || {
+    until("node-a answers ARP", Duration::from_secs(15), || {
         let (ok, out) = arping(&client, "192.168.35.100");
         if ok && out.contains(MACS[0]) {
             Ok(())
         } else {
             Err(out)
         }
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     // Only one MAC ever answers (-d fails on a duplicate answer).
     let out = client
         .run(
@@ -183,18 +174,23 @@ fn a_takeover_updates_the_client_without_a_new_request_and_junk_changes_nothing(
     // The client's kernel learns node-a's MAC: a UDP datagram to the IP makes
     // it resolve the address (nothing listens; only the resolution matters).
     let poke = "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('192.168.36.100', 9))";
-    until("the client resolves the IP to node-a", || {
-        let _ = client.run("python3", &["-c", poke]);
-        let out = client
-            .run("ip", &["neigh", "show", "192.168.36.100"])
-            .expect("neigh");
-        let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        if said.contains(MACS[0]) {
-            Ok(())
-        } else {
-            Err(said)
-        }
-    });
+    until(
+        "the client resolves the IP to node-a",
+        Duration::from_secs(15),
+        || {
+            let _ = client.run("python3", &["-c", poke]);
+            let out = client
+                .run("ip", &["neigh", "show", "192.168.36.100"])
+                .expect("neigh");
+            let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            if said.contains(MACS[0]) {
+                Ok(())
+            } else {
+                Err(said)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Junk at the speaker: truncated ARP, a mangled Neighbor Solicitation.
     let junk = "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('eth0',0))\n\
@@ -217,17 +213,22 @@ fn a_takeover_updates_the_client_without_a_new_request_and_junk_changes_nothing(
     // moves to node-b's MAC from the gratuitous ARP alone.
     write_announcement(&speaker_b.file, "node-b", &["192.168.36.100"]);
     write_announcement(&speaker_a.file, "node-a", &[]);
-    until("the client's neighbor entry moves to node-b", || {
-        let out = client
-            .run("ip", &["neigh", "show", "192.168.36.100"])
-            .expect("neigh");
-        let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        if said.contains(MACS[1]) {
-            Ok(())
-        } else {
-            Err(said)
-        }
-    });
+    until(
+        "the client's neighbor entry moves to node-b",
+        Duration::from_secs(15),
+        || {
+            let out = client
+                .run("ip", &["neigh", "show", "192.168.36.100"])
+                .expect("neigh");
+            let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            if said.contains(MACS[1]) {
+                Ok(())
+            } else {
+                Err(said)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let (ok, said) = arping(&client, "192.168.36.100");
     assert!(
         ok && said.contains(MACS[1]) && !said.contains(MACS[0]),

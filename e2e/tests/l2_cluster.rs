@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::routers::wait_for;
+use ferrolb_e2e::wait::until;
 
 const MACS: [&str; 3] = [
     "02:00:00:00:01:0a",
@@ -130,12 +130,7 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         .apply_ok(&service_yaml("default", "web", "", ""))
         .expect("service");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=60s",
-        ])
+        .wait_announced("web", Duration::from_secs(60))
         .unwrap_or_else(|e| {
             panic!(
                 "{e}\n{}",
@@ -208,7 +203,7 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
     cluster
         .apply_ok(&interfaces("eth9"))
         .expect("missing interface");
-    let said = wait_for("the Service to name the missing interface", Duration::from_secs(30), || {
+    let said = until("the Service to name the missing interface", Duration::from_secs(30), || {
         let out = cluster
             .kubectl(&[
                 "get",
@@ -227,12 +222,7 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         .expect("the real interface");
     resolves_to_chosen(cluster, &s.client, &ip, None, "named interface");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=30s",
-        ])
+        .wait_announced("web", Duration::from_secs(30))
         .expect("announced on eth0");
     cluster
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
@@ -275,12 +265,7 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
     s.speakers[active].take().expect("speaker").kill();
     resolves_to_chosen(cluster, &s.client, &ip, Some(active), "speaker killed");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/web",
-            "--timeout=30s",
-        ])
+        .wait_announced("web", Duration::from_secs(30))
         .expect("announced again");
 }
 
@@ -426,12 +411,7 @@ async fn a_dual_stack_service_is_answered_by_arp_and_ndp_from_one_node() {
         ))
         .expect("service");
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=ferrolb.io/Announced",
-            "svc/dual",
-            "--timeout=60s",
-        ])
+        .wait_announced("dual", Duration::from_secs(60))
         .expect("Announced");
     let ips = cluster.service_ips("dual");
     let v4 = ips
@@ -450,14 +430,14 @@ async fn a_dual_stack_service_is_answered_by_arp_and_ndp_from_one_node() {
         Some(chosen),
         "both addresses of a Service travel together"
     );
-    let arp = wait_for(
+    let arp = until(
         "the IPv4 address to resolve",
         Duration::from_secs(20),
         || answering_mac(&client, &v4),
     )
     .expect("arping");
     assert_eq!(arp, chosen);
-    let ndp = wait_for(
+    let ndp = until(
         "the IPv6 address to resolve",
         Duration::from_secs(20),
         || {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::cluster::TestCluster;
 use ferrolb_e2e::process::{Process, binary};
-use ferrolb_e2e::routers::wait_for;
+use ferrolb_e2e::wait::until;
 use nix::sys::signal::Signal;
 
 fn free_port() -> u16 {
@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 /// Waits for the process to end; how long it took.
 fn stops(process: &mut Process, what: &str) -> Duration {
     let start = Instant::now();
-    wait_for(what, Duration::from_secs(10), || {
+    until(what, Duration::from_secs(10), || {
         (!process.running()).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", process.output()));
@@ -48,7 +48,7 @@ async fn the_webhook_is_live_at_once_ready_when_serving_and_stops_on_sigterm() {
     )
     .expect("webhook");
     stuck.metrics = Some(metrics.parse().expect("address"));
-    let health = wait_for("/healthz", Duration::from_secs(10), || {
+    let health = until("/healthz", Duration::from_secs(10), || {
         stuck.get("/healthz").ok()
     })
     .expect("liveness answers before the certificate");

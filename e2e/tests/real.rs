@@ -21,7 +21,8 @@ use ferrolb_e2e::image::{PAUSE, TAG, build_all};
 use ferrolb_e2e::netns::Host;
 use ferrolb_e2e::probe::{Prober, median_and_max};
 use ferrolb_e2e::real::{Options, ProxyMode, RealCluster};
-use ferrolb_e2e::routers::{Frr, Router, frr_config, wait_for};
+use ferrolb_e2e::routers::{Frr, Router, frr_config};
+use ferrolb_e2e::wait::until;
 use serde_json::Value;
 
 const CLIENT_MAC: &str = "02:00:00:00:0e:99";
@@ -54,7 +55,7 @@ impl Real {
 
     /// The Service's IP once it has one.
     fn service_ip(&self, name: &str) -> String {
-        wait_for(
+        until(
             &format!("{name} to get an IP"),
             Duration::from_secs(60),
             || {
@@ -117,7 +118,7 @@ impl Real {
     /// announced and answering.
     fn settled(&self, service: &str) -> (String, String) {
         let ip = self.service_ip(service);
-        wait_for("every Pod Ready", Duration::from_secs(180), || {
+        until("every Pod Ready", Duration::from_secs(180), || {
             let pods = self.json(&["get", "pods", "-A"]);
             let all = pods["items"].as_array()?;
             all.iter()
@@ -135,7 +136,7 @@ impl Real {
                 self.kubectl(&["get", "pods", "-A", "-o", "wide"])
             )
         });
-        wait_for("the IP to be announced", Duration::from_secs(60), || {
+        until("the IP to be announced", Duration::from_secs(60), || {
             self.active(&ip)
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
@@ -143,7 +144,7 @@ impl Real {
         // IP hears the active node: the fast path is armed for this IP. The
         // active node is read anew each time: right after a failure the
         // status of the node that lost the IP can still say it answers.
-        let active = wait_for("fast failover to be armed", Duration::from_secs(60), || {
+        let active = until("fast failover to be armed", Duration::from_secs(60), || {
             let list = self.json(&["get", "nodeannouncements"]);
             let items = list["items"].as_array()?;
             let caught_up = items
@@ -172,7 +173,7 @@ impl Real {
             (caught_up && armed).then_some(active)
         })
         .unwrap_or_else(|e| panic!("{e} ({ip})\n{}", self.diagnose()));
-        wait_for("the client to be answered", Duration::from_secs(30), || {
+        until("the client to be answered", Duration::from_secs(30), || {
             let out = self
                 .client
                 .run("curl", &["-s", "-m", "1", &format!("http://{ip}/")])
@@ -400,7 +401,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         slot.host_ip(200),
         slot.host_ip(220)
     );
-    let out = wait_for("the pool to be admitted", Duration::from_secs(60), || {
+    let out = until("the pool to be admitted", Duration::from_secs(60), || {
         let out = real.apply(&pool);
         out.status.success().then_some(out)
     })
@@ -533,7 +534,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
             let mac = real.mac_of(&active);
             let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
                 real.cluster.set_link(&active, false).expect("link down");
-                wait_for("another node to answer", Duration::from_secs(30), || {
+                until("another node to answer", Duration::from_secs(30), || {
                     let out = real
                         .client
                         .run("arping", &["-c", "1", "-w", "1", "-i", "eth0", &ip])
@@ -582,7 +583,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     );
     // After the crashes a webhook endpoint may be one that is still coming
     // back: retried as a GitOps tool would.
-    wait_for(
+    until(
         "the BGP objects to be admitted",
         Duration::from_secs(90),
         || real.apply(&bgp).status.success().then_some(()),
@@ -620,7 +621,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
             .map(|_| ())
     };
     let expected = pod_nodes(&real);
-    wait_for(
+    until(
         "the route to the nodes with Pods",
         Duration::from_secs(90),
         || routed(&expected),
@@ -639,7 +640,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     let catalog = format!("{}/32", real.service_ip("catalog"));
     let mut all_nodes: Vec<String> = real.cluster.nodes.iter().map(|n| n.ip.clone()).collect();
     all_nodes.sort();
-    wait_for(
+    until(
         "the Cluster Service's route from every node",
         Duration::from_secs(60),
         || {
@@ -700,7 +701,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     // The Pods land and turn Ready one by one: the route is compared with
     // the nodes holding a Ready Pod at each look, not with a snapshot taken
     // while one was still starting.
-    let after = wait_for(
+    let after = until(
         "the Pods to move and the route to follow them",
         Duration::from_secs(150),
         || {
@@ -733,7 +734,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         &root.join("config/local").display().to_string(),
         "--timeout=180s",
     ]);
-    wait_for("ferrolb-system to go", Duration::from_secs(120), || {
+    until("ferrolb-system to go", Duration::from_secs(120), || {
         real.cluster
             .kubectl(&["get", "namespace", "ferrolb-system"])
             .ok()
