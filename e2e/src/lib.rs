@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod controlplane;
 pub mod image;
+pub mod lab;
 pub mod netns;
 pub mod pki;
 pub mod probe;

@@ -12,18 +12,13 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::lab::{NODES, ThreeNodes, mac};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::probe::{Outage, Prober, median_and_max};
 use ferrolb_e2e::process::Process;
 use ferrolb_e2e::wait::until;
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-const MACS: [&str; 3] = [
-    "02:00:00:00:03:0a",
-    "02:00:00:00:03:0b",
-    "02:00:00:00:03:0c",
-];
 const IP: &str = "192.168.60.100";
 
 struct Setup {
@@ -139,32 +134,25 @@ impl Setup {
             )
             .expect("arping -d");
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        out.status.success() && MACS.iter().filter(|m| text.contains(*m)).count() == 1
+        out.status.success() && (0..3).filter(|i| text.contains(&mac(3, *i))).count() == 1
     }
 }
 
 async fn setup() -> Setup {
-    let cluster = TestCluster::start().await.expect("cluster");
-    let mut network = Network::new().expect("switch");
-    let hosts: Vec<Host> = (0..3)
-        .map(|i| {
-            network
-                .host(NODES[i], MACS[i], &[&format!("192.168.60.{}/24", 11 + i)])
-                .expect("node")
-        })
-        .collect();
-    let client = network
-        .host("cli", "02:00:00:00:03:99", &["192.168.60.2/24"])
-        .expect("client");
+    let lab = ThreeNodes::start("192.168.60", 3, "192.168.60.100-192.168.60.110")
+        .await
+        .expect("lab");
     let mut servers = Vec::new();
-    for (i, host) in hosts.iter().enumerate() {
+    for (i, host) in lab.hosts.iter().enumerate() {
         host.accept_service_ip(IP).expect("service IP");
         servers.push(host.http_stand_in(NODES[i]).expect("http"));
-        cluster.node(NODES[i]).expect("node");
     }
-    cluster
-        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [192.168.60.100-192.168.60.110]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
-        .expect("pool");
+    let ThreeNodes {
+        cluster,
+        hosts,
+        client,
+        network,
+    } = lab;
     let mut setup = Setup {
         cluster,
         speakers: vec![None, None, None],
@@ -217,13 +205,13 @@ fn run(s: &mut Setup, scenario: Scenario) -> Outage {
             if let Some(p) = s.speakers[active].take() {
                 p.kill();
             }
-            new_mac_answers(&prober, MACS[active]);
+            new_mac_answers(&prober, &mac(3, active));
         }
         Scenario::LinkCut => {
             s.hosts[active]
                 .run("ip", &["link", "set", "dev", "eth0", "down"])
                 .expect("link down");
-            new_mac_answers(&prober, MACS[active]);
+            new_mac_answers(&prober, &mac(3, active));
         }
         Scenario::OperatorAndActive => {
             if let Some(p) = s.operator.take() {
@@ -232,7 +220,7 @@ fn run(s: &mut Setup, scenario: Scenario) -> Outage {
             if let Some(p) = s.speakers[active].take() {
                 p.kill();
             }
-            new_mac_answers(&prober, MACS[active]);
+            new_mac_answers(&prober, &mac(3, active));
         }
         Scenario::Rolling => {
             for i in 0..3 {

@@ -6,16 +6,15 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_e2e::cluster::{TestCluster, local_endpoint_yaml, service_yaml};
+use ferrolb_e2e::lab::{NODES, ThreeNodes, mac};
 use ferrolb_e2e::netns::{Host, Network};
 use ferrolb_e2e::process::Process;
-use ferrolb_e2e::wait::until;
+use ferrolb_e2e::wait::{step, until};
 
-const MACS: [&str; 3] = [
-    "02:00:00:00:01:0a",
-    "02:00:00:00:01:0b",
-    "02:00:00:00:01:0c",
-];
-const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+/// The MACs of the nodes, to tell which one answered.
+fn macs() -> [String; 3] {
+    [mac(1, 0), mac(1, 1), mac(1, 2)]
+}
 
 /// Which MAC answers ARP for `ip` from the client, if one does.
 fn answering_mac(client: &Host, ip: &str) -> Option<usize> {
@@ -26,7 +25,7 @@ fn answering_mac(client: &Host, ip: &str) -> Option<usize> {
         )
         .ok()?;
     let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    MACS.iter().position(|m| said.contains(*m))
+    macs().iter().position(|m| said.contains(m.as_str()))
 }
 
 /// The node the operator made active for `ip`.
@@ -86,39 +85,30 @@ struct Setup {
     _network: Network,
 }
 
-/// The cluster, nodes and speakers (with `extra` flags) and the operator.
+/// The lab, a speaker per node (with `extra` flags) and the operator.
 async fn setup(extra: &[&str]) -> Setup {
-    let cluster = TestCluster::start().await.expect("cluster");
-    let mut network = Network::new().expect("switch");
-    let hosts: Vec<Host> = (0..3)
-        .map(|i| {
-            network
-                .host(NODES[i], MACS[i], &[&format!("192.168.40.{}/24", 11 + i)])
-                .expect("node")
-        })
-        .collect();
-    let client = network
-        .host("cli", "02:00:00:00:01:99", &["192.168.40.2/24"])
-        .expect("client");
-    for node in NODES {
-        cluster.node(node).expect("node");
-    }
-    cluster
-        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: l2}\nspec: {addresses: [192.168.40.100-192.168.40.199]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
-        .expect("pool");
+    let lab = ThreeNodes::start("192.168.40", 1, "192.168.40.100-192.168.40.199")
+        .await
+        .expect("lab");
     let speakers = NODES
         .iter()
-        .zip(&hosts)
-        .map(|(n, h)| Some(cluster.speaker(n, &h.namespace, extra).expect("speaker")))
+        .zip(&lab.hosts)
+        .map(|(n, h)| {
+            Some(
+                lab.cluster
+                    .speaker(n, &h.namespace, extra)
+                    .expect("speaker"),
+            )
+        })
         .collect();
-    let operator = cluster.operator("solo", &[]).expect("operator");
+    let operator = lab.cluster.operator("solo", &[]).expect("operator");
     Setup {
-        cluster,
+        cluster: lab.cluster,
         speakers,
         _operator: operator,
-        client,
-        hosts,
-        _network: network,
+        client: lab.client,
+        hosts: lab.hosts,
+        _network: lab.network,
     }
 }
 
@@ -126,147 +116,138 @@ async fn setup(extra: &[&str]) -> Setup {
 async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
     let mut s = setup(&[]).await;
     let cluster = &s.cluster;
-    cluster
-        .apply_ok(&service_yaml("default", "web", "", ""))
-        .expect("service");
-    cluster
-        .wait_announced("web", Duration::from_secs(60))
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                s.speakers
-                    .iter()
-                    .flatten()
-                    .map(Process::output)
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            )
-        });
-    let ip = cluster.service_ip("web").expect("ip");
-    let first = resolves_to_chosen(cluster, &s.client, &ip, None, "first answer");
-    let out = s
-        .client
-        .run("arping", &["-d", "-c", "3", "-i", &s.client.interface, &ip])
-        .expect("arping -d");
-    assert!(
-        out.status.success(),
-        "one MAC only: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-
-    // The exclude label moves it.
-    cluster
-        .kubectl(&[
-            "label",
-            "node",
-            NODES[first],
-            "node.kubernetes.io/exclude-from-external-load-balancers=",
-        ])
-        .expect("label");
-    let second = resolves_to_chosen(cluster, &s.client, &ip, Some(first), "exclude label");
-    cluster
-        .kubectl(&[
-            "label",
-            "node",
-            NODES[first],
-            "node.kubernetes.io/exclude-from-external-load-balancers-",
-        ])
-        .expect("unlabel");
-
-    // NotReady moves it.
-    cluster.set_ready(NODES[second], false).expect("not ready");
-    let third = resolves_to_chosen(cluster, &s.client, &ip, Some(second), "NotReady");
-    cluster.set_ready(NODES[second], true).expect("ready");
-
-    // A node selector that leaves only another node moves it there.
-    let target = (third + 1) % 3;
-    cluster
-        .apply_ok(&format!(
-            "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2], nodeSelectors: [{{matchLabels: {{kubernetes.io/hostname: {}}}}}]}}\n",
-            NODES[target]
-        ))
-        .expect("selector");
-    let selected = resolves_to_chosen(cluster, &s.client, &ip, Some(third), "node selector");
-    assert_eq!(selected, target);
-    cluster
-        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
-        .expect("every node again");
-    resolves_to_chosen(cluster, &s.client, &ip, None, "every node again");
-
-    // An interface the nodes do not have: the Service says so, the speaker's
-    // Applied condition too; naming the real one brings the answer back.
-    let interfaces = |names: &str| {
-        format!(
-            "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2], interfaces: [{names}]}}\n"
-        )
-    };
-    cluster
-        .apply_ok(&interfaces("eth9"))
-        .expect("missing interface");
-    let said = until("the Service to name the missing interface", Duration::from_secs(30), || {
-        let out = cluster
+    let client = &s.client;
+    let (ip, first) = step("a new Service is answered by one node", || {
+        cluster
+            .apply_ok(&service_yaml("default", "web", "", ""))
+            .expect("service");
+        cluster
+            .wait_announced("web", Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\n{}",
+                    s.speakers
+                        .iter()
+                        .flatten()
+                        .map(Process::output)
+                        .collect::<Vec<_>>()
+                        .join("\n---\n")
+                )
+            });
+        let ip = cluster.service_ip("web").expect("ip");
+        let first = resolves_to_chosen(cluster, client, &ip, None, "first answer");
+        let out = client
+            .run("arping", &["-d", "-c", "3", "-i", &client.interface, &ip])
+            .expect("arping -d");
+        assert!(
+            out.status.success(),
+            "one MAC only: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (ip, first)
+    });
+    let exclude = |node: usize, op: &str| {
+        cluster
             .kubectl(&[
-                "get",
-                "svc",
-                "web",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].reason}: {.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+                "label",
+                "node",
+                NODES[node],
+                &format!("node.kubernetes.io/exclude-from-external-load-balancers{op}"),
             ])
-            .ok()?;
-        (out.starts_with("AnnounceFailed") && out.contains("eth9")).then_some(out)
-    })
-    .expect("AnnounceFailed");
-    println!("Service: {said}");
-    cluster
-        .apply_ok(&interfaces("eth0"))
-        .expect("the real interface");
-    resolves_to_chosen(cluster, &s.client, &ip, None, "named interface");
-    cluster
-        .wait_announced("web", Duration::from_secs(30))
-        .expect("announced on eth0");
-    cluster
-        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [l2]}\n")
-        .expect("default interface again");
-
-    // Local traffic policy: the IP follows the endpoints.
-    cluster.local_service("", NODES[0]).expect("local service");
-    let slice = local_endpoint_yaml;
-    let local_ip = loop {
-        if let Some(ip) = cluster.service_ip("local") {
-            break ip;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .expect("label");
     };
-    assert_eq!(
-        resolves_to_chosen(
-            cluster,
-            &s.client,
-            &local_ip,
-            None,
-            "Local endpoint on node-a"
-        ),
-        0
+    let second = step("the exclude label moves the IP", || {
+        exclude(first, "=");
+        let second = resolves_to_chosen(cluster, client, &ip, Some(first), "exclude label");
+        exclude(first, "-");
+        second
+    });
+    let third = step("a NotReady node loses the IP", || {
+        cluster.set_ready(NODES[second], false).expect("not ready");
+        let third = resolves_to_chosen(cluster, client, &ip, Some(second), "NotReady");
+        cluster.set_ready(NODES[second], true).expect("ready");
+        third
+    });
+    let advertise = |spec: &str| {
+        cluster
+            .apply_ok(&format!(
+                "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2]{spec}}}\n"
+            ))
+            .expect("L2Advertisement");
+    };
+    step(
+        "a node selector leaving another node moves the IP there",
+        || {
+            let target = (third + 1) % 3;
+            advertise(&format!(
+                ", nodeSelectors: [{{matchLabels: {{kubernetes.io/hostname: {}}}}}]",
+                NODES[target]
+            ));
+            let selected = resolves_to_chosen(cluster, client, &ip, Some(third), "node selector");
+            assert_eq!(selected, target);
+            advertise("");
+            resolves_to_chosen(cluster, client, &ip, None, "every node again");
+        },
     );
-    cluster.apply_ok(&slice(NODES[2])).expect("slice moves");
-    assert_eq!(
-        resolves_to_chosen(
-            cluster,
-            &s.client,
-            &local_ip,
-            Some(0),
-            "Local endpoint moves to node-c"
-        ),
-        2
+    step(
+        "a missing interface is named; the real one answers again",
+        || {
+            advertise(", interfaces: [eth9]");
+            let said = until(
+                "the Service to name the missing interface",
+                Duration::from_secs(30),
+                || {
+                    let (_, reason, message) = cluster.announced("web");
+                    (reason == "AnnounceFailed" && message.contains("eth9"))
+                        .then(|| format!("{reason}: {message}"))
+                },
+            )
+            .expect("AnnounceFailed");
+            println!("Service: {said}");
+            advertise(", interfaces: [eth0]");
+            resolves_to_chosen(cluster, client, &ip, None, "named interface");
+            cluster
+                .wait_announced("web", Duration::from_secs(30))
+                .expect("announced on eth0");
+            advertise("");
+        },
     );
-
-    // The active speaker dies: its standby takes the IP over (fast path) and
-    // the operator makes that official.
+    step("a Local Service's IP follows its endpoints", || {
+        cluster.local_service("", NODES[0]).expect("local service");
+        let local_ip = until("the local Service's IP", Duration::from_secs(30), || {
+            cluster.service_ip("local")
+        })
+        .expect("local IP");
+        assert_eq!(
+            resolves_to_chosen(cluster, client, &local_ip, None, "Local endpoint on node-a"),
+            0
+        );
+        cluster
+            .apply_ok(&local_endpoint_yaml(NODES[2]))
+            .expect("slice moves");
+        assert_eq!(
+            resolves_to_chosen(
+                cluster,
+                client,
+                &local_ip,
+                Some(0),
+                "Local endpoint moves to node-c"
+            ),
+            2
+        );
+    });
     let active = active_node(cluster, &ip).expect("active");
-    s.speakers[active].take().expect("speaker").kill();
-    resolves_to_chosen(cluster, &s.client, &ip, Some(active), "speaker killed");
-    cluster
-        .wait_announced("web", Duration::from_secs(30))
-        .expect("announced again");
+    let killed = s.speakers[active].take().expect("speaker");
+    step(
+        "the active speaker dies: its standby takes the IP, the operator agrees",
+        || {
+            killed.kill();
+            resolves_to_chosen(cluster, client, &ip, Some(active), "speaker killed");
+            cluster
+                .wait_announced("web", Duration::from_secs(30))
+                .expect("announced again");
+        },
+    );
 }
 
 #[tokio::test]
@@ -374,7 +355,7 @@ async fn a_dual_stack_service_is_answered_by_arp_and_ndp_from_one_node() {
             network
                 .host(
                     NODES[i],
-                    MACS[i],
+                    &mac(1, i),
                     &[
                         &format!("192.168.41.{}/24", 11 + i),
                         &format!("fd41::{}/64", 11 + i),
@@ -445,7 +426,7 @@ async fn a_dual_stack_service_is_answered_by_arp_and_ndp_from_one_node() {
                 .run("ndisc6", &["-r", "2", &v6, &client.interface])
                 .ok()?;
             let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
-            MACS.iter().position(|m| said.contains(*m))
+            macs().iter().position(|m| said.contains(m.as_str()))
         },
     )
     .expect("ndisc6");

@@ -2,6 +2,12 @@
 //! reason and message a Service can show, without an apiserver.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use status::Desired;
 
 #[test]
 fn a_passing_not_yet_applied_raises_no_warning_but_a_real_problem_does() {
