@@ -249,6 +249,7 @@ fn wrong_password(lab: &Lab) {
     .expect("NoEstablishedSession");
     println!("Service: {reason}");
 }
+
 /// The right password: sessions come up and the route reaches FRR from all
 /// three nodes; returns the Service's prefix.
 fn right_password(lab: &Lab) -> String {
@@ -296,6 +297,7 @@ fn right_password(lab: &Lab) -> String {
 
     prefix
 }
+
 /// Local policy: only nodes with an endpoint advertise.
 fn local_policy(lab: &Lab) {
     let Lab { cluster, frr, .. } = lab;
@@ -330,6 +332,7 @@ fn local_policy(lab: &Lab) {
     )
     .unwrap();
 }
+
 /// A node going NotReady withdraws its next hop; Ready again brings it back.
 fn not_ready(lab: &Lab) {
     let Lab {
@@ -354,6 +357,7 @@ fn not_ready(lab: &Lab) {
     )
     .unwrap();
 }
+
 /// Layer 2 and BGP on the same Service: both parts in its condition.
 fn layer2_and_bgp(lab: &Lab) {
     let Lab {
@@ -383,6 +387,7 @@ fn layer2_and_bgp(lab: &Lab) {
         .kubectl(&["delete", "l2advertisement", "both"])
         .expect("delete");
 }
+
 /// The speakers' metrics show the session up and what they sent.
 fn metrics(lab: &Lab) {
     let speakers = &lab.speakers;
@@ -401,6 +406,7 @@ fn metrics(lab: &Lab) {
         );
     }
 }
+
 /// Editing the advertisement's communities updates the route in place.
 fn communities(lab: &Lab) {
     let Lab {
@@ -423,6 +429,7 @@ fn communities(lab: &Lab) {
     )
     .unwrap();
 }
+
 /// The advertisement's node selector: only node-b advertises.
 fn advertisement_selector(lab: &Lab) {
     let Lab {
@@ -446,6 +453,7 @@ fn advertisement_selector(lab: &Lab) {
         "the other nodes keep their sessions, with nothing to advertise"
     );
 }
+
 /// Aggregation: the /24 instead of the /32s, and back.
 fn aggregation(lab: &Lab) {
     let Lab {
@@ -484,6 +492,7 @@ fn aggregation(lab: &Lab) {
     )
     .unwrap();
 }
+
 /// A peer's node selector: only node-a keeps its session; the others end theirs (Cease) and their next hops go.
 fn peer_selector(lab: &Lab) {
     let Lab {
@@ -529,6 +538,7 @@ fn peer_selector(lab: &Lab) {
     )
     .unwrap();
 }
+
 /// Deleting the Service withdraws its route.
 fn delete_service(lab: &Lab) {
     let Lab {
@@ -547,6 +557,7 @@ fn delete_service(lab: &Lab) {
     })
     .unwrap();
 }
+
 /// Figure: Service created → its route at FRR, 20 Services one after
 /// another; returns the last one's prefix.
 fn figure_route(lab: &Lab) -> String {
@@ -581,6 +592,7 @@ fn figure_route(lab: &Lab) -> String {
     );
     last
 }
+
 /// Figure: speaker killed → FRR withdraws its next hop.
 fn figure_speaker_killed(lab: &mut Lab, last: &str) {
     let frr = &lab.frr;

@@ -363,6 +363,11 @@ fn landed_version(object: &impl Resource) -> u64 {
 }
 
 async fn execute(client: Client, recorder: Recorder, metrics: Arc<Metrics>, write: Write) -> Done {
+    let to = To {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+    };
     let apply = PatchParams::apply(manager::OPERATOR).force();
     match write {
         Write::Service {
@@ -452,157 +457,157 @@ async fn execute(client: Client, recorder: Recorder, metrics: Arc<Metrics>, writ
             }
         }
         Write::Announcement { node, spec, seen } => {
-            let api: Api<NodeAnnouncement> = Api::all(client);
             // `spec.node` is always there: an apply whose spec has no field
             // left (a node that loses its last IP) would drop the spec, which
             // the schema requires.
-            let body = json!({
-                "apiVersion": "ferrolb.io/v1alpha1",
-                "kind": "NodeAnnouncement",
-                "metadata": { "name": node },
-                "spec": spec,
-            });
-            let result = api.patch(&node, &apply, &Patch::Apply(body)).await;
-            metrics.wrote(
-                "node_announcement",
-                result.as_ref().err().map(|e| Failure::of(e).label()),
-            );
-            match result {
-                Ok(updated) => {
+            let body = json!({ "spec": spec });
+            match put::<NodeAnnouncement>(&to, "node_announcement", &node, body, false).await {
+                Ok(rv) => {
                     tracing::info!(%node, l2 = spec.l2.len(), "NodeAnnouncement written");
-                    let rv = landed_version(&updated);
                     Done::Landed(Landed::Announcement(node, spec, rv))
                 }
-                Err(e) => {
-                    let failure = Failure::of(&e);
-                    let reference = reference::<NodeAnnouncement>(&node);
-                    refused(&recorder, &metrics, "NodeAnnouncement", reference, &failure).await;
-                    Done::Failed(Write::Announcement { node, spec, seen }, failure)
-                }
+                Err(failure) => Done::Failed(Write::Announcement { node, spec, seen }, failure),
             }
         }
         Write::Retire { node } => {
-            let api: Api<NodeAnnouncement> = Api::all(client);
-            let result = api.delete(&node, &DeleteParams::default()).await;
-            match result.map_err(|e| Failure::of(&e)) {
-                Ok(_) | Err(Failure::NotFound) => {
-                    metrics.wrote("node_announcement_delete", None);
+            match remove::<NodeAnnouncement>(&to, "node_announcement_delete", &node).await {
+                Ok(()) => {
                     tracing::info!(%node, "node gone: NodeAnnouncement deleted");
                     Done::Landed(Landed::Retired(node))
                 }
-                Err(failure) => {
-                    metrics.wrote("node_announcement_delete", Some(failure.label()));
-                    let reference = reference::<NodeAnnouncement>(&node);
-                    refused(&recorder, &metrics, "NodeAnnouncement", reference, &failure).await;
-                    Done::Failed(Write::Retire { node }, failure)
-                }
+                Err(failure) => Done::Failed(Write::Retire { node }, failure),
             }
         }
         Write::PrefixSet { name, spec, seen } => {
-            let api: Api<PrefixSet> = Api::all(client);
             let body = json!({
-                "apiVersion": "ferrolb.io/v1alpha1",
-                "kind": "PrefixSet",
                 "metadata": {
-                    "name": name,
                     "labels": { ferrolb_api::prefixset::ADVERTISEMENT_LABEL: spec.advertisement },
                 },
                 "spec": spec,
             });
-            let result = api.patch(&name, &apply, &Patch::Apply(body)).await;
-            metrics.wrote(
-                "prefix_set",
-                result.as_ref().err().map(|e| Failure::of(e).label()),
-            );
-            match result {
-                Ok(updated) => {
+            match put::<PrefixSet>(&to, "prefix_set", &name, body, false).await {
+                Ok(rv) => {
                     tracing::info!(prefix_set = %name, prefixes = spec.count, "PrefixSet written");
-                    let rv = landed_version(&updated);
                     Done::Landed(Landed::PrefixSet(name, spec, rv))
                 }
-                Err(e) => {
-                    let failure = Failure::of(&e);
-                    let reference = reference::<PrefixSet>(&name);
-                    refused(&recorder, &metrics, "PrefixSet", reference, &failure).await;
-                    Done::Failed(Write::PrefixSet { name, spec, seen }, failure)
-                }
+                Err(failure) => Done::Failed(Write::PrefixSet { name, spec, seen }, failure),
             }
         }
         Write::DropPrefixSet { name } => {
-            let api: Api<PrefixSet> = Api::all(client);
-            let result = api.delete(&name, &DeleteParams::default()).await;
-            match result.map_err(|e| Failure::of(&e)) {
-                Ok(_) | Err(Failure::NotFound) => {
-                    metrics.wrote("prefix_set_delete", None);
+            match remove::<PrefixSet>(&to, "prefix_set_delete", &name).await {
+                Ok(()) => {
                     tracing::info!(prefix_set = %name, "PrefixSet no longer wanted: deleted");
                     Done::Landed(Landed::Dropped(name))
                 }
-                Err(failure) => {
-                    metrics.wrote("prefix_set_delete", Some(failure.label()));
-                    let reference = reference::<PrefixSet>(&name);
-                    refused(&recorder, &metrics, "PrefixSet", reference, &failure).await;
-                    Done::Failed(Write::DropPrefixSet { name }, failure)
-                }
+                Err(failure) => Done::Failed(Write::DropPrefixSet { name }, failure),
             }
         }
         Write::Pool { name, status, seen } => {
-            let api: Api<IPAddressPool> = Api::all(client);
-            let body = json!({
-                "apiVersion": "ferrolb.io/v1alpha1",
-                "kind": "IPAddressPool",
-                "metadata": { "name": name },
-                "status": status,
-            });
-            let result = api.patch_status(&name, &apply, &Patch::Apply(body)).await;
-            metrics.wrote(
-                "pool_status",
-                result.as_ref().err().map(|e| Failure::of(e).label()),
-            );
-            match result {
-                Ok(updated) => {
-                    let rv = landed_version(&updated);
-                    Done::Landed(Landed::Pool(name, status, rv))
-                }
-                Err(e) => {
-                    let failure = Failure::of(&e);
-                    let reference = reference::<IPAddressPool>(&name);
-                    refused(
-                        &recorder,
-                        &metrics,
-                        "IPAddressPool status",
-                        reference,
-                        &failure,
-                    )
-                    .await;
-                    Done::Failed(Write::Pool { name, status, seen }, failure)
-                }
+            let body = json!({ "status": status });
+            match put::<IPAddressPool>(&to, "pool_status", &name, body, true).await {
+                Ok(rv) => Done::Landed(Landed::Pool(name, status, rv)),
+                Err(failure) => Done::Failed(Write::Pool { name, status, seen }, failure),
             }
         }
         Write::Peer { name, status, seen } => {
-            let api: Api<BGPPeer> = Api::all(client);
-            let body = json!({
-                "apiVersion": "ferrolb.io/v1alpha1",
-                "kind": "BGPPeer",
-                "metadata": { "name": name },
-                "status": status,
-            });
-            let result = api.patch_status(&name, &apply, &Patch::Apply(body)).await;
-            metrics.wrote(
-                "peer_status",
-                result.as_ref().err().map(|e| Failure::of(e).label()),
-            );
-            match result {
-                Ok(updated) => {
-                    let rv = landed_version(&updated);
-                    Done::Landed(Landed::Peer(name, status, rv))
-                }
-                Err(e) => {
-                    let failure = Failure::of(&e);
-                    let reference = reference::<BGPPeer>(&name);
-                    refused(&recorder, &metrics, "BGPPeer status", reference, &failure).await;
-                    Done::Failed(Write::Peer { name, status, seen }, failure)
-                }
+            let body = json!({ "status": status });
+            match put::<BGPPeer>(&to, "peer_status", &name, body, true).await {
+                Ok(rv) => Done::Landed(Landed::Peer(name, status, rv)),
+                Err(failure) => Done::Failed(Write::Peer { name, status, seen }, failure),
             }
+        }
+    }
+}
+
+/// Where writes go and what is told about them.
+struct To {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// A cluster-scoped kind of ours.
+trait Ours:
+    Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Ours for K where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
+/// Applies `body` (the fields to own; kind and name are added) to an object
+/// of ours, or to its status; counts the write and reports a failure.
+/// Returns the resourceVersion written.
+async fn put<K: Ours>(
+    to: &To,
+    metric: &str,
+    name: &str,
+    mut body: serde_json::Value,
+    status: bool,
+) -> Result<u64, Failure> {
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    body["metadata"]["name"] = name.into();
+    let api: Api<K> = Api::all(to.client.clone());
+    let apply = PatchParams::apply(manager::OPERATOR).force();
+    let result = if status {
+        api.patch_status(name, &apply, &Patch::Apply(body)).await
+    } else {
+        api.patch(name, &apply, &Patch::Apply(body)).await
+    };
+    let result = result.map_err(|e| Failure::of(&e));
+    to.metrics
+        .wrote(metric, result.as_ref().err().map(Failure::label));
+    match result {
+        Ok(written) => Ok(landed_version(&written)),
+        Err(failure) => {
+            let what = format!("{}{}", K::kind(&()), if status { " status" } else { "" });
+            refused(
+                &to.recorder,
+                &to.metrics,
+                &what,
+                reference::<K>(name),
+                &failure,
+            )
+            .await;
+            Err(failure)
+        }
+    }
+}
+
+/// Deletes an object of ours (gone already is as good); counts it and
+/// reports a failure.
+async fn remove<K: Ours>(to: &To, metric: &str, name: &str) -> Result<(), Failure> {
+    let api: Api<K> = Api::all(to.client.clone());
+    match api
+        .delete(name, &DeleteParams::default())
+        .await
+        .map_err(|e| Failure::of(&e))
+    {
+        Ok(_) | Err(Failure::NotFound) => {
+            to.metrics.wrote(metric, None);
+            Ok(())
+        }
+        Err(failure) => {
+            to.metrics.wrote(metric, Some(failure.label()));
+            let what = K::kind(&()).into_owned();
+            refused(
+                &to.recorder,
+                &to.metrics,
+                &what,
+                reference::<K>(name),
+                &failure,
+            )
+            .await;
+            Err(failure)
         }
     }
 }
