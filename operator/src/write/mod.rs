@@ -44,8 +44,8 @@ use memo::Memo;
 pub enum Failure {
     /// 409: someone else changed the object; the next pass sees the new one.
     Conflict,
-    /// 422 or 400: the apiserver (schema, webhook, admission) refuses this
-    /// value. Writing it again would be refused again: not retried until the
+    /// 422, 400 or 413: the apiserver (schema, webhook, admission, size)
+    /// refuses this value. Writing it again would be refused again: not retried until the
     /// plan wants something else.
     Invalid(String),
     /// 401/403: not allowed (RBAC, a policy). Retried slowly: an operator may
@@ -77,7 +77,8 @@ impl Failure {
         match error {
             kube::Error::Api(e) => match e.code {
                 409 => Failure::Conflict,
-                400 | 422 => Failure::Invalid(e.message.clone()),
+                // 413: too large to store; the same value stays too large.
+                400 | 413 | 422 => Failure::Invalid(e.message.clone()),
                 401 | 403 => Failure::Forbidden(e.message.clone()),
                 404 => Failure::NotFound,
                 _ => Failure::Transient(format!("{} ({})", e.message, e.code)),
@@ -754,6 +755,7 @@ mod tests {
             (409, "conflict", Retry::NextPass),
             (422, "invalid", Retry::WhenChanged),
             (400, "invalid", Retry::WhenChanged),
+            (413, "invalid", Retry::WhenChanged),
             (403, "forbidden", Retry::Slowly),
             (404, "not_found", Retry::NextPass),
             (500, "transient", Retry::Backoff),
