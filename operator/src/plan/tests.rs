@@ -559,3 +559,110 @@ proptest::proptest! {
         }
     }
 }
+
+/// The BGPPeer `tor`'s Established condition when `up` of two nodes report
+/// the session Established (the other Active), or when its node selector
+/// matches no node.
+fn peer_condition(up: usize, selecting_none: bool) -> (String, String) {
+    let node = |name: &str| NODE.replace("node-a", name);
+    let peer = if selecting_none {
+        PEER.replace(
+            "peerAddress: 172.30.0.1}",
+            "peerAddress: 172.30.0.1, nodeSelectors: [{matchLabels: {rack: none}}]}",
+        )
+    } else {
+        PEER.to_string()
+    };
+    let yaml = [
+        POOL.to_string(),
+        node("node-a"),
+        node("node-b"),
+        peer,
+        BGP.to_string(),
+    ]
+    .join("\n---\n");
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a"), speaker_lease("node-b")]);
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let snapshot = crate::cluster::Snapshot::read(objects(&yaml), &options, &live);
+    let mut memory = Memory::rebuild(&snapshot);
+    let first = memory.pass(&snapshot, now);
+    let mut objects = objects(&yaml);
+    let mut reported = 0;
+    for write in &first.writes {
+        if let Write::Announcement { node, spec, .. } = write {
+            let mut announcement = NodeAnnouncement::new(node, spec.clone());
+            announcement.metadata.generation = Some(1);
+            let state = if reported < up {
+                BgpState::Established
+            } else {
+                BgpState::Active
+            };
+            reported += 1;
+            announcement.status = Some(NodeAnnouncementStatus {
+                observed_generation: Some(1),
+                bgp: spec
+                    .bgp
+                    .iter()
+                    .map(|s| SessionState {
+                        name: s.name.clone(),
+                        state,
+                        since: None,
+                        prefixes_advertised: 0,
+                        last_error: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            objects.announcements.push(Arc::new(announcement));
+        }
+    }
+    let snapshot = crate::cluster::Snapshot::read(objects, &options, &live);
+    memory
+        .pass(&snapshot, now)
+        .writes
+        .into_iter()
+        .find_map(|w| match w {
+            Write::Peer { status, .. } => {
+                let c = status.conditions.first()?.clone();
+                Some((format!("{} {}", c.status, c.reason), c.message))
+            }
+            _ => None,
+        })
+        .expect("a BGPPeer status")
+}
+
+#[test]
+fn every_bgp_peer_condition_through_the_pass() {
+    assert_eq!(
+        peer_condition(2, false),
+        (
+            "True Established".into(),
+            "Established on all 2 selected nodes".into()
+        )
+    );
+    assert_eq!(
+        peer_condition(1, false),
+        (
+            "False PartlyEstablished".into(),
+            "Established on 1 of 2 nodes; node-b: Active".into()
+        )
+    );
+    assert_eq!(
+        peer_condition(0, false),
+        (
+            "False NotEstablished".into(),
+            "Established on 0 of 2 nodes; node-a: Active; node-b: Active".into()
+        )
+    );
+    assert_eq!(
+        peer_condition(0, true),
+        (
+            "False NoSelectedNodes".into(),
+            "no node with a running speaker is selected by nodeSelectors".into()
+        )
+    );
+}

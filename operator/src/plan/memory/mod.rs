@@ -112,6 +112,8 @@ pub struct Memory {
     reports: BTreeMap<String, Same<ferrolb_api::NodeAnnouncement>>,
     /// The kernel-answers-ARP note of the last pass.
     kernel: Option<String>,
+    /// Every distinct set of BGP sessions Services are advertised on, once.
+    sets: Vec<Sessions>,
     /// Per set of BGP sessions, how it stood in the last pass.
     summaries: Vec<(Sessions, Arc<conditions::Summary>)>,
 }

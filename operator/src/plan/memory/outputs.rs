@@ -133,14 +133,7 @@ impl Memory {
         let kernel_changed = self.kernel.as_deref() != Some(&*kernel);
         let mut sets_changed: Vec<usize> = Vec::new();
         if !differ.is_empty() {
-            let mut sets: Vec<Sessions> = Vec::new();
-            for outcome in self.bgp.services.values() {
-                if let announce::bgp::Outcome::Advertised(set) = outcome
-                    && !sets.iter().any(|s| Arc::ptr_eq(s, set))
-                {
-                    sets.push(set.clone());
-                }
-            }
+            let sets: Vec<Sessions> = self.sets.clone();
             let now_summaries: Vec<(Sessions, Arc<conditions::Summary>)> = sets
                 .into_iter()
                 .map(|set| {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::cluster::Snapshot;
 use crate::plan::allocation::ServiceKey;
@@ -28,6 +29,8 @@ impl Memory {
             true,
         );
         self.bgp = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &announced);
+        self.sets.clear();
+        self.share_sets(None);
         self.users.clear();
         self.planned.clear();
         for a in &announced {
@@ -151,12 +154,15 @@ impl Memory {
                 }
             }
             self.bgp = bgp;
+            self.sets.clear();
+            self.share_sets(None);
         } else if !snapshot.bgp.is_empty() {
             let sub = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &now);
             for key in &affected {
                 self.bgp.services.remove(key);
             }
             self.bgp.services.extend(sub.services);
+            self.share_sets(Some(&affected));
             for advertisement in &snapshot.bgp {
                 let Some(shared) = self.bgp.shared.get_mut(&advertisement.name) else {
                     continue;
@@ -176,6 +182,7 @@ impl Memory {
             }
             let sub = plan_bgp(&snapshot.nodes, &snapshot.peers, &snapshot.bgp, &now);
             self.bgp.services.extend(sub.services);
+            self.share_sets(Some(&affected));
         }
 
         // Who uses which IP now.
@@ -194,6 +201,27 @@ impl Memory {
             self.remember(a);
         }
         (touched, affected)
+    }
+
+    /// Makes the Services of `only` (every Service when `None`) that are
+    /// advertised on equal sets of sessions share one set: a set of a
+    /// thousand sessions planned anew for each changed Service would
+    /// otherwise be held once per Service. `self.sets` holds each distinct
+    /// set once.
+    pub(super) fn share_sets(&mut self, only: Option<&BTreeSet<ServiceKey>>) {
+        let sets = &mut self.sets;
+        for (key, outcome) in self.bgp.services.iter_mut() {
+            if only.is_some_and(|o| !o.contains(key)) {
+                continue;
+            }
+            if let announce::bgp::Outcome::Advertised(set) = outcome {
+                match sets.iter().find(|s| Arc::ptr_eq(s, set) || ***s == **set) {
+                    Some(shared) => *set = shared.clone(),
+                    None => sets.push(set.clone()),
+                }
+            }
+        }
+        sets.retain(|s| Arc::strong_count(s) > 1);
     }
 
     /// Records the IPs a planned Service uses.
