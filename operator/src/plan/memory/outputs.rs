@@ -156,6 +156,7 @@ impl Memory {
         self.reports = reports;
         self.kernel = Some(kernel.to_string());
         let everything = whole || self.always_whole || others_forgotten;
+        let current_sets = &self.sets;
         for service in &snapshot.ours {
             let key = &service.key;
             if !service.other_writers.is_empty() {
@@ -188,8 +189,12 @@ impl Memory {
                         _ => true,
                     };
                     let bgp_same = match &i.bgp {
+                        // The set it was told about is still the one its
+                        // Services share (a re-plan makes new ones) and did
+                        // not change state.
                         Some(announce::bgp::Outcome::Advertised(set)) => {
-                            !sets_changed.contains(&(Arc::as_ptr(set) as usize))
+                            current_sets.iter().any(|s| Arc::ptr_eq(s, set))
+                                && !sets_changed.contains(&(Arc::as_ptr(set) as usize))
                         }
                         _ => true,
                     };
