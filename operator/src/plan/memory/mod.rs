@@ -320,7 +320,13 @@ impl Memory {
                 .and_then(|r| self.allocator.allocate(&r));
             let held = self.allocator.assignments(&service.key).unwrap_or_default();
             let before = kept.map(|k| k.held.clone());
-            if kept.is_some() && asked_again {
+            // A Service that let go of an address (asked for another, or a
+            // failing one that got what it asked for) frees it for the
+            // failing ones: those after it now, those before it next pass.
+            let let_go = before
+                .as_ref()
+                .is_some_and(|b| b.iter().any(|ip| !held.contains(ip)));
+            if kept.is_some() && (asked_again || let_go) {
                 freed = true;
                 reallocated = true;
             }
