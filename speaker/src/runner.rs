@@ -276,7 +276,7 @@ impl Runner {
                 state: L2Phase::Standby,
                 interfaces: Vec::new(),
                 message: Some(format!(
-                    "node {by} took this IP over while this speaker was away; not answering until the operator moves it"
+                    "node {by} took this IP over while this speaker was away; not answering while it claims it (or until the operator moves it)"
                 )),
                 taken_from: None,
             });

@@ -47,7 +47,11 @@ fn ip() -> IpAddr {
 }
 
 async fn eventually(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..100 {
+    within(what, Duration::from_secs(2), check).await
+}
+
+async fn within(what: &str, wait: Duration, check: impl Fn() -> bool) {
+    for _ in 0..wait.as_millis() / 20 {
         if check() {
             return;
         }
@@ -110,6 +114,43 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
         .await;
     assert_eq!(handed, set);
     assert!(heir.taken()[&ip()].why.contains("handed over"));
+}
+
+#[tokio::test]
+async fn a_yielded_ip_is_answered_again_once_the_node_that_took_it_is_gone() {
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", pa, b"key");
+    active.set_answering(&set, &set);
+    let standby = start("b", pb, b"key");
+    standby.set_targets(&[Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: set.clone(),
+    }]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(active);
+    eventually("the standby takes over", || {
+        standby.taken().contains_key(&ip())
+    })
+    .await;
+    let back = start("a", pa, b"key");
+    back.set_answering(&BTreeSet::new(), &set);
+    eventually("the returning speaker yields", || {
+        back.yielded().contains_key(&ip())
+    })
+    .await;
+    // While the taker keeps claiming it, the yield holds.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(back.yielded().get(&ip()).map(String::as_str), Some("b"));
+    // The taker dies before the operator made anything official, and the
+    // operator leaves the IP where its spec had it: the returning speaker
+    // must answer again rather than leave the IP with nobody.
+    drop(standby);
+    within("the yield lapses", Duration::from_secs(10), || {
+        back.yielded().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]

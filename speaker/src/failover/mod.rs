@@ -14,6 +14,7 @@
 
 pub mod tracker;
 pub mod wire;
+pub mod yields;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 
 use tracker::{Reach, Tracker};
 use wire::{Key, Kind, Message};
+use yields::Yields;
 
 /// How messages older or newer than this (by the sender's clock) are refused:
 /// an old signed message replayed cannot take or yield an IP.
@@ -100,8 +102,9 @@ struct Shared {
     addresses: BTreeMap<String, SocketAddr>,
     /// The nonces of the last probes sent to each followed node.
     nonces: BTreeMap<String, VecDeque<u64>>,
-    /// IPs a standby told us it took: not answered for until the operator moves them.
-    yielded: BTreeMap<IpAddr, String>,
+    /// IPs a standby told us it took: not answered for while it keeps
+    /// saying so, until the operator moves them.
+    yielded: Yields,
     /// Standbys probing us: node → (address, IPs, last heard).
     standbys: BTreeMap<String, (SocketAddr, BTreeSet<IpAddr>, Instant)>,
     /// Hand-off nonces acknowledged.
@@ -236,7 +239,7 @@ impl Failover {
             tracker: Tracker::new(settings),
             addresses: BTreeMap::new(),
             nonces: BTreeMap::new(),
-            yielded: BTreeMap::new(),
+            yielded: Yields::new(settings),
             standbys: BTreeMap::new(),
             acknowledged: BTreeSet::new(),
             seen: BTreeMap::new(),
@@ -357,7 +360,7 @@ impl Failover {
         let mut shared = self.shared.lock().expect("failover lock");
         shared.answering = answering.clone();
         shared.spec_active = spec_active.clone();
-        shared.yielded.retain(|ip, _| spec_active.contains(ip));
+        shared.yielded.keep_only(spec_active);
     }
 
     /// IPs taken over and not yet made official.
@@ -372,7 +375,7 @@ impl Failover {
 
     /// IPs yielded to the standby that took them.
     pub fn yielded(&self) -> BTreeMap<IpAddr, String> {
-        self.shared.lock().expect("failover lock").yielded.clone()
+        self.shared.lock().expect("failover lock").yielded.view()
     }
 
     /// Hands `ips` to their standbys — at the addresses the NodeAnnouncement
@@ -524,22 +527,20 @@ impl Parts {
                         shared
                             .standbys
                             .insert(message.node.clone(), (from, ips.clone(), Instant::now()));
+                        let now = std::time::Instant::now();
                         for ip in &message.taken {
-                            let ours =
-                                shared.answering.contains(ip) || shared.spec_active.contains(ip);
-                            if ours
-                                && !shared.yielded.contains_key(ip)
-                                && !shared.tracker.taken().contains_key(ip)
-                            {
-                                tracing::warn!(%ip, by = %message.node, "a standby took this IP over: yielding it");
-                                shared.yielded.insert(*ip, message.node.clone());
+                            let ours = (shared.answering.contains(ip)
+                                || shared.spec_active.contains(ip))
+                                && !shared.tracker.taken().contains_key(ip);
+                            if shared.yielded.claimed(*ip, &message.node, ours, now) {
+                                tracing::warn!(%ip, by = %message.node, "a standby took this IP over: yielding it while it says so");
                                 changed = true;
                             }
                         }
                         let held: Vec<IpAddr> = ips
                             .iter()
                             .filter(|ip| {
-                                shared.answering.contains(ip) && !shared.yielded.contains_key(ip)
+                                shared.answering.contains(ip) && !shared.yielded.contains(ip)
                             })
                             .copied()
                             .collect();
@@ -606,9 +607,14 @@ impl Parts {
                 if !network_ok {
                     shared.tracker.own_network_down(std::time::Instant::now());
                 }
-                let decision = shared.tracker.tick(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                let decision = shared.tracker.tick(now);
                 self.counters.record(&decision);
-                changed = !decision.is_empty();
+                let given_back = shared.yielded.lapse(now);
+                for ip in &given_back {
+                    tracing::warn!(%ip, "the node that took this IP over no longer claims it: answering again");
+                }
+                changed = !decision.is_empty() || !given_back.is_empty();
                 self.counters
                     .unavailable_now
                     .set(shared.tracker.unavailable() as i64);
