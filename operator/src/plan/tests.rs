@@ -666,3 +666,52 @@ fn every_bgp_peer_condition_through_the_pass() {
         )
     );
 }
+
+#[test]
+fn a_prefix_set_not_stored_as_planned_is_written_again_until_it_is() {
+    let yaml = [
+        POOL.to_string(),
+        NODE.to_string(),
+        PEER.to_string(),
+        BGP.to_string(),
+        service("web", ""),
+    ]
+    .join("\n---\n");
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a")]);
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let prefix_sets = |pass: &Pass| -> Vec<(String, ferrolb_api::PrefixSetSpec)> {
+        pass.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::PrefixSet { name, spec, .. } => Some((name.clone(), spec.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let snapshot = crate::cluster::Snapshot::read(objects(&yaml), &options, &live);
+    let mut memory = Memory::rebuild(&snapshot);
+    let first = prefix_sets(&memory.pass(&snapshot, now));
+    assert_eq!(first.len(), 1, "one shard for the one advertisement");
+    // The write failed (nothing stored): the next pass, with nothing else
+    // changed, writes it again.
+    assert_eq!(prefix_sets(&memory.pass(&snapshot, now)), first);
+    // Stored as planned: nothing more to write.
+    let stored = |sets: &[(String, ferrolb_api::PrefixSetSpec)]| {
+        let mut objects = objects(&yaml);
+        objects.prefix_sets = sets
+            .iter()
+            .map(|(name, spec)| Arc::new(ferrolb_api::PrefixSet::new(name, spec.clone())))
+            .collect();
+        crate::cluster::Snapshot::read(objects, &options, &live)
+    };
+    let landed = stored(&first);
+    assert!(prefix_sets(&memory.pass(&landed, now)).is_empty());
+    assert!(prefix_sets(&memory.pass(&landed, now)).is_empty());
+    // Someone deletes it by hand: written again.
+    let deleted = stored(&[]);
+    assert_eq!(prefix_sets(&memory.pass(&deleted, now)), first);
+}

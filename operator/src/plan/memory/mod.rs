@@ -97,6 +97,10 @@ pub struct Memory {
     /// Nodes whose NodeAnnouncement did not show the planned spec last time
     /// it was compared, with the object compared.
     nodes_compared: HashMap<String, (Option<Arc<ferrolb_api::NodeAnnouncement>>, bool)>,
+    /// The PrefixSets last compared with the plan, when they did not show it
+    /// (a write failed or has not landed, or someone changed one): compared
+    /// again next pass.
+    prefix_sets_compared: Option<BTreeMap<String, Same<ferrolb_api::PrefixSet>>>,
     /// A Service's holdings changed last pass: the failing ones try again.
     retry_failing: bool,
     /// Re-plan everything every pass (to check the incremental passes).
@@ -457,8 +461,17 @@ impl Memory {
 
         let mut writes = Vec::new();
         self.announcements(snapshot, whole, &touched, &mut writes);
-        if whole || !changed.is_empty() {
-            self.prefix_sets(snapshot, &mut writes);
+        let stored: BTreeMap<String, Same<ferrolb_api::PrefixSet>> = snapshot
+            .prefix_sets
+            .iter()
+            .map(|(name, set)| (name.clone(), Same(set.clone())))
+            .collect();
+        let unsettled = self.prefix_sets_compared.as_ref() != Some(&stored);
+        if whole || !changed.is_empty() || unsettled {
+            let settled = self.prefix_sets(snapshot, &mut writes);
+            // Settled: nothing to compare again until a Service, the world
+            // or a stored PrefixSet changes.
+            self.prefix_sets_compared = settled.then_some(stored);
         }
         self.services(snapshot, now, whole, &replanned, &mut writes);
 

@@ -73,14 +73,16 @@ impl Memory {
         }
     }
 
-    /// The PrefixSets of the shared prefixes.
-    pub(super) fn prefix_sets(&self, snapshot: &Snapshot, writes: &mut Vec<Write>) {
+    /// The PrefixSets of the shared prefixes; returns whether the stored ones
+    /// already show them.
+    pub(super) fn prefix_sets(&self, snapshot: &Snapshot, writes: &mut Vec<Write>) -> bool {
         let specs_now: BTreeMap<String, PrefixSetSpec> = snapshot
             .prefix_sets
             .iter()
             .map(|(name, set)| (name.clone(), set.spec.clone()))
             .collect();
         let changes = prefix_set_changes(&self.bgp.shared, &specs_now);
+        let settled = changes.apply.is_empty() && changes.delete.is_empty();
         for (name, spec) in changes.apply {
             let seen = Seen {
                 // `prefix_set_changes` lists only shards that differ.
@@ -95,6 +97,7 @@ impl Memory {
         for name in changes.delete {
             writes.push(Write::DropPrefixSet { name });
         }
+        settled
     }
 
     /// Every Service's status: its Announced verdict worked out again only
