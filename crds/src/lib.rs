@@ -13,6 +13,7 @@ pub mod cel;
 pub mod community;
 pub mod constants;
 pub mod ipaddresspool;
+pub mod ipset;
 pub mod l2advertisement;
 pub mod nodeannouncement;
 pub mod overlap;

@@ -6,10 +6,14 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::address::{parse_cidr, parse_ip, parse_ipv4};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::address::{Family, format_ip, parse_cidr, parse_ip, parse_ipv4};
 use crate::bgppeer::{DynamicAsn, SecretKeyRef};
 use crate::cel::{self, push_rules, rule_at};
 use crate::community::Community;
+use crate::ipset::IpSet;
 use crate::timer::parse_timer;
 use crate::validation::{
     Errors, FieldError, NOT_A_NAME, NOT_AN_INTERFACE, Validate, is_interface_name, is_object_name,
@@ -19,6 +23,9 @@ use crate::validation::{
 /// active entry with one).
 pub const STANDBY_FOR: &str =
     "standbyFor is required for role standby and not allowed for role active";
+
+/// The message for a standby group naming a standby of its own.
+pub const STANDBY: &str = "standby is only for role active";
 
 /// What one node announces. Named after the node; the operator writes the spec,
 /// the node's speaker the status. `kubectl get nodeannouncements` shows what
@@ -60,10 +67,10 @@ pub struct NodeAnnouncementSpec {
     pub node: Option<String>,
 
     /// IPs this node answers ARP/NDP for (role `active`) or is ready to take
-    /// over (role `standby`).
+    /// over (role `standby`), in groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "l2_list")]
-    pub l2: Vec<L2Announcement>,
+    pub l2: Vec<L2Group>,
 
     /// BGP sessions this node opens, each with the prefixes it advertises.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -71,45 +78,49 @@ pub struct NodeAnnouncementSpec {
     pub bgp: Vec<BgpSession>,
 }
 
-/// One IP announced in layer 2.
+/// A group of IPs this node plays one part for, paired with one other node:
+/// one group per role, other node and interfaces, so the list stays short and
+/// the IPs are written as ranges.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = l2_rules)]
-pub struct L2Announcement {
-    /// The Service IP.
-    #[schemars(schema_with = "cel::ip_string")]
-    pub ip: String,
+pub struct L2Group {
+    /// `active`: answer for the IPs now. `standby`: watch the active node and
+    /// take over when it stops answering.
+    pub role: L2Role,
+
+    /// For role `standby`: the node that is active for the IPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::name_string")]
+    pub standby_for: Option<String>,
+
+    /// For role `active`: the node standing by for the IPs (none when no
+    /// other node may announce them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::name_string")]
+    pub standby: Option<String>,
+
+    /// Where the other speaker of the pair answers failover messages (as it
+    /// reports in `status.probeAddress`): for role `standby` the active
+    /// node's (probed), for role `active` the standby's (handed the IPs on a
+    /// planned stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "probe_string")]
+    pub probe: Option<SocketAddr>,
 
     /// Interfaces to answer on. Empty: the interface carrying the node's address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::interface_set")]
     pub interfaces: Vec<String>,
 
-    /// `active`: answer for the IP now. `standby`: watch the active node and take
-    /// over when it stops answering.
-    pub role: L2Role,
-
-    /// For role `standby`: the node that is active for the IP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "cel::name_string")]
-    pub standby_for: Option<String>,
-
-    /// The Services (`namespace/name`) using the IP, for people reading this.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 317)))]
-    pub services: Vec<String>,
-
-    /// Where the other speaker of the pair answers failover messages
-    /// (`ip:port`, as it reports in `status.probeAddress`): for role
-    /// `standby` the active node's (probed), for role `active` the standby's
-    /// (handed the IP on a planned stop).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    pub probe: Option<String>,
+    /// The Service IPs.
+    pub ips: IpSet,
 }
 
 /// The part a node plays for an IP.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum L2Role {
     /// Answers for the IP.
@@ -215,7 +226,7 @@ pub struct NodeAnnouncementStatus {
     #[schemars(schema_with = "cel::conditions")]
     pub conditions: Vec<Condition>,
 
-    /// Per-IP layer 2 state.
+    /// Layer 2 state, IPs grouped by state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "l2_state_list")]
     pub l2: Vec<L2State>,
@@ -225,8 +236,9 @@ pub struct NodeAnnouncementStatus {
     #[schemars(schema_with = "session_state_list")]
     pub bgp: Vec<SessionState>,
 
-    /// The IPs this node answers ARP/NDP for right now, comma-separated (a table
-    /// column can show only one value of a list, so this summary exists).
+    /// The IPs this node answers ARP/NDP for right now, as ranges: the first
+    /// few and how many more (a table column can show only one value of a
+    /// list, so this summary exists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_active: Option<String>,
 
@@ -297,30 +309,33 @@ pub struct NodeProblem {
 /// The reason a node reports when its kernel answers ARP for Service IPs.
 pub const KERNEL_ANSWERS_ARP: &str = "KernelAnswersARP";
 
-/// The layer 2 state of one IP on this node.
+/// The layer 2 state of a group of IPs on this node: one group per state,
+/// interfaces, message and node taken from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct L2State {
-    /// The Service IP.
-    pub ip: String,
-    /// What the speaker is doing for it.
+    /// What the speaker is doing for them.
     pub state: L2Phase,
-    /// Interfaces it answers on.
+    /// The Service IPs.
+    pub ips: IpSet,
+    /// Interfaces they are answered on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<String>,
-    /// When the state last changed.
+    /// When this group first showed this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-    /// Why, for `Failed`, and the detail of a takeover.
+    /// Why, for `Failed` and for a standby not answering, and the detail of a takeover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// For `TakenOver`: the node the IP was taken from.
+    /// For `TakenOver`: the node the IPs were taken from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_from: Option<String>,
 }
 
 /// Layer 2 state of an IP on a node.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum L2Phase {
     /// Answering ARP/NDP for the IP.
     Announcing,
@@ -376,8 +391,23 @@ fn keyed_list<T: JsonSchema>(generator: &mut SchemaGenerator, key: &str, max: u6
     schema
 }
 
+fn atomic_list<T: JsonSchema>(generator: &mut SchemaGenerator, max: u64) -> Schema {
+    let item = generator.subschema_for::<T>();
+    schemars::json_schema!({
+        "type": "array", "maxItems": max, "items": item, "x-kubernetes-list-type": "atomic",
+    })
+}
+
 fn l2_list(generator: &mut SchemaGenerator) -> Schema {
-    keyed_list::<L2Announcement>(generator, "ip", 4096)
+    atomic_list::<L2Group>(generator, 4096)
+}
+
+/// A failover address `ip:port` (`[ip]:port` for IPv6).
+fn probe_string(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "string", "maxLength": 64,
+        "pattern": "^([0-9.]{7,15}|\\[[0-9a-fA-F:.]{2,45}\\]):[0-9]{1,5}$",
+    })
 }
 
 fn session_list(generator: &mut SchemaGenerator) -> Schema {
@@ -389,7 +419,7 @@ fn prefix_list(generator: &mut SchemaGenerator) -> Schema {
 }
 
 fn l2_state_list(generator: &mut SchemaGenerator) -> Schema {
-    keyed_list::<L2State>(generator, "ip", 4096)
+    atomic_list::<L2State>(generator, 4096)
 }
 
 fn failover_state_list(generator: &mut SchemaGenerator) -> Schema {
@@ -407,21 +437,28 @@ fn session_state_list(generator: &mut SchemaGenerator) -> Schema {
 fn l2_rules(schema: &mut Schema) {
     push_rules(
         schema,
-        [rule_at(
-            "(self.role == 'standby') == has(self.standbyFor)",
-            STANDBY_FOR,
-            ".standbyFor",
-        )],
+        [
+            rule_at(
+                "(self.role == 'standby') == has(self.standbyFor)",
+                STANDBY_FOR,
+                ".standbyFor",
+            ),
+            rule_at(
+                "self.role == 'active' || !has(self.standby)",
+                STANDBY,
+                ".standby",
+            ),
+        ],
     );
 }
 
 impl Validate for NodeAnnouncementSpec {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Errors::new();
-        for (i, entry) in self.l2.iter().enumerate() {
+        let mut ranges: Vec<(IpAddr, IpAddr, usize)> = Vec::new();
+        for (i, group) in self.l2.iter().enumerate() {
             let at = format!("spec.l2[{i}]");
-            errors.check(&format!("{at}.ip"), parse_ip(&entry.ip));
-            for (j, name) in entry.interfaces.iter().enumerate() {
+            for (j, name) in group.interfaces.iter().enumerate() {
                 if !is_interface_name(name) {
                     errors.add(
                         format!("{at}.interfaces[{j}]"),
@@ -429,20 +466,30 @@ impl Validate for NodeAnnouncementSpec {
                     );
                 }
             }
-            if (entry.role == L2Role::Standby) != entry.standby_for.is_some() {
+            if (group.role == L2Role::Standby) != group.standby_for.is_some() {
                 errors.add(format!("{at}.standbyFor"), STANDBY_FOR);
             }
-            if let Some(probe) = &entry.probe
-                && probe.parse::<std::net::SocketAddr>().is_err()
-            {
+            if group.role == L2Role::Standby && group.standby.is_some() {
+                errors.add(format!("{at}.standby"), STANDBY);
+            }
+            ranges.extend(group.ips.ranges().iter().map(|(a, b)| (*a, *b, i)));
+        }
+        // An IP in two groups: sorted by start, a range overlaps the one
+        // before it when it starts before that one ends.
+        ranges.sort_unstable();
+        let mut reported = BTreeSet::new();
+        for pair in ranges.windows(2) {
+            let ((_, end, first), (start, _, second)) = (pair[0], pair[1]);
+            if Family::of(&start) == Family::of(&end) && start <= end && reported.insert(second) {
                 errors.add(
-                    format!("{at}.probe"),
-                    format!("'{probe}' is not an address and port such as 192.0.2.1:7473"),
+                    format!("spec.l2[{second}].ips"),
+                    format!(
+                        "{} is also in spec.l2[{first}]: an IP is in one group",
+                        format_ip(start)
+                    ),
                 );
             }
         }
-        let ips: Vec<&str> = self.l2.iter().map(|e| e.ip.as_str()).collect();
-        errors.no_duplicates("spec.l2", &ips);
         for (i, session) in self.bgp.iter().enumerate() {
             let at = format!("spec.bgp[{i}]");
             if !is_object_name(&session.name) {

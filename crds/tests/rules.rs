@@ -414,28 +414,40 @@ type Node = NodeAnnouncementSpec;
 #[test]
 fn node_announcement_roles() {
     valid::<Node>(
-        "l2: [{ip: 10.0.0.1, role: active}, {ip: 'fd00::1', role: standby, standbyFor: node-b}]",
+        "l2: [{role: active, standby: node-b, probe: '10.0.0.2:7473', ips: [10.0.0.1-10.0.0.5, 10.0.0.9]}, {role: standby, standbyFor: node-b, probe: '[fd00::2]:7473', ips: ['fd00::1']}]",
     );
     one_error::<Node>(
-        "l2: [{ip: 10.0.0.1, role: standby}]",
+        "l2: [{role: standby, ips: [10.0.0.1]}]",
         "spec.l2[0].standbyFor",
         "required for role standby",
     );
     one_error::<Node>(
-        "l2: [{ip: 10.0.0.1, role: active, standbyFor: b}]",
+        "l2: [{role: active, standbyFor: b, ips: [10.0.0.1]}]",
         "spec.l2[0].standbyFor",
         "not allowed for role active",
     );
     one_error::<Node>(
-        "l2: [{ip: 10.0.0.1, role: active}, {ip: 10.0.0.1, role: active}]",
-        "spec.l2[1]",
-        "Duplicate value",
+        "l2: [{role: standby, standbyFor: b, standby: c, ips: [10.0.0.1]}]",
+        "spec.l2[0].standby",
+        "only for role active",
     );
-    one_error::<Node>(
-        "l2: [{ip: 10.0.0.300, role: active}]",
-        "spec.l2[0].ip",
-        "is not an IP address",
-    );
+    // An IP in two groups.
+    let spec: Node = serde_yaml::from_str(
+        "l2: [{role: active, ips: [10.0.0.1-10.0.0.9]}, {role: standby, standbyFor: b, ips: [10.0.0.5]}]",
+    )
+    .unwrap();
+    let errors = spec.validate();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "spec.l2[1].ips");
+    assert!(errors[0].message.contains("10.0.0.5 is also in spec.l2[0]"));
+    // Not an address: not even read.
+    for bad in [
+        "l2: [{role: active, ips: [10.0.0.300]}]",
+        "l2: [{role: active, ips: [10.0.0.9-10.0.0.1]}]",
+        "l2: [{role: active, probe: 'nowhere', ips: [10.0.0.1]}]",
+    ] {
+        assert!(serde_yaml::from_str::<Node>(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]

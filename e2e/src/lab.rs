@@ -56,3 +56,15 @@ impl ThreeNodes {
         })
     }
 }
+
+/// Whether a NodeAnnouncement's `ips` list (as `kubectl get -o json` shows
+/// it: addresses and `first-last` ranges) holds `ip`.
+pub fn holds(ips: &serde_json::Value, ip: &str) -> bool {
+    let (Ok(set), Ok(ip)) = (
+        serde_json::from_value::<ferrolb_api::ipset::IpSet>(ips.clone()),
+        ip.parse::<std::net::IpAddr>(),
+    ) else {
+        return false;
+    };
+    set.contains(&ip)
+}

@@ -33,7 +33,8 @@ async fn holders(cluster: &TestCluster, ip: &str) -> (Vec<String>, Vec<(String, 
     let mut standby = Vec::new();
     for na in api.list(&Default::default()).await.expect("list").items {
         let node = na.metadata.name.clone().unwrap_or_default();
-        for entry in na.spec.l2.iter().filter(|e| e.ip == ip) {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        for entry in na.spec.l2.iter().filter(|e| e.ips.contains(&ip)) {
             match &entry.standby_for {
                 None => active.push(node.clone()),
                 Some(of) => standby.push((node.clone(), of.clone())),
@@ -95,7 +96,7 @@ async fn one_node_announces_each_ip_and_the_ip_moves_when_the_node_cannot() {
 
     // The node's speaker reports the IP (stood in for by a status patch).
     let report = format!(
-        r#"{{"status":{{"observedGeneration":1,"l2":[{{"ip":"{ip}","state":"Announcing"}}]}}}}"#
+        r#"{{"status":{{"observedGeneration":1,"l2":[{{"ips":["{ip}"],"state":"Announcing"}}]}}}}"#
     );
     cluster
         .kubectl(&[
@@ -259,7 +260,7 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
     let api: Api<NodeAnnouncement> = Api::all(cluster.client.clone());
     let c = api.get("node-c").await.expect("node-c");
     assert_eq!(c.spec.l2[0].interfaces, ["eth1"]);
-    assert_eq!(c.spec.l2[0].services, ["default/local"]);
+    assert_eq!(c.spec.l2[0].ips.to_string(), "10.101.0.0");
 
     // A pool no L2Advertisement covers.
     cluster

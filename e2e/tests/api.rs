@@ -101,7 +101,7 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
 
     // A NodeAnnouncement as the operator and a speaker would leave it.
     plane
-        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{ip: 192.168.35.100, role: active}]\n")
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{role: active, ips: [192.168.35.100]}]\n")
         .expect("node announcement");
     let status =
         r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2"}}"#;
@@ -417,13 +417,13 @@ const BAD: &[Bad] = &[
     ),
     bad(
         NODE,
-        "{l2: [{ip: 10.0.0.1, role: standby}]}",
+        "{l2: [{ips: [10.0.0.1], role: standby}]}",
         "spec.l2[0].standbyFor",
         "required for role standby",
     ),
     bad(
         NODE,
-        "{l2: [{ip: 10.0.0.1, role: leader}]}",
+        "{l2: [{ips: [10.0.0.1], role: leader}]}",
         "spec.l2[0].role",
         "Unsupported value",
     ),

@@ -139,7 +139,7 @@ impl Lab {
         for item in self.announcements() {
             let node = NODES.iter().position(|n| item["metadata"]["name"] == *n)?;
             for entry in item["spec"]["l2"].as_array().cloned().unwrap_or_default() {
-                if entry["ip"] == self.ip.as_str() {
+                if ferrolb_e2e::lab::holds(&entry["ips"], &self.ip) {
                     match entry["role"].as_str() {
                         Some("active") => active = Some(node),
                         Some("standby") => standby = Some(node),

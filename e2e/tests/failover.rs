@@ -67,7 +67,7 @@ impl Setup {
         for item in list["items"].as_array()? {
             let node = NODES.iter().position(|n| item["metadata"]["name"] == *n)?;
             for entry in item["spec"]["l2"].as_array().cloned().unwrap_or_default() {
-                if entry["ip"] != IP {
+                if !ferrolb_e2e::lab::holds(&entry["ips"], IP) {
                     continue;
                 }
                 match entry["role"].as_str() {
@@ -90,7 +90,10 @@ impl Setup {
                 if state["state"] == "TakenOver" {
                     return None;
                 }
-                if state["ip"] == IP && state["state"] == "Announcing" && Some(node) != active {
+                if ferrolb_e2e::lab::holds(&state["ips"], IP)
+                    && state["state"] == "Announcing"
+                    && Some(node) != active
+                {
                     return None;
                 }
             }
@@ -104,7 +107,7 @@ impl Setup {
         let answering = status["status"]["l2"]
             .as_array()?
             .iter()
-            .any(|s| s["ip"] == IP && s["state"] == "Announcing");
+            .any(|s| ferrolb_e2e::lab::holds(&s["ips"], IP) && s["state"] == "Announcing");
         answering.then_some((active, standby))
     }
 

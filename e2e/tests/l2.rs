@@ -51,14 +51,11 @@ impl Drop for Speaker {
 }
 
 fn write_announcement(file: &Path, name: &str, active: &[&str]) {
-    let entries: String = active
-        .iter()
-        .map(|ip| format!("  - {{ip: '{ip}', role: active}}\n"))
-        .collect();
+    let ips: Vec<String> = active.iter().map(|ip| format!("'{ip}'")).collect();
     let l2 = if active.is_empty() {
         "  l2: []\n".to_string()
     } else {
-        format!("  l2:\n{entries}")
+        format!("  l2:\n  - {{role: active, ips: [{}]}}\n", ips.join(", "))
     };
     // Write then rename: the speaker never reads half a file.
     let temp = file.with_extension("tmp");

@@ -30,17 +30,20 @@ fn answering_mac(client: &Host, ip: &str) -> Option<usize> {
 
 /// The node the operator made active for `ip`.
 fn active_node(cluster: &TestCluster, ip: &str) -> Option<usize> {
-    let out = cluster
-        .kubectl(&["get", "nodeannouncements", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.l2[?(@.role==\"active\")].ip}{\"\\n\"}{end}"])
-        .ok()?;
-    let node = out
-        .lines()
-        .find(|l| {
-            l.split_once('=')
-                .is_some_and(|(_, ips)| ips.split_whitespace().any(|i| i == ip))
-        })?
-        .split_once('=')?
-        .0
+    let list: serde_json::Value = serde_json::from_str(
+        &cluster
+            .kubectl(&["get", "nodeannouncements", "-o", "json"])
+            .ok()?,
+    )
+    .ok()?;
+    let node = list["items"].as_array()?.iter().find(|item| {
+        item["spec"]["l2"].as_array().is_some_and(|groups| {
+            groups
+                .iter()
+                .any(|g| g["role"] == "active" && ferrolb_e2e::lab::holds(&g["ips"], ip))
+        })
+    })?["metadata"]["name"]
+        .as_str()?
         .to_string();
     NODES.iter().position(|n| *n == node)
 }

@@ -84,8 +84,9 @@ impl Real {
             .iter()
             .filter(|item| {
                 item["status"]["l2"].as_array().is_some_and(|l2| {
-                    l2.iter()
-                        .any(|s| s["ip"] == ip && s["state"] == "Announcing")
+                    l2.iter().any(|s| {
+                        ferrolb_e2e::lab::holds(&s["ips"], ip) && s["state"] == "Announcing"
+                    })
                 })
             })
             .collect();
@@ -95,7 +96,7 @@ impl Real {
         let chosen = item["spec"]["l2"]
             .as_array()?
             .iter()
-            .any(|e| e["ip"] == ip && e["role"] == "active");
+            .any(|e| ferrolb_e2e::lab::holds(&e["ips"], ip) && e["role"] == "active");
         let applied = item["status"]["observedGeneration"] == item["metadata"]["generation"];
         (chosen && applied).then(|| item["metadata"]["name"].as_str().map(str::to_string))?
     }
@@ -156,7 +157,7 @@ impl Real {
                 .filter(|i| {
                     i["spec"]["l2"].as_array().is_some_and(|l2| {
                         l2.iter().any(|e| {
-                            e["ip"] == ip.as_str()
+                            ferrolb_e2e::lab::holds(&e["ips"], &ip)
                                 && e["role"] == "standby"
                                 && e["standbyFor"] == active.as_str()
                         })

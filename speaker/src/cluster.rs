@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use ferrolb_api::address::to_u128;
 use ferrolb_api::bgppeer::SecretKeyRef;
 use ferrolb_api::constants::{condition, manager, speaker_lease};
+use ferrolb_api::ipset::IpSet;
 use ferrolb_api::nodeannouncement::{L2Phase, NodeAnnouncementStatus};
 use ferrolb_api::{NodeAnnouncement, PrefixSet};
 use futures::StreamExt;
@@ -110,10 +112,10 @@ fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementS
     let now = Time(Timestamp::now());
     let previous = announcement.status.clone().unwrap_or_default();
     let l2 = runner.l2_states(&previous.l2);
-    let announcing: Vec<String> = l2
+    let announcing: IpSet = l2
         .iter()
         .filter(|s| matches!(s.state, L2Phase::Announcing | L2Phase::TakenOver))
-        .map(|s| s.ip.clone())
+        .flat_map(|s| s.ips.iter())
         .collect();
     let failed = &runner.failed;
     let ok = failed.is_empty();
@@ -154,11 +156,30 @@ fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementS
         }],
         l2,
         bgp: runner.bgp.states(),
-        l2_active: (!announcing.is_empty()).then(|| announcing.join(",")),
+        l2_active: (!announcing.is_empty()).then(|| summary(&announcing)),
         bgp_sessions: Some(runner.bgp.summary()),
         probe_address: runner.failover().map(|f| f.address.to_string()),
         failover: runner.failover_states(&previous.failover),
         problems: runner.problems.clone(),
+    }
+}
+
+/// The answered IPs for a table column: the first three entries (addresses
+/// or ranges) and how many addresses more.
+fn summary(ips: &IpSet) -> String {
+    const SHOWN: usize = 3;
+    let entries: Vec<String> = ips.entries().take(SHOWN).collect();
+    let shown: u128 = ips
+        .ranges()
+        .iter()
+        .take(SHOWN)
+        .map(|(a, b)| to_u128(*b) - to_u128(*a) + 1)
+        .sum();
+    let more = ips.len() - shown;
+    if more == 0 {
+        entries.join(",")
+    } else {
+        format!("{} (+{more})", entries.join(","))
     }
 }
 
@@ -438,4 +459,28 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod column {
+    use super::*;
+
+    #[test]
+    fn the_answered_column_shows_three_entries_and_counts_the_rest() {
+        let ips = |lasts: &[u8]| -> IpSet {
+            lasts
+                .iter()
+                .map(|l| std::net::IpAddr::from([192, 168, 1, *l]))
+                .collect()
+        };
+        assert_eq!(summary(&ips(&[10])), "192.168.1.10");
+        assert_eq!(
+            summary(&ips(&[10, 11, 12, 20, 30])),
+            "192.168.1.10-192.168.1.12,192.168.1.20,192.168.1.30"
+        );
+        assert_eq!(
+            summary(&ips(&[10, 11, 12, 20, 30, 40, 41])),
+            "192.168.1.10-192.168.1.12,192.168.1.20,192.168.1.30 (+2)"
+        );
+    }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ferrolb_api::NodeAnnouncementSpec;
-use ferrolb_api::address::parse_ip;
 use ferrolb_api::nodeannouncement::L2Role;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,40 +41,39 @@ pub struct Wanted {
 }
 
 impl Wanted {
-    /// Reads a spec; entries whose IP does not parse are skipped.
+    /// Reads a spec's layer 2 groups.
     pub fn from_spec(spec: &NodeAnnouncementSpec) -> Wanted {
         let mut wanted = Wanted::default();
-        for entry in &spec.l2 {
-            let Ok(ip) = parse_ip(&entry.ip) else {
-                continue;
-            };
-            if entry.role == L2Role::Active
-                && let Some(probe) = entry.probe.as_deref().and_then(|p| p.parse().ok())
-            {
-                wanted.handoff.insert(ip, probe);
-            }
-            match entry.role {
-                L2Role::Active if entry.interfaces.is_empty() => {
-                    wanted.active.entry(None).or_default().insert(ip);
-                }
+        for group in &spec.l2 {
+            match group.role {
                 L2Role::Active => {
-                    for name in &entry.interfaces {
+                    let interfaces: Vec<Option<String>> = if group.interfaces.is_empty() {
+                        vec![None]
+                    } else {
+                        group.interfaces.iter().cloned().map(Some).collect()
+                    };
+                    for interface in interfaces {
                         wanted
                             .active
-                            .entry(Some(name.clone()))
+                            .entry(interface)
                             .or_default()
-                            .insert(ip);
+                            .extend(group.ips.iter());
+                    }
+                    if let Some(probe) = group.probe {
+                        wanted
+                            .handoff
+                            .extend(group.ips.iter().map(|ip| (ip, probe)));
                     }
                 }
                 L2Role::Standby => {
-                    wanted.standby.insert(
-                        ip,
-                        StandbyFor {
-                            active: entry.standby_for.clone().unwrap_or_default(),
-                            probe: entry.probe.as_deref().and_then(|p| p.parse().ok()),
-                            interfaces: entry.interfaces.clone(),
-                        },
-                    );
+                    let standby = StandbyFor {
+                        active: group.standby_for.clone().unwrap_or_default(),
+                        probe: group.probe,
+                        interfaces: group.interfaces.clone(),
+                    };
+                    wanted
+                        .standby
+                        .extend(group.ips.iter().map(|ip| (ip, standby.clone())));
                 }
             }
         }

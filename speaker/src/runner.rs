@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_api::NodeAnnouncementSpec;
-use ferrolb_api::address::format_ip;
 use ferrolb_api::nodeannouncement::{FailoverPhase, FailoverState, L2Phase, L2State, NodeProblem};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -200,17 +199,9 @@ impl Runner {
         self.bgp.shutdown().await;
     }
 
-    /// Per-IP layer 2 state for the status; `previous` keeps `since` when a
-    /// state did not change.
+    /// The layer 2 state for the status, IPs grouped by state; `previous`
+    /// keeps a group's `since` while it is there.
     pub fn l2_states(&self, previous: &[L2State]) -> Vec<L2State> {
-        let now = Time(Timestamp::now());
-        let since = |ip: &str, state: L2Phase| {
-            previous
-                .iter()
-                .find(|s| s.ip == ip && s.state == state)
-                .and_then(|s| s.since.clone())
-                .or_else(|| Some(now.clone()))
-        };
         let taken = self
             .failover
             .as_ref()
@@ -221,85 +212,61 @@ impl Runner {
             .as_ref()
             .map(|f| f.yielded())
             .unwrap_or_default();
-        let mut l2 = Vec::new();
+        let mut rows: BTreeMap<IpAddr, Row> = BTreeMap::new();
         for ip in self.effective.active_ips() {
-            let text = format_ip(ip);
             let interfaces = self.layer2.interfaces_for(ip);
-            let (state, message, taken_from) = if interfaces.is_empty() {
+            let row = if interfaces.is_empty() {
                 let why = self.failed.values().cloned().collect::<Vec<_>>().join("; ");
-                (L2Phase::Failed, Some(why), None)
+                Row::new(L2Phase::Failed, interfaces, Some(why), None)
             } else if let Some(t) = taken.get(&ip) {
-                (
+                Row::new(
                     L2Phase::TakenOver,
+                    interfaces,
                     Some(t.why.clone()),
                     Some(t.from.clone()),
                 )
             } else {
-                (L2Phase::Announcing, None, None)
+                Row::new(L2Phase::Announcing, interfaces, None, None)
             };
-            l2.push(L2State {
-                since: since(&text, state),
-                ip: text,
-                state,
-                interfaces,
-                message,
-                taken_from,
-            });
+            rows.insert(ip, row);
         }
         for (ip, standby) in &self.effective.standby {
-            let text = format_ip(*ip);
-            let message = if standby.probe.is_none() {
-                Some(format!(
+            let message = standby.probe.is_none().then(|| {
+                format!(
                     "no probe address for node {} yet: the fast path waits for it",
                     standby.active
-                ))
-            } else {
-                None
-            };
-            l2.push(L2State {
-                since: since(&text, L2Phase::Standby),
-                ip: text,
-                state: L2Phase::Standby,
-                interfaces: Vec::new(),
-                message,
-                taken_from: None,
+                )
             });
+            rows.entry(*ip)
+                .or_insert_with(|| Row::new(L2Phase::Standby, Vec::new(), message, None));
         }
+        let spec_active = self.wanted.active_ips();
         for (ip, by) in &yielded {
-            if !self.wanted.active_ips().contains(ip) {
+            if !spec_active.contains(ip) {
                 continue;
             }
-            let text = format_ip(*ip);
-            l2.push(L2State {
-                since: since(&text, L2Phase::Standby),
-                ip: text,
-                state: L2Phase::Standby,
-                interfaces: Vec::new(),
-                message: Some(format!(
-                    "node {by} took this IP over while this speaker was away; not answering while it claims it (or until the operator moves it)"
-                )),
-                taken_from: None,
+            rows.entry(*ip).or_insert_with(|| {
+                Row::new(
+                    L2Phase::Standby,
+                    Vec::new(),
+                    Some(format!(
+                        "node {by} took this IP over while this speaker was away; not answering while it claims it (or until the operator moves it)"
+                    )),
+                    None,
+                )
             });
         }
-        {
-            for ip in self.held.iter().copied() {
-                if yielded.contains_key(&ip) {
-                    continue;
-                }
-                let text = format_ip(ip);
-                l2.push(L2State {
-                    since: since(&text, L2Phase::Standby),
-                    ip: text,
-                    state: L2Phase::Standby,
-                    interfaces: Vec::new(),
-                    message: Some("starting: listening for standbys before answering".into()),
-                    taken_from: None,
-                });
-            }
+        for ip in self.held.iter().copied() {
+            rows.entry(ip).or_insert_with(|| {
+                Row::new(
+                    L2Phase::Standby,
+                    Vec::new(),
+                    Some("starting: listening for standbys before answering".into()),
+                    None,
+                )
+            });
         }
-        l2.sort_by(|a, b| a.ip.cmp(&b.ip));
-        l2.dedup_by(|a, b| a.ip == b.ip);
-        l2
+        grouped(rows, previous, Time(Timestamp::now()))
     }
 
     /// The IPs taken over or yielded, for logs.
@@ -311,5 +278,116 @@ impl Runner {
             ),
             None => (Vec::new(), Vec::new()),
         }
+    }
+}
+
+/// One IP's layer 2 state, before grouping.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    state: L2Phase,
+    interfaces: Vec<String>,
+    message: Option<String>,
+    taken_from: Option<String>,
+}
+
+impl Row {
+    fn new(
+        state: L2Phase,
+        interfaces: Vec<String>,
+        message: Option<String>,
+        taken_from: Option<String>,
+    ) -> Row {
+        Row {
+            state,
+            interfaces,
+            message,
+            taken_from,
+        }
+    }
+}
+
+/// The status groups of per-IP states: one per state, interfaces, message
+/// and node taken from; a group keeps the `since` of the same group in
+/// `previous`.
+fn grouped(rows: BTreeMap<IpAddr, Row>, previous: &[L2State], now: Time) -> Vec<L2State> {
+    let mut groups: BTreeMap<Row, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, row) in rows {
+        groups.entry(row).or_default().push(ip);
+    }
+    groups
+        .into_iter()
+        .map(|(row, ips)| {
+            let since = previous
+                .iter()
+                .find(|p| {
+                    p.state == row.state
+                        && p.interfaces == row.interfaces
+                        && p.message == row.message
+                        && p.taken_from == row.taken_from
+                })
+                .and_then(|p| p.since.clone())
+                .unwrap_or_else(|| now.clone());
+            L2State {
+                state: row.state,
+                ips: ips.into_iter().collect(),
+                interfaces: row.interfaces,
+                since: Some(since),
+                message: row.message,
+                taken_from: row.taken_from,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod grouping {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + second).unwrap())
+    }
+
+    #[test]
+    fn ips_in_the_same_state_are_one_group_that_keeps_its_since() {
+        let ip = |last: u8| IpAddr::from([192, 168, 1, last]);
+        let eth0 = || vec!["eth0".to_string()];
+        let mut rows = BTreeMap::new();
+        for last in 10..=19 {
+            rows.insert(ip(last), Row::new(L2Phase::Announcing, eth0(), None, None));
+        }
+        rows.insert(
+            ip(30),
+            Row::new(
+                L2Phase::TakenOver,
+                eth0(),
+                Some("silent".into()),
+                Some("node-b".into()),
+            ),
+        );
+        rows.insert(ip(31), Row::new(L2Phase::Standby, Vec::new(), None, None));
+        let first = grouped(rows.clone(), &[], at(0));
+        assert_eq!(first.len(), 3);
+        assert_eq!(
+            serde_json::to_value(&first[0]).unwrap(),
+            serde_json::json!({"state": "Announcing", "ips": ["192.168.1.10-192.168.1.19"],
+                "interfaces": ["eth0"], "since": "2027-01-15T08:00:00Z"})
+        );
+        assert_eq!(first[2].taken_from.as_deref(), Some("node-b"));
+        // One more IP answered later: the group grows and keeps its since;
+        // a new group gets the time it appeared.
+        rows.insert(ip(20), Row::new(L2Phase::Announcing, eth0(), None, None));
+        rows.insert(
+            ip(40),
+            Row::new(L2Phase::Failed, Vec::new(), Some("no eth9".into()), None),
+        );
+        let later = grouped(rows, &first, at(60));
+        let announcing = later
+            .iter()
+            .find(|g| g.state == L2Phase::Announcing)
+            .unwrap();
+        assert_eq!(announcing.ips.len(), 11);
+        assert_eq!(announcing.since, Some(at(0)));
+        let failed = later.iter().find(|g| g.state == L2Phase::Failed).unwrap();
+        assert_eq!(failed.since, Some(at(60)));
     }
 }

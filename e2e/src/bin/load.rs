@@ -422,7 +422,7 @@ async fn report_as_speakers(client: kube::Client) {
                         .l2
                         .iter()
                         .map(|e| L2State {
-                            ip: e.ip.clone(),
+                            ips: e.ips.clone(),
                             state: if e.role == L2Role::Active {
                                 L2Phase::Announcing
                             } else {
@@ -564,7 +564,11 @@ async fn desired_figures(
                         format!("NodeAnnouncement/{name}"),
                         bytes(&o),
                         Instant::now(),
-                        o.spec.l2.iter().map(|e| e.ip.clone()).collect(),
+                        o.spec
+                            .l2
+                            .iter()
+                            .flat_map(|e| e.ips.iter().map(ferrolb_api::address::format_ip))
+                            .collect(),
                     ));
                 }
             }

@@ -272,7 +272,7 @@ pub struct Snapshot {
     /// Per IP, the node whose spec makes it active now.
     pub current: BTreeMap<IpAddr, String>,
     /// Per node, where its speaker answers failover probes.
-    pub probes: BTreeMap<String, String>,
+    pub probes: BTreeMap<String, std::net::SocketAddr>,
     /// PrefixSets by name.
     pub prefix_sets: BTreeMap<String, Arc<PrefixSet>>,
 }

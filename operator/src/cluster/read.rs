@@ -4,6 +4,7 @@
 //! here: only reading.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ pub fn takeovers(announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Tak
             if let Some(from) = &state.taken_from {
                 found.from.insert(from.clone());
             }
-            if let Ok(ip) = state.ip.parse() {
+            for ip in state.ips.iter() {
                 found.by.insert(ip, node.clone());
             }
         }
@@ -89,13 +90,13 @@ pub fn current_active(
 ) -> BTreeMap<std::net::IpAddr, String> {
     let mut current = BTreeMap::new();
     for (node, announcement) in announcements {
-        for entry in announcement
+        for group in announcement
             .spec
             .l2
             .iter()
-            .filter(|e| e.role == L2Role::Active)
+            .filter(|g| g.role == L2Role::Active)
         {
-            if let Ok(ip) = entry.ip.parse() {
+            for ip in group.ips.iter() {
                 current.insert(ip, node.clone());
             }
         }
@@ -106,12 +107,18 @@ pub fn current_active(
 /// Per node, where its speaker answers failover probes.
 pub fn probe_addresses(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, SocketAddr> {
     announcements
         .iter()
         .filter_map(|(node, a)| {
-            let address = a.status.as_ref()?.probe_address.clone()?;
-            Some((node.clone(), address))
+            let address = a.status.as_ref()?.probe_address.as_deref()?;
+            match address.parse() {
+                Ok(address) => Some((node.clone(), address)),
+                Err(_) => {
+                    tracing::warn!(%node, address, "a speaker reports a probe address that is not ip:port; ignored");
+                    None
+                }
+            }
         })
         .collect()
 }

@@ -3,14 +3,14 @@
 //! of the plan and of what the speakers report.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ferrolb_api::address::format_ip;
 use ferrolb_api::bgppeer::BGPPeerStatus;
 use ferrolb_api::constants::condition::reason;
 use ferrolb_api::nodeannouncement::{
-    BgpSession, BgpState, FailoverPhase, KERNEL_ANSWERS_ARP, L2Announcement, L2Phase, L2Role,
+    BgpSession, BgpState, FailoverPhase, KERNEL_ANSWERS_ARP, L2Group, L2Phase, L2Role,
 };
 use ferrolb_api::{BGPPeer, NodeAnnouncement, NodeAnnouncementSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -105,36 +105,42 @@ pub fn standbys(plan: &announce::Plan) -> BTreeMap<IpAddr, String> {
         .collect()
 }
 
-/// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions;
-/// each entry carries the other speaker's probe address: the active node's
-/// for a standby entry, the standby's for an active one.
+/// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions.
+/// The entries go in groups, one per role, other node and interfaces; each
+/// group carries the other speaker's probe address: the active node's for a
+/// standby group, the standby's for an active one.
 pub fn spec(
     node: &str,
     entries: &[Entry],
     sessions: &[BgpSession],
-    probes: &BTreeMap<String, String>,
+    probes: &BTreeMap<String, SocketAddr>,
     standbys: &BTreeMap<IpAddr, String>,
 ) -> NodeAnnouncementSpec {
+    // (role, the other node, interfaces) → IPs
+    let mut groups: BTreeMap<(L2Role, Option<&str>, &[String]), Vec<IpAddr>> = BTreeMap::new();
+    for e in entries {
+        let (role, other) = match &e.role {
+            Role::Active => (L2Role::Active, standbys.get(&e.ip).map(String::as_str)),
+            Role::Standby(active) => (L2Role::Standby, Some(active.as_str())),
+        };
+        groups
+            .entry((role, other, e.interfaces.as_slice()))
+            .or_default()
+            .push(e.ip);
+    }
     NodeAnnouncementSpec {
         node: Some(node.to_string()),
-        l2: entries
-            .iter()
-            .map(|e| L2Announcement {
-                ip: format_ip(e.ip),
-                interfaces: e.interfaces.clone(),
-                role: match e.role {
-                    Role::Active => L2Role::Active,
-                    Role::Standby(_) => L2Role::Standby,
-                },
-                standby_for: match &e.role {
-                    Role::Active => None,
-                    Role::Standby(node) => Some(node.clone()),
-                },
-                services: e.services.clone(),
-                probe: match &e.role {
-                    Role::Active => standbys.get(&e.ip).and_then(|n| probes.get(n)).cloned(),
-                    Role::Standby(node) => probes.get(node).cloned(),
-                },
+        l2: groups
+            .into_iter()
+            .map(|((role, other, interfaces), ips)| L2Group {
+                role,
+                standby_for: other
+                    .filter(|_| role == L2Role::Standby)
+                    .map(str::to_string),
+                standby: other.filter(|_| role == L2Role::Active).map(str::to_string),
+                probe: other.and_then(|n| probes.get(n)).copied(),
+                interfaces: interfaces.to_vec(),
+                ips: ips.into_iter().collect(),
             })
             .collect(),
         bgp: sessions.to_vec(),
@@ -158,21 +164,20 @@ fn reported(announcement: Option<&NodeAnnouncement>, ips: &[IpAddr]) -> L2Report
     let Some(status) = &announcement.status else {
         return L2Report::Pending;
     };
-    let texts: Vec<String> = ips.iter().map(|ip| format_ip(*ip)).collect();
-    let state = |ip: &str, phases: &[L2Phase]| {
+    let state = |ip: &IpAddr, phases: &[L2Phase]| {
         status
             .l2
             .iter()
-            .find(|s| s.ip == ip && phases.contains(&s.state))
+            .find(|s| phases.contains(&s.state) && s.ips.contains(ip))
     };
-    if texts
+    if ips
         .iter()
         .all(|ip| state(ip, &[L2Phase::Announcing, L2Phase::TakenOver]).is_some())
     {
         return L2Report::Answering;
     }
     if status.observed_generation == announcement.metadata.generation
-        && let Some(failed) = texts.iter().find_map(|ip| state(ip, &[L2Phase::Failed]))
+        && let Some(failed) = ips.iter().find_map(|ip| state(ip, &[L2Phase::Failed]))
     {
         return L2Report::Failed(failed.message.clone().unwrap_or_default());
     }
@@ -591,7 +596,7 @@ mod tests {
     fn answering() -> NodeAnnouncementStatus {
         NodeAnnouncementStatus {
             l2: vec![L2State {
-                ip: IP.into(),
+                ips: [IP.parse::<IpAddr>().unwrap()].into_iter().collect(),
                 state: L2Phase::Announcing,
                 interfaces: vec!["eth0".into()],
                 since: None,

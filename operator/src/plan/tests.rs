@@ -125,7 +125,7 @@ fn status_of(yaml: &[String], report: Report, live: bool) -> Desired {
                 spec.l2
                     .iter()
                     .map(|e| L2State {
-                        ip: e.ip.clone(),
+                        ips: e.ips.clone(),
                         state,
                         interfaces: vec!["eth0".into()],
                         since: None,
@@ -502,7 +502,7 @@ proptest::proptest! {
                         a.status = Some(NodeAnnouncementStatus {
                             observed_generation: a.metadata.generation,
                             l2: a.spec.l2.iter().map(|e| L2State {
-                                ip: e.ip.clone(), state: L2Phase::Announcing,
+                                ips: e.ips.clone(), state: L2Phase::Announcing,
                                 interfaces: vec!["eth0".into()], since: None, message: None,
                                 taken_from: None }).collect(),
                             bgp: a.spec.bgp.iter().map(|s| SessionState {

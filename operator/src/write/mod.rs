@@ -464,7 +464,7 @@ async fn execute(client: Client, recorder: Recorder, metrics: Arc<Metrics>, writ
             let body = json!({ "spec": spec });
             match put::<NodeAnnouncement>(&to, "node_announcement", &node, body, false).await {
                 Ok(rv) => {
-                    tracing::info!(%node, l2 = spec.l2.len(), "NodeAnnouncement written");
+                    tracing::info!(%node, l2_groups = spec.l2.len(), "NodeAnnouncement written");
                     Done::Landed(Landed::Announcement(node, spec, rv))
                 }
                 Err(failure) => Done::Failed(Write::Announcement { node, spec, seen }, failure),

@@ -27,7 +27,7 @@ struct World {
     l2: Vec<announce::L2Advertisement>,
     bgp: Vec<announce::bgp::Advertisement>,
     peers: Vec<announce::bgp::Peer>,
-    probes: BTreeMap<String, String>,
+    probes: BTreeMap<String, std::net::SocketAddr>,
 }
 
 /// What the last pass decided for one Service, and from what.
