@@ -7,14 +7,14 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::address::{Family, format_ip, parse_cidr, parse_ip, parse_ipv4};
+use crate::address::{Family, format_ip, parse_cidr};
 use crate::bgppeer::{DynamicAsn, SecretKeyRef};
 use crate::cel::{self, push_rules, rule_at};
 use crate::community::Community;
 use crate::ipset::IpSet;
-use crate::timer::parse_timer;
+use crate::timer::Timer;
 use crate::validation::{
     Errors, FieldError, NOT_A_NAME, NOT_AN_INTERFACE, Validate, is_interface_name, is_object_name,
 };
@@ -153,27 +153,27 @@ pub struct BgpSession {
     pub dynamic_asn: Option<DynamicAsn>,
     /// The peer's address.
     #[schemars(schema_with = "cel::ip_string")]
-    pub peer_address: String,
+    pub peer_address: IpAddr,
     /// The peer's TCP port.
     #[schemars(schema_with = "cel::port")]
     pub peer_port: u16,
     /// The local address to connect from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "cel::ip_string")]
-    pub source_address: Option<String>,
+    pub source_address: Option<IpAddr>,
     /// The BGP identifier (IPv4).
     #[serde(rename = "routerID", default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "cel::ipv4_string")]
-    pub router_id: Option<String>,
+    pub router_id: Option<Ipv4Addr>,
     /// Proposed hold time.
     #[schemars(schema_with = "cel::hold_time")]
-    pub hold_time: String,
+    pub hold_time: Timer,
     /// Keepalive interval.
     #[schemars(schema_with = "cel::keepalive_time")]
-    pub keepalive_time: String,
+    pub keepalive_time: Timer,
     /// Connect retry time.
     #[schemars(schema_with = "cel::connect_time")]
-    pub connect_time: String,
+    pub connect_time: Timer,
     /// Raise the TTL for a multi-hop eBGP peer.
     #[serde(default)]
     pub ebgp_multi_hop: bool,
@@ -497,23 +497,6 @@ impl Validate for NodeAnnouncementSpec {
                     format!("{at}.name"),
                     format!("'{}' {NOT_A_NAME}", session.name),
                 );
-            }
-            errors.check(
-                &format!("{at}.peerAddress"),
-                parse_ip(&session.peer_address),
-            );
-            if let Some(source) = &session.source_address {
-                errors.check(&format!("{at}.sourceAddress"), parse_ip(source));
-            }
-            if let Some(id) = &session.router_id {
-                errors.check(&format!("{at}.routerID"), parse_ipv4(id));
-            }
-            for (field, value) in [
-                ("holdTime", &session.hold_time),
-                ("keepaliveTime", &session.keepalive_time),
-                ("connectTime", &session.connect_time),
-            ] {
-                errors.check(&format!("{at}.{field}"), parse_timer(value));
             }
             for (j, prefix) in session.prefixes.iter().enumerate() {
                 let at = format!("{at}.prefixes[{j}]");

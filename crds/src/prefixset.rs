@@ -199,7 +199,7 @@ impl SharedPrefixes {
                 if session.advertisements.is_empty() {
                     return session.clone();
                 }
-                let v6 = session.peer_address.contains(':');
+                let v6 = session.peer_address.is_ipv6();
                 let mut merged = MergedPrefixes::default();
                 for p in &session.prefixes {
                     merged.add(&p.prefix, &p.communities, p.local_pref);

@@ -45,6 +45,32 @@ pub fn format_timer(duration: Duration) -> String {
     format!("{}s", duration.as_secs())
 }
 
+/// A timer in the NodeAnnouncement contract: a duration of whole seconds,
+/// written as `90s`. Read once, by serde; the schema's rules are the parser's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer(pub Duration);
+
+impl serde::Serialize for Timer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_timer(self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Timer, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        parse_timer(&text)
+            .map(Timer)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<Duration> for Timer {
+    fn from(duration: Duration) -> Timer {
+        Timer(duration)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +84,21 @@ mod tests {
         assert_eq!(secs("2m"), Ok(120));
         assert_eq!(secs("0s"), Ok(0));
         assert_eq!(secs("0"), Ok(0));
+    }
+
+    #[test]
+    fn a_timer_reads_and_writes_as_seconds() {
+        let timer: Timer = serde_json::from_value(serde_json::json!("1m30s")).unwrap();
+        assert_eq!(timer, Timer(Duration::from_secs(90)));
+        assert_eq!(
+            serde_json::to_value(timer).unwrap(),
+            serde_json::json!("90s")
+        );
+        let error = serde_json::from_value::<Timer>(serde_json::json!("500ms")).unwrap_err();
+        assert!(
+            error.to_string().contains("'500ms' is not a whole number"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrolb_api::address::{parse_ip, parse_ipv4};
 use ferrolb_api::constants::EXCLUDE_LABEL;
 use ferrolb_api::nodeannouncement::{BgpSession, L2Phase, L2Role};
 use ferrolb_api::selector::{Selector, label_selector_matches};
-use ferrolb_api::timer::{format_timer, parse_timer};
+use ferrolb_api::timer::parse_timer;
 use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -180,28 +181,56 @@ fn resolve_pools(
 pub fn bgp_peers(peers: &[Arc<BGPPeer>]) -> Vec<bgp::Peer> {
     peers
         .iter()
-        .map(|peer| {
+        .filter_map(|peer| {
             let spec = &peer.spec;
-            let hold = parse_timer(&spec.hold_time).unwrap_or(Duration::from_secs(90));
-            bgp::Peer {
+            let name = peer.name_any();
+            // The CRD's rules are the parsers': a value that does not parse
+            // never got into the store (skipped, should one ever).
+            let parsed = (|| -> Result<_, String> {
+                let hold = parse_timer(&spec.hold_time).map_err(|e| e.to_string())?;
+                let keepalive = match &spec.keepalive_time {
+                    Some(t) => parse_timer(t).map_err(|e| e.to_string())?,
+                    None => hold / 3,
+                };
+                let connect = match &spec.connect_time {
+                    Some(t) => parse_timer(t).map_err(|e| e.to_string())?,
+                    None => Duration::from_secs(10),
+                };
+                let address = parse_ip(&spec.peer_address).map_err(|e| e.to_string())?;
+                let source = spec
+                    .source_address
+                    .as_deref()
+                    .map(parse_ip)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let router_id = spec
+                    .router_id
+                    .as_deref()
+                    .map(parse_ipv4)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                Ok((hold, keepalive, connect, address, source, router_id))
+            })();
+            let (hold, keepalive, connect, address, source, router_id) = match parsed {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    tracing::warn!(peer = %name, %why, "BGPPeer not read");
+                    return None;
+                }
+            };
+            Some(bgp::Peer {
                 session: BgpSession {
-                    name: peer.name_any(),
+                    name,
                     my_asn: spec.my_asn,
                     peer_asn: spec.peer_asn,
                     dynamic_asn: spec.dynamic_asn,
-                    peer_address: spec.peer_address.clone(),
+                    peer_address: address,
                     peer_port: spec.peer_port,
-                    source_address: spec.source_address.clone(),
-                    router_id: spec.router_id.clone(),
-                    hold_time: format_timer(hold),
-                    keepalive_time: spec
-                        .keepalive_time
-                        .clone()
-                        .unwrap_or_else(|| format_timer(hold / 3)),
-                    connect_time: spec
-                        .connect_time
-                        .clone()
-                        .unwrap_or_else(|| "10s".to_string()),
+                    source_address: source,
+                    router_id,
+                    hold_time: hold.into(),
+                    keepalive_time: keepalive.into(),
+                    connect_time: connect.into(),
                     ebgp_multi_hop: spec.ebgp_multi_hop,
                     enable_graceful_restart: spec.enable_graceful_restart,
                     password_secret_ref: spec.password_secret_ref.clone(),
@@ -209,7 +238,7 @@ pub fn bgp_peers(peers: &[Arc<BGPPeer>]) -> Vec<bgp::Peer> {
                     advertisements: Vec::new(),
                 },
                 node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
-            }
+            })
         })
         .collect()
 }

@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use ferrolb_api::address::{parse_ip, parse_ipv4};
 use ferrolb_api::bgppeer::{DynamicAsn, SecretKeyRef};
 use ferrolb_api::community::Community;
 use ferrolb_api::nodeannouncement::BgpSession;
-use ferrolb_api::timer::parse_timer;
 use ipnet::IpNet;
 
 /// How a session connects: a change here restarts the session.
@@ -89,37 +87,22 @@ pub struct Session {
     pub routes: Routes,
 }
 
-fn timer(name: &str, text: &str) -> Result<Duration, String> {
-    parse_timer(text).map_err(|e| format!("{name}: {}", e.0))
-}
-
-/// Reads one `spec.bgp` entry.
+/// Reads one `spec.bgp` entry: its addresses and timers come typed; its
+/// prefixes and communities are read here, so a bad one fails this session
+/// alone, by name.
 pub fn read(session: &BgpSession) -> Result<Session, String> {
-    let address = parse_ip(&session.peer_address).map_err(|e| format!("peerAddress: {e}"))?;
-    let source = session
-        .source_address
-        .as_deref()
-        .map(parse_ip)
-        .transpose()
-        .map_err(|e| format!("sourceAddress: {e}"))?;
-    let router_id = session
-        .router_id
-        .as_deref()
-        .map(parse_ipv4)
-        .transpose()
-        .map_err(|e| format!("routerID: {e}"))?;
     let peer = Peer {
         name: session.name.clone(),
         my_asn: session.my_asn,
         peer_asn: session.peer_asn,
         dynamic: session.dynamic_asn,
-        address,
+        address: session.peer_address,
         port: session.peer_port,
-        source,
-        router_id,
-        hold_time: timer("holdTime", &session.hold_time)?,
-        keepalive: timer("keepaliveTime", &session.keepalive_time)?,
-        connect_retry: timer("connectTime", &session.connect_time)?,
+        source: session.source_address,
+        router_id: session.router_id,
+        hold_time: session.hold_time.0,
+        keepalive: session.keepalive_time.0,
+        connect_retry: session.connect_time.0,
         multihop: session.ebgp_multi_hop,
         graceful_restart: session.enable_graceful_restart,
         password: session.password_secret_ref.clone(),

@@ -40,7 +40,7 @@ pub struct Peer {
 
 impl Peer {
     fn family_v4(&self) -> bool {
-        !self.session.peer_address.contains(':')
+        !self.session.peer_address.is_ipv6()
     }
 }
 
