@@ -117,7 +117,8 @@ pub fn spec(
     standbys: &BTreeMap<IpAddr, String>,
 ) -> NodeAnnouncementSpec {
     // (role, the other node, interfaces) → IPs
-    let mut groups: BTreeMap<(L2Role, Option<&str>, &[String]), Vec<IpAddr>> = BTreeMap::new();
+    type Group<'a> = (L2Role, Option<&'a str>, &'a [String]);
+    let mut groups: BTreeMap<Group, Vec<IpAddr>> = BTreeMap::new();
     for e in entries {
         let (role, other) = match &e.role {
             Role::Active => (L2Role::Active, standbys.get(&e.ip).map(String::as_str)),
