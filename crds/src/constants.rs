@@ -14,6 +14,9 @@ pub const LB_CLASS: &str = "ferrolb.io/ferrolb";
 /// operator creates it, the speakers read it.
 pub const FAILOVER_SECRET: &str = "ferrolb-failover";
 
+/// The operator replicas' leader election Lease, in ferrolb's namespace.
+pub const LEADER_LEASE: &str = "ferrolb-operator";
+
 /// The name of a node's speaker Lease in ferrolb's namespace: its sign of
 /// life, renewed by the speaker and read by the operator and other speakers.
 pub fn speaker_lease(node: &str) -> String {

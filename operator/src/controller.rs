@@ -94,11 +94,17 @@ pub async fn run(
     let mut live_at_pass: Option<BTreeSet<String>> = None;
     let mut first_expiry: Option<Instant> = None;
     let mut forget_at: Option<Instant> = None;
+    // A NodeAnnouncement write held back by the pacing is due.
+    let mut announce_at: Option<Instant> = None;
     let mut last_pass: Option<Instant> = None;
     let until = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(Instant::now()));
     loop {
-        let (retry_in, expiry_in, forget_in) =
-            (until(retry), until(first_expiry), until(forget_at));
+        let (retry_in, expiry_in, forget_in, announce_in) = (
+            until(retry),
+            until(first_expiry),
+            until(forget_at),
+            until(announce_at),
+        );
         let mut only_leases = false;
         tokio::select! {
             _ = notify.notified() => {}
@@ -109,6 +115,9 @@ pub async fn run(
             }
             _ = tokio::time::sleep(forget_in.unwrap_or_default()), if forget_in.is_some() => {
                 forget_at = None;
+            }
+            _ = tokio::time::sleep(announce_in.unwrap_or_default()), if announce_in.is_some() => {
+                announce_at = None;
             }
             changed = leading.changed() => {
                 if changed.is_err() {
@@ -150,7 +159,8 @@ pub async fn run(
         first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
         let snapshot = stores.snapshot(&options, &live);
         live_at_pass = Some(live);
-        let memory = memory.get_or_insert_with(|| Memory::rebuild(&snapshot));
+        let memory = memory
+            .get_or_insert_with(|| Memory::rebuild(&snapshot).paced(crate::plan::pacing::RATE));
         let pass = memory.pass(&snapshot, now);
         for key in &pass.released {
             writer.tracker().forget_service(key);
@@ -162,10 +172,17 @@ pub async fn run(
                 .map(|p| (p.pool.name.as_str(), p)),
         );
         // A remembered sighting of another controller ending is a change too.
-        forget_at = memory.next_forget().map(|at| {
-            let wait = at.duration_since(now).unsigned_abs();
-            Instant::now() + wait
-        });
+        let instant = |at: Timestamp| {
+            let wait = at.duration_since(now);
+            Instant::now()
+                + if wait.is_negative() {
+                    Duration::ZERO
+                } else {
+                    wait.unsigned_abs()
+                }
+        };
+        forget_at = memory.next_forget().map(instant);
+        announce_at = memory.next_announcement().map(instant);
         let outcome = writer.write(pass.writes).await;
         last_pass = Some(Instant::now());
         metrics

@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             leader::run(
                 client,
                 &namespace,
-                "ferrolb-operator",
+                ferrolb_api::constants::LEADER_LEASE,
                 &identity,
                 timing,
                 leading_tx,
@@ -100,7 +100,14 @@ async fn main() -> anyhow::Result<()> {
         _ = terminate.recv() => Ok(()),
     };
     if cli.leader_elect {
-        match leader::release(client, &cli.namespace, "ferrolb-operator", &identity).await {
+        match leader::release(
+            client,
+            &cli.namespace,
+            ferrolb_api::constants::LEADER_LEASE,
+            &identity,
+        )
+        .await
+        {
             Ok(true) => tracing::info!("leader Lease released for the next replica"),
             Ok(false) => {}
             Err(e) => {

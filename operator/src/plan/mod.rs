@@ -11,7 +11,7 @@ pub mod conditions;
 pub mod status;
 
 mod memory;
-pub use memory::Memory;
+pub use memory::{Memory, pacing};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -715,3 +715,57 @@ fn a_prefix_set_not_stored_as_planned_is_written_again_until_it_is() {
     let deleted = stored(&[]);
     assert_eq!(prefix_sets(&memory.pass(&deleted, now)), first);
 }
+
+#[test]
+fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a")]);
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let read = |services: &[&str]| {
+        let mut yaml = vec![POOL.to_string(), NODE.to_string(), L2.to_string()];
+        yaml.extend(services.iter().map(|s| service(s, "")));
+        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+    };
+    let announced = |pass: &Pass| -> Option<String> {
+        pass.writes.iter().find_map(|w| match w {
+            Write::Announcement { spec, .. } => Some(
+                spec.l2
+                    .iter()
+                    .map(|g| g.ips.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+    };
+    let first = read(&["web"]);
+    // One byte a second: any object waits the longest after a write.
+    let mut memory = Memory::rebuild(&first).paced(1);
+    assert_eq!(
+        announced(&memory.pass(&first, t0)).as_deref(),
+        Some("192.168.1.10")
+    );
+    assert_eq!(memory.next_announcement(), None);
+    // A second Service 50 ms later: its IP is allocated at once, the node's
+    // object waits.
+    let second = read(&["web", "db"]);
+    let t1 = t0 + std::time::Duration::from_millis(50);
+    let pass = memory.pass(&second, t1);
+    assert_eq!(announced(&pass), None);
+    assert!(
+        pass.writes
+            .iter()
+            .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
+    );
+    let due = memory.next_announcement().expect("a write is due");
+    assert_eq!(due, t0 + memory::pacing::LONGEST);
+    // Due: written with the change it held back.
+    assert_eq!(
+        announced(&memory.pass(&second, due)).as_deref(),
+        Some("192.168.1.10-192.168.1.11")
+    );
+    assert_eq!(memory.next_announcement(), None);
+}

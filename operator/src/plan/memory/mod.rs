@@ -3,6 +3,7 @@
 //! touches; [`outputs`] turns the plan into writes.
 
 mod outputs;
+pub mod pacing;
 mod replan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -101,6 +102,8 @@ pub struct Memory {
     /// (a write failed or has not landed, or someone changed one): compared
     /// again next pass.
     prefix_sets_compared: Option<BTreeMap<String, Same<ferrolb_api::PrefixSet>>>,
+    /// How often each node's NodeAnnouncement may be written.
+    pacing: pacing::Pacing,
     /// A Service's holdings changed last pass: the failing ones try again.
     retry_failing: bool,
     /// Re-plan everything every pass (to check the incremental passes).
@@ -220,6 +223,19 @@ impl Memory {
     /// The allocator, for the pool gauges.
     pub fn allocator(&self) -> &Allocator {
         &self.allocator
+    }
+
+    /// Writes of a node's NodeAnnouncement paced by its size (see
+    /// [`pacing`]); off unless asked for.
+    pub fn paced(mut self, bytes_per_second: u64) -> Memory {
+        self.pacing = pacing::Pacing::new(bytes_per_second);
+        self
+    }
+
+    /// When a NodeAnnouncement write held back by the pacing is due: a pass
+    /// is wanted then, though nothing in the cluster changed.
+    pub fn next_announcement(&self) -> Option<Timestamp> {
+        self.pacing.next_due()
     }
 
     /// When the first remembered sighting of another controller ends (a
@@ -460,7 +476,7 @@ impl Memory {
         self.world = Some(world);
 
         let mut writes = Vec::new();
-        self.announcements(snapshot, whole, &touched, &mut writes);
+        self.announcements(snapshot, now, whole, &touched, &mut writes);
         let stored: BTreeMap<String, Same<ferrolb_api::PrefixSet>> = snapshot
             .prefix_sets
             .iter()

@@ -29,14 +29,18 @@ impl Memory {
     pub(super) fn announcements(
         &mut self,
         snapshot: &Snapshot,
+        now: Timestamp,
         whole: bool,
         touched: &BTreeSet<String>,
         writes: &mut Vec<Write>,
     ) {
+        let nodes = &self.l2.nodes;
+        self.pacing.held.retain(|node, _| nodes.contains_key(node));
         for (node, entries) in &self.l2.nodes {
             let stored = snapshot.announcements.get(node);
             let again = whole
                 || touched.contains(node)
+                || self.pacing.held.contains_key(node)
                 || match self.nodes_compared.get(node) {
                     Some((seen, up_to_date)) => !*up_to_date || ptr(seen.as_ref()) != ptr(stored),
                     None => true,
@@ -52,6 +56,11 @@ impl Memory {
                 .unwrap_or_default();
             let spec = conditions::spec(node, entries, sessions, &snapshot.probes, &self.standbys);
             let up_to_date = stored.is_some_and(|a| a.spec == spec);
+            if up_to_date {
+                self.pacing.held.remove(node);
+            } else if !self.pacing.may_write(node, &spec, now) {
+                continue;
+            }
             self.nodes_compared
                 .insert(node.clone(), (stored.cloned(), up_to_date));
             writes.push(Write::Announcement {
@@ -69,6 +78,7 @@ impl Memory {
             .filter(|n| !self.l2.nodes.contains_key(*n))
         {
             self.nodes_compared.remove(node);
+            self.pacing.forget(node);
             writes.push(Write::Retire { node: node.clone() });
         }
     }

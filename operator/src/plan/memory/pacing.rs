@@ -1,0 +1,140 @@
+//! How often a node's NodeAnnouncement is written while it keeps changing.
+//!
+//! A layer 2 NodeAnnouncement lists its node's IPs, so on few nodes with many
+//! Services it is large (about 200 KB for 13,000 IPs), and in a burst of
+//! creates every pass rewrote it: at 3 nodes and 15,000 Services the
+//! revisions filled etcd's 2 GiB quota before the apiserver compacted them
+//! ("mvcc: database space exceeded", measured with `ferrolb-load`). So after
+//! writing a node's object of B bytes, the next write of it waits B ÷ rate
+//! (at most [`LONGEST`]): a small object — and any lone change — is written
+//! at once; a large one that changes continuously is written a few times a
+//! second, with every change since folded in. Pure: time is an input.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ferrolb_api::NodeAnnouncementSpec;
+use k8s_openapi::jiff::Timestamp;
+
+/// The rate the operator paces each node's object at: 256 KiB a second, so
+/// an object under ~2.5 KB (any node's, on a cluster of a few dozen nodes with
+/// a thousand Services) is never held back more than 10 ms.
+pub const RATE: u64 = 256 * 1024;
+
+/// The longest a write is held back.
+pub const LONGEST: Duration = Duration::from_secs(2);
+
+/// The pacing of NodeAnnouncement writes.
+#[derive(Debug, Default)]
+pub struct Pacing {
+    /// Bytes a second per node; none: no pacing.
+    rate: Option<u64>,
+    /// Per node, when its next write may go.
+    next: HashMap<String, Timestamp>,
+    /// Nodes with a write held back, and when it is due.
+    pub(super) held: BTreeMap<String, Timestamp>,
+}
+
+impl Pacing {
+    /// Pacing at `bytes_per_second` per node.
+    pub fn new(bytes_per_second: u64) -> Pacing {
+        Pacing {
+            rate: Some(bytes_per_second.max(1)),
+            ..Pacing::default()
+        }
+    }
+
+    /// Whether `node`'s new spec may be written at `now`; when it may, the
+    /// next write of it is paced by this one's size, and when not, it is
+    /// remembered as due.
+    pub fn may_write(&mut self, node: &str, spec: &NodeAnnouncementSpec, now: Timestamp) -> bool {
+        let Some(rate) = self.rate else {
+            return true;
+        };
+        if let Some(due) = self.next.get(node)
+            && *due > now
+        {
+            self.held.insert(node.to_string(), *due);
+            return false;
+        }
+        self.held.remove(node);
+        let bytes = serde_json::to_vec(spec)
+            .map(|b| b.len() as u64)
+            .unwrap_or(0);
+        let wait = Duration::from_secs_f64(bytes as f64 / rate as f64).min(LONGEST);
+        self.next.insert(node.to_string(), now + wait);
+        true
+    }
+
+    /// The node is gone.
+    pub fn forget(&mut self, node: &str) {
+        self.next.remove(node);
+        self.held.remove(node);
+    }
+
+    /// When the first held-back write is due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.held.values().min().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_api::nodeannouncement::{L2Group, L2Role};
+
+    fn spec(ips: u32) -> NodeAnnouncementSpec {
+        NodeAnnouncementSpec {
+            node: Some("node-a".into()),
+            l2: vec![L2Group {
+                role: L2Role::Active,
+                standby_for: None,
+                standby: None,
+                probe: None,
+                interfaces: Vec::new(),
+                // Every other address: no ranges, about 16 bytes each.
+                ips: (0..ips)
+                    .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i)))
+                    .collect(),
+            }],
+            bgp: Vec::new(),
+        }
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millisecond(1_800_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn a_small_object_is_written_every_time() {
+        let mut pacing = Pacing::new(256 * 1024);
+        for ms in 0..10 {
+            assert!(pacing.may_write("node-a", &spec(10), at(ms * 10)));
+        }
+        assert_eq!(pacing.next_due(), None);
+    }
+
+    #[test]
+    fn a_large_object_changing_continuously_is_written_a_few_times_a_second() {
+        let mut pacing = Pacing::new(256 * 1024);
+        let big = spec(10_000);
+        assert!(pacing.may_write("node-a", &big, at(0)));
+        // Changes every 50 ms: held back, and due once its time came.
+        assert!(!pacing.may_write("node-a", &big, at(50)));
+        let due = pacing.next_due().expect("due");
+        assert!(due > at(50) && due <= at(2_000), "{due}");
+        assert!(!pacing.may_write("node-a", &big, at(100)));
+        assert!(pacing.may_write("node-a", &big, due));
+        assert_eq!(pacing.next_due(), None);
+        // Another node is not held back by this one.
+        assert!(pacing.may_write("node-b", &big, at(60)));
+    }
+
+    #[test]
+    fn no_pacing_unless_asked() {
+        let mut pacing = Pacing::default();
+        let big = spec(10_000);
+        assert!(pacing.may_write("node-a", &big, at(0)));
+        assert!(pacing.may_write("node-a", &big, at(1)));
+    }
+}
