@@ -226,7 +226,9 @@ pub struct NodeAnnouncementStatus {
     #[schemars(schema_with = "cel::conditions")]
     pub conditions: Vec<Condition>,
 
-    /// Layer 2 state, IPs grouped by state.
+    /// Layer 2 state, IPs grouped by state: those answered (`Announcing`,
+    /// `TakenOver`), those that cannot be (`Failed`), and standby IPs only
+    /// when something stands in their way (`Standby` with a message).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "l2_state_list")]
     pub l2: Vec<L2State>,

@@ -230,15 +230,19 @@ impl Runner {
             };
             rows.insert(ip, row);
         }
+        // A standby IP is in the spec already: the status names one only
+        // when something stands in its way, so a node's status does not
+        // repeat its spec.
         for (ip, standby) in &self.effective.standby {
-            let message = standby.probe.is_none().then(|| {
-                format!(
-                    "no probe address for node {} yet: the fast path waits for it",
-                    standby.active
-                )
-            });
+            if standby.probe.is_some() {
+                continue;
+            }
+            let message = format!(
+                "no probe address for node {} yet: the fast path waits for it",
+                standby.active
+            );
             rows.entry(*ip)
-                .or_insert_with(|| Row::new(L2Phase::Standby, Vec::new(), message, None));
+                .or_insert_with(|| Row::new(L2Phase::Standby, Vec::new(), Some(message), None));
         }
         let spec_active = self.wanted.active_ips();
         for (ip, by) in &yielded {

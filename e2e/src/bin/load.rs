@@ -417,23 +417,29 @@ async fn report_as_speakers(client: kube::Client) {
                 }
                 let status = NodeAnnouncementStatus {
                     observed_generation: Some(generation),
-                    l2: announcement
-                        .spec
-                        .l2
-                        .iter()
-                        .map(|e| L2State {
-                            ips: e.ips.clone(),
-                            state: if e.role == L2Role::Active {
-                                L2Phase::Announcing
-                            } else {
-                                L2Phase::Standby
-                            },
-                            interfaces: vec!["eth0".into()],
-                            since: None,
-                            message: None,
-                            taken_from: None,
-                        })
-                        .collect(),
+                    // As a speaker groups them: every active IP answered,
+                    // in one group; standby IPs are not repeated.
+                    l2: {
+                        let answered: ferrolb_api::ipset::IpSet = announcement
+                            .spec
+                            .l2
+                            .iter()
+                            .filter(|g| g.role == L2Role::Active)
+                            .flat_map(|g| g.ips.iter())
+                            .collect();
+                        if answered.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![L2State {
+                                ips: answered,
+                                state: L2Phase::Announcing,
+                                interfaces: vec!["eth0".into()],
+                                since: None,
+                                message: None,
+                                taken_from: None,
+                            }]
+                        }
+                    },
                     bgp: announcement
                         .spec
                         .bgp
