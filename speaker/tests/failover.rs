@@ -60,6 +60,22 @@ async fn within(what: &str, wait: Duration, check: impl Fn() -> bool) {
     panic!("never: {what}");
 }
 
+/// An active speaker `a` answering for `ip()` and a standby `b` probing it,
+/// each signing with its key.
+fn pair(active_key: &[u8], standby_key: &[u8]) -> (Failover, Failover, BTreeSet<IpAddr>, u16) {
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", pa, active_key);
+    active.set_answering(&set, &set);
+    let standby = start("b", pb, standby_key);
+    standby.set_targets(&[Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: set.clone(),
+    }]);
+    (active, standby, set, pa)
+}
+
 #[tokio::test]
 async fn takeover_yield_and_handoff_between_two_speakers() {
     let (pa, pb) = (free_port(), free_port());
@@ -118,16 +134,7 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
 
 #[tokio::test]
 async fn a_yielded_ip_is_answered_again_once_the_node_that_took_it_is_gone() {
-    let (pa, pb) = (free_port(), free_port());
-    let set: BTreeSet<IpAddr> = [ip()].into();
-    let active = start("a", pa, b"key");
-    active.set_answering(&set, &set);
-    let standby = start("b", pb, b"key");
-    standby.set_targets(&[Target {
-        node: "a".into(),
-        address: SocketAddr::from(([127, 0, 0, 1], pa)),
-        ips: set.clone(),
-    }]);
+    let (active, standby, set, pa) = pair(b"key", b"key");
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(active);
     eventually("the standby takes over", || {
@@ -201,16 +208,7 @@ async fn forged_and_replayed_datagrams_change_nothing() {
 async fn a_standby_that_never_hears_the_active_leaves_its_ips_alone_and_says_so() {
     // The active signs with another key: its answers never count, as with a
     // firewall dropping them.
-    let (pa, pb) = (free_port(), free_port());
-    let set: BTreeSet<IpAddr> = [ip()].into();
-    let active = start("a", pa, b"one key");
-    active.set_answering(&set, &set);
-    let standby = start("b", pb, b"another key");
-    standby.set_targets(&[Target {
-        node: "a".into(),
-        address: SocketAddr::from(([127, 0, 0, 1], pa)),
-        ips: set.clone(),
-    }]);
+    let (active, standby, _, _) = pair(b"one key", b"another key");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(standby.taken().is_empty(), "no takeover without evidence");
     assert!(active.yielded().is_empty());

@@ -188,14 +188,13 @@ pub fn bgp_peers(peers: &[Arc<BGPPeer>]) -> Vec<bgp::Peer> {
             // never got into the store (skipped, should one ever).
             let parsed = (|| -> Result<_, String> {
                 let hold = parse_timer(&spec.hold_time).map_err(|e| e.to_string())?;
-                let keepalive = match &spec.keepalive_time {
-                    Some(t) => parse_timer(t).map_err(|e| e.to_string())?,
-                    None => hold / 3,
+                let or = |text: &Option<String>, default: Duration| {
+                    text.as_deref()
+                        .map_or(Ok(default), parse_timer)
+                        .map_err(|e| e.to_string())
                 };
-                let connect = match &spec.connect_time {
-                    Some(t) => parse_timer(t).map_err(|e| e.to_string())?,
-                    None => Duration::from_secs(10),
-                };
+                let keepalive = or(&spec.keepalive_time, hold / 3)?;
+                let connect = or(&spec.connect_time, Duration::from_secs(10))?;
                 let address = parse_ip(&spec.peer_address).map_err(|e| e.to_string())?;
                 let source = spec
                     .source_address
