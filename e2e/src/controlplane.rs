@@ -96,8 +96,17 @@ pub fn etcd_args(dir: &Path, client: u16, peer: u16) -> Vec<String> {
     ]
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct free ports (all held while they are picked, so none repeats;
+/// another process may still take one before we bind it: see `start`).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// A running etcd + kube-apiserver.
@@ -115,13 +124,27 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts a control plane in a new temporary folder.
+    /// Starts a control plane in a new temporary folder. Its ports are picked
+    /// free and then bound by etcd and the apiserver; a test starting at the
+    /// same moment can take one in between, so a start that fails on a port
+    /// in use is tried again with new ports (twice at most).
     pub fn start() -> Result<ControlPlane> {
-        let dir = tempfile::Builder::new()
-            .prefix("ferrolb-cp-")
-            .tempdir()?
-            .keep();
-        Self::start_in(&dir)
+        let mut tries = 0;
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix("ferrolb-cp-")
+                .tempdir()?
+                .keep();
+            match Self::start_in(&dir) {
+                Err(e) if tries < 2 && e.to_string().contains("address already in use") => {
+                    tries += 1;
+                    eprintln!(
+                        "control plane: a port was taken before it was bound; again with new ports"
+                    );
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Starts a control plane keeping its state, certificates, kubeconfig and logs
@@ -131,7 +154,7 @@ impl ControlPlane {
         fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let pki = write_pki(&dir)?;
-        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let [etcd_port, peer_port, api_port] = free_ports()?;
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         fs::write(
