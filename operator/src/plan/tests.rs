@@ -769,3 +769,41 @@ fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
     );
     assert_eq!(memory.next_announcement(), None);
 }
+
+#[test]
+fn an_ip_stays_on_its_node_while_the_store_has_not_caught_up_with_the_write() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let nodes = ["node-a", "node-b", "node-c", "node-d", "node-e", "node-f"];
+    let read = |up: &[&str]| {
+        let mut yaml = vec![POOL.to_string(), L2.to_string(), service("web", "")];
+        yaml.extend(up.iter().map(|n| NODE.replace("node-a", n)));
+        let live: BTreeSet<String> = up.iter().map(|n| speaker_lease(n)).collect();
+        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+    };
+    let active = |pass: &Pass| -> Option<String> {
+        pass.writes.iter().find_map(|w| match w {
+            Write::Announcement { node, spec, .. }
+                if spec
+                    .l2
+                    .iter()
+                    .any(|g| g.role == ferrolb_api::nodeannouncement::L2Role::Active) =>
+            {
+                Some(node.clone())
+            }
+            _ => None,
+        })
+    };
+    let first = read(&["node-a"]);
+    let mut memory = Memory::rebuild(&first);
+    assert_eq!(active(&memory.pass(&first, now)).as_deref(), Some("node-a"));
+    // Five more nodes become eligible before the operator's store shows the
+    // NodeAnnouncement it wrote (no NodeAnnouncement in the snapshot): the IP
+    // stays where it was placed, and a standby joins.
+    let more = read(&nodes);
+    let pass = memory.pass(&more, now);
+    assert_eq!(active(&pass).as_deref(), Some("node-a"));
+}

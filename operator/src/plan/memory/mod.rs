@@ -6,6 +6,7 @@ mod outputs;
 pub mod pacing;
 mod replan;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -238,6 +239,29 @@ impl Memory {
         self.pacing.next_due()
     }
 
+    /// Per IP, the node active for it: as the stored NodeAnnouncements show,
+    /// else as this memory last planned it. A write the operator's store
+    /// does not show yet (its watch lags the apiserver) must not look like an
+    /// IP with no node: placing it afresh could move it.
+    fn current_active<'a>(&self, snapshot: &'a Snapshot) -> Cow<'a, BTreeMap<IpAddr, String>> {
+        let mut missing: Vec<(IpAddr, String)> = Vec::new();
+        for (node, entries) in &self.l2.nodes {
+            for entry in entries {
+                if entry.role == announce::Role::Active && !snapshot.current.contains_key(&entry.ip)
+                {
+                    missing.push((entry.ip, node.clone()));
+                }
+            }
+        }
+        if missing.is_empty() {
+            Cow::Borrowed(&snapshot.current)
+        } else {
+            let mut current = snapshot.current.clone();
+            current.extend(missing);
+            Cow::Owned(current)
+        }
+    }
+
     /// When the first remembered sighting of another controller ends (a
     /// change to pass on, though nothing in the cluster changed).
     pub fn next_forget(&self) -> Option<Timestamp> {
@@ -393,8 +417,9 @@ impl Memory {
             .endpoints
             .as_ref()
             .is_none_or(|e| !Arc::ptr_eq(e, &snapshot.endpoints));
+        let active_now = self.current_active(snapshot);
         let mut moved_ips: BTreeSet<IpAddr> = BTreeSet::new();
-        differing(&self.current, &snapshot.current, &mut moved_ips);
+        differing(&self.current, &active_now, &mut moved_ips);
         differing(&self.taken, &snapshot.takeovers.by, &mut moved_ips);
         let mut recheck: BTreeSet<usize> = replanned.into_iter().chain(reread).collect();
         if whole || endpoints_changed {
@@ -424,7 +449,7 @@ impl Memory {
             self.endpoints = Some(snapshot.endpoints.clone());
         }
         if !moved_ips.is_empty() {
-            self.current = snapshot.current.clone();
+            self.current = active_now.clone().into_owned();
             self.taken = snapshot.takeovers.by.clone();
         }
         let empty = BTreeSet::new();
@@ -445,7 +470,7 @@ impl Memory {
                 .takeovers
                 .by
                 .get(&first)
-                .or_else(|| snapshot.current.get(&first));
+                .or_else(|| active_now.get(&first));
             let same = kept.announced.as_ref().is_some_and(|a| {
                 a.local == service.local
                     && a.endpoint_nodes == *endpoints
@@ -461,7 +486,7 @@ impl Memory {
                     service,
                     &kept.held,
                     &snapshot.endpoints,
-                    &snapshot.current,
+                    &active_now,
                     &snapshot.takeovers,
                 ));
                 changed.insert(service.key.clone());
