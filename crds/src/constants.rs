@@ -14,6 +14,10 @@ pub const LB_CLASS: &str = "ferrolb.io/ferrolb";
 /// operator creates it, the speakers read it.
 pub const FAILOVER_SECRET: &str = "ferrolb-failover";
 
+/// The Secret (in ferrolb's namespace) holding BGP passwords, one key per
+/// BGPPeer: the only Secret besides the failover key a speaker may read.
+pub const BGP_PASSWORDS_SECRET: &str = "ferrolb-bgp-passwords";
+
 /// The operator replicas' leader election Lease, in ferrolb's namespace.
 pub const LEADER_LEASE: &str = "ferrolb-operator";
 

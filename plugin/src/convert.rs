@@ -1,0 +1,368 @@
+//! MetalLB configuration → `ferrolb.io` objects. Pure: text in, YAML and
+//! warnings out. The same input always gives the same output; objects are
+//! named after what they came from; BGP passwords go into the one Secret
+//! speakers may read, never inline.
+
+use std::collections::BTreeMap;
+
+use ferrolb_api::constants::{BGP_PASSWORDS_SECRET, NAMESPACE};
+use serde_json::{Value, json};
+
+use crate::legacy::{self, Config};
+
+/// The converted objects, each with the notes a reader should see above it.
+#[derive(Debug, Default)]
+pub struct Converted {
+    /// (notes, object)
+    pub objects: Vec<(Vec<String>, Value)>,
+    /// Every field without an equivalent, for stderr.
+    pub warnings: Vec<String>,
+}
+
+impl Converted {
+    /// The objects as one YAML stream, each note a comment above its object.
+    pub fn to_yaml(&self) -> String {
+        let mut out =
+            String::from("# Converted from MetalLB configuration by kubectl ferrolb convert.\n");
+        for (notes, object) in &self.objects {
+            out.push_str("---\n");
+            for note in notes {
+                out.push_str(&format!("# {note}\n"));
+            }
+            out.push_str(&serde_yaml::to_string(object).expect("a JSON value is YAML"));
+        }
+        out
+    }
+
+    fn warn(&mut self, notes: &mut Vec<String>, text: String) {
+        self.warnings.push(text.clone());
+        notes.push(text);
+    }
+}
+
+/// Converts a legacy ConfigMap (or its `config` text).
+pub fn legacy(text: &str) -> Result<Converted, String> {
+    let config = legacy::read(text)?;
+    from_legacy(&config)
+}
+
+/// A name the API accepts, from one MetalLB gave: lower case, `-` for what
+/// a DNS label cannot hold.
+fn name_of(source: &str) -> String {
+    let mut name: String = source
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    name.trim_matches('-').chars().take(253).collect()
+}
+
+fn api(kind: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn selector(legacy: &legacy::NodeSelector) -> Value {
+    let mut out = serde_json::Map::new();
+    if !legacy.match_labels.is_empty() {
+        out.insert("matchLabels".into(), json!(legacy.match_labels));
+    }
+    if !legacy.match_expressions.is_empty() {
+        out.insert(
+            "matchExpressions".into(),
+            legacy
+                .match_expressions
+                .iter()
+                .map(|e| json!({"key": e.key, "operator": e.operator, "values": e.values}))
+                .collect(),
+        );
+    }
+    Value::Object(out)
+}
+
+/// One address as ferrolb writes it: a range without spaces, or as given.
+fn address(entry: &str) -> String {
+    match entry.split_once('-') {
+        Some((a, b)) if !entry.contains('/') => format!("{}-{}", a.trim(), b.trim()),
+        _ => entry.trim().to_string(),
+    }
+}
+
+fn from_legacy(config: &Config) -> Result<Converted, String> {
+    let mut out = Converted::default();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut unique = |kind: &str, name: String, source: &str| -> Result<String, String> {
+        if let Some(other) = seen.insert(format!("{kind}/{name}"), source.to_string()) {
+            return Err(format!(
+                "{source} and {other} both become {kind} {name}: rename one"
+            ));
+        }
+        Ok(name)
+    };
+
+    // Pools, then what advertises them.
+    let mut advertisements = Vec::new();
+    for (i, pool) in config.address_pools.iter().enumerate() {
+        let at = format!("address-pools[{i}] ({})", pool.name);
+        let name = unique("IPAddressPool", name_of(&pool.name), &at)?;
+        if name.is_empty() {
+            return Err(format!(
+                "{at}: the name has nothing a Kubernetes name can hold"
+            ));
+        }
+        let mut notes = vec![format!("from address-pools[{i}] `{}`", pool.name)];
+        if name != pool.name {
+            out.warn(
+                &mut notes,
+                format!(
+                    "{at}: named {name} (Kubernetes names are lower case, letters, digits and -)"
+                ),
+            );
+        }
+        if pool.addresses.is_empty() {
+            return Err(format!("{at}.addresses: no addresses"));
+        }
+        let mut spec = json!({
+            "addresses": pool.addresses.iter().map(|a| address(a)).collect::<Vec<_>>(),
+        });
+        if pool.avoid_buggy_ips {
+            spec["avoidBuggyIPs"] = json!(true);
+        }
+        if pool.auto_assign == Some(false) {
+            spec["autoAssign"] = json!(false);
+        }
+        out.objects.push((notes, api("IPAddressPool", &name, spec)));
+        match pool.protocol.as_str() {
+            "layer2" | "arp" | "ndp" => {
+                let mut notes = vec![format!("layer 2 for address-pools[{i}] `{}`", pool.name)];
+                if pool.protocol != "layer2" {
+                    out.warn(
+                        &mut notes,
+                        format!("{at}.protocol: `{}` is MetalLB's old spelling of layer2; both ARP and NDP are answered", pool.protocol),
+                    );
+                }
+                if !pool.bgp_advertisements.is_empty() {
+                    out.warn(&mut notes, format!("{at}.bgp-advertisements: ignored for a layer 2 pool (MetalLB ignored them too)"));
+                }
+                let adv = unique("L2Advertisement", name.clone(), &at)?;
+                advertisements.push((
+                    notes,
+                    api("L2Advertisement", &adv, json!({"ipAddressPools": [name]})),
+                ));
+            }
+            "bgp" => {
+                let defaults = [legacy::Advertisement {
+                    aggregation_length: None,
+                    aggregation_length_v6: None,
+                    localpref: None,
+                    communities: Vec::new(),
+                }];
+                let list = if pool.bgp_advertisements.is_empty() {
+                    &defaults[..]
+                } else {
+                    &pool.bgp_advertisements[..]
+                };
+                for (j, adv) in list.iter().enumerate() {
+                    let at = format!("{at}.bgp-advertisements[{j}]");
+                    let adv_name = if list.len() == 1 {
+                        name.clone()
+                    } else {
+                        format!("{name}-{j}")
+                    };
+                    let adv_name = unique("BGPAdvertisement", adv_name, &at)?;
+                    let mut spec = json!({"ipAddressPools": [name]});
+                    if let Some(len) = adv.aggregation_length {
+                        spec["aggregationLength"] = json!(len);
+                    }
+                    if let Some(len) = adv.aggregation_length_v6 {
+                        spec["aggregationLengthV6"] = json!(len);
+                    }
+                    if let Some(pref) = adv.localpref {
+                        spec["localPref"] = json!(pref);
+                    }
+                    let mut communities = Vec::new();
+                    for (k, community) in adv.communities.iter().enumerate() {
+                        let value = config.bgp_communities.get(community).unwrap_or(community);
+                        if ferrolb_api::community::Community::parse(value).is_err() {
+                            return Err(format!(
+                                "{at}.communities[{k}]: `{community}` is neither a community (65000:1, large:1:2:3) nor a name in bgp-communities"
+                            ));
+                        }
+                        communities.push(value.clone());
+                    }
+                    if !communities.is_empty() {
+                        spec["communities"] = json!(communities);
+                    }
+                    let notes = vec![format!(
+                        "BGP for address-pools[{i}] `{}`, bgp-advertisements[{j}]",
+                        pool.name
+                    )];
+                    advertisements.push((notes, api("BGPAdvertisement", &adv_name, spec)));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{at}.protocol: `{other}` is not layer2, bgp, arp or ndp"
+                ));
+            }
+        }
+    }
+    out.objects.extend(advertisements);
+
+    let mut passwords: BTreeMap<String, String> = BTreeMap::new();
+    for (i, peer) in config.peers.iter().enumerate() {
+        let at = format!("peers[{i}] ({})", peer.peer_address);
+        let name = unique(
+            "BGPPeer",
+            name_of(&format!("peer-{}", peer.peer_address)),
+            &at,
+        )?;
+        let mut notes = vec![format!(
+            "from peers[{i}], {} AS {}",
+            peer.peer_address, peer.peer_asn
+        )];
+        let mut spec = json!({
+            "myASN": peer.my_asn,
+            "peerASN": peer.peer_asn,
+            "peerAddress": peer.peer_address,
+        });
+        if let Some(port) = peer.peer_port {
+            spec["peerPort"] = json!(port);
+        }
+        if let Some(hold) = &peer.hold_time {
+            spec["holdTime"] = json!(hold);
+        }
+        if let Some(keepalive) = &peer.keepalive_time {
+            spec["keepaliveTime"] = json!(keepalive);
+        }
+        if let Some(id) = &peer.router_id {
+            spec["routerID"] = json!(id);
+        }
+        if let Some(source) = &peer.source_address {
+            spec["sourceAddress"] = json!(source);
+        }
+        if peer.ebgp_multihop == Some(true) {
+            spec["ebgpMultiHop"] = json!(true);
+        }
+        if !peer.node_selectors.is_empty() {
+            spec["nodeSelectors"] = peer.node_selectors.iter().map(selector).collect();
+        }
+        if let Some(password) = &peer.password {
+            passwords.insert(name.clone(), password.clone());
+            spec["passwordSecretRef"] = json!({"name": BGP_PASSWORDS_SECRET, "key": name});
+            notes.push(format!(
+                "its password is in Secret {NAMESPACE}/{BGP_PASSWORDS_SECRET}, key {name}"
+            ));
+        }
+        if let Some(profile) = &peer.bfd_profile {
+            out.warn(
+                &mut notes,
+                format!("{at}.bfd-profile: `{profile}` not converted: ferrolb has no BFD yet; the session runs without it"),
+            );
+        }
+        out.objects.push((notes, api("BGPPeer", &name, spec)));
+    }
+    for (i, profile) in config.bfd_profiles.iter().enumerate() {
+        out.warnings.push(format!(
+            "bfd-profiles[{i}] ({}): not converted: ferrolb has no BFD yet",
+            profile.name
+        ));
+    }
+    if !passwords.is_empty() {
+        out.objects.push((
+            vec!["BGP passwords, one key per BGPPeer (speakers read only this Secret)".into()],
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": BGP_PASSWORDS_SECRET, "namespace": NAMESPACE},
+                "type": "Opaque",
+                "stringData": passwords,
+            }),
+        ));
+    }
+    if out.objects.is_empty() {
+        return Err(
+            "the configuration has no peers and no address-pools: nothing to convert".into(),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_kubernetes_names() {
+        assert_eq!(name_of("My_IP Space"), "my-ip-space");
+        assert_eq!(name_of("peer-10.0.0.1"), "peer-10-0-0-1");
+        assert_eq!(name_of("peer-fd00::1"), "peer-fd00-1");
+    }
+
+    #[test]
+    fn a_range_loses_its_spaces_and_a_cidr_stays() {
+        assert_eq!(
+            address("192.168.1.240 - 192.168.1.250"),
+            "192.168.1.240-192.168.1.250"
+        );
+        assert_eq!(address(" 10.0.0.0/24"), "10.0.0.0/24");
+        assert_eq!(address("fd00::1-fd00::9"), "fd00::1-fd00::9");
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_an_error_naming_the_place() {
+        let cases = [
+            (
+                "address-pools:\n- name: a\n  protocol: layer2\n  adresses: [10.0.0.0/24]\n",
+                "unknown field `adresses`",
+            ),
+            (
+                "address-pools:\n- name: a\n  protocol: vrrp\n  addresses: [10.0.0.0/24]\n",
+                "address-pools[0] (a).protocol: `vrrp`",
+            ),
+            (
+                "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements:\n  - communities: [nope]\n",
+                "address-pools[0] (a).bgp-advertisements[0].communities[0]: `nope`",
+            ),
+            ("peers: []\n", "nothing to convert"),
+            ("", "empty"),
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config}\ndata: {}\n",
+                "no data.config",
+            ),
+            (
+                "address-pools:\n- name: A\n  protocol: layer2\n  addresses: [10.0.0.0/24]\n- name: a\n  protocol: layer2\n  addresses: [10.0.1.0/24]\n",
+                "both become IPAddressPool a",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let error = legacy(text).expect_err(text);
+            assert!(error.contains(wanted), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_line_of_an_unknown_key_is_named() {
+        let error = legacy(
+            "peers:\n- my-asn: 1\n  peer-asn: 2\n  peer-address: 10.0.0.1\n  hold-tme: 90s\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("hold-tme") && error.contains("line 5"),
+            "{error}"
+        );
+    }
+}
