@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use ferrolb_api::constants::{BGP_PASSWORDS_SECRET, NAMESPACE};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::legacy::{self, Config};
@@ -17,6 +18,8 @@ pub struct Converted {
     pub objects: Vec<(Vec<String>, Value)>,
     /// Every field without an equivalent, for stderr.
     pub warnings: Vec<String>,
+    /// BGP passwords by key in the passwords Secret.
+    passwords: BTreeMap<String, String>,
 }
 
 impl Converted {
@@ -34,6 +37,23 @@ impl Converted {
         out
     }
 
+    /// The passwords Secret after the objects that refer to it.
+    fn finish(&mut self) {
+        if self.passwords.is_empty() {
+            return;
+        }
+        self.objects.push((
+            vec!["BGP passwords, one key per BGPPeer (speakers read only this Secret)".into()],
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": BGP_PASSWORDS_SECRET, "namespace": NAMESPACE},
+                "type": "Opaque",
+                "stringData": std::mem::take(&mut self.passwords),
+            }),
+        ));
+    }
+
     fn warn(&mut self, notes: &mut Vec<String>, text: String) {
         self.warnings.push(text.clone());
         notes.push(text);
@@ -43,7 +63,76 @@ impl Converted {
 /// Converts a legacy ConfigMap (or its `config` text).
 pub fn legacy(text: &str) -> Result<Converted, String> {
     let config = legacy::read(text)?;
-    from_legacy(&config)
+    let mut out = from_legacy(&config)?;
+    out.finish();
+    Ok(out)
+}
+
+/// Converts what a MetalLB user has, as one YAML stream: legacy ConfigMaps
+/// (any name), the text of their `config` key, Helm values with
+/// `configInline`, and `metallb.io` objects.
+pub fn convert(text: &str) -> Result<Converted, String> {
+    let mut docs: Vec<Value> = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| format!("document {}: not YAML: {e}", i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        docs.push(serde_json::to_value(&value).map_err(|e| format!("document {}: {e}", i + 1))?);
+    }
+    if docs.is_empty() {
+        return Err("the input is empty".into());
+    }
+    let aliases = crate::resources::aliases(&docs);
+    let mut out = Converted::default();
+    for (i, doc) in docs.iter().enumerate() {
+        let api = doc["apiVersion"].as_str().unwrap_or_default();
+        let part = if doc["kind"] == "ConfigMap" {
+            let text = serde_yaml::to_string(doc).expect("JSON is YAML");
+            from_legacy(&legacy::read(&text)?)?
+        } else if doc.get("configInline").is_some() {
+            let config: Config = serde_json::from_value(doc["configInline"].clone())
+                .map_err(|e| format!("document {}: configInline: {e}", i + 1))?;
+            from_legacy(&config)?
+        } else if api.starts_with("metallb.io/") {
+            let one = crate::resources::convert(doc, &aliases)?;
+            let mut part = Converted {
+                warnings: one.warnings,
+                ..Converted::default()
+            };
+            if let Some(object) = one.object {
+                part.objects.push((one.notes, object));
+            }
+            part.passwords.extend(one.password);
+            part
+        } else if doc.get("kind").is_none()
+            && (doc.get("peers").is_some() || doc.get("address-pools").is_some())
+        {
+            // Alone, read from the text itself, so an error names its line.
+            let config: Config = if docs.len() == 1 {
+                legacy::read(text)?
+            } else {
+                serde_json::from_value(doc.clone())
+                    .map_err(|e| format!("document {}: {e}", i + 1))?
+            };
+            from_legacy(&config)?
+        } else {
+            return Err(format!(
+                "document {}: not MetalLB configuration (a legacy ConfigMap, its config, Helm values with configInline, or a metallb.io object); kind {}",
+                i + 1,
+                doc["kind"].as_str().unwrap_or("none")
+            ));
+        };
+        out.objects.extend(part.objects);
+        out.warnings.extend(part.warnings);
+        out.passwords.extend(part.passwords);
+    }
+    out.finish();
+    if out.objects.is_empty() {
+        return Err("nothing to convert".into());
+    }
+    Ok(out)
 }
 
 /// A name the API accepts, from one MetalLB gave: lower case, `-` for what
@@ -281,18 +370,7 @@ fn from_legacy(config: &Config) -> Result<Converted, String> {
             profile.name
         ));
     }
-    if !passwords.is_empty() {
-        out.objects.push((
-            vec!["BGP passwords, one key per BGPPeer (speakers read only this Secret)".into()],
-            json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": BGP_PASSWORDS_SECRET, "namespace": NAMESPACE},
-                "type": "Opaque",
-                "stringData": passwords,
-            }),
-        ));
-    }
+    out.passwords = passwords;
     if out.objects.is_empty() {
         return Err(
             "the configuration has no peers and no address-pools: nothing to convert".into(),

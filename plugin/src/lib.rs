@@ -1,5 +1,7 @@
 //! `kubectl ferrolb`: a kubectl plugin for ferrolb. `convert` turns MetalLB's
-//! legacy ConfigMap into `ferrolb.io` objects.
+//! configuration (legacy ConfigMap, Helm `configInline`, `metallb.io`
+//! resources) into `ferrolb.io` objects.
 
 pub mod convert;
 pub mod legacy;
+pub mod resources;

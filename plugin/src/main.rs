@@ -17,9 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert MetalLB's legacy configuration (the ConfigMap `metallb-system/config`,
-    /// under any name, or the text of its `config` key) into ferrolb.io objects on
-    /// stdout. Every field without an equivalent is a warning on stderr and a
+    /// Convert MetalLB's configuration into ferrolb.io objects on stdout: its
+    /// legacy configuration (the ConfigMap `metallb-system/config`, under any name,
+    /// or the text of its `config` key), Helm values with `configInline`, and
+    /// `metallb.io` objects, in one YAML stream. Every field without an equivalent is a warning on stderr and a
     /// comment in the YAML; anything unreadable is an error naming the field, and
     /// the exit code is 1.
     Convert {
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            match kubectl_ferrolb::convert::legacy(&text) {
+            match kubectl_ferrolb::convert::convert(&text) {
                 Ok(converted) => {
                     for warning in &converted.warnings {
                         eprintln!("warning: {warning}");
