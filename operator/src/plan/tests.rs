@@ -88,6 +88,25 @@ spec: {{type: LoadBalancer, ports: [{{port: 80, protocol: TCP}}]}}",
     )
 }
 
+/// Every session of a spec reported in `state`, as a speaker would.
+fn sessions(
+    spec: &ferrolb_api::NodeAnnouncementSpec,
+    state: BgpState,
+    prefixes_advertised: i32,
+    last_error: Option<&str>,
+) -> Vec<SessionState> {
+    spec.bgp
+        .iter()
+        .map(|s| SessionState {
+            name: s.name.clone(),
+            state,
+            since: None,
+            prefixes_advertised,
+            last_error: last_error.map(str::to_string),
+        })
+        .collect()
+}
+
 /// What the speakers report, applied to the NodeAnnouncements a first
 /// pass wrote.
 #[derive(Clone, Copy)]
@@ -148,18 +167,12 @@ fn status_of(yaml: &[String], report: Report, live: bool) -> Desired {
                 }),
                 Report::Session(state) => Some(NodeAnnouncementStatus {
                     observed_generation: Some(1),
-                    bgp: spec
-                        .bgp
-                        .iter()
-                        .map(|s| SessionState {
-                            name: s.name.clone(),
-                            state,
-                            since: None,
-                            prefixes_advertised: 1,
-                            last_error: (state != BgpState::Established)
-                                .then(|| "connection refused".to_string()),
-                        })
-                        .collect(),
+                    bgp: sessions(
+                        spec,
+                        state,
+                        1,
+                        (state != BgpState::Established).then_some("connection refused"),
+                    ),
                     ..Default::default()
                 }),
             };
@@ -505,10 +518,8 @@ proptest::proptest! {
                                 ips: e.ips.clone(), state: L2Phase::Announcing,
                                 interfaces: vec!["eth0".into()], since: None, message: None,
                                 taken_from: None }).collect(),
-                            bgp: a.spec.bgp.iter().map(|s| SessionState {
-                                name: s.name.clone(),
-                                state: if report == 0 { BgpState::Active } else { BgpState::Established },
-                                since: None, prefixes_advertised: 0, last_error: None }).collect(),
+                            bgp: sessions(&a.spec,
+                                if report == 0 { BgpState::Active } else { BgpState::Established }, 0, None),
                             ..Default::default()
                         });
                         replay.announcements.insert(format!("node-{n}"), Arc::new(a));
@@ -604,17 +615,7 @@ fn peer_condition(up: usize, selecting_none: bool) -> (String, String) {
             reported += 1;
             announcement.status = Some(NodeAnnouncementStatus {
                 observed_generation: Some(1),
-                bgp: spec
-                    .bgp
-                    .iter()
-                    .map(|s| SessionState {
-                        name: s.name.clone(),
-                        state,
-                        since: None,
-                        prefixes_advertised: 0,
-                        last_error: None,
-                    })
-                    .collect(),
+                bgp: sessions(spec, state, 0, None),
                 ..Default::default()
             });
             objects.announcements.push(Arc::new(announcement));
