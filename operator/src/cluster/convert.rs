@@ -55,14 +55,23 @@ pub fn is_ours(service: &Service, lb_class: &str) -> bool {
 }
 
 /// Field managers other than `own` that wrote `status.loadBalancer.ingress`
-/// of a Service (as its managedFields show): another load-balancer
-/// controller on the same Services, such as k3s's ServiceLB or MetalLB.
+/// of a Service (as its managedFields show) since `own` last wrote its
+/// status: another load-balancer controller on the same Services, such as
+/// k3s's ServiceLB or MetalLB still running. Before `own` has written
+/// anything nobody is named; an entry older than `own`'s last write is not a
+/// writer but a leftover (MetalLB's, after a migration: `own` writing the
+/// same IPs shares the field with it, and the entry stays).
 pub fn other_ingress_writers(service: &Service, own: &str) -> Vec<String> {
-    let mut found: Vec<String> = service
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
+    let entries = service.metadata.managed_fields.iter().flatten();
+    let Some(ours) = entries
+        .clone()
+        .filter(|entry| entry.manager.as_deref() == Some(own))
+        .map(|entry| entry.time.as_ref().map(|t| t.0))
+        .max()
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
         .filter(|entry| entry.manager.as_deref().is_some_and(|m| m != own))
         .filter(|entry| {
             entry.fields_v1.as_ref().is_some_and(|fields| {
@@ -71,6 +80,12 @@ pub fn other_ingress_writers(service: &Service, own: &str) -> Vec<String> {
                     .pointer("/f:status/f:loadBalancer/f:ingress")
                     .is_some()
             })
+        })
+        // Seconds are all managedFields keep: a write in the same second
+        // as ours counts.
+        .filter(|entry| match (entry.time.as_ref(), ours) {
+            (Some(theirs), Some(ours)) => theirs.0 >= ours,
+            _ => true,
         })
         .filter_map(|entry| entry.manager.clone())
         .collect();
@@ -177,32 +192,34 @@ pub fn request(service: &Service, namespace_labels: &Labels) -> Result<ServiceRe
 #[cfg(test)]
 mod other_writer_tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 
-    fn entry(manager: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+    fn entry(manager: &str, fields: serde_json::Value, second: i64) -> ManagedFieldsEntry {
         ManagedFieldsEntry {
             manager: Some(manager.to_string()),
             fields_v1: Some(FieldsV1(fields)),
             subresource: Some("status".into()),
+            time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + second).expect("time"),
+            )),
             ..Default::default()
         }
+    }
+
+    fn ingress() -> serde_json::Value {
+        serde_json::json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}})
     }
 
     #[test]
     fn another_manager_of_the_ingress_is_named_and_ours_or_other_fields_are_not() {
         let mut service = Service::default();
         service.metadata.managed_fields = Some(vec![
-            entry(
-                "ferrolb-operator",
-                serde_json::json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}}),
-            ),
-            entry(
-                "svclb-controller",
-                serde_json::json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}}),
-            ),
+            entry("ferrolb-operator", ingress(), 10),
+            entry("svclb-controller", ingress(), 12),
             entry(
                 "kubectl-edit",
                 serde_json::json!({"f:metadata": {"f:labels": {}}}),
+                13,
             ),
         ]);
         let found = other_ingress_writers(&service, "ferrolb-operator");
@@ -213,6 +230,30 @@ mod other_writer_tests {
         assert!(message.contains("loadBalancerClass"), "{message}");
         service.metadata.managed_fields = None;
         assert!(other_ingress_writers(&service, "ferrolb-operator").is_empty());
+    }
+
+    #[test]
+    fn an_entry_older_than_our_last_write_is_a_leftover_not_a_writer() {
+        let mut service = Service::default();
+        // MetalLB wrote the IP, then ferrolb took over writing the same IP:
+        // both own the field, MetalLB's entry is older.
+        service.metadata.managed_fields = Some(vec![
+            entry("metallb-controller", ingress(), 0),
+            entry("ferrolb-operator", ingress(), 30),
+        ]);
+        assert!(other_ingress_writers(&service, "ferrolb-operator").is_empty());
+        // Before ferrolb writes anything, nobody is named yet.
+        service.metadata.managed_fields = Some(vec![entry("metallb-controller", ingress(), 0)]);
+        assert!(other_ingress_writers(&service, "ferrolb-operator").is_empty());
+        // MetalLB still running writes again after ferrolb (same second too).
+        service.metadata.managed_fields = Some(vec![
+            entry("metallb-controller", ingress(), 30),
+            entry("ferrolb-operator", ingress(), 30),
+        ]);
+        assert_eq!(
+            other_ingress_writers(&service, "ferrolb-operator"),
+            ["metallb-controller"]
+        );
     }
 }
 
