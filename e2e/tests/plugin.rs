@@ -16,7 +16,10 @@ const WAIT: Duration = Duration::from_secs(30);
 fn plugin(cluster: &TestCluster, args: &[&str]) -> Output {
     let mut command = std::process::Command::new(binary("kubectl-ferrolb").expect("plugin built"));
     command
-        .arg(format!("--kubeconfig={}", cluster.plane.kubeconfig.display()))
+        .arg(format!(
+            "--kubeconfig={}",
+            cluster.plane.kubeconfig.display()
+        ))
         .args(args)
         .stdin(std::process::Stdio::null());
     command.output().expect("run kubectl-ferrolb")
@@ -194,4 +197,239 @@ async fn moving_from_metallb_keeps_every_ip_and_explains_the_one_outside_the_poo
         assert_eq!(cluster.service_ips(name), [address.to_string()], "{name}");
     }
     drop(operator);
+}
+
+/// `kubectl ferrolb doctor -o json`: (exit code, findings by check).
+fn doctor(cluster: &TestCluster) -> (i32, Vec<serde_json::Value>) {
+    let out = plugin(cluster, &["doctor", "-o", "json"]);
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}", text(&out)));
+    (out.status.code().unwrap_or(-1), findings)
+}
+
+/// The findings of `check` with `severity`, as text.
+fn findings(all: &[serde_json::Value], check: &str, severity: &str) -> Vec<String> {
+    all.iter()
+        .filter(|f| f["check"] == check && f["severity"] == severity)
+        .map(|f| {
+            format!(
+                "{} | fix: {}",
+                f["what"].as_str().unwrap_or_default(),
+                f["fix"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
+    let lab = ThreeNodes::start("192.168.42", 4, "192.168.42.100-192.168.42.110")
+        .await
+        .expect("lab");
+    let cluster = &lab.cluster;
+    cluster
+        .kubectl(&[
+            "label",
+            "namespace",
+            "ferrolb-system",
+            "pod-security.kubernetes.io/enforce=privileged",
+        ])
+        .expect("label");
+    let mut speakers: Vec<_> = ferrolb_e2e::lab::NODES
+        .iter()
+        .zip(&lab.hosts)
+        .map(|(node, host)| {
+            cluster
+                .speaker(node, &host.namespace, &[])
+                .expect("speaker")
+        })
+        .collect();
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let webhook = cluster.webhook(&[]).await.expect("webhook");
+    cluster
+        .apply_ok(&service_yaml("default", "web", "", ""))
+        .expect("web");
+    cluster.wait_announced("web", WAIT).expect("web announced");
+
+    // status of one Service, as JSON: the active node answers, one stands by.
+    let out = plugin(cluster, &["status", "svc/web", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ip = report["ips"][0]["ip"].as_str().expect("an IP").to_string();
+    assert_eq!(cluster.service_ips("web"), [ip.clone()]);
+    assert_eq!(report["ips"][0]["pools"], serde_json::json!(["l2"]));
+    let layer2 = report["ips"][0]["layer2"]
+        .as_array()
+        .expect("layer2")
+        .clone();
+    let active: Vec<_> = layer2.iter().filter(|l| l["role"] == "active").collect();
+    let standby: Vec<_> = layer2.iter().filter(|l| l["role"] == "standby").collect();
+    assert_eq!(active.len(), 1, "{layer2:?}");
+    assert_eq!(active[0]["state"], "Announcing", "{layer2:?}");
+    assert_eq!(standby.len(), 1, "{layer2:?}");
+    assert_eq!(active[0]["standby"], standby[0]["node"], "{layer2:?}");
+    let conditions: Vec<_> = report["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap_or_default(),
+                c["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("ferrolb.io/IPAllocated", "True"),
+            ("ferrolb.io/Announced", "True")
+        ]
+    );
+    assert!(
+        report["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["reason"] == "IPAllocated")),
+        "{report}"
+    );
+    // The same as text, and the table.
+    let out = plugin(cluster, &["status", "web"]);
+    let shown = stdout(&out);
+    let active_node = active[0]["node"].as_str().unwrap_or_default();
+    assert!(
+        shown.contains(&format!("IP {ip} (pool l2)"))
+            && shown.lines().any(|l| l.contains("active")
+                && l.contains(active_node)
+                && l.contains("Announcing")),
+        "{shown}"
+    );
+    let out = plugin(cluster, &["status", "-A"]);
+    let row = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("default") && l.contains(" web "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row.contains(&ip) && row.contains(&format!("L2 {active_node}")),
+        "{}",
+        stdout(&out)
+    );
+    // A Service that cannot get an IP says why.
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "wants",
+            "  annotations: {ferrolb.io/loadBalancerIPs: 10.250.0.1}\n",
+            "",
+        ))
+        .expect("wants");
+    cluster
+        .wait_allocation("default", "wants", WAIT, |a| {
+            a.is("RequestedIPNotInAnyPool")
+        })
+        .await
+        .expect("wants fails");
+    let out = plugin(cluster, &["status", "svc/wants"]);
+    assert!(
+        stdout(&out).contains("IPs: none") && stdout(&out).contains("RequestedIPNotInAnyPool"),
+        "{}",
+        stdout(&out)
+    );
+    cluster
+        .kubectl(&["delete", "svc", "wants"])
+        .expect("delete wants");
+
+    // A healthy cluster: doctor exits 0 and says what it checked.
+    let (code, healthy) = doctor(cluster);
+    let problems: Vec<_> = healthy.iter().filter(|f| f["severity"] != "ok").collect();
+    assert!(code == 0 && problems.is_empty(), "{problems:?}");
+    for check in ["operator", "webhook", "speakers", "pools", "services"] {
+        assert_eq!(
+            findings(&healthy, check, "ok").len(),
+            1,
+            "{check}: {healthy:?}"
+        );
+    }
+
+    // Stage every problem at once.
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: lonely}\nspec: {addresses: [10.219.0.0/30]}\n",
+        )
+        .expect("a pool nothing advertises");
+    drop(speakers.pop()); // node-c's speaker dies; its Lease runs out in 3 s
+    drop(webhook);
+    cluster
+        .kubectl(&[
+            "label",
+            "node",
+            "node-b",
+            "node.kubernetes.io/exclude-from-external-load-balancers=true",
+        ])
+        .expect("exclude");
+    cluster
+        .kubectl(&[
+            "label",
+            "namespace",
+            "ferrolb-system",
+            "pod-security.kubernetes.io/enforce=baseline",
+            "--overwrite",
+        ])
+        .expect("baseline");
+    cluster
+        .apply_ok(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-proxy, namespace: kube-system}\ndata:\n  config.conf: |\n    kind: KubeProxyConfiguration\n    mode: ipvs\n    ipvs: {strictARP: false}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: kube-system}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: svclb-web-x1\n  namespace: kube-system\n  labels: {svccontroller.k3s.cattle.io/svcname: web}\nspec:\n  containers: [{name: lb, image: rancher/klipper-lb:v0.4.9}]\n",
+        )
+        .expect("kube-proxy and svclb");
+    // What the webhook being down does to users: pool changes are refused.
+    let out = cluster.apply(
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: refused}\nspec: {addresses: [10.219.1.0/30]}\n",
+    );
+    let refused = text(&out.expect("apply"));
+    assert!(refused.contains("failed calling webhook"), "{refused}");
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "wants",
+            "  annotations: {ferrolb.io/loadBalancerIPs: 10.250.0.1}\n",
+            "",
+        ))
+        .expect("wants");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (code, found) = doctor(cluster);
+    assert_eq!(code, 1, "{found:?}");
+    let expect = |check: &str, severity: &str, words: &[&str]| {
+        let hits = findings(&found, check, severity);
+        assert!(
+            hits.iter().any(|h| words.iter().all(|w| h.contains(w))),
+            "{check}/{severity} with {words:?}: {hits:?}\nall: {found:?}"
+        );
+    };
+    expect(
+        "webhook",
+        "error",
+        &["does not answer", "failed calling webhook"],
+    );
+    expect("pod-security", "error", &["baseline", "enforce=privileged"]);
+    expect("kube-proxy", "error", &["IPVS", "strictARP: true"]);
+    expect("excluded-nodes", "warning", &["node-b", "label node"]);
+    expect(
+        "other-lb",
+        "error",
+        &["k3s ServiceLB", "--disable servicelb"],
+    );
+    expect("speakers", "warning", &["node-c", "ferrolb-speaker"]);
+    expect("pools", "warning", &["lonely", "L2Advertisement"]);
+    expect(
+        "services",
+        "error",
+        &["default/wants", "RequestedIPNotInAnyPool"],
+    );
+    // The text form says the same, problems first.
+    let out = plugin(cluster, &["doctor"]);
+    let shown = stdout(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(shown.starts_with("ERROR"), "{shown}");
+    assert!(shown.trim_end().ends_with("warning(s)"), "{shown}");
 }
