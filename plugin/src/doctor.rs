@@ -577,3 +577,223 @@ pub fn render(findings: &[Finding]) -> String {
     let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml::from_str(yaml).expect("test yaml")
+    }
+
+    fn lease(name: &str, renewed: &str) -> Lease {
+        parse(&format!(
+            "metadata: {{name: {name}}}\nspec: {{renewTime: '{renewed}', leaseDurationSeconds: 15}}"
+        ))
+    }
+
+    /// A healthy cluster: two nodes with live speakers, operator, webhook, a
+    /// pool advertised in layer 2, one Service announced.
+    fn healthy() -> Snapshot {
+        Snapshot {
+            now: "2026-11-30T12:00:10Z".parse().expect("time"),
+            namespace: Some(parse(
+                "metadata: {name: ferrolb-system, labels: {pod-security.kubernetes.io/enforce: privileged}}",
+            )),
+            leases: vec![
+                lease("ferrolb-operator", "2026-11-30T12:00:05.000000Z"),
+                lease("speaker-a", "2026-11-30T12:00:05.000000Z"),
+                lease("speaker-b", "2026-11-30T12:00:05.000000Z"),
+            ],
+            nodes: vec![parse("metadata: {name: a}"), parse("metadata: {name: b}")],
+            webhook: Some(parse("metadata: {name: ferrolb-webhook}")),
+            webhook_probe: Some(Err(
+                "admission webhook \"ipaddresspools.ferrolb.io\" denied the request: overlap"
+                    .into(),
+            )),
+            pools: vec![parse(
+                "metadata: {name: p, labels: {tier: web}}\nspec: {addresses: [10.0.0.0/24]}",
+            )],
+            l2_advertisements: vec![parse("metadata: {name: all}\nspec: {}")],
+            services: vec![parse(
+                r#"
+metadata: {name: web, namespace: default}
+spec: {type: LoadBalancer}
+status:
+  loadBalancer: {ingress: [{ip: 10.0.0.1}]}
+  conditions:
+  - {type: ferrolb.io/Announced, status: "True", reason: Announced, message: ok, lastTransitionTime: "2026-11-30T11:00:00Z"}
+"#,
+            )],
+            ..Snapshot::default()
+        }
+    }
+
+    fn of(findings: &[Finding], check: &str) -> Vec<(Severity, String)> {
+        findings
+            .iter()
+            .filter(|f| f.check == check)
+            .map(|f| (f.severity, f.what.clone()))
+            .collect()
+    }
+
+    fn severity(s: &Snapshot, check: &str) -> Severity {
+        let found = of(&examine(s), check);
+        assert_eq!(found.len(), 1, "{check}: {found:?}");
+        found[0].0
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_problem_and_says_what_it_checked() {
+        let findings = examine(&healthy());
+        assert!(!failed(&findings));
+        assert!(
+            findings.iter().all(|f| f.severity == Severity::Ok),
+            "{findings:?}"
+        );
+        assert!(render(&findings).ends_with("0 error(s), 0 warning(s)\n"));
+    }
+
+    #[test]
+    fn kube_proxy_ipvs_without_strict_arp_is_an_error_only_where_layer_2_is_used() {
+        let with = |config: &str, l2: bool| {
+            let mut s = healthy();
+            s.kube_proxy = Some(parse(&format!(
+                "metadata: {{name: kube-proxy}}\ndata:\n  config.conf: |\n    {config}"
+            )));
+            if !l2 {
+                s.l2_advertisements.clear();
+                s.bgp_advertisements = vec![parse("metadata: {name: b}\nspec: {}")];
+            }
+            severity(&s, "kube-proxy")
+        };
+        assert_eq!(with("mode: iptables", true), Severity::Ok);
+        assert_eq!(with("mode: ''", true), Severity::Ok);
+        assert_eq!(
+            with("{mode: ipvs, ipvs: {strictARP: true}}", true),
+            Severity::Ok
+        );
+        assert_eq!(
+            with("{mode: ipvs, ipvs: {strictARP: false}}", true),
+            Severity::Error
+        );
+        assert_eq!(with("mode: ipvs", true), Severity::Error);
+        assert_eq!(with("mode: ipvs", false), Severity::Warning);
+    }
+
+    #[test]
+    fn excluded_nodes_are_a_warning_and_all_of_them_an_error() {
+        let mut s = healthy();
+        s.nodes[0] = parse(
+            "metadata: {name: a, labels: {node.kubernetes.io/exclude-from-external-load-balancers: ''}}",
+        );
+        assert_eq!(severity(&s, "excluded-nodes"), Severity::Warning);
+        // The excluded node needs no speaker.
+        s.leases
+            .retain(|l| l.metadata.name.as_deref() != Some("speaker-a"));
+        assert_eq!(severity(&s, "speakers"), Severity::Ok);
+        s.nodes[1] = parse(
+            "metadata: {name: b, labels: {node.kubernetes.io/exclude-from-external-load-balancers: ''}}",
+        );
+        let found = of(&examine(&s), "excluded-nodes");
+        assert_eq!(found[0].0, Severity::Error);
+        assert!(found[0].1.contains("a, b"), "{found:?}");
+    }
+
+    #[test]
+    fn a_node_whose_speaker_lease_ran_out_has_no_live_speaker() {
+        let mut s = healthy();
+        s.leases[2] = lease("speaker-b", "2026-11-30T11:59:00.000000Z");
+        let found = of(&examine(&s), "speakers");
+        assert_eq!(found[0].0, Severity::Warning);
+        assert!(found[0].1.contains("no live speaker on b"), "{found:?}");
+        s.leases.truncate(1);
+        assert_eq!(severity(&s, "speakers"), Severity::Error);
+    }
+
+    #[test]
+    fn the_webhook_is_judged_by_who_answered_the_dry_run() {
+        let mut s = healthy();
+        s.webhook_probe = Some(Err("Internal error occurred: failed calling webhook \"ipaddresspools.ferrolb.io\": connection refused".into()));
+        assert_eq!(severity(&s, "webhook"), Severity::Error);
+        s.webhook_probe = Some(Ok(()));
+        assert_eq!(severity(&s, "webhook"), Severity::Error);
+        s.webhook_probe = Some(Err(
+            "IPAddressPool.ferrolb.io is invalid: spec.addresses".into()
+        ));
+        assert_eq!(severity(&s, "webhook"), Severity::Warning);
+        s.webhook = None;
+        assert_eq!(severity(&s, "webhook"), Severity::Warning);
+    }
+
+    #[test]
+    fn a_pool_is_advertised_by_name_by_selector_or_by_an_advertisement_naming_none() {
+        let mut s = healthy();
+        let lonely = |s: &Snapshot| severity(s, "pools") == Severity::Warning;
+        assert!(!lonely(&s));
+        s.l2_advertisements = vec![parse(
+            "metadata: {name: x}\nspec: {ipAddressPools: [other]}",
+        )];
+        assert!(lonely(&s));
+        s.bgp_advertisements = vec![parse(
+            "metadata: {name: y}\nspec: {ipAddressPoolSelectors: [{matchLabels: {tier: web}}]}",
+        )];
+        assert!(!lonely(&s));
+        s.bgp_advertisements.clear();
+        s.l2_advertisements = vec![parse("metadata: {name: x}\nspec: {ipAddressPools: [p]}")];
+        assert!(!lonely(&s));
+    }
+
+    #[test]
+    fn services_without_ip_or_announcement_are_errors_with_their_reasons() {
+        let mut s = healthy();
+        s.services.push(parse(
+            r#"
+metadata: {name: wants, namespace: shop}
+spec: {type: LoadBalancer}
+status:
+  conditions:
+  - {type: ferrolb.io/IPAllocated, status: "False", reason: PoolExhausted, message: full, lastTransitionTime: "2026-11-30T11:00:00Z"}
+"#,
+        ));
+        s.services.push(parse(
+            "metadata: {name: other, namespace: shop}\nspec: {type: LoadBalancer, loadBalancerClass: example.com/x}",
+        ));
+        let found = of(&examine(&s), "services");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].1.contains("shop/wants (PoolExhausted: full)"),
+            "{found:?}"
+        );
+        assert!(
+            !found[0].1.contains("shop/other"),
+            "another class is not ours"
+        );
+        // OtherController is reported once, under other-lb.
+        s.services.pop();
+        s.services.pop();
+        s.services[0] = parse(
+            r#"
+metadata: {name: web, namespace: default}
+spec: {type: LoadBalancer}
+status:
+  loadBalancer: {ingress: [{ip: 10.0.0.1}]}
+  conditions:
+  - {type: ferrolb.io/Announced, status: "False", reason: OtherController, message: svclb, lastTransitionTime: "2026-11-30T11:00:00Z"}
+"#,
+        );
+        let findings = examine(&s);
+        assert_eq!(of(&findings, "services")[0].0, Severity::Ok);
+        assert_eq!(of(&findings, "other-lb")[0].0, Severity::Error);
+    }
+
+    #[test]
+    fn without_the_namespace_doctor_says_to_install_and_checks_no_speaker() {
+        let mut s = healthy();
+        s.namespace = None;
+        let findings = examine(&s);
+        assert_eq!(of(&findings, "install")[0].0, Severity::Error);
+        assert!(of(&findings, "speakers").is_empty());
+        assert!(failed(&findings));
+    }
+}

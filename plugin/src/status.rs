@@ -472,3 +472,171 @@ pub fn table(snapshot: &Snapshot, all_namespaces: bool) -> String {
 fn or_dash(text: String) -> String {
     if text.is_empty() { "-".into() } else { text }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml::from_str(yaml).expect("test yaml")
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            now: "2026-11-30T12:00:00Z".parse().expect("time"),
+            pools: vec![
+                parse("metadata: {name: l2}\nspec: {addresses: [192.168.1.0/24]}"),
+                parse("metadata: {name: bgp}\nspec: {addresses: [10.20.0.0/24]}"),
+            ],
+            prefix_sets: vec![parse(
+                "metadata: {name: ads-0}\nspec: {advertisement: ads, shard: 0, shards: 1, count: 1, prefixes: [10.20.0.0/24]}",
+            )],
+            announcements: vec![
+                parse(
+                    r#"
+metadata: {name: node-a, generation: 3}
+spec:
+  l2: [{role: active, standby: node-b, ips: [192.168.1.10-192.168.1.12]}]
+  bgp:
+  - {name: router, myASN: 64512, peerASN: 64513, peerAddress: 10.0.0.1, peerPort: 179, holdTime: 90s, keepaliveTime: 30s, connectTime: 5s, advertisements: [ads]}
+status:
+  observedGeneration: 3
+  l2: [{state: Announcing, ips: [192.168.1.10-192.168.1.12]}]
+  bgp: [{name: router, state: Established, prefixesAdvertised: 1}]
+"#,
+                ),
+                parse(
+                    r#"
+metadata: {name: node-b, generation: 5}
+spec:
+  l2: [{role: standby, standbyFor: node-a, ips: [192.168.1.11]}]
+  bgp:
+  - {name: router, myASN: 64512, peerASN: 64513, peerAddress: 10.0.0.1, peerPort: 179, holdTime: 90s, keepaliveTime: 30s, connectTime: 5s, prefixes: [{prefix: 10.20.0.7/32}]}
+status:
+  observedGeneration: 5
+  failover: [{node: node-a, state: Unavailable, reason: NoProbeAnswer, message: no answer on UDP 7473}]
+  bgp: [{name: router, state: Active, lastError: connection refused}]
+"#,
+                ),
+            ],
+            ..Snapshot::default()
+        }
+    }
+
+    fn service(ip: &str) -> Service {
+        parse(&format!(
+            r#"
+metadata: {{name: web, namespace: shop}}
+spec: {{type: LoadBalancer}}
+status:
+  loadBalancer: {{ingress: [{{ip: {ip}}}]}}
+  conditions:
+  - {{type: ferrolb.io/Announced, status: "False", reason: NoEligibleNode, message: none, lastTransitionTime: "2026-11-30T11:59:00Z"}}
+  - {{type: ferrolb.io/IPAllocated, status: "True", reason: Allocated, message: ok, lastTransitionTime: "2026-11-30T10:00:00Z"}}
+"#
+        ))
+    }
+
+    #[test]
+    fn layer_2_names_the_active_node_and_the_standby_with_its_failover_path() {
+        let report = report(&snapshot(), &service("192.168.1.11"));
+        let ip = &report.ips[0];
+        assert_eq!(ip.pools, ["l2"]);
+        assert_eq!(ip.layer2.len(), 2);
+        assert_eq!(
+            (ip.layer2[0].role.as_str(), ip.layer2[0].node.as_str()),
+            ("active", "node-a")
+        );
+        assert_eq!(ip.layer2[0].state, "Announcing");
+        assert_eq!(ip.layer2[0].standby.as_deref(), Some("node-b"));
+        // A standby of an applied spec that reports nothing stands by.
+        assert_eq!(ip.layer2[1].state, "Standby");
+        assert_eq!(
+            ip.layer2[1].failover.as_deref(),
+            Some("Unavailable: no answer on UDP 7473")
+        );
+        // Conditions in a fixed order, whatever the stored order.
+        assert_eq!(report.conditions[0].type_, "ferrolb.io/IPAllocated");
+        let text = render(&report, snapshot().now);
+        assert!(text.contains("IP 192.168.1.11 (pool l2)"), "{text}");
+        assert!(text.contains("fast failover Unavailable"), "{text}");
+        assert!(text.contains("NoEligibleNode          60s  none"), "{text}");
+    }
+
+    #[test]
+    fn a_standby_whose_speaker_has_not_applied_the_spec_is_not_reported_standing_by() {
+        let mut s = snapshot();
+        s.announcements[1]
+            .status
+            .as_mut()
+            .expect("status")
+            .observed_generation = Some(4);
+        let report = report(&s, &service("192.168.1.11"));
+        assert_eq!(report.ips[0].layer2[1].state, "NotReported");
+    }
+
+    #[test]
+    fn bgp_finds_shared_and_node_prefixes_with_each_session_state() {
+        let report = report(&snapshot(), &service("10.20.0.7"));
+        let bgp = &report.ips[0].bgp;
+        // node-a through its advertisement's PrefixSet (aggregated /24),
+        // node-b through its own prefix (externalTrafficPolicy: Local).
+        assert_eq!(bgp.len(), 2, "{bgp:?}");
+        assert_eq!(
+            (
+                bgp[0].node.as_str(),
+                bgp[0].prefix.as_str(),
+                bgp[0].state.as_str()
+            ),
+            ("node-a", "10.20.0.0/24", "Established")
+        );
+        assert_eq!(
+            (
+                bgp[1].node.as_str(),
+                bgp[1].prefix.as_str(),
+                bgp[1].state.as_str()
+            ),
+            ("node-b", "10.20.0.7/32", "Active")
+        );
+        assert_eq!(bgp[1].last_error.as_deref(), Some("connection refused"));
+        // An IP outside every pool and announcement.
+        let report = super::report(&snapshot(), &service("10.99.0.1"));
+        assert!(report.ips[0].pools.is_empty() && report.ips[0].bgp.is_empty());
+        let text = render(&report, snapshot().now);
+        assert!(
+            text.contains("(in no pool)") && text.contains("announced by no node"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_only_our_services_and_where_they_are_announced() {
+        let mut s = snapshot();
+        let mut other = service("192.168.1.10");
+        other.metadata.name = Some("elsewhere".into());
+        other.spec.as_mut().expect("spec").load_balancer_class = Some("example.com/lb".into());
+        s.services = vec![service("192.168.1.10"), other];
+        let shown = table(&s, true);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 2, "{shown}");
+        assert!(lines[0].starts_with("NAMESPACE"), "{shown}");
+        assert!(
+            lines[1].contains("192.168.1.10")
+                && lines[1].contains("False/NoEligibleNode")
+                && lines[1].ends_with("L2 node-a"),
+            "{shown}"
+        );
+        assert!(!table(&s, false).contains("NAMESPACE"));
+    }
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().expect("time");
+        let ago = |s: i64| Some(Timestamp::from_second(now.as_second() - s).expect("time"));
+        assert_eq!(age(now, ago(5)), "5s");
+        assert_eq!(age(now, ago(600)), "10m");
+        assert_eq!(age(now, ago(3 * 3600)), "3h");
+        assert_eq!(age(now, ago(9 * 86_400)), "9d");
+        assert_eq!(age(now, None), "-");
+    }
+}
