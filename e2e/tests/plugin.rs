@@ -256,7 +256,7 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let ip = report["ips"][0]["ip"].as_str().expect("an IP").to_string();
-    assert_eq!(cluster.service_ips("web"), [ip.clone()]);
+    assert_eq!(cluster.service_ips("web"), std::slice::from_ref(&ip));
     assert_eq!(report["ips"][0]["pools"], serde_json::json!(["l2"]));
     let layer2 = report["ips"][0]["layer2"]
         .as_array()
