@@ -704,37 +704,3 @@ async fn server_side_apply_merges_conditions_by_type() {
         "each manager keeps its own condition"
     );
 }
-
-/// What `kubectl ferrolb convert` makes of MetalLB's legacy ConfigMaps (its
-/// golden outputs, which its own tests hold it to) is accepted by the real
-/// apiserver with the CRDs: the schema judges every object.
-#[tokio::test]
-async fn converted_metallb_configuration_is_accepted_by_the_apiserver() {
-    let plane = cluster().await;
-    let dir = workspace_root().join("plugin/tests/golden");
-    let mut outputs: Vec<_> = std::fs::read_dir(&dir)
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.to_string_lossy().ends_with(".out.yaml"))
-        .collect();
-    outputs.sort();
-    assert!(outputs.len() >= 2, "{outputs:?}");
-    for output in outputs {
-        let yaml = std::fs::read_to_string(&output).expect("golden output");
-        let applied = plane
-            .apply_ok(&yaml)
-            .unwrap_or_else(|e| panic!("{}: {e}", output.display()));
-        let objects = yaml.matches("\nkind: ").count() + usize::from(yaml.starts_with("kind: "));
-        assert_eq!(
-            applied
-                .lines()
-                .filter(|l| l.contains(" created")
-                    || l.contains(" configured")
-                    || l.contains(" unchanged"))
-                .count(),
-            objects,
-            "{}: {applied}",
-            output.display()
-        );
-    }
-}

@@ -7,6 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use ferrolb_e2e::cluster::{TestCluster, service_yaml, text};
+use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::lab::ThreeNodes;
 use ferrolb_e2e::process::binary;
 
@@ -432,4 +433,55 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(shown.starts_with("ERROR"), "{shown}");
     assert!(shown.trim_end().ends_with("warning(s)"), "{shown}");
+}
+
+#[tokio::test]
+async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let _webhook = cluster.webhook(&[]).await.expect("webhook");
+    let dir = workspace_root().join("plugin/tests/golden");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .expect("golden dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".yaml") && !name.ends_with(".out.yaml")
+        })
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 6, "{inputs:?}");
+    for input in inputs {
+        let path = input.to_string_lossy().into_owned();
+        // Dry runs: the inputs need not agree with each other (overlapping
+        // pools across files), each is judged on its own.
+        let out = plugin(&cluster, &["convert", "-f", &path, "--check"]);
+        assert!(out.status.success(), "{path}: {}", text(&out));
+        let objects = stdout(&out).matches("\nkind: ").count();
+        let accepted = stderr(&out).matches(": accepted (dry run)").count();
+        assert_eq!(accepted, objects, "{path}: {}", stderr(&out));
+    }
+    // A conversion the webhook refuses (a pool overlapping one already
+    // stored) fails --check with the webhook's reason.
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: a}\nspec: {addresses: [10.1.0.0/24]}\n",
+        )
+        .expect("pool a stored");
+    let file = cluster.plane.dir().join("overlapping.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: b}\nspec: {addresses: [10.1.0.128/25]}\n",
+    )
+    .expect("write");
+    let out = plugin(
+        &cluster,
+        &["convert", "-f", &file.to_string_lossy(), "--check"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("check: IPAddressPool b: REFUSED")
+            && stderr(&out).contains("denied the request"),
+        "{}",
+        stderr(&out)
+    );
 }
