@@ -485,3 +485,131 @@ async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
         stderr(&out)
     );
 }
+
+/// A stand-in for one of MetalLB's CRDs: its group, kind and versions, any
+/// spec (the conversion, not this schema, reads the fields).
+fn metallb_crd(kind: &str, plural: &str, versions: &[&str]) -> String {
+    let mut yaml = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.metallb.io}}\nspec:\n  group: metallb.io\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n  versions:\n",
+        kind.to_lowercase()
+    );
+    for (i, version) in versions.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: {version}\n    served: true\n    storage: {}\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+            i + 1 == versions.len()
+        ));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn convert_from_the_cluster_reads_metallb_objects_and_their_password_secrets() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    for (kind, plural, versions) in [
+        ("IPAddressPool", "ipaddresspools", &["v1beta1"][..]),
+        ("BGPPeer", "bgppeers", &["v1beta1", "v1beta2"][..]),
+        ("BGPAdvertisement", "bgpadvertisements", &["v1beta1"][..]),
+        ("Community", "communities", &["v1beta1"][..]),
+    ] {
+        cluster
+            .apply_ok(&metallb_crd(kind, plural, versions))
+            .expect("crd");
+    }
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])
+        .expect("established");
+    cluster
+        .kubectl(&["create", "namespace", "lb"])
+        .expect("namespace");
+    cluster
+        .apply_ok(
+            r#"apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: prod, namespace: lb}
+spec: {addresses: [192.168.30.0/28]}
+---
+apiVersion: metallb.io/v1beta1
+kind: Community
+metadata: {name: aliases, namespace: lb}
+spec:
+  communities: [{name: no-export, value: "65535:65281"}]
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: prod, namespace: lb}
+spec: {ipAddressPools: [prod], communities: [no-export]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tor-password, namespace: lb}
+type: kubernetes.io/basic-auth
+stringData: {password: s3cret-tor}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: tor, namespace: lb}
+spec: {myASN: 64500, peerASN: 64501, peerAddress: 10.0.0.1, passwordSecret: {name: tor-password}}
+"#,
+        )
+        .expect("MetalLB objects");
+    // Nothing in the default namespace: the error says where to look.
+    let out = plugin(&cluster, &["convert", "--from-cluster"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no MetalLB configuration in namespace metallb-system")
+            && stdout(&out).is_empty(),
+        "{}",
+        text(&out)
+    );
+
+    let out = plugin(
+        &cluster,
+        &["convert", "--from-cluster", "-n", "lb", "--check"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let converted = stdout(&out);
+    let objects: Vec<serde_json::Value> = converted
+        .split("\n---\n")
+        .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in {converted}"))
+            .clone()
+    };
+    assert_eq!(
+        find("IPAddressPool", "prod")["spec"]["addresses"][0],
+        "192.168.30.0/28"
+    );
+    assert_eq!(
+        find("BGPAdvertisement", "prod")["spec"]["communities"][0],
+        "65535:65281",
+        "the alias is resolved"
+    );
+    let peer = find("BGPPeer", "tor");
+    assert_eq!(
+        peer["spec"]["passwordSecretRef"],
+        serde_json::json!({"name": "ferrolb-bgp-passwords", "key": "tor"})
+    );
+    let secret = find("Secret", "ferrolb-bgp-passwords");
+    assert_eq!(secret["metadata"]["namespace"], "ferrolb-system");
+    assert_eq!(
+        secret["stringData"]["tor"], "s3cret-tor",
+        "read from the Secret"
+    );
+    assert!(
+        stderr(&out).contains("password read from Secret lb/tor-password"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("REFUSED"), "{}", stderr(&out));
+}

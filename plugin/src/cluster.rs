@@ -100,12 +100,16 @@ pub async fn metallb_configuration(
     }
     match discovery::group(client, "metallb.io").await {
         Ok(group) => {
+            // Each kind at its own most stable version: MetalLB serves
+            // BGPPeer at v1beta2 and the rest at v1beta1 only, so the
+            // group's preferred version does not hold every kind.
+            let resources = group.resources_by_stability();
             for kind in METALLB_KINDS {
-                let Some((resource, _)) = group.recommended_kind(kind) else {
+                let Some((resource, _)) = resources.iter().find(|(r, _)| r.kind == kind) else {
                     continue;
                 };
                 let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), namespace, &resource);
+                    Api::namespaced_with(client.clone(), namespace, resource);
                 for object in api.list(&ListParams::default()).await? {
                     let name = object.metadata.name.clone().unwrap_or_default();
                     let mut spec = object.data.get("spec").cloned().unwrap_or(json!({}));
