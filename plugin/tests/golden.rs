@@ -97,7 +97,43 @@ fn an_unreadable_configuration_is_an_error_with_no_output() {
 
 #[test]
 fn every_verb_has_help() {
-    let (code, stdout, _) = convert(&["convert", "--help"], None);
+    for (verb, says) in [
+        ("convert", "legacy configuration"),
+        ("status", "active and standby"),
+        ("doctor", "strictARP"),
+    ] {
+        let (code, stdout, _) = convert(&[verb, "--help"], None);
+        assert_eq!(code, 0, "{verb}");
+        assert!(stdout.contains(says), "{verb}: {stdout}");
+        for flag in ["--kubeconfig", "--context", "--namespace"] {
+            assert!(
+                stdout.contains(flag),
+                "{verb} --help names {flag}: {stdout}"
+            );
+        }
+    }
+    let (code, stdout, _) = convert(&["--help"], None);
     assert_eq!(code, 0);
-    assert!(stdout.contains("legacy configuration"), "{stdout}");
+    assert!(
+        ["convert", "status", "doctor"]
+            .iter()
+            .all(|verb| stdout.contains(verb)),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_context_the_kubeconfig_lacks_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("kubeconfig");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: here, context: {cluster: c, user: u}}]\ncurrent-context: here\n",
+    )
+    .expect("write");
+    let kubeconfig = format!("--kubeconfig={}", file.display());
+    let (code, stdout, stderr) = convert(&[&kubeconfig, "--context", "elsewhere", "doctor"], None);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("elsewhere"), "{stderr}");
 }
