@@ -85,43 +85,21 @@ async fn moving_from_metallb_keeps_every_ip_and_explains_the_one_outside_the_poo
 
     // Services as MetalLB left them: annotations in its spellings, status
     // written by its controller. None of these IPs is the first free one.
-    let annotated = |pairs: &[(&str, &str)]| {
-        let mut out = String::from("  annotations:\n");
-        for (k, v) in pairs {
-            out.push_str(&format!("    {k}: '{v}'\n"));
-        }
-        out
-    };
-    let staged: [(&str, String, &str, &str); 6] = [
-        ("web", String::new(), "", "192.168.10.5"),
-        (
-            "pinned",
-            annotated(&[("metallb.universe.tf/loadBalancerIPs", "192.168.10.9")]),
-            "",
-            "192.168.10.9",
-        ),
-        (
-            "shared-a",
-            annotated(&[("metallb.universe.tf/allow-shared-ip", "k")]),
-            "",
-            "192.168.10.7",
-        ),
-        (
-            "shared-b",
-            annotated(&[("metallb.universe.tf/allow-shared-ip", "k")]),
-            "",
-            "192.168.10.7",
-        ),
-        (
-            "reserved",
-            annotated(&[("metallb.universe.tf/address-pool", "reserved")]),
-            "",
-            "192.168.20.3",
-        ),
-        ("outside", String::new(), "", "10.99.0.1"),
+    let staged: [(&str, &str, &str); 6] = [
+        ("web", "", "192.168.10.5"),
+        ("pinned", "loadBalancerIPs: 192.168.10.9", "192.168.10.9"),
+        ("shared-a", "allow-shared-ip: k", "192.168.10.7"),
+        ("shared-b", "allow-shared-ip: k", "192.168.10.7"),
+        ("reserved", "address-pool: reserved", "192.168.20.3"),
+        ("outside", "", "10.99.0.1"),
     ];
-    for (name, metadata, spec, address) in &staged {
-        let mut yaml = service_yaml("default", name, metadata, spec);
+    for (name, annotation, address) in &staged {
+        let metadata = if annotation.is_empty() {
+            String::new()
+        } else {
+            format!("  annotations: {{metallb.universe.tf/{annotation}}}\n")
+        };
+        let mut yaml = service_yaml("default", name, &metadata, "");
         if *name == "shared-b" {
             yaml = yaml.replace("port: 80,", "port: 443,");
         }
@@ -155,7 +133,7 @@ async fn moving_from_metallb_keeps_every_ip_and_explains_the_one_outside_the_poo
     cluster.apply_ok(&converted).expect("apply the conversion");
 
     let operator = cluster.operator("solo", &[]).expect("operator");
-    for (name, _, _, address) in &staged {
+    for (name, _, address) in &staged {
         let expected = [ip(address)];
         let allocation = cluster
             .wait_allocation("default", name, WAIT, |a| a.status.is_some())
@@ -183,7 +161,7 @@ async fn moving_from_metallb_keeps_every_ip_and_explains_the_one_outside_the_poo
     // Services' managedFields must not be taken for a controller fighting
     // over the status.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for (name, _, _, address) in &staged {
+    for (name, _, address) in &staged {
         let (_, reason, message) = cluster
             .service_condition(name, "ferrolb.io/Announced")
             .unwrap_or_default();
@@ -407,26 +385,30 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
             "{check}/{severity} with {words:?}: {hits:?}\nall: {found:?}"
         );
     };
-    expect(
-        "webhook",
-        "error",
-        &["does not answer", "failed calling webhook"],
-    );
-    expect("pod-security", "error", &["baseline", "enforce=privileged"]);
-    expect("kube-proxy", "error", &["IPVS", "strictARP: true"]);
-    expect("excluded-nodes", "warning", &["node-b", "label node"]);
-    expect(
-        "other-lb",
-        "error",
-        &["k3s ServiceLB", "--disable servicelb"],
-    );
-    expect("speakers", "warning", &["node-c", "ferrolb-speaker"]);
-    expect("pools", "warning", &["lonely", "L2Advertisement"]);
-    expect(
-        "services",
-        "error",
-        &["default/wants", "RequestedIPNotInAnyPool"],
-    );
+    for (check, severity, words) in [
+        (
+            "webhook",
+            "error",
+            &["does not answer", "failed calling webhook"][..],
+        ),
+        ("pod-security", "error", &["baseline", "enforce=privileged"]),
+        ("kube-proxy", "error", &["IPVS", "strictARP: true"]),
+        ("excluded-nodes", "warning", &["node-b", "label node"]),
+        (
+            "other-lb",
+            "error",
+            &["k3s ServiceLB", "--disable servicelb"],
+        ),
+        ("speakers", "warning", &["node-c", "ferrolb-speaker"]),
+        ("pools", "warning", &["lonely", "L2Advertisement"]),
+        (
+            "services",
+            "error",
+            &["default/wants", "RequestedIPNotInAnyPool"],
+        ),
+    ] {
+        expect(check, severity, words);
+    }
     // The text form says the same, problems first.
     let out = plugin(cluster, &["doctor"]);
     let shown = stdout(&out);

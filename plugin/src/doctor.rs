@@ -592,6 +592,20 @@ mod tests {
         ))
     }
 
+    /// Service default/web with an IP and its Announced condition.
+    fn web(status: &str, reason: &str) -> k8s_openapi::api::core::v1::Service {
+        parse(&format!(
+            r#"
+metadata: {{name: web, namespace: default}}
+spec: {{type: LoadBalancer}}
+status:
+  loadBalancer: {{ingress: [{{ip: 10.0.0.1}}]}}
+  conditions:
+  - {{type: ferrolb.io/Announced, status: "{status}", reason: {reason}, message: m, lastTransitionTime: "2026-11-30T11:00:00Z"}}
+"#
+        ))
+    }
+
     /// A healthy cluster: two nodes with live speakers, operator, webhook, a
     /// pool advertised in layer 2, one Service announced.
     fn healthy() -> Snapshot {
@@ -615,16 +629,7 @@ mod tests {
                 "metadata: {name: p, labels: {tier: web}}\nspec: {addresses: [10.0.0.0/24]}",
             )],
             l2_advertisements: vec![parse("metadata: {name: all}\nspec: {}")],
-            services: vec![parse(
-                r#"
-metadata: {name: web, namespace: default}
-spec: {type: LoadBalancer}
-status:
-  loadBalancer: {ingress: [{ip: 10.0.0.1}]}
-  conditions:
-  - {type: ferrolb.io/Announced, status: "True", reason: Announced, message: ok, lastTransitionTime: "2026-11-30T11:00:00Z"}
-"#,
-            )],
+            services: vec![web("True", "Announced")],
             ..Snapshot::default()
         }
     }
@@ -772,16 +777,7 @@ status:
         // OtherController is reported once, under other-lb.
         s.services.pop();
         s.services.pop();
-        s.services[0] = parse(
-            r#"
-metadata: {name: web, namespace: default}
-spec: {type: LoadBalancer}
-status:
-  loadBalancer: {ingress: [{ip: 10.0.0.1}]}
-  conditions:
-  - {type: ferrolb.io/Announced, status: "False", reason: OtherController, message: svclb, lastTransitionTime: "2026-11-30T11:00:00Z"}
-"#,
-        );
+        s.services[0] = web("False", "OtherController");
         let findings = examine(&s);
         assert_eq!(of(&findings, "services")[0].0, Severity::Ok);
         assert_eq!(of(&findings, "other-lb")[0].0, Severity::Error);
