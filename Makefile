@@ -20,7 +20,7 @@ help:
 	@echo "make crds          regenerate the CRD YAML under config/crd/ from the Rust types"
 	@echo "make lint          cargo fmt --check and clippy -D warnings"
 	@echo "make bench         criterion benchmarks (allocation speed and memory)"
-	@echo "make fuzz          fuzz address parsing, the admission handler and BGP input, FUZZ_SECONDS each (default 600)"
+	@echo "make fuzz          fuzz address parsing, the admission handler, BGP and BFD input, FUZZ_SECONDS each (default 600)"
 	@echo "make cluster-up    start etcd + kube-apiserver on loopback (kubeconfig in $(CLUSTER_DIR))"
 	@echo "make cluster-down  stop them and remove $(CLUSTER_DIR)"
 
@@ -69,7 +69,7 @@ bench:
 FUZZ_SECONDS ?= 600
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for target in address admission bgp; do \
+	cd fuzz && for target in address admission bgp bfd; do \
 		mkdir -p corpus/$$target; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target seeds/$$target --sanitizer none \
 			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \

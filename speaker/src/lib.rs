@@ -2,6 +2,7 @@
 //! (ARP and NDP) with
 //! a fast failover path between speakers, and BGP; in a cluster or from a file.
 
+pub mod bfd;
 pub mod bgp;
 pub mod cluster;
 pub mod failover;
