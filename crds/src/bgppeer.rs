@@ -141,6 +141,13 @@ pub struct BGPPeerSpec {
     /// while its speaker restarts.
     #[serde(default)]
     pub enable_graceful_restart: bool,
+
+    /// The BFDProfile whose BFD session guards this peer's BGP sessions: when
+    /// BFD goes down (a node or link failure), the BGP session goes down at
+    /// once instead of after the hold time. Unset: no BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cel::name_string")]
+    pub bfd_profile: Option<String>,
 }
 
 /// Which kind of AS a dynamic peer must be in.

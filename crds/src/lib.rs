@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod address;
+pub mod bfdprofile;
 pub mod bgpadvertisement;
 pub mod bgppeer;
 pub mod cel;
@@ -22,6 +23,7 @@ pub mod selector;
 pub mod timer;
 pub mod validation;
 
+pub use bfdprofile::{BFDProfile, BFDProfileSpec};
 pub use bgpadvertisement::{BGPAdvertisement, BGPAdvertisementSpec};
 pub use bgppeer::{BGPPeer, BGPPeerSpec, BGPPeerStatus};
 pub use ipaddresspool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};
@@ -42,6 +44,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPAdvertisement::crd(),
         NodeAnnouncement::crd(),
         PrefixSet::crd(),
+        BFDProfile::crd(),
     ]
 }
 

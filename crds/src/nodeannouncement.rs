@@ -42,6 +42,7 @@ pub const STANDBY: &str = "standby is only for role active";
     doc = "The announcements one node's speaker must make, and what it reports back.",
     printcolumn(name = "L2 Active", type_ = "string", json_path = ".status.l2Active"),
     printcolumn(name = "BGP Up", type_ = "string", json_path = ".status.bgpSessions"),
+    printcolumn(name = "BFD Up", type_ = "string", json_path = ".status.bfdSessions"),
     printcolumn(
         name = "Generation",
         type_ = "integer",
@@ -188,12 +189,39 @@ pub struct BgpSession {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "prefix_list")]
     pub prefixes: Vec<AdvertisedPrefix>,
+    /// The BFD session guarding this BGP session (its BGPPeer's BFDProfile,
+    /// resolved); none: no BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSettings>,
     /// BGPAdvertisements whose shared prefixes this session carries too: those
     /// of the peer's family in their PrefixSets (the prefixes every selected
     /// node advertises, kept out of each node's object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::name_set")]
     pub advertisements: Vec<String>,
+}
+
+/// A BFDProfile as a session runs it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSettings {
+    /// The BFDProfile this comes from.
+    #[schemars(schema_with = "cel::name_string")]
+    pub profile: String,
+    /// Required Min RX, milliseconds.
+    pub receive_interval: u32,
+    /// Desired Min TX, milliseconds.
+    pub transmit_interval: u32,
+    /// Detect Mult.
+    pub detect_multiplier: u8,
+    /// Wait for the router to send first.
+    #[serde(default)]
+    pub passive_mode: bool,
+    /// Lowest TTL of a multihop packet.
+    pub minimum_ttl: u8,
+    /// Keyed authentication, the key in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::bfdprofile::BfdAuthentication>,
 }
 
 /// One prefix with its path attributes.
@@ -247,6 +275,11 @@ pub struct NodeAnnouncementStatus {
     /// Sessions Established out of sessions configured, such as `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_sessions: Option<String>,
+
+    /// BFD sessions Up out of BGP sessions with BFD, such as `2/2`; absent
+    /// when no session uses BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_sessions: Option<String>,
 
     /// Where this node's speaker answers failover probes (`ip:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,6 +400,34 @@ pub struct SessionState {
     /// an authentication failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The BFD session guarding it, when the peer has a BFDProfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdStatus>,
+}
+
+/// How a BFD session stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdStatus {
+    /// RFC 5880 state.
+    pub state: BfdState,
+    /// Why it last went down, and what stands in its way (packets dropped by
+    /// authentication, wrong TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// RFC 5880 session states.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BfdState {
+    /// Held down by one side.
+    AdminDown,
+    /// Not up.
+    Down,
+    /// Heard the router; waiting for it to hear this node.
+    Init,
+    /// Both sides hear each other.
+    Up,
 }
 
 /// The RFC 4271 session states.

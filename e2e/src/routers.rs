@@ -117,7 +117,8 @@ impl Frr {
         std::fs::create_dir_all(&dir)?;
         let daemons = std::fs::read_to_string("/etc/frr/daemons")
             .context("reading /etc/frr/daemons (is the frr package installed?)")?
-            .replace("bgpd=no", "bgpd=yes");
+            .replace("bgpd=no", "bgpd=yes")
+            .replace("bfdd=no", "bfdd=yes");
         std::fs::write(dir.join("daemons"), daemons)?;
         std::fs::write(dir.join("frr.conf"), config)?;
         std::fs::write(dir.join("vtysh.conf"), "")?;
@@ -160,6 +161,16 @@ impl Frr {
     pub fn json(&self, command: &str) -> Result<Value> {
         let text = self.vtysh(command)?;
         serde_json::from_str(&text).with_context(|| format!("{command} printed {text}"))
+    }
+
+    /// bfdd's view of the session with `peer`: `up`, `down`, `init` (None
+    /// when bfdd has no such peer).
+    pub fn bfd_state(&self, peer: &str) -> Option<String> {
+        let peers = self.json("show bfd peers json").ok()?;
+        peers.as_array()?.iter().find_map(|p| {
+            (p["peer"].as_str() == Some(peer))
+                .then(|| p["status"].as_str().unwrap_or("").to_string())
+        })
     }
 
     /// The neighbor's state as FRR names it (`Established`, `Active`, ...).

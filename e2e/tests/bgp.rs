@@ -397,6 +397,81 @@ fn password_dir(t: &Topology, name: &str, password: &str) -> String {
 const PASSWORD_REF: &str =
     "    passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n";
 
+/// FRR with a `fast` BFD profile (100 ms × 3) on its neighbors.
+fn frr_with_bfd(t: &Topology, nodes: &[usize]) -> Frr {
+    let neighbors: Vec<(String, u32)> = nodes.iter().map(|i| (node_v4(*i), 64512)).collect();
+    let config = frr_config(
+        64500,
+        "10.77.0.1",
+        &neighbors,
+        &["bfd", "bfd profile fast"],
+        &[],
+        true,
+    )
+    .replacen(
+        "router bgp",
+        "bfd\n profile fast\n  transmit-interval 100\n  receive-interval 100\n  detect-multiplier 3\n !\n!\nrouter bgp",
+        1,
+    );
+    Frr::start(&t.router, &config).unwrap()
+}
+
+const BFD_FAST: &str = "    bfd: {profile: fast, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3, minimumTtl: 254}\n";
+
+#[test]
+fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_time() {
+    let t = topology(2);
+    let router = frr_with_bfd(&t, &[0, 1]);
+    let prefix: Vec<Prefix> = vec![("172.20.9.1/32", &[], None)];
+    // Hold time 90 s: without BFD the router keeps a dead node's route that long.
+    let with_bfd = |name: &str| {
+        session(name, 64512, 64500, "10.77.0.1", &prefix, BFD_FAST)
+            .replace("holdTime: 9s", "holdTime: 90s")
+            .replace("keepaliveTime: 3s", "keepaliveTime: 30s")
+    };
+    let _a = Speaker::start(&t.nodes[0], t.dir.path(), &[with_bfd("tor")], &[]);
+    let _b = Speaker::start(&t.nodes[1], t.dir.path(), &[with_bfd("tor")], &[]);
+    route_within(&router, "172.20.9.1/32", LIMIT, |r| r.next_hops.len() == 2);
+    for i in 0..2 {
+        until(
+            &format!("FRR's BFD session with node {i} up"),
+            LIMIT,
+            || router.bfd_state(&node_v4(i)).filter(|s| s == "up"),
+        )
+        .unwrap();
+    }
+    // Node 1's link goes down inside its namespace: no goodbye of any kind.
+    let cut = Instant::now();
+    t.nodes[1]
+        .command("ip")
+        .args(["link", "set", "eth0", "down"])
+        .status()
+        .expect("link down");
+    route_within(&router, "172.20.9.1/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    let took = cut.elapsed();
+    println!(
+        "BFD 100 ms x 3: FRR dropped the dead node's next hop {} ms after the cut",
+        took.as_millis()
+    );
+    assert_eq!(router.bfd_state(&node_v4(1)).as_deref(), Some("down"));
+    assert_eq!(router.bfd_state(&node_v4(0)).as_deref(), Some("up"));
+    // The link back: BFD and BGP come back, and so does the next hop.
+    t.nodes[1]
+        .command("ip")
+        .args(["link", "set", "eth0", "up"])
+        .status()
+        .expect("link up");
+    route_within(&router, "172.20.9.1/32", Duration::from_secs(60), |r| {
+        r.next_hops.len() == 2
+    });
+    until("FRR's BFD session with node 1 up again", LIMIT, || {
+        router.bfd_state(&node_v4(1)).filter(|s| s == "up")
+    })
+    .unwrap();
+}
+
 #[test]
 fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() {
     let t = topology(2);

@@ -158,6 +158,7 @@ fn status(announcement: &NodeAnnouncement, runner: &Runner) -> NodeAnnouncementS
         bgp: runner.bgp.states(),
         l2_active: (!announcing.is_empty()).then(|| summary(&announcing)),
         bgp_sessions: Some(runner.bgp.summary()),
+        bfd_sessions: runner.bgp.bfd_summary(),
         probe_address: runner.failover().map(|f| f.address.to_string()),
         failover: runner.failover_states(&previous.failover),
         problems: runner.problems.clone(),

@@ -45,6 +45,7 @@ fn context() -> Context {
         netns: None,
         passwords: Arc::new(|_| Box::pin(async { Err("none".to_string()) })),
         changed: Arc::new(Notify::new()),
+        bfd: ferrolb_speaker::bfd::socket::Bfd::new(None),
     }
 }
 
@@ -130,6 +131,7 @@ async fn malformed_messages_close_only_their_session_with_the_right_notification
     let steady = Handle::start(
         peer(steady_listener.local_addr().unwrap().port()),
         routes(),
+        None,
         context(),
     );
     let mut steady_peer = accept(&steady_listener, open(64500, 90)).await;
@@ -139,6 +141,7 @@ async fn malformed_messages_close_only_their_session_with_the_right_notification
     let session = Handle::start(
         peer(listener.local_addr().unwrap().port()),
         routes(),
+        None,
         context(),
     );
     // (raw bytes sent after the handshake, NOTIFICATION expected, words in lastError)

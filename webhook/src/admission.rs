@@ -31,6 +31,8 @@ pub struct Needs {
     pub bgp_advertisements: bool,
     /// Services holding IPs.
     pub services: bool,
+    /// BFDProfile names.
+    pub bfd_profiles: bool,
 }
 
 impl Needs {
@@ -45,6 +47,7 @@ impl Needs {
             },
             "bgppeers" => Needs {
                 peers: true,
+                bfd_profiles: true,
                 ..Needs::default()
             },
             "l2advertisements" => Needs {

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub bgp_advertisements: Vec<BGPAdvertisement>,
     /// Services holding IPs.
     pub services: Vec<ServiceIps>,
+    /// The names of every BFDProfile.
+    pub bfd_profiles: Vec<String>,
 }
 
 /// What admission answers: denied when there is any denial; warnings are shown
@@ -279,6 +281,13 @@ pub fn peer(new: &BGPPeer, snapshot: &Snapshot, secret_missing: bool) -> Verdict
                 ));
             }
         }
+    }
+    if let Some(profile) = &new.spec.bfd_profile
+        && !snapshot.bfd_profiles.contains(profile)
+    {
+        verdict.warn(format!(
+            "spec.bfdProfile: BFDProfile '{profile}' does not exist yet; the sessions run without BFD until it does"
+        ));
     }
     if secret_missing && let Some(secret) = &new.spec.password_secret_ref {
         verdict.warn(format!(

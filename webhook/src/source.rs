@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool};
+use ferrolb_api::{BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool};
 use ferrolb_runtime::watch_store;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
@@ -22,6 +22,7 @@ pub struct Watched {
     peers: Store<BGPPeer>,
     bgp: Store<BGPAdvertisement>,
     services: Store<Service>,
+    bfd_profiles: Store<BFDProfile>,
 }
 
 impl Watched {
@@ -32,6 +33,7 @@ impl Watched {
             peers: watch_store(Api::all(client.clone()), || {}),
             bgp: watch_store(Api::all(client.clone()), || {}),
             services: watch_store(Api::all(client.clone()), || {}),
+            bfd_profiles: watch_store(Api::all(client.clone()), || {}),
             client,
         }
     }
@@ -42,6 +44,7 @@ impl Watched {
         self.peers.wait_until_ready().await?;
         self.bgp.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
+        self.bfd_profiles.wait_until_ready().await?;
         Ok(())
     }
 }
@@ -98,10 +101,11 @@ impl Watched {
                 .await?
                 .items)
         }
-        let (pools, peers, bgp_advertisements) = futures::try_join!(
+        let (pools, peers, bgp_advertisements, bfd_profiles) = futures::try_join!(
             list::<IPAddressPool>(&self.client, needs.pools),
             list::<BGPPeer>(&self.client, needs.peers),
             list::<BGPAdvertisement>(&self.client, needs.bgp_advertisements),
+            list::<BFDProfile>(&self.client, needs.bfd_profiles),
         )?;
         Ok(Snapshot {
             pools,
@@ -112,6 +116,7 @@ impl Watched {
             } else {
                 Vec::new()
             },
+            bfd_profiles: bfd_profiles.iter().map(|p| p.name_any()).collect(),
         })
     }
 }
@@ -128,6 +133,10 @@ impl Source for Watched {
                         peers: owned(&self.peers),
                         bgp_advertisements: owned(&self.bgp),
                         services: self.services(),
+                        bfd_profiles: owned(&self.bfd_profiles)
+                            .iter()
+                            .map(|p| p.name_any())
+                            .collect(),
                     }
                 }
             }

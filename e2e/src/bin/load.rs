@@ -450,6 +450,7 @@ async fn report_as_speakers(client: kube::Client) {
                             since: None,
                             prefixes_advertised: 0,
                             last_error: None,
+                            bfd: None,
                         })
                         .collect(),
                     ..Default::default()

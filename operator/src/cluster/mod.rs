@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use ferrolb_api::constants::manager;
 use ferrolb_api::{
-    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement, PrefixSet,
+    BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
+    PrefixSet,
 };
 use ferrolb_runtime::watch_store;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -38,6 +39,7 @@ pub struct Stores {
     pub slices: Store<EndpointSlice>,
     pub announcements: Store<NodeAnnouncement>,
     pub prefix_sets: Store<PrefixSet>,
+    pub bfd_profiles: Store<BFDProfile>,
     /// Services read in earlier passes.
     reads: std::sync::Mutex<Reads>,
 }
@@ -76,7 +78,8 @@ impl Stores {
             bgp: watch_store(Api::all(client.clone()), wake.clone()),
             slices: watch_store(Api::all(client.clone()), wake.clone()),
             announcements: watch_store(Api::all(client.clone()), wake.clone()),
-            prefix_sets: watch_store(Api::all(client.clone()), wake),
+            prefix_sets: watch_store(Api::all(client.clone()), wake.clone()),
+            bfd_profiles: watch_store(Api::all(client.clone()), wake),
             reads: Default::default(),
         }
     }
@@ -94,6 +97,7 @@ impl Stores {
         self.slices.wait_until_ready().await?;
         self.announcements.wait_until_ready().await?;
         self.prefix_sets.wait_until_ready().await?;
+        self.bfd_profiles.wait_until_ready().await?;
         Ok(())
     }
 
@@ -113,6 +117,7 @@ impl Stores {
                 slices: self.slices.state(),
                 announcements: self.announcements.state(),
                 prefix_sets: self.prefix_sets.state(),
+                bfd_profiles: self.bfd_profiles.state(),
             },
             options,
             live,
@@ -135,6 +140,7 @@ pub struct Objects {
     pub slices: Vec<Arc<EndpointSlice>>,
     pub announcements: Vec<Arc<NodeAnnouncement>>,
     pub prefix_sets: Vec<Arc<PrefixSet>>,
+    pub bfd_profiles: Vec<Arc<BFDProfile>>,
 }
 
 impl Snapshot {
@@ -198,7 +204,7 @@ impl Snapshot {
             nodes: read::nodes(&objects.nodes, live, &takeovers, options.ignore_exclude_lb),
             l2: read::advertisements(&objects.l2, &pool_objects),
             bgp: read::bgp_advertisements(&objects.bgp, &pool_objects),
-            peers: read::bgp_peers(&peer_objects),
+            peers: read::bgp_peers(&peer_objects, &objects.bfd_profiles),
             peer_objects,
             endpoints: {
                 let same = objects.slices.len() == reads.slices.len()

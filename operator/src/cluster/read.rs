@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use ferrolb_api::address::{parse_ip, parse_ipv4};
 use ferrolb_api::constants::EXCLUDE_LABEL;
-use ferrolb_api::nodeannouncement::{BgpSession, L2Phase, L2Role};
+use ferrolb_api::nodeannouncement::{BfdSettings, BgpSession, L2Phase, L2Role};
 use ferrolb_api::selector::{Selector, label_selector_matches};
 use ferrolb_api::timer::parse_timer;
-use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement};
+use ferrolb_api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -176,9 +178,23 @@ fn resolve_pools(
     Pools::Named(selected)
 }
 
+/// A BFDProfile as a session runs it.
+pub fn bfd_settings(profile: &BFDProfile) -> BfdSettings {
+    let spec = &profile.spec;
+    BfdSettings {
+        profile: profile.name_any(),
+        receive_interval: spec.receive_interval,
+        transmit_interval: spec.transmit_interval,
+        detect_multiplier: spec.detect_multiplier,
+        passive_mode: spec.passive_mode,
+        minimum_ttl: spec.minimum_ttl,
+        authentication: spec.authentication.clone(),
+    }
+}
+
 /// BGPPeers as session templates, defaults resolved (keepalive a third of the
-/// hold time, connect time 10 s).
-pub fn bgp_peers(peers: &[Arc<BGPPeer>]) -> Vec<bgp::Peer> {
+/// hold time, connect time 10 s, the BFDProfile named, when it exists).
+pub fn bgp_peers(peers: &[Arc<BGPPeer>], profiles: &[Arc<BFDProfile>]) -> Vec<bgp::Peer> {
     peers
         .iter()
         .filter_map(|peer| {
@@ -233,6 +249,12 @@ pub fn bgp_peers(peers: &[Arc<BGPPeer>]) -> Vec<bgp::Peer> {
                     ebgp_multi_hop: spec.ebgp_multi_hop,
                     enable_graceful_restart: spec.enable_graceful_restart,
                     password_secret_ref: spec.password_secret_ref.clone(),
+                    bfd: spec.bfd_profile.as_ref().and_then(|wanted| {
+                        profiles
+                            .iter()
+                            .find(|p| p.name_any() == *wanted)
+                            .map(|p| bfd_settings(p))
+                    }),
                     prefixes: Vec::new(),
                     advertisements: Vec::new(),
                 },

@@ -45,6 +45,7 @@ fn objects(yaml: &str) -> Objects {
             "L2Advertisement" => objects.l2.push(one(&doc)),
             "BGPPeer" => objects.peers.push(one(&doc)),
             "BGPAdvertisement" => objects.bgp.push(one(&doc)),
+            "BFDProfile" => objects.bfd_profiles.push(one(&doc)),
             "EndpointSlice" => objects.slices.push(one(&doc)),
             other => panic!("unexpected kind {other}"),
         }
@@ -103,6 +104,7 @@ fn sessions(
             since: None,
             prefixes_advertised,
             last_error: last_error.map(str::to_string),
+            bfd: None,
         })
         .collect()
 }

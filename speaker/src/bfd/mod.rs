@@ -5,6 +5,7 @@
 
 pub mod packet;
 pub mod session;
+pub mod socket;
 
 /// UDP port of single-hop control packets (RFC 5881).
 pub const SINGLE_HOP_PORT: u16 = 3784;

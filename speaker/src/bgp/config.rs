@@ -85,6 +85,8 @@ pub struct Session {
     pub peer: Peer,
     /// What to advertise.
     pub routes: Routes,
+    /// The BFD session guarding it.
+    pub bfd: Option<ferrolb_api::nodeannouncement::BfdSettings>,
 }
 
 /// Reads one `spec.bgp` entry: its addresses and timers come typed; its
@@ -129,7 +131,11 @@ pub fn read(session: &BgpSession) -> Result<Session, String> {
         attributes.large.dedup();
         routes.insert(prefix.trunc(), attributes);
     }
-    Ok(Session { peer, routes })
+    Ok(Session {
+        peer,
+        routes,
+        bfd: session.bfd.clone(),
+    })
 }
 
 #[cfg(test)]

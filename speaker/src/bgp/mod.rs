@@ -2,6 +2,7 @@
 //! `spec.bgp` entry of the node's NodeAnnouncement; the wire format is
 //! netgauze's, the state machine and timers are here.
 
+pub mod bfd;
 pub mod config;
 pub mod md5;
 pub mod message;
@@ -110,6 +111,7 @@ impl Bgp {
     pub fn new(netns: Option<PathBuf>, passwords: Passwords) -> Bgp {
         Bgp {
             context: Context {
+                bfd: crate::bfd::socket::Bfd::new(netns.clone()),
                 netns,
                 passwords,
                 changed: Arc::new(Notify::new()),
@@ -160,9 +162,17 @@ impl Bgp {
         }
         for (name, session) in read {
             match self.sessions.get(&name) {
-                Some(handle) => handle.set_routes(session.routes),
+                Some(handle) => {
+                    handle.set_routes(session.routes);
+                    handle.set_bfd(session.bfd);
+                }
                 None => {
-                    let handle = Handle::start(session.peer, session.routes, self.context.clone());
+                    let handle = Handle::start(
+                        session.peer,
+                        session.routes,
+                        session.bfd,
+                        self.context.clone(),
+                    );
                     self.sessions.insert(name, handle);
                 }
             }
@@ -193,6 +203,7 @@ impl Bgp {
                         .map(Time),
                     prefixes_advertised: i32::try_from(status.prefixes).unwrap_or(i32::MAX),
                     last_error: status.last_error,
+                    bfd: handle.bfd_status().map(|s| bfd::status(&s)),
                 }
             })
             .collect();
@@ -203,6 +214,7 @@ impl Bgp {
                 since: None,
                 prefixes_advertised: 0,
                 last_error: Some(format!("cannot read this session: {why}")),
+                bfd: None,
             });
         }
         states.sort_by(|a, b| a.name.cmp(&b.name));
@@ -217,6 +229,23 @@ impl Bgp {
             .filter(|h| h.status().state == BgpState::Established)
             .count();
         format!("{up}/{}", self.sessions.len() + self.invalid.len())
+    }
+
+    /// BFD sessions Up out of sessions with BFD, such as `2/2`; None when
+    /// no session has BFD.
+    pub fn bfd_summary(&self) -> Option<String> {
+        let statuses: Vec<_> = self
+            .sessions
+            .values()
+            .filter_map(|h| h.bfd_status())
+            .collect();
+        (!statuses.is_empty()).then(|| {
+            let up = statuses
+                .iter()
+                .filter(|s| s.state == crate::bfd::packet::State::Up)
+                .count();
+            format!("{up}/{}", statuses.len())
+        })
     }
 
     /// Ends every session as the speaker stops: Cease / Administrative

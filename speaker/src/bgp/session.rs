@@ -26,6 +26,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
+use ferrolb_api::nodeannouncement::BfdSettings;
+
+use crate::bfd::socket::Status as BfdStatus;
+
 use super::config::{Attributes, Peer, Routes};
 use super::md5;
 use super::message::{self, Family, Local, Negotiated, Sender};
@@ -103,6 +107,8 @@ pub struct Context {
     pub passwords: Passwords,
     /// Poked whenever any session's status changes.
     pub changed: Arc<Notify>,
+    /// The node's BFD sockets.
+    pub bfd: crate::bfd::socket::Bfd,
 }
 
 /// A running session.
@@ -110,6 +116,8 @@ pub struct Handle {
     /// How it connects.
     pub peer: Peer,
     routes: watch::Sender<Routes>,
+    bfd: watch::Sender<Option<BfdSettings>>,
+    bfd_status: watch::Receiver<Option<BfdStatus>>,
     status: watch::Receiver<Status>,
     stop: watch::Sender<Option<Stop>>,
     task: JoinHandle<()>,
@@ -117,14 +125,31 @@ pub struct Handle {
 
 impl Handle {
     /// Starts a session.
-    pub fn start(peer: Peer, routes: Routes, context: Context) -> Handle {
+    pub fn start(peer: Peer, routes: Routes, bfd: Option<BfdSettings>, context: Context) -> Handle {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (status_tx, status_rx) = watch::channel(Status::default());
         let (stop_tx, stop_rx) = watch::channel(None);
-        let task = tokio::spawn(run(peer.clone(), routes_rx, stop_rx, status_tx, context));
+        let (bfd_tx, bfd_rx) = watch::channel(bfd);
+        let (bfd_status_tx, bfd_status_rx) = watch::channel(None);
+        tokio::spawn(crate::bgp::bfd::guard(
+            peer.clone(),
+            bfd_rx,
+            bfd_status_tx,
+            context.clone(),
+        ));
+        let task = tokio::spawn(run(
+            peer.clone(),
+            routes_rx,
+            stop_rx,
+            status_tx,
+            bfd_status_rx.clone(),
+            context,
+        ));
         Handle {
             peer,
             routes: routes_tx,
+            bfd: bfd_tx,
+            bfd_status: bfd_status_rx,
             status: status_rx,
             stop: stop_tx,
             task,
@@ -138,6 +163,21 @@ impl Handle {
             *current = routes;
             changed
         });
+    }
+
+    /// Changes the BFD settings: a profile's timers change on the running
+    /// BFD session (a Poll Sequence), anything else starts it again.
+    pub fn set_bfd(&self, bfd: Option<BfdSettings>) {
+        self.bfd.send_if_modified(|current| {
+            let changed = *current != bfd;
+            *current = bfd;
+            changed
+        });
+    }
+
+    /// The BFD session's state, when the session has one.
+    pub fn bfd_status(&self) -> Option<BfdStatus> {
+        self.bfd_status.borrow().clone()
     }
 
     /// Follows the session's status.
@@ -204,6 +244,7 @@ async fn run(
     mut routes: watch::Receiver<Routes>,
     mut stop: watch::Receiver<Option<Stop>>,
     status: watch::Sender<Status>,
+    mut bfd: watch::Receiver<Option<BfdStatus>>,
     context: Context,
 ) {
     let reporter = Reporter {
@@ -215,7 +256,7 @@ async fn run(
         if stop.borrow().is_some() {
             break;
         }
-        match attempt(&peer, &mut routes, &mut stop, &reporter, &context).await {
+        match attempt(&peer, &mut routes, &mut stop, &mut bfd, &reporter, &context).await {
             Ended::Stopped => break,
             Ended::Failed(why, established) => {
                 tracing::warn!(session = %peer.name, peer = %peer.address, error = %why, "BGP session down");
@@ -482,6 +523,7 @@ async fn attempt(
     peer: &Peer,
     routes: &mut watch::Receiver<Routes>,
     stop: &mut watch::Receiver<Option<Stop>>,
+    bfd: &mut watch::Receiver<Option<BfdStatus>>,
     reporter: &Reporter,
     context: &Context,
 ) -> Ended {
@@ -590,6 +632,7 @@ async fn attempt(
         framed,
         routes,
         stop,
+        bfd,
         reporter,
         hold,
     )
@@ -666,6 +709,7 @@ async fn established(
     mut framed: Connection,
     routes: &mut watch::Receiver<Routes>,
     stop: &mut watch::Receiver<Option<Stop>>,
+    bfd: &mut watch::Receiver<Option<BfdStatus>>,
     reporter: &Reporter,
     hold: Option<Duration>,
 ) -> Ended {
@@ -687,6 +731,9 @@ async fn established(
             return Ended::Failed(e, true);
         }
     }
+    // Only a BFD failure from now on takes the session down (RFC 5882: a
+    // BFD session that was never up, or is AdminDown, does not).
+    let mut bfd_before = bfd.borrow_and_update().as_ref().map(|s| s.state);
     let keepalive_every = negotiated.keepalive.unwrap_or(Duration::from_secs(3600));
     let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
     let mut heard = Instant::now();
@@ -736,6 +783,15 @@ async fn established(
                 }
                 sent = wanted.clone();
                 reporter.update(|s| s.prefixes = sent.len());
+            }
+            Ok(()) = bfd.changed() => {
+                let now = bfd.borrow_and_update().clone();
+                let down = now.as_ref().and_then(|s| crate::bgp::bfd::failure(bfd_before, s));
+                bfd_before = now.map(|s| s.state);
+                if let Some(why) = down {
+                    let cease = BgpNotificationMessage::CeaseError(CeaseError::BfdDown { value: Box::new([]) });
+                    return refuse(&mut framed, reporter, cease, why, true).await;
+                }
             }
             _ = stop.changed() => {
                 let why = *stop.borrow();
