@@ -436,6 +436,16 @@ impl Bird {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.daemon.dir.path().join("daemon.log")).unwrap_or_default()
     }
+
+    /// The BFD session state with `peer` as `show bfd sessions` prints it
+    /// (`Up`, `Down`, `Init`); None when there is no such session.
+    pub fn bfd_state(&self, peer: &str) -> Option<String> {
+        let text = self.birdc("show bfd sessions").ok()?;
+        text.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(peer)).then(|| words.nth(1).unwrap_or("").to_string())
+        })
+    }
 }
 
 impl Router for Bird {

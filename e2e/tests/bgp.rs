@@ -473,6 +473,61 @@ fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_tim
 }
 
 #[test]
+fn bird_bfd_with_meticulous_keyed_sha1_comes_up_with_the_right_key_only_and_says_why() {
+    let t = topology(2);
+    let config = format!(
+        "router id 10.77.0.1;\nprotocol device {{}}\n\
+         protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; authentication meticulous keyed sha1; password \"right-key\" {{ id 1; }}; }}; }}\n\
+         protocol bgp n0 {{ local 10.77.0.1 as 64500; neighbor {} as 64512; bfd on; ipv4 {{ import all; export none; }}; }}\n\
+         protocol bgp n1 {{ local 10.77.0.1 as 64500; neighbor {} as 64512; bfd on; ipv4 {{ import all; export none; }}; }}\n",
+        node_v4(0),
+        node_v4(1)
+    );
+    let bird = Bird::start(&t.router, &config).unwrap();
+    let right = password_dir(&t, "right", "right-key");
+    let wrong = password_dir(&t, "wrong", "wrong-key");
+    let keyed = |p: &'static str| {
+        session(
+            "tor",
+            64512,
+            64500,
+            "10.77.0.1",
+            &[(p, &[], None)],
+            "    bfd: {profile: keyed, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3, minimumTtl: 254, authentication: {type: MeticulousKeyedSHA1, keyID: 1, secretKeyRef: {namespace: ferrolb-system, name: bgp-auth, key: password}}}\n",
+        )
+    };
+    let _good = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[keyed("172.20.9.2/32")],
+        &["--secrets-dir", &right],
+    );
+    let bad = Speaker::start(
+        &t.nodes[1],
+        t.dir.path(),
+        &[keyed("172.20.9.3/32")],
+        &["--secrets-dir", &wrong],
+    );
+    until("BIRD's BFD session with node 0 up", LIMIT, || {
+        bird.bfd_state(&node_v4(0)).filter(|s| s == "Up")
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            bird.birdc("show bfd sessions").unwrap_or_default()
+        )
+    });
+    // The wrong key: BIRD drops our packets and we drop its; BFD stays down
+    // on both sides, and the speaker says why.
+    until("the speaker to report the key mismatch", LIMIT, || {
+        bad.log().contains("digest mismatch").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", bad.log()));
+    assert_ne!(bird.bfd_state(&node_v4(1)).as_deref(), Some("Up"));
+    let _ = bird.log();
+}
+
+#[test]
 fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() {
     let t = topology(2);
     let router = frr(&t, &[0, 1], &["password s3cret"], &[], false);
