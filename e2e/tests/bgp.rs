@@ -397,17 +397,13 @@ fn password_dir(t: &Topology, name: &str, password: &str) -> String {
 const PASSWORD_REF: &str =
     "    passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n";
 
-/// FRR with a `fast` BFD profile (100 ms × 3) on its neighbors.
-fn frr_with_bfd(t: &Topology, nodes: &[usize]) -> Frr {
+/// FRR with a `fast` BFD profile (100 ms × 3) on its neighbors, with the
+/// `extra` neighbor options.
+fn frr_with_bfd(t: &Topology, nodes: &[usize], extra: &[&str]) -> Frr {
     let neighbors: Vec<(String, u32)> = nodes.iter().map(|i| (node_v4(*i), 64512)).collect();
-    let config = frr_config(
-        64500,
-        "10.77.0.1",
-        &neighbors,
-        &["bfd", "bfd profile fast"],
-        &[],
-        true,
-    )
+    let mut every = vec!["bfd", "bfd profile fast"];
+    every.extend(extra);
+    let config = frr_config(64500, "10.77.0.1", &neighbors, &every, &[], true)
     .replacen(
         "router bgp",
         "bfd\n profile fast\n  transmit-interval 100\n  receive-interval 100\n  detect-multiplier 3\n !\n!\nrouter bgp",
@@ -421,7 +417,7 @@ const BFD_FAST: &str = "    bfd: {profile: fast, receiveInterval: 100, transmitI
 #[test]
 fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_time() {
     let t = topology(2);
-    let router = frr_with_bfd(&t, &[0, 1]);
+    let router = frr_with_bfd(&t, &[0, 1], &[]);
     let prefix: Vec<Prefix> = vec![("172.20.9.1/32", &[], None)];
     // Hold time 90 s: without BFD the router keeps a dead node's route that long.
     let with_bfd = |name: &str| {
@@ -470,6 +466,35 @@ fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_tim
         router.bfd_state(&node_v4(1)).filter(|s| s == "up")
     })
     .unwrap();
+}
+
+#[test]
+fn frr_multihop_bfd_on_port_4784_comes_up_for_an_ebgp_multihop_peer() {
+    let t = topology(1);
+    let router = frr_with_bfd(&t, &[0], &["ebgp-multihop 2"]);
+    let multihop = session(
+        "tor",
+        64512,
+        64500,
+        "10.77.0.1",
+        &[("172.20.9.4/32", &[], None)],
+        &format!("    ebgpMultiHop: true\n{BFD_FAST}"),
+    );
+    let _a = Speaker::start(&t.nodes[0], t.dir.path(), &[multihop], &[]);
+    route_within(&router, "172.20.9.4/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    until("FRR's multihop BFD session up", LIMIT, || {
+        router.bfd_state(&node_v4(0)).filter(|s| s == "up")
+    })
+    .unwrap();
+    let peers = router.json("show bfd peers json").unwrap();
+    let peer = peers
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["peer"] == node_v4(0).as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(peer["multihop"], true, "{peers}");
 }
 
 #[test]
