@@ -53,6 +53,7 @@ fn default_port() -> u16 {
         json_path = ".status.establishedNodes"
     ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.selectedNodes"),
+    printcolumn(name = "BFD Up", type_ = "integer", json_path = ".status.bfdUpNodes"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -206,6 +207,10 @@ pub struct BGPPeerStatus {
     /// Selected nodes whose session is Established.
     #[serde(default)]
     pub established_nodes: i32,
+
+    /// With a bfdProfile: selected nodes whose BFD session is Up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_up_nodes: Option<i32>,
 }
 
 /// The cross-field rules of a peer, as CEL on the spec.

@@ -247,10 +247,14 @@ fn bgp_verdict(
             let summary = summaries.of(sessions, announcements);
             let down = &summary.down;
             Some(if summary.up > 0 {
+                let bfd = match summary.bfd {
+                    (0, _) => String::new(),
+                    (guarded, up) => format!(", BFD Up on {up} of {guarded}"),
+                };
                 Verdict::yes(
                     reason::ANNOUNCED,
                     format!(
-                        "BGP: {listed} advertised by node {} to {} peer(s) ({} of {} sessions Established)",
+                        "BGP: {listed} advertised by node {} to {} peer(s) ({} of {} sessions Established{bfd})",
                         summary.nodes, summary.peers, summary.up, summary.total
                     ),
                 )
@@ -287,6 +291,23 @@ pub struct Summary {
     all_pending: bool,
     /// Some sessions not up, with why.
     down: String,
+    /// Established sessions guarded by BFD, and of those with BFD Up.
+    bfd: (usize, usize),
+}
+
+/// The BFD state a node's speaker reports for its session with `peer`:
+/// None when the session has no BFD, else whether it is Up.
+fn bfd_up(announcement: Option<&NodeAnnouncement>, peer: &str) -> Option<bool> {
+    let session = announcement?
+        .status
+        .as_ref()?
+        .bgp
+        .iter()
+        .find(|s| s.name == peer)?;
+    session
+        .bfd
+        .as_ref()
+        .map(|b| b.state == ferrolb_api::nodeannouncement::BfdState::Up)
 }
 
 /// The sessions' state, worked out once per set of sessions in a pass: the
@@ -350,6 +371,10 @@ impl Summaries {
         }
         let nodes: BTreeSet<&str> = up.iter().map(|(n, _)| n.as_str()).collect();
         let peers: BTreeSet<&str> = up.iter().map(|(_, p)| p.as_str()).collect();
+        let guarded: Vec<bool> = up
+            .iter()
+            .filter_map(|(node, peer)| bfd_up(announcements.get(node).map(|a| a.as_ref()), peer))
+            .collect();
         let summary = Arc::new(Summary {
             nodes: name_some(&nodes.into_iter().collect::<Vec<_>>()),
             peers: peers.len(),
@@ -359,6 +384,7 @@ impl Summaries {
             // At most a few sessions named: the message must not grow with
             // the cluster.
             down: announce::some_of(&down.iter().map(String::as_str).collect::<Vec<_>>(), "; "),
+            bfd: (guarded.len(), guarded.iter().filter(|up| **up).count()),
         });
         self.sets.borrow_mut().insert(key, summary.clone());
         summary
@@ -509,11 +535,19 @@ pub fn peer_status(
         .map(|(node, _)| node)
         .collect();
     let mut established = 0;
+    let mut bfd_up_nodes = 0;
+    let mut bfd_down: Vec<&str> = Vec::new();
     let mut problems = Vec::new();
     for node in &nodes {
-        match session_report(announcements.get(*node).map(|a| a.as_ref()), &name) {
+        let announcement = announcements.get(*node).map(|a| a.as_ref());
+        match session_report(announcement, &name) {
             Ok(()) => established += 1,
             Err(why) => problems.push(format!("{node}: {}", why.text())),
+        }
+        match bfd_up(announcement, &name) {
+            Some(true) => bfd_up_nodes += 1,
+            Some(false) => bfd_down.push(node.as_str()),
+            None => {}
         }
     }
     let (status, reason, message) = if nodes.is_empty() {
@@ -543,6 +577,13 @@ pub fn peer_status(
             ),
         )
     };
+    // BFD is told, not judged: a BGP session Established with BFD down is
+    // still Established, and the router decides what BFD means to it.
+    let message = if bfd_down.is_empty() {
+        message
+    } else {
+        format!("{message}; BFD not Up on {}", name_some(&bfd_down))
+    };
     let since = peer
         .status
         .as_ref()
@@ -562,6 +603,7 @@ pub fn peer_status(
         }],
         selected_nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
         established_nodes: established,
+        bfd_up_nodes: peer.spec.bfd_profile.is_some().then_some(bfd_up_nodes),
     }
 }
 

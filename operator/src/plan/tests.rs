@@ -117,6 +117,8 @@ enum Report {
     Answering,
     Failed,
     Session(BgpState),
+    /// Established, with BFD in this state.
+    Bfd(ferrolb_api::nodeannouncement::BfdState),
 }
 
 /// Two passes, as the operator makes them: the first plans and writes the
@@ -165,6 +167,20 @@ fn status_of(yaml: &[String], report: Report, live: bool) -> Desired {
                 Report::Failed => Some(NodeAnnouncementStatus {
                     observed_generation: Some(1),
                     l2: l2(L2Phase::Failed, Some("interface eth0 is down")),
+                    ..Default::default()
+                }),
+                Report::Bfd(bfd) => Some(NodeAnnouncementStatus {
+                    observed_generation: Some(1),
+                    bgp: sessions(spec, BgpState::Established, 1, None)
+                        .into_iter()
+                        .map(|mut s| {
+                            s.bfd = Some(ferrolb_api::nodeannouncement::BfdStatus {
+                                state: bfd,
+                                message: None,
+                            });
+                            s
+                        })
+                        .collect(),
                     ..Default::default()
                 }),
                 Report::Session(state) => Some(NodeAnnouncementStatus {
@@ -217,7 +233,7 @@ fn every_condition_reason_and_message_through_the_pass() {
     let third = service("a", "");
     let other_manager = service(
         "web",
-        ", managedFields: [{manager: svclb-controller, operation: Update, subresource: status, fieldsType: FieldsV1, fieldsV1: {'f:status': {'f:loadBalancer': {'f:ingress': {}}}}}]",
+        ", managedFields: [{manager: ferrolb-operator, operation: Apply, subresource: status, time: '2026-01-01T00:00:00Z', fieldsType: FieldsV1, fieldsV1: {'f:status': {'f:conditions': {}}}}, {manager: svclb-controller, operation: Update, subresource: status, time: '2026-01-01T00:00:05Z', fieldsType: FieldsV1, fieldsV1: {'f:status': {'f:loadBalancer': {'f:ingress': {}}}}}]",
     );
     let not_ready = NODE.replace("'True'", "'False'");
     let bgp_only = [POOL, NODE, PEER, BGP];
@@ -267,6 +283,10 @@ fn every_condition_reason_and_message_through_the_pass() {
             condition::ANNOUNCED, r::OTHER_CONTROLLER, "another controller (field manager \"svclb-controller\") also writes status.loadBalancer of this Service, so clients may be handed its address instead of ferrolb's: turn it off (k3s: start the server with --disable servicelb; MetalLB: uninstall it once migrated) or keep the two apart with spec.loadBalancerClass (ferrolb handles --lb-class and Services without a class)".into()),
         ("BGP established", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Session(BgpState::Established), true,
             condition::ANNOUNCED, r::ANNOUNCED, format!("BGP: {ip} advertised by node node-a to 1 peer(s) (1 of 1 sessions Established)")),
+        ("BGP established with BFD", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Bfd(ferrolb_api::nodeannouncement::BfdState::Up), true,
+            condition::ANNOUNCED, r::ANNOUNCED, format!("BGP: {ip} advertised by node node-a to 1 peer(s) (1 of 1 sessions Established, BFD Up on 1 of 1)")),
+        ("BGP established, BFD down", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Bfd(ferrolb_api::nodeannouncement::BfdState::Down), true,
+            condition::ANNOUNCED, r::ANNOUNCED, format!("BGP: {ip} advertised by node node-a to 1 peer(s) (1 of 1 sessions Established, BFD Up on 0 of 1)")),
         ("BGP session down", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Session(BgpState::Active), true,
             condition::ANNOUNCED, r::NO_ESTABLISHED_SESSION, format!("BGP: no session that would carry {ip} is Established: node-a to tor: Active: connection refused")),
         ("BGP not applied yet", bgp_only.iter().copied().chain([web.as_str()]).map(String::from).collect(), Report::Nothing, true,
