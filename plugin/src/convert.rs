@@ -60,6 +60,9 @@ impl Converted {
     }
 }
 
+/// Why echo settings are left out.
+pub const NO_ECHO: &str = "ferrolb runs BFD in asynchronous mode only (no echo)";
+
 /// Converts a legacy ConfigMap (or its `config` text).
 pub fn legacy(text: &str) -> Result<Converted, String> {
     let config = legacy::read(text)?;
@@ -311,6 +314,30 @@ fn from_legacy(config: &Config) -> Result<Converted, String> {
     }
     out.objects.extend(advertisements);
 
+    // Profiles before the peers naming them.
+    for (i, profile) in config.bfd_profiles.iter().enumerate() {
+        let at = format!("bfd-profiles[{i}] ({})", profile.name);
+        let name = unique("BFDProfile", name_of(&profile.name), &at)?;
+        let mut notes = vec![format!("from {at}")];
+        let mut spec = json!({});
+        for (field, value) in [
+            ("receiveInterval", profile.receive_interval),
+            ("transmitInterval", profile.transmit_interval),
+            ("detectMultiplier", profile.detect_multiplier),
+            ("minimumTtl", profile.minimum_ttl),
+        ] {
+            if let Some(value) = value {
+                spec[field] = json!(value);
+            }
+        }
+        if let Some(passive) = profile.passive_mode {
+            spec["passiveMode"] = json!(passive);
+        }
+        if profile.echo_mode == Some(true) || profile.echo_interval.is_some() {
+            out.warn(&mut notes, format!("{at}: echo-mode/echo-interval: {NO_ECHO}; left out"));
+        }
+        out.objects.push((notes, api("BFDProfile", &name, spec)));
+    }
     let mut passwords: BTreeMap<String, String> = BTreeMap::new();
     for (i, peer) in config.peers.iter().enumerate() {
         let at = format!("peers[{i}] ({})", peer.peer_address);
@@ -357,18 +384,9 @@ fn from_legacy(config: &Config) -> Result<Converted, String> {
             ));
         }
         if let Some(profile) = &peer.bfd_profile {
-            out.warn(
-                &mut notes,
-                format!("{at}.bfd-profile: `{profile}` not converted: ferrolb has no BFD yet; the session runs without it"),
-            );
+            spec["bfdProfile"] = json!(name_of(profile));
         }
         out.objects.push((notes, api("BGPPeer", &name, spec)));
-    }
-    for (i, profile) in config.bfd_profiles.iter().enumerate() {
-        out.warnings.push(format!(
-            "bfd-profiles[{i}] ({}): not converted: ferrolb has no BFD yet",
-            profile.name
-        ));
     }
     out.passwords = passwords;
     if out.objects.is_empty() {

@@ -97,11 +97,18 @@ pub struct Advertisement {
     pub communities: Vec<String>,
 }
 
-/// One BFD profile (read so that it can be named in a warning).
+/// One BFD profile.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BfdProfile {
     pub name: String,
+    pub receive_interval: Option<u32>,
+    pub transmit_interval: Option<u32>,
+    pub detect_multiplier: Option<u32>,
+    pub echo_interval: Option<u32>,
+    pub echo_mode: Option<bool>,
+    pub passive_mode: Option<bool>,
+    pub minimum_ttl: Option<u32>,
 }
 
 /// Reads the configuration from what a user has: the ConfigMap object (any

@@ -46,6 +46,14 @@ fn same_fields(kind: &str) -> &'static [&'static str] {
             "ebgpMultiHop",
             "enableGracefulRestart",
             "dynamicASN",
+            "bfdProfile",
+        ],
+        "BFDProfile" => &[
+            "receiveInterval",
+            "transmitInterval",
+            "detectMultiplier",
+            "passiveMode",
+            "minimumTtl",
         ],
         _ => &[],
     }
@@ -97,13 +105,7 @@ pub fn convert(doc: &Value, aliases: &BTreeMap<String, String>) -> Result<One, S
             one.notes.clear();
             return Ok(one);
         }
-        "BFDProfile" => {
-            let text = format!("{at}: not converted: ferrolb has no BFD yet");
-            one.warnings.push(text);
-            one.notes.clear();
-            return Ok(one);
-        }
-        "IPAddressPool" | "L2Advertisement" | "BGPAdvertisement" | "BGPPeer" => {}
+        "IPAddressPool" | "L2Advertisement" | "BGPAdvertisement" | "BGPPeer" | "BFDProfile" => {}
         other => {
             return Err(format!(
                 "{at}: metallb.io/{other} is not a kind kubectl ferrolb converts"
@@ -157,13 +159,11 @@ pub fn convert(doc: &Value, aliases: &BTreeMap<String, String>) -> Result<One, S
                     ),
                 );
             }
-            ("BGPPeer", "bfdProfile") => warn(
-                &mut one,
-                format!(
-                    "{at}: spec.bfdProfile `{}` not converted: ferrolb has no BFD yet; the session runs without it",
-                    value.as_str().unwrap_or_default()
-                ),
-            ),
+            ("BFDProfile", "echoMode" | "echoInterval") => {
+                if value != &json!(false) {
+                    warn(&mut one, format!("{at}: spec.{field}: {}; left out", crate::convert::NO_ECHO));
+                }
+            }
             _ => warn(
                 &mut one,
                 format!("{at}: spec.{field} has no ferrolb equivalent; left out"),
