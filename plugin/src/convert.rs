@@ -334,7 +334,10 @@ fn from_legacy(config: &Config) -> Result<Converted, String> {
             spec["passiveMode"] = json!(passive);
         }
         if profile.echo_mode == Some(true) || profile.echo_interval.is_some() {
-            out.warn(&mut notes, format!("{at}: echo-mode/echo-interval: {NO_ECHO}; left out"));
+            out.warn(
+                &mut notes,
+                format!("{at}: echo-mode/echo-interval: {NO_ECHO}; left out"),
+            );
         }
         out.objects.push((notes, api("BFDProfile", &name, spec)));
     }

@@ -400,6 +400,25 @@ fn speakers(s: &Snapshot, out: &mut Vec<Finding>) {
                 "allow UDP 7473 between nodes (host firewall, security groups)".into(),
             ));
         }
+        for session in &status.bgp {
+            if let Some(bfd) = session
+                .bfd
+                .as_ref()
+                .filter(|b| b.state != ferrolb_api::nodeannouncement::BfdState::Up)
+            {
+                out.push(found(
+                    Severity::Warning,
+                    "bfd",
+                    format!(
+                        "{node}: BFD with {} is {:?}{}: a failure of this node is noticed after the BGP hold time, not the BFD detection time",
+                        session.name,
+                        bfd.state,
+                        bfd.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                    ),
+                    "configure BFD for this node on the router (FRR: neighbor NODE bfd; BIRD: bfd on), with the same authentication; allow UDP 3784 (4784 multihop)".into(),
+                ));
+            }
+        }
         if let Some(applied) = status
             .conditions
             .iter()
@@ -781,6 +800,23 @@ status:
         let findings = examine(&s);
         assert_eq!(of(&findings, "services")[0].0, Severity::Ok);
         assert_eq!(of(&findings, "other-lb")[0].0, Severity::Error);
+    }
+
+    #[test]
+    fn a_bfd_session_not_up_is_a_warning_naming_the_router_side_fix() {
+        let mut s = healthy();
+        s.announcements = vec![parse(
+            "metadata: {name: a}\nspec: {}\nstatus:\n  bgp:\n  - {name: tor, state: Established, bfd: {state: Down, message: 'went down: control detection time expired'}}\n  - {name: other, state: Established, bfd: {state: Up}}",
+        )];
+        let found = of(&examine(&s), "bfd");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Severity::Warning);
+        assert!(
+            found[0]
+                .1
+                .contains("a: BFD with tor is Down (went down: control detection time expired)"),
+            "{found:?}"
+        );
     }
 
     #[test]

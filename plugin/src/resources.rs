@@ -161,7 +161,10 @@ pub fn convert(doc: &Value, aliases: &BTreeMap<String, String>) -> Result<One, S
             }
             ("BFDProfile", "echoMode" | "echoInterval") => {
                 if value != &json!(false) {
-                    warn(&mut one, format!("{at}: spec.{field}: {}; left out", crate::convert::NO_ECHO));
+                    warn(
+                        &mut one,
+                        format!("{at}: spec.{field}: {}; left out", crate::convert::NO_ECHO),
+                    );
                 }
             }
             _ => warn(

@@ -78,6 +78,9 @@ pub struct BgpReport {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The BFD session guarding it (`Up`, `Down: why`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }
 
 /// One condition.
@@ -285,6 +288,12 @@ fn bgp(snapshot: &Snapshot, ip: IpAddr) -> Vec<BgpReport> {
                     prefix: prefix.to_string(),
                     state: reported.map_or(NOT_REPORTED.into(), |s| format!("{:?}", s.state)),
                     last_error: reported.and_then(|s| s.last_error.clone()),
+                    bfd: reported
+                        .and_then(|s| s.bfd.as_ref())
+                        .map(|b| match &b.message {
+                            Some(m) => format!("{:?}: {m}", b.state),
+                            None => format!("{:?}", b.state),
+                        }),
                 });
             }
         }
@@ -345,6 +354,9 @@ pub fn render(report: &ServiceReport, now: Timestamp) -> String {
                 "    BGP      {:<16} peer {:<16} {:<12} {}",
                 session.node, session.peer, session.state, session.prefix
             );
+            if let Some(bfd) = &session.bfd {
+                let _ = write!(line, " BFD {bfd}");
+            }
             if let Some(error) = &session.last_error {
                 let _ = write!(line, " (last error: {error})");
             }
@@ -502,7 +514,7 @@ spec:
 status:
   observedGeneration: 3
   l2: [{state: Announcing, ips: [192.168.1.10-192.168.1.12]}]
-  bgp: [{name: router, state: Established, prefixesAdvertised: 1}]
+  bgp: [{name: router, state: Established, prefixesAdvertised: 1, bfd: {state: Up}}]
 "#,
                 ),
                 parse(
@@ -599,6 +611,10 @@ status:
             ("node-b", "10.20.0.7/32", "Active")
         );
         assert_eq!(bgp[1].last_error.as_deref(), Some("connection refused"));
+        assert_eq!(bgp[0].bfd.as_deref(), Some("Up"));
+        assert_eq!(bgp[1].bfd, None);
+        let text = render(&report, snapshot().now);
+        assert!(text.contains("10.20.0.0/24 BFD Up"), "{text}");
         // An IP outside every pool and announcement.
         let report = super::report(&snapshot(), &service("10.99.0.1"));
         assert!(report.ips[0].pools.is_empty() && report.ips[0].bgp.is_empty());
