@@ -30,6 +30,7 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
         "bgppeers.ferrolb.io",
         "bgpadvertisements.ferrolb.io",
         "nodeannouncements.ferrolb.io",
+        "bfdprofiles.ferrolb.io",
     ] {
         assert!(established.contains(name), "{name} in {established}");
     }
@@ -40,6 +41,7 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
         "ipaddresspool.ferrolb.io/l2-pool created",
         "l2advertisement.ferrolb.io/l2-pool created",
         "bgppeer.ferrolb.io/router created",
+        "bfdprofile.ferrolb.io/fast created",
         "ipaddresspool.ferrolb.io/bgp-pool created",
         "bgpadvertisement.ferrolb.io/bgp-pool created",
         "ipaddresspool.ferrolb.io/dual-stack created",
@@ -52,6 +54,8 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
     let explain = kubectl_ok(&plane, &["explain", "ipaddresspool.spec.addresses"]);
     assert!(explain.contains("FIELD: addresses <[]string>"), "{explain}");
     assert!(explain.contains("an inclusive range"), "{explain}");
+    let explain = kubectl_ok(&plane, &["explain", "bfdprofile.spec.detectMultiplier"]);
+    assert!(explain.contains("detection time"), "{explain}");
     let explain = kubectl_ok(&plane, &["explain", "bgppeer.spec.holdTime"]);
     assert!(
         explain.contains("Proposed BGP hold time in whole seconds"),
@@ -103,8 +107,7 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
     plane
         .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec:\n  l2: [{role: active, ips: [192.168.35.100]}]\n")
         .expect("node announcement");
-    let status =
-        r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2"}}"#;
+    let status = r#"{"status":{"observedGeneration":1,"l2Active":"192.168.35.100","bgpSessions":"1/2","bfdSessions":"1/1"}}"#;
     kubectl_ok(
         &plane,
         &[
@@ -132,6 +135,8 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
             "ACTIVE",
             "BGP",
             "UP",
+            "BFD",
+            "UP",
             "GENERATION",
             "APPLIED",
             "AGE"
@@ -144,8 +149,8 @@ async fn crds_install_samples_apply_and_kubectl_explains_and_prints_columns() {
         .split_whitespace()
         .collect();
     assert_eq!(
-        row[..5],
-        ["node-a", "192.168.35.100", "1/2", "1", "1"],
+        row[..6],
+        ["node-a", "192.168.35.100", "1/2", "1/1", "1", "1"],
         "{table}"
     );
 

@@ -55,6 +55,7 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
             true,
         ),
         (OPERATOR, "list nodes", true),
+        (OPERATOR, "watch bfdprofiles.ferrolb.io", true),
         (OPERATOR, "watch endpointslices.discovery.k8s.io -A", true),
         (OPERATOR, "create nodeannouncements.ferrolb.io", true),
         (OPERATOR, "delete nodeannouncements.ferrolb.io", true),
@@ -141,6 +142,7 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
         ),
         (WEBHOOK, "list ipaddresspools.ferrolb.io", true),
         (WEBHOOK, "list bgppeers.ferrolb.io", true),
+        (WEBHOOK, "list bfdprofiles.ferrolb.io", true),
         (
             WEBHOOK,
             "patch validatingwebhookconfigurations.admissionregistration.k8s.io/ferrolb-webhook",
