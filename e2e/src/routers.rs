@@ -157,6 +157,16 @@ impl Frr {
         run(Command::new("vtysh").args(["-N", &self.host.namespace, "-c", command]))
     }
 
+    /// Runs vtysh commands in one session (`configure terminal`, …).
+    pub fn configure(&self, commands: &[String]) -> Result<String> {
+        let mut command = Command::new("vtysh");
+        command.args(["-N", &self.host.namespace]);
+        for line in commands {
+            command.args(["-c", line]);
+        }
+        run(&mut command)
+    }
+
     /// Runs a vtysh command that prints JSON.
     pub fn json(&self, command: &str) -> Result<Value> {
         let text = self.vtysh(command)?;

@@ -5,7 +5,8 @@
 //! follows endpoints; NotReady, Service delete, a peer node selector and an
 //! edited advertisement change what FRR holds; L2 and BGP on one Service; a
 //! wrong TCP-MD5 password shows in BGPPeer, NodeAnnouncement and Service
-//! status. Figures are printed, never asserted.
+//! status; BFD applied with kubectl comes up with FRR's bfdd, and a cut link
+//! leaves FRR at once with every status saying so. Figures are printed, never asserted.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ fn condition(cluster: &TestCluster, name: &str) -> String {
 struct Lab {
     cluster: TestCluster,
     _network: Network,
+    hosts: Vec<Host>,
     frr: Frr,
     speakers: Vec<Process>,
     _operator: Process,
@@ -110,6 +112,7 @@ impl Lab {
         Lab {
             cluster,
             _network: network,
+            hosts,
             frr,
             speakers,
             _operator,
@@ -154,6 +157,10 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
     lab.prefix = step(
         "the right password brings the route from all three nodes",
         || right_password(&lab),
+    );
+    step(
+        "BFD from kubectl: up on every node, a cut link leaves FRR at once and the statuses follow",
+        || bfd(&lab),
     );
     step(
         "Local policy: only nodes with an endpoint advertise",
@@ -296,6 +303,154 @@ fn right_password(lab: &Lab) -> String {
     println!("BGPPeer established/selected: {counts}");
 
     prefix
+}
+
+/// A jsonpath of an object, once it reads `want`.
+fn reads(cluster: &TestCluster, what: &[&str], want: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    until(&format!("{what:?}"), Duration::from_secs(30), || {
+        let mut args = vec!["get"];
+        args.extend(what);
+        last = cluster.kubectl(&args).ok()?;
+        want(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}; last: {last}"))
+}
+
+/// BFD: FRR gets a profile for the nodes; a BFDProfile and the BGPPeer's
+/// bfdProfile applied with kubectl bring BFD up on all three; node-c's link
+/// cut: FRR drops its next hop long before the 90 s hold time, and the
+/// NodeAnnouncement, the BGPPeer and the Service say so.
+fn bfd(lab: &Lab) {
+    let Lab { cluster, frr, .. } = lab;
+    let mut commands = vec![
+        "configure terminal".to_string(),
+        "bfd".into(),
+        "profile fast".into(),
+        "transmit-interval 100".into(),
+        "receive-interval 100".into(),
+        "exit".into(),
+        "exit".into(),
+        "router bgp 64500".into(),
+    ];
+    for i in 0..3 {
+        commands.push(format!("neighbor {} bfd profile fast", node_ip(i)));
+    }
+    frr.configure(&commands).expect("FRR BFD");
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}\n",
+        )
+        .expect("BFDProfile");
+    cluster
+        .kubectl(&[
+            "patch",
+            "bgppeer",
+            "router",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"bfdProfile":"fast"}}"#,
+        ])
+        .expect("bfdProfile");
+    for i in 0..3 {
+        until(
+            &format!("FRR's BFD with {} up", NODES[i]),
+            Duration::from_secs(30),
+            || frr.bfd_state(&node_ip(i)).filter(|s| s == "up"),
+        )
+        .unwrap();
+    }
+    reads(
+        cluster,
+        &["bgppeer", "router", "-o", "jsonpath={.status.bfdUpNodes}"],
+        |v| v == "3",
+    );
+    reads(
+        cluster,
+        &[
+            "nodeannouncement",
+            NODES[2],
+            "-o",
+            "jsonpath={.status.bfdSessions}",
+        ],
+        |v| v == "1/1",
+    );
+    let up = reads(
+        cluster,
+        &[
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+        ],
+        |m| m.contains("BFD Up on 3 of 3"),
+    );
+    println!("Service: {up}");
+
+    let cut = Instant::now();
+    lab.hosts[2]
+        .run("ip", &["link", "set", "eth0", "down"])
+        .expect("cut");
+    let prefix = format!("{}/32", cluster.service_ip("web").expect("ip"));
+    until(
+        "FRR without node-c's next hop",
+        Duration::from_secs(30),
+        hops(frr, &prefix, 2),
+    )
+    .unwrap();
+    println!(
+        "FIGURE BFD 100 ms x 3 through the apiserver: node-c's link cut -> FRR dropped its next hop in {} ms (hold time 90 s)",
+        cut.elapsed().as_millis()
+    );
+    let na = reads(
+        cluster,
+        &[
+            "nodeannouncement",
+            NODES[2],
+            "-o",
+            "jsonpath={.status.bgp[0].bfd.state} {.status.bgp[0].bfd.message}",
+        ],
+        |v| v.starts_with("Down"),
+    );
+    println!("node-c: {na}");
+    let peer = reads(
+        cluster,
+        &[
+            "bgppeer",
+            "router",
+            "-o",
+            "jsonpath={.status.bfdUpNodes} {.status.conditions[0].message}",
+        ],
+        |v| v.starts_with("2 ") && v.contains("BFD not Up on node-c"),
+    );
+    println!("BGPPeer: {peer}");
+    let down = reads(
+        cluster,
+        &[
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ferrolb.io/Announced\")].message}",
+        ],
+        |m| m.contains("2 of 3 sessions Established, BFD Up on 2 of 2"),
+    );
+    println!("Service: {down}");
+
+    lab.hosts[2]
+        .run("ip", &["link", "set", "eth0", "up"])
+        .expect("restore");
+    until(
+        "node-c's next hop back",
+        Duration::from_secs(60),
+        hops(frr, &prefix, 3),
+    )
+    .unwrap();
+    until(
+        "FRR's BFD with node-c up again",
+        Duration::from_secs(30),
+        || frr.bfd_state(&node_ip(2)).filter(|s| s == "up"),
+    )
+    .unwrap();
 }
 
 /// Local policy: only nodes with an endpoint advertise.
