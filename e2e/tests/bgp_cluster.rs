@@ -352,9 +352,9 @@ fn bfd(lab: &Lab) {
             r#"{"spec":{"bfdProfile":"fast"}}"#,
         ])
         .expect("bfdProfile");
-    for i in 0..3 {
+    for (i, node) in NODES.iter().enumerate() {
         until(
-            &format!("FRR's BFD with {} up", NODES[i]),
+            &format!("FRR's BFD with {node} up"),
             Duration::from_secs(30),
             || frr.bfd_state(&node_ip(i)).filter(|s| s == "up"),
         )
