@@ -72,7 +72,7 @@ impl Family {
 }
 
 /// What we say about ourselves in OPEN.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Local {
     /// Our AS.
     pub asn: u32,

@@ -4,6 +4,7 @@
 
 pub mod bfd;
 pub mod config;
+pub mod fsm;
 pub mod md5;
 pub mod message;
 pub mod session;

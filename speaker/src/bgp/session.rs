@@ -16,9 +16,7 @@ use futures::{SinkExt, StreamExt};
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::codec::{BgpCodec, BgpCodecDecoderError};
-use netgauze_bgp_pkt::notification::{
-    BgpNotificationMessage, CeaseError, FiniteStateMachineError, HoldTimerExpiredError,
-};
+use netgauze_bgp_pkt::notification::BgpNotificationMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingIgnoredErrors;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -31,13 +29,9 @@ use ferrolb_api::nodeannouncement::BfdSettings;
 use crate::bfd::socket::Status as BfdStatus;
 
 use super::config::{Attributes, Peer, Routes};
+use super::fsm::{Action, Event, Fsm};
 use super::md5;
 use super::message::{self, Family, Local, Negotiated, Sender};
-
-/// How long to wait for the peer's OPEN (RFC 4271 suggests 4 minutes).
-const OPEN_HOLD: Duration = Duration::from_secs(240);
-/// The first wait after a failure; doubled up to the session's connect time.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why a session ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,14 +194,6 @@ impl Handle {
     }
 }
 
-/// How an attempt ended.
-enum Ended {
-    /// Asked to stop.
-    Stopped,
-    /// Failed; reconnect. `true` when the session had been Established.
-    Failed(String, bool),
-}
-
 struct Reporter {
     status: watch::Sender<Status>,
     changed: Arc<Notify>,
@@ -225,55 +211,6 @@ impl Reporter {
             self.changed.notify_one();
         }
     }
-
-    fn state(&self, state: BgpState) {
-        self.update(|s| {
-            if s.state != state {
-                s.state = state;
-                s.since = std::time::SystemTime::now();
-            }
-            if state != BgpState::Established {
-                s.prefixes = 0;
-            }
-        });
-    }
-}
-
-async fn run(
-    peer: Peer,
-    mut routes: watch::Receiver<Routes>,
-    mut stop: watch::Receiver<Option<Stop>>,
-    status: watch::Sender<Status>,
-    mut bfd: watch::Receiver<Option<BfdStatus>>,
-    context: Context,
-) {
-    let reporter = Reporter {
-        status,
-        changed: context.changed.clone(),
-    };
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        if stop.borrow().is_some() {
-            break;
-        }
-        match attempt(&peer, &mut routes, &mut stop, &mut bfd, &reporter, &context).await {
-            Ended::Stopped => break,
-            Ended::Failed(why, established) => {
-                tracing::warn!(session = %peer.name, peer = %peer.address, error = %why, "BGP session down");
-                if established {
-                    backoff = FIRST_BACKOFF;
-                }
-                reporter.update(|s| s.last_error = Some(why));
-                reporter.state(BgpState::Active);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => break,
-                }
-                backoff = (backoff * 2).min(peer.connect_retry.max(FIRST_BACKOFF));
-            }
-        }
-    }
-    reporter.state(BgpState::Idle);
 }
 
 /// Opens the TCP connection, inside the node's namespace when set.
@@ -339,83 +276,6 @@ async fn send(
         _ => {}
     }
     Ok(())
-}
-
-/// Sends a NOTIFICATION (best effort) and says why the session ends.
-async fn refuse(
-    framed: &mut Connection,
-    reporter: &Reporter,
-    notification: BgpNotificationMessage,
-    why: String,
-    established: bool,
-) -> Ended {
-    let text = message::describe(&notification);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        send(framed, reporter, BgpMessage::Notification(notification)),
-    )
-    .await;
-    Ended::Failed(format!("sent NOTIFICATION {text}: {why}"), established)
-}
-
-/// What reading one message gave.
-enum Read {
-    Message(BgpMessage),
-    Ended(Ended),
-}
-
-/// Reads the next message before `deadline`; every failure is turned into
-/// the right goodbye.
-async fn read(
-    framed: &mut Connection,
-    reporter: &Reporter,
-    deadline: Option<Instant>,
-    established: bool,
-) -> Read {
-    let next = async {
-        match deadline {
-            Some(at) => tokio::time::timeout_at(at, framed.next()).await.ok(),
-            None => Some(framed.next().await),
-        }
-    };
-    match next.await {
-        None => Read::Ended(
-            refuse(
-                framed,
-                reporter,
-                BgpNotificationMessage::HoldTimerExpiredError(HoldTimerExpiredError::Unspecific {
-                    sub_code: 0,
-                    value: Box::new([]),
-                }),
-                "nothing heard from the peer within the hold time".into(),
-                established,
-            )
-            .await,
-        ),
-        Some(None) => Read::Ended(Ended::Failed(
-            "the peer closed the connection".into(),
-            established,
-        )),
-        Some(Some(item)) => match classify(item) {
-            Inbound::Message(message, attribute_errors) => {
-                if attribute_errors {
-                    reporter.update(|s| s.attribute_errors += 1);
-                }
-                Read::Message(message)
-            }
-            Inbound::Received(notification) => {
-                reporter.update(|s| s.notifications_received += 1);
-                Read::Ended(Ended::Failed(
-                    format!("received NOTIFICATION {}", message::describe(&notification)),
-                    established,
-                ))
-            }
-            Inbound::Close(Some(notification), why) => {
-                Read::Ended(refuse(framed, reporter, notification, why, established).await)
-            }
-            Inbound::Close(None, why) => Read::Ended(Ended::Failed(why, established)),
-        },
-    }
 }
 
 /// What one item read from the peer means for the session.
@@ -493,19 +353,6 @@ pub fn feed(peer: &Peer, local: &Local, bytes: &[u8]) -> Vec<(Inbound, Vec<u8>)>
     out
 }
 
-fn fsm_error(state: BgpState) -> BgpNotificationMessage {
-    let value = Box::new([]);
-    BgpNotificationMessage::FiniteStateMachineError(match state {
-        BgpState::OpenSent => {
-            FiniteStateMachineError::ReceiveUnexpectedMessageInOpenSentState { value }
-        }
-        BgpState::OpenConfirm => {
-            FiniteStateMachineError::ReceiveUnexpectedMessageInOpenConfirmState { value }
-        }
-        _ => FiniteStateMachineError::ReceiveUnexpectedMessageInEstablishedState { value },
-    })
-}
-
 fn router_id(peer: &Peer, local: IpAddr) -> Ipv4Addr {
     if let Some(id) = peer.router_id {
         return id;
@@ -517,153 +364,6 @@ fn router_id(peer: &Peer, local: IpAddr) -> Ipv4Addr {
             Ipv4Addr::new(o[12], o[13], o[14], o[15])
         }
     }
-}
-
-async fn attempt(
-    peer: &Peer,
-    routes: &mut watch::Receiver<Routes>,
-    stop: &mut watch::Receiver<Option<Stop>>,
-    bfd: &mut watch::Receiver<Option<BfdStatus>>,
-    reporter: &Reporter,
-    context: &Context,
-) -> Ended {
-    let key = match &peer.password {
-        Some(reference) => match (context.passwords)(reference.clone()).await {
-            Ok(key) => Some(key),
-            Err(why) => return Ended::Failed(format!("TCP-MD5 password: {why}"), false),
-        },
-        None => None,
-    };
-    reporter.state(BgpState::Connect);
-    let timeout = peer
-        .connect_retry
-        .clamp(Duration::from_secs(3), Duration::from_secs(30));
-    let stream = tokio::select! {
-        result = tokio::time::timeout(timeout, connect(peer, key.clone(), context)) => match result {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Ended::Failed(format!("cannot connect to {}:{}: {e}", peer.address, peer.port), false),
-            Err(_) => {
-                let hint = if key.is_some() {
-                    " (a TCP-MD5 password the peer does not share looks exactly like this)"
-                } else {
-                    " (if the peer requires a TCP-MD5 password, set passwordSecretRef)"
-                };
-                return Ended::Failed(format!("no answer from {}:{} within {}s{hint}", peer.address, peer.port, timeout.as_secs()), false);
-            }
-        },
-        _ = stop.changed() => return Ended::Stopped,
-    };
-    let local_address = match stream.local_addr() {
-        Ok(a) => a.ip(),
-        Err(e) => return Ended::Failed(format!("connection error: {e}"), false),
-    };
-    let families: Vec<Family> = match peer.address {
-        IpAddr::V4(_) => vec![Family::V4],
-        IpAddr::V6(_) => vec![Family::V6],
-    };
-    let local = Local {
-        asn: peer.my_asn,
-        router_id: router_id(peer, local_address),
-        hold_time: u16::try_from(peer.hold_time.as_secs()).unwrap_or(u16::MAX),
-        families,
-        graceful_restart: peer.graceful_restart,
-    };
-    let mut framed = Framed::new(stream, BgpCodec::new(true));
-    if let Err(e) = send(&mut framed, reporter, message::open(&local)).await {
-        return Ended::Failed(e, false);
-    }
-    reporter.state(BgpState::OpenSent);
-    let message = tokio::select! {
-        read = read(&mut framed, reporter, Some(Instant::now() + OPEN_HOLD), false) => match read {
-            Read::Message(m) => m,
-            Read::Ended(ended) => return ended,
-        },
-        _ = stop.changed() => {
-            let why = *stop.borrow();
-            return goodbye(&mut framed, reporter, why, false).await;
-        }
-    };
-    let negotiated = match message {
-        BgpMessage::Open(open) => match message::check_open(peer, &local, peer.keepalive, &open) {
-            Ok(n) => n,
-            Err((notification, why)) => {
-                return refuse(&mut framed, reporter, notification, why, false).await;
-            }
-        },
-        other => {
-            let why = format!("unexpected {:?} before OPEN", other.get_type());
-            let error = fsm_error(BgpState::OpenSent);
-            return refuse(&mut framed, reporter, error, why, false).await;
-        }
-    };
-    if let Err(e) = send(&mut framed, reporter, BgpMessage::KeepAlive).await {
-        return Ended::Failed(e, false);
-    }
-    reporter.state(BgpState::OpenConfirm);
-    let hold = (!negotiated.hold_time.is_zero()).then_some(negotiated.hold_time);
-    let deadline = Some(Instant::now() + hold.unwrap_or(OPEN_HOLD));
-    let message = tokio::select! {
-        read = read(&mut framed, reporter, deadline, false) => match read {
-            Read::Message(m) => m,
-            Read::Ended(ended) => return ended,
-        },
-        _ = stop.changed() => {
-            let why = *stop.borrow();
-            return goodbye(&mut framed, reporter, why, false).await;
-        }
-    };
-    if !matches!(message, BgpMessage::KeepAlive) {
-        let why = format!("unexpected {:?} before KEEPALIVE", message.get_type());
-        let error = fsm_error(BgpState::OpenConfirm);
-        return refuse(&mut framed, reporter, error, why, false).await;
-    }
-    let (next_hop_v4, next_hop_v6) = Sender::next_hops(local_address);
-    let sender = Sender {
-        asn: peer.my_asn,
-        ibgp: peer.is_ibgp(),
-        asn4: negotiated.asn4,
-        next_hop_v4,
-        next_hop_v6,
-    };
-    established(
-        peer,
-        &negotiated,
-        &sender,
-        framed,
-        routes,
-        stop,
-        bfd,
-        reporter,
-        hold,
-    )
-    .await
-}
-
-/// Says goodbye as `why` asks: a Cease NOTIFICATION, or for a shutdown with
-/// graceful restart negotiated nothing at all (the peer keeps our routes as
-/// stale until we are back).
-async fn goodbye(
-    framed: &mut Connection,
-    reporter: &Reporter,
-    why: Option<Stop>,
-    graceful: bool,
-) -> Ended {
-    let value = Box::new([]);
-    let cease = match why {
-        Some(Stop::Shutdown) if graceful => return Ended::Stopped,
-        Some(Stop::Shutdown) => CeaseError::AdministrativeShutdown { value },
-        _ => CeaseError::PeerDeConfigured { value },
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        send(
-            framed,
-            reporter,
-            BgpMessage::Notification(BgpNotificationMessage::CeaseError(cease)),
-        ),
-    )
-    .await;
-    Ended::Stopped
 }
 
 /// The routes that can go to this peer: negotiated families with a next hop.
@@ -701,102 +401,301 @@ pub fn changes(sender: &Sender, sent: &Routes, wanted: &Routes) -> Vec<BgpMessag
     messages
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn established(
-    peer: &Peer,
-    negotiated: &Negotiated,
-    sender: &Sender,
-    mut framed: Connection,
-    routes: &mut watch::Receiver<Routes>,
-    stop: &mut watch::Receiver<Option<Stop>>,
-    bfd: &mut watch::Receiver<Option<BfdStatus>>,
-    reporter: &Reporter,
-    hold: Option<Duration>,
-) -> Ended {
-    reporter.update(|s| s.last_error = None);
-    reporter.state(BgpState::Established);
-    tracing::info!(session = %peer.name, peer = %peer.address, peer_asn = negotiated.peer_asn, families = ?negotiated.families, "BGP session established");
-    let graceful = peer.graceful_restart && negotiated.peer_graceful_restart;
-    let mut sent = Routes::new();
-    let mut wanted = sendable(&routes.borrow_and_update(), negotiated, sender);
-    for message in changes(sender, &sent, &wanted) {
-        if let Err(e) = send(&mut framed, reporter, message).await {
-            return Ended::Failed(e, true);
-        }
-    }
-    sent = wanted.clone();
-    reporter.update(|s| s.prefixes = sent.len());
-    for family in &negotiated.families {
-        if let Err(e) = send(&mut framed, reporter, message::end_of_rib(*family)).await {
-            return Ended::Failed(e, true);
-        }
-    }
-    // Only a BFD failure from now on takes the session down (RFC 5882: a
-    // BFD session that was never up, or is AdminDown, does not).
-    let mut bfd_before = bfd.borrow_and_update().as_ref().map(|s| s.state);
-    let keepalive_every = negotiated.keepalive.unwrap_or(Duration::from_secs(3600));
-    let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
-    let mut heard = Instant::now();
+/// Runs one session until it is stopped: the pure [`Fsm`] decides, this
+/// moves bytes, sleeps until its deadline and sends the routes.
+async fn run(
+    peer: Peer,
+    mut routes: watch::Receiver<Routes>,
+    mut stop: watch::Receiver<Option<Stop>>,
+    status: watch::Sender<Status>,
+    mut bfd: watch::Receiver<Option<BfdStatus>>,
+    context: Context,
+) {
+    let reporter = Reporter {
+        status,
+        changed: context.changed.clone(),
+    };
+    let start = Instant::now();
+    let now = || start.elapsed();
+    let mut fsm = Fsm::new(peer.clone());
+    let mut connection: Option<Connection> = None;
+    let mut connecting: Option<futures::future::BoxFuture<'static, Result<TcpStream, String>>> =
+        None;
+    let mut session = Established::default();
+    let mut pending = if stop.borrow().is_some() {
+        Vec::new()
+    } else {
+        fsm.handle(Event::Start, now())
+    };
     loop {
-        let deadline = hold.map(|h| heard + h);
-        tokio::select! {
-            read = read(&mut framed, reporter, deadline, true) => match read {
-                Read::Message(BgpMessage::KeepAlive) => heard = Instant::now(),
-                Read::Message(BgpMessage::Update(_)) => {
-                    heard = Instant::now();
-                    reporter.update(|s| s.updates_received += 1);
+        // Carry out what the machine asked, in order; a send that fails is
+        // the TCP connection failing.
+        let mut failed = None;
+        for action in std::mem::take(&mut pending) {
+            match action {
+                Action::Connect => {
+                    let (peer, context) = (peer.clone(), context.clone());
+                    connecting = Some(Box::pin(async move {
+                        let key = match &peer.password {
+                            Some(reference) => Some(
+                                (context.passwords)(reference.clone())
+                                    .await
+                                    .map_err(|why| format!("TCP-MD5 password: {why}"))?,
+                            ),
+                            None => None,
+                        };
+                        connect(&peer, key, &context).await.map_err(|e| {
+                            format!("cannot connect to {}:{}: {e}", peer.address, peer.port)
+                        })
+                    }));
                 }
-                Read::Message(BgpMessage::RouteRefresh(refresh)) => {
-                    heard = Instant::now();
-                    if let Some(family) = message::refresh_family(refresh.address_type()) {
-                        let again: Routes = sent.iter().filter(|(p, _)| Family::of(p) == family).map(|(p, a)| (*p, a.clone())).collect();
-                        for message in changes(sender, &Routes::new(), &again) {
-                            if let Err(e) = send(&mut framed, reporter, message).await {
-                                return Ended::Failed(e, true);
-                            }
-                        }
-                        if let Err(e) = send(&mut framed, reporter, message::end_of_rib(family)).await {
-                            return Ended::Failed(e, true);
+                Action::Close => {
+                    connection = None;
+                    connecting = None;
+                    session = Established::default();
+                }
+                Action::SendNotification(notification) => {
+                    if let Some(framed) = connection.as_mut() {
+                        let message = BgpMessage::Notification(notification);
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            send(framed, &reporter, message),
+                        )
+                        .await;
+                    }
+                }
+                Action::SendOpen(local) => {
+                    failed =
+                        failed.or(send_on(&mut connection, &reporter, message::open(&local)).await);
+                }
+                Action::SendKeepalive => {
+                    failed =
+                        failed.or(send_on(&mut connection, &reporter, BgpMessage::KeepAlive).await);
+                }
+                Action::Established(negotiated) => {
+                    tracing::info!(session = %peer.name, peer = %peer.address, peer_asn = negotiated.peer_asn, families = ?negotiated.families, "BGP session established");
+                    let local = connection
+                        .as_ref()
+                        .and_then(|f| f.get_ref().local_addr().ok())
+                        .map(|a| a.ip());
+                    if let (Some(framed), Some(local)) = (connection.as_mut(), local) {
+                        let (next_hop_v4, next_hop_v6) = Sender::next_hops(local);
+                        session = Established {
+                            sender: Some(Sender {
+                                asn: peer.my_asn,
+                                ibgp: peer.is_ibgp(),
+                                asn4: negotiated.asn4,
+                                next_hop_v4,
+                                next_hop_v6,
+                            }),
+                            negotiated: Some(negotiated),
+                            sent: Routes::new(),
+                            // Only a BFD failure from now on counts.
+                            bfd_before: bfd.borrow_and_update().as_ref().map(|s| s.state),
+                        };
+                        let wanted = routes.borrow_and_update().clone();
+                        failed = failed.or(session.update(framed, &reporter, &wanted).await.err());
+                        for family in session.families() {
+                            failed =
+                                failed.or(send(framed, &reporter, message::end_of_rib(family))
+                                    .await
+                                    .err());
                         }
                     }
                 }
-                Read::Message(BgpMessage::Open(_)) => {
-                    return refuse(&mut framed, reporter, fsm_error(BgpState::Established), "OPEN on an established session".into(), true).await;
-                }
-                Read::Message(BgpMessage::Notification(_)) => unreachable!("read turns NOTIFICATIONs into an end"),
-                Read::Ended(ended) => return ended,
-            },
-            _ = keepalive.tick() => {
-                if let Err(e) = send(&mut framed, reporter, BgpMessage::KeepAlive).await {
-                    return Ended::Failed(e, true);
-                }
-            }
-            changed = routes.changed() => {
-                if changed.is_err() {
-                    return goodbye(&mut framed, reporter, Some(Stop::Deconfigured), graceful).await;
-                }
-                wanted = sendable(&routes.borrow_and_update(), negotiated, sender);
-                for message in changes(sender, &sent, &wanted) {
-                    if let Err(e) = send(&mut framed, reporter, message).await {
-                        return Ended::Failed(e, true);
+                Action::Resend(family) => {
+                    if let Some(framed) = connection.as_mut() {
+                        failed = failed.or(session.resend(framed, &reporter, family).await.err());
                     }
                 }
-                sent = wanted.clone();
-                reporter.update(|s| s.prefixes = sent.len());
-            }
-            Ok(()) = bfd.changed() => {
-                let now = bfd.borrow_and_update().clone();
-                let down = now.as_ref().and_then(|s| crate::bgp::bfd::failure(bfd_before, s));
-                bfd_before = now.map(|s| s.state);
-                if let Some(why) = down {
-                    let cease = BgpNotificationMessage::CeaseError(CeaseError::BfdDown { value: Box::new([]) });
-                    return refuse(&mut framed, reporter, cease, why, true).await;
-                }
-            }
-            _ = stop.changed() => {
-                let why = *stop.borrow();
-                return goodbye(&mut framed, reporter, why, graceful).await;
             }
         }
+        reporter.update(|s| {
+            if s.state != fsm.state() {
+                s.state = fsm.state();
+                s.since = std::time::SystemTime::now();
+            }
+            s.prefixes = if fsm.state() == BgpState::Established {
+                session.sent.len()
+            } else {
+                0
+            };
+            if let Some(why) = fsm.last_error() {
+                s.last_error = Some(why.to_string());
+            } else if fsm.state() == BgpState::Established {
+                s.last_error = None;
+            }
+        });
+        if let Some(why) = failed {
+            pending = fsm.handle(Event::TcpConnectionFails(why), now());
+            continue;
+        }
+        if fsm.stopped() {
+            return;
+        }
+        let deadline = fsm.deadline().map(|d| start + d);
+        let established = fsm.state() == BgpState::Established;
+        let event = tokio::select! {
+            result = async { connecting.as_mut().expect("connecting").await }, if connecting.is_some() => {
+                connecting = None;
+                match result {
+                    Err(why) => Event::TcpConnectionFails(why),
+                    Ok(stream) => match stream.local_addr() {
+                        Err(e) => Event::TcpConnectionFails(format!("connection error: {e}")),
+                        Ok(address) => {
+                            let local = Local {
+                                asn: peer.my_asn,
+                                router_id: router_id(&peer, address.ip()),
+                                hold_time: u16::try_from(peer.hold_time.as_secs()).unwrap_or(u16::MAX),
+                                families: match peer.address {
+                                    IpAddr::V4(_) => vec![Family::V4],
+                                    IpAddr::V6(_) => vec![Family::V6],
+                                },
+                                graceful_restart: peer.graceful_restart,
+                            };
+                            connection = Some(Framed::new(stream, BgpCodec::new(true)));
+                            Event::TcpConnectionConfirmed(local)
+                        }
+                    },
+                }
+            }
+            item = async { connection.as_mut().expect("connected").next().await }, if connection.is_some() => {
+                match item {
+                    None => Event::TcpConnectionFails("the peer closed the connection".into()),
+                    Some(item) => inbound(classify(item), &reporter),
+                }
+            }
+            () = async { tokio::time::sleep_until(deadline.expect("deadline")).await }, if deadline.is_some() => {
+                pending = fsm.tick(now());
+                continue;
+            }
+            _ = stop.changed() => Event::Stop(stop.borrow().unwrap_or(Stop::Deconfigured)),
+            changed = routes.changed(), if established => {
+                if changed.is_err() {
+                    Event::Stop(Stop::Deconfigured)
+                } else {
+                    let wanted = routes.borrow_and_update().clone();
+                    if let Some(framed) = connection.as_mut()
+                        && let Err(why) = session.update(framed, &reporter, &wanted).await
+                    {
+                        Event::TcpConnectionFails(why)
+                    } else {
+                        reporter.update(|s| s.prefixes = session.sent.len());
+                        continue;
+                    }
+                }
+            }
+            Ok(()) = bfd.changed(), if established => {
+                let before = session.bfd_before;
+                let now_status = bfd.borrow_and_update().clone();
+                session.bfd_before = now_status.as_ref().map(|s| s.state);
+                match now_status.as_ref().and_then(|s| crate::bgp::bfd::failure(before, s)) {
+                    Some(why) => Event::BfdDown(why),
+                    None => continue,
+                }
+            }
+        };
+        if let Event::TcpConnectionFails(why) | Event::Malformed(_, why) = &event {
+            tracing::warn!(session = %peer.name, peer = %peer.address, error = %why, "BGP session down");
+        }
+        pending = fsm.handle(event, now());
+    }
+}
+
+/// What a classified item from the peer is for the state machine.
+fn inbound(item: Inbound, reporter: &Reporter) -> Event {
+    match item {
+        Inbound::Message(message, attribute_errors) => {
+            if attribute_errors {
+                reporter.update(|s| s.attribute_errors += 1);
+            }
+            match message {
+                BgpMessage::Open(open) => Event::Open(Box::new(open)),
+                BgpMessage::KeepAlive => Event::Keepalive,
+                BgpMessage::Update(_) => {
+                    reporter.update(|s| s.updates_received += 1);
+                    Event::Update
+                }
+                BgpMessage::RouteRefresh(refresh) => {
+                    Event::RouteRefresh(message::refresh_family(refresh.address_type()))
+                }
+                BgpMessage::Notification(n) => Event::Notification(n),
+            }
+        }
+        Inbound::Received(notification) => {
+            reporter.update(|s| s.notifications_received += 1);
+            Event::Notification(notification)
+        }
+        Inbound::Close(notification, why) => Event::Malformed(notification, why),
+    }
+}
+
+/// Sends on the connection, if there is one; the error when sending fails.
+async fn send_on(
+    connection: &mut Option<Connection>,
+    reporter: &Reporter,
+    message: BgpMessage,
+) -> Option<String> {
+    let framed = connection.as_mut()?;
+    send(framed, reporter, message).await.err()
+}
+
+/// What an Established session keeps: how to build UPDATEs and what the
+/// peer holds from us.
+#[derive(Default)]
+struct Established {
+    sender: Option<Sender>,
+    negotiated: Option<Negotiated>,
+    sent: Routes,
+    bfd_before: Option<crate::bfd::packet::State>,
+}
+
+impl Established {
+    fn families(&self) -> Vec<Family> {
+        self.negotiated
+            .as_ref()
+            .map(|n| n.families.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends what takes the peer from what it holds to `wanted`.
+    async fn update(
+        &mut self,
+        framed: &mut Connection,
+        reporter: &Reporter,
+        wanted: &Routes,
+    ) -> Result<(), String> {
+        let (Some(sender), Some(negotiated)) = (&self.sender, &self.negotiated) else {
+            return Ok(());
+        };
+        let wanted = sendable(wanted, negotiated, sender);
+        for message in changes(sender, &self.sent, &wanted) {
+            send(framed, reporter, message).await?;
+        }
+        self.sent = wanted;
+        reporter.update(|s| s.prefixes = self.sent.len());
+        Ok(())
+    }
+
+    /// A family's routes again and its End-of-RIB (route refresh).
+    async fn resend(
+        &mut self,
+        framed: &mut Connection,
+        reporter: &Reporter,
+        family: Family,
+    ) -> Result<(), String> {
+        let Some(sender) = &self.sender else {
+            return Ok(());
+        };
+        let again: Routes = self
+            .sent
+            .iter()
+            .filter(|(p, _)| Family::of(p) == family)
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for message in changes(sender, &Routes::new(), &again) {
+            send(framed, reporter, message).await?;
+        }
+        send(framed, reporter, message::end_of_rib(family)).await
     }
 }
