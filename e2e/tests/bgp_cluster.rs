@@ -305,6 +305,13 @@ fn right_password(lab: &Lab) -> String {
     prefix
 }
 
+/// Merges `patch` into BGPPeer `router`.
+fn patch_peer(cluster: &TestCluster, patch: &str) {
+    cluster
+        .kubectl(&["patch", "bgppeer", "router", "--type=merge", "-p", patch])
+        .expect("patch the BGPPeer");
+}
+
 /// A jsonpath of an object, once it reads `want`.
 fn reads(cluster: &TestCluster, what: &[&str], want: impl Fn(&str) -> bool) -> String {
     let mut last = String::new();
@@ -342,16 +349,7 @@ fn bfd(lab: &Lab) {
             "apiVersion: ferrolb.io/v1alpha1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}\n",
         )
         .expect("BFDProfile");
-    cluster
-        .kubectl(&[
-            "patch",
-            "bgppeer",
-            "router",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"bfdProfile":"fast"}}"#,
-        ])
-        .expect("bfdProfile");
+    patch_peer(cluster, r#"{"spec":{"bfdProfile":"fast"}}"#);
     for (i, node) in NODES.iter().enumerate() {
         until(
             &format!("FRR's BFD with {node} up"),
@@ -656,16 +654,10 @@ fn peer_selector(lab: &Lab) {
         prefix,
         ..
     } = lab;
-    cluster
-        .kubectl(&[
-            "patch",
-            "bgppeer",
-            "router",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"nodeSelectors":[{"matchLabels":{"kubernetes.io/hostname":"node-a"}}]}}"#,
-        ])
-        .expect("peer selector");
+    patch_peer(
+        cluster,
+        r#"{"spec":{"nodeSelectors":[{"matchLabels":{"kubernetes.io/hostname":"node-a"}}]}}"#,
+    );
     until("node-a's next hop only", Duration::from_secs(30), || {
         frr.route(prefix)
             .ok()

@@ -178,6 +178,18 @@ async fn moving_from_metallb_keeps_every_ip_and_explains_the_one_outside_the_poo
     drop(operator);
 }
 
+/// Service `default/wants`, asking for an IP in no pool.
+fn wants(cluster: &TestCluster) {
+    cluster
+        .apply_ok(&service_yaml(
+            "default",
+            "wants",
+            "  annotations: {ferrolb.io/loadBalancerIPs: 10.250.0.1}\n",
+            "",
+        ))
+        .expect("wants");
+}
+
 /// `kubectl ferrolb doctor -o json`: (exit code, findings by check).
 fn doctor(cluster: &TestCluster) -> (i32, Vec<serde_json::Value>) {
     let out = plugin(cluster, &["doctor", "-o", "json"]);
@@ -294,14 +306,7 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
         stdout(&out)
     );
     // A Service that cannot get an IP says why.
-    cluster
-        .apply_ok(&service_yaml(
-            "default",
-            "wants",
-            "  annotations: {ferrolb.io/loadBalancerIPs: 10.250.0.1}\n",
-            "",
-        ))
-        .expect("wants");
+    wants(cluster);
     cluster
         .wait_allocation("default", "wants", WAIT, |a| {
             a.is("RequestedIPNotInAnyPool")
@@ -366,14 +371,7 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
     );
     let refused = text(&out.expect("apply"));
     assert!(refused.contains("failed calling webhook"), "{refused}");
-    cluster
-        .apply_ok(&service_yaml(
-            "default",
-            "wants",
-            "  annotations: {ferrolb.io/loadBalancerIPs: 10.250.0.1}\n",
-            "",
-        ))
-        .expect("wants");
+    wants(cluster);
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let (code, found) = doctor(cluster);
