@@ -254,7 +254,7 @@ impl Drop for Frr {
         // Whatever is left (the namespace may be gone already, so frrinit could
         // not run in it): the daemons by their pid files, watchfrr first.
         let run = PathBuf::from("/var/run/frr").join(&self.host.namespace);
-        for daemon in ["watchfrr", "bgpd", "zebra", "staticd", "mgmtd"] {
+        for daemon in ["watchfrr", "bgpd", "bfdd", "zebra", "staticd", "mgmtd"] {
             if let Ok(pid) = std::fs::read_to_string(run.join(format!("{daemon}.pid")))
                 && let Ok(pid) = pid.trim().parse::<i32>()
             {
