@@ -124,8 +124,10 @@ fn bind(
         let socket =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         socket.set_nonblocking(true)?;
+        // IPv4 peers have a listener of their own on the same port: the
+        // IPv6 one takes IPv6 only, so each datagram has one place to go.
         if address.is_ipv6() {
-            socket.set_only_v6(false)?;
+            socket.set_only_v6(true)?;
         }
         match address {
             SocketAddr::V4(_) => socket.set_ttl_v4(u32::from(TTL))?,
