@@ -434,21 +434,45 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     for binary in ["ferrolb-operator", "ferrolb-webhook", "ferrolb-speaker"] {
         println!("FIGURE REAL RSS {binary}: {:?} kB", real.rss_of(binary));
     }
-    // Pods on several nodes answer through the one IP.
+    // Pods on several nodes answer through the one IP. A Pod Ready a moment
+    // ago can still be missing from kube-proxy's rules, so the requests go on
+    // (for a bounded time) until two nodes have answered; a failed request is
+    // counted and shown, never skipped silently.
     let mut nodes = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        if let Ok(out) = real
+    let (mut sent, mut failed, mut last_error) = (0, 0, String::new());
+    let asking = Instant::now();
+    while nodes.len() < 2 && asking.elapsed() < Duration::from_secs(60) {
+        sent += 1;
+        match real
             .client
-            .run("curl", &["-s", "-m", "1", &format!("http://{ip}/")])
+            .run("curl", &["-sS", "-m", "1", &format!("http://{ip}/")])
         {
-            let body = String::from_utf8_lossy(&out.stdout).to_string();
-            if let Some(node) = body.split("node=").nth(1) {
-                nodes.insert(node.trim().to_string());
+            Ok(out) if out.status.success() => {
+                let body = String::from_utf8_lossy(&out.stdout).to_string();
+                if let Some(node) = body.split("node=").nth(1) {
+                    nodes.insert(node.trim().to_string());
+                }
+            }
+            Ok(out) => {
+                failed += 1;
+                last_error = String::from_utf8_lossy(&out.stderr).to_string();
+            }
+            Err(e) => {
+                failed += 1;
+                last_error = e.to_string();
             }
         }
     }
-    println!("echo answered from nodes {nodes:?} through {ip} (answered by {active})");
-    assert!(nodes.len() >= 2, "Pods on several nodes serve the Service");
+    println!(
+        "echo answered from nodes {nodes:?} through {ip} (answered by {active}) after {sent} requests, {failed} failed, in {:?}",
+        asking.elapsed()
+    );
+    assert!(
+        nodes.len() >= 2,
+        "Pods on several nodes serve the Service: only {nodes:?} answered {sent} requests ({failed} failed, last: {last_error})\n{}\n{}",
+        real.diagnose(),
+        real.kubectl(&["get", "endpointslices", "-o", "wide"])
+    );
 
     // (c) A rolling update of the speaker DaemonSet: nothing lost.
     let mac = real.mac_of(&active);
