@@ -224,6 +224,28 @@ impl Real {
         text
     }
 
+    /// For a failover much slower than the fast path: what each speaker
+    /// logged over the last `seconds` (printed, never asserted: a figure).
+    fn explain_slow(&self, what: &str, seen: &Seen, seconds: u32) {
+        if seen.gap.is_none_or(|gap| gap < Duration::from_secs(2)) {
+            return;
+        }
+        println!("SLOW {what}: {seen:?}");
+        let pods = self
+            .cluster
+            .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
+            .unwrap_or_default();
+        for pod in pods.lines().filter(|p| p.contains("speaker")) {
+            let since = format!("--since={seconds}s");
+            if let Ok(out) = self
+                .cluster
+                .kubectl(&["-n", "ferrolb-system", "logs", pod, &since])
+            {
+                println!("--- {pod}\n{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
+
     fn rss_of(&self, binary: &str) -> Vec<u64> {
         let out = std::process::Command::new("pgrep")
             .args(["-f", &format!("^/{binary}")])
@@ -569,6 +591,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
                 })
                 .unwrap_or_else(|e| panic!("{e} (cut {active}, MAC {mac})\n{}", real.diagnose()));
             });
+            real.explain_slow(&format!("link cut of {active}, {service}"), &seen, 30);
             cut.push(seen);
             real.cluster.set_link(&active, true).expect("link up");
         }
@@ -580,6 +603,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
             let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
                 real.cluster.crash(&active).expect("crash");
             });
+            real.explain_slow(&format!("crash of {active}, {service}"), &seen, 30);
             crashed.push(seen);
             real.cluster.restart(&active).expect("restart");
         }
