@@ -397,10 +397,15 @@ fn password_dir(t: &Topology, name: &str, password: &str) -> String {
 const PASSWORD_REF: &str =
     "    passwordSecretRef: {namespace: ferrolb-system, name: bgp-auth, key: password}\n";
 
-/// FRR with a `fast` BFD profile (100 ms × 3) on its neighbors, with the
-/// `extra` neighbor options.
-fn frr_with_bfd(t: &Topology, nodes: &[usize], extra: &[&str]) -> Frr {
-    let neighbors: Vec<(String, u32)> = nodes.iter().map(|i| (node_v4(*i), 64512)).collect();
+/// FRR with a `fast` BFD profile (100 ms × 3) on its neighbors (the nodes'
+/// addresses as `address` gives them), with the `extra` neighbor options.
+fn frr_with_bfd(
+    t: &Topology,
+    nodes: &[usize],
+    address: fn(usize) -> String,
+    extra: &[&str],
+) -> Frr {
+    let neighbors: Vec<(String, u32)> = nodes.iter().map(|i| (address(*i), 64512)).collect();
     let mut every = vec!["bfd", "bfd profile fast"];
     every.extend(extra);
     let config = frr_config(64500, "10.77.0.1", &neighbors, &every, &[], true)
@@ -416,26 +421,54 @@ const BFD_FAST: &str = "    bfd: {profile: fast, receiveInterval: 100, transmitI
 
 #[test]
 fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_time() {
+    bfd_cut_link_takes_the_route_away(node_v4, "10.77.0.1", "172.20.9.1/32");
+}
+
+#[test]
+fn frr_bfd_over_ipv6_comes_up_and_a_cut_link_takes_the_ipv6_route_away() {
+    bfd_cut_link_takes_the_route_away(node_v6, "fd77::1", "fd20::9/128");
+}
+
+/// Two nodes advertise `prefix` to FRR over sessions to `router_address`
+/// (the nodes' addresses as `address` gives them) with BFD 100 ms × 3 and a
+/// 90 s hold time; node 1's link is cut, then brought back.
+fn bfd_cut_link_takes_the_route_away(
+    address: fn(usize) -> String,
+    router_address: &str,
+    prefix: &str,
+) {
     let t = topology(2);
-    let router = frr_with_bfd(&t, &[0, 1], &[]);
-    let prefix: Vec<Prefix> = vec![("172.20.9.1/32", &[], None)];
+    let router = frr_with_bfd(&t, &[0, 1], address, &[]);
+    let prefixes: Vec<Prefix> = vec![(prefix, &[], None)];
     // Hold time 90 s: without BFD the router keeps a dead node's route that long.
     let with_bfd = |name: &str| {
-        session(name, 64512, 64500, "10.77.0.1", &prefix, BFD_FAST)
+        session(name, 64512, 64500, router_address, &prefixes, BFD_FAST)
             .replace("holdTime: 9s", "holdTime: 90s")
             .replace("keepaliveTime: 3s", "keepaliveTime: 30s")
     };
     let _a = Speaker::start(&t.nodes[0], t.dir.path(), &[with_bfd("tor")], &[]);
     let _b = Speaker::start(&t.nodes[1], t.dir.path(), &[with_bfd("tor")], &[]);
-    route_within(&router, "172.20.9.1/32", LIMIT, |r| r.next_hops.len() == 2);
+    route_within(&router, prefix, LIMIT, |r| r.next_hops.len() == 2);
     for i in 0..2 {
         until(
             &format!("FRR's BFD session with node {i} up"),
             LIMIT,
-            || router.bfd_state(&node_v4(i)).filter(|s| s == "up"),
+            || router.bfd_state(&address(i)).filter(|s| s == "up"),
         )
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                router.json("show bfd peers json").unwrap_or_default()
+            )
+        });
     }
+    // The kernel flushes a link's IPv6 addresses when it goes down; a node's
+    // network manager puts them back. Here they are simply kept.
+    t.nodes[1]
+        .command("sysctl")
+        .args(["-q", "-w", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
+        .status()
+        .expect("sysctl");
     // Node 1's link goes down inside its namespace: no goodbye of any kind.
     let cut = Instant::now();
     t.nodes[1]
@@ -443,17 +476,15 @@ fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_tim
         .args(["link", "set", "eth0", "down"])
         .status()
         .expect("link down");
-    route_within(&router, "172.20.9.1/32", LIMIT, |r| {
-        r.next_hops == vec![node_v4(0)]
-    });
+    route_within(&router, prefix, LIMIT, |r| r.next_hops == vec![address(0)]);
     let took = cut.elapsed();
     println!(
-        "BFD 100 ms x 3: FRR dropped the dead node's next hop {} ms after the cut",
+        "BFD 100 ms x 3: FRR dropped the dead node's next hop for {prefix} {} ms after the cut",
         took.as_millis()
     );
-    assert_eq!(router.bfd_state(&node_v4(1)).as_deref(), Some("down"));
+    assert_eq!(router.bfd_state(&address(1)).as_deref(), Some("down"));
     until("FRR's BFD session with node 0 still up", LIMIT, || {
-        router.bfd_state(&node_v4(0)).filter(|s| s == "up")
+        router.bfd_state(&address(0)).filter(|s| s == "up")
     })
     .unwrap();
     // The link back: BFD and BGP come back, and so does the next hop.
@@ -462,11 +493,11 @@ fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_tim
         .args(["link", "set", "eth0", "up"])
         .status()
         .expect("link up");
-    route_within(&router, "172.20.9.1/32", Duration::from_secs(60), |r| {
+    route_within(&router, prefix, Duration::from_secs(60), |r| {
         r.next_hops.len() == 2
     });
     until("FRR's BFD session with node 1 up again", LIMIT, || {
-        router.bfd_state(&node_v4(1)).filter(|s| s == "up")
+        router.bfd_state(&address(1)).filter(|s| s == "up")
     })
     .unwrap();
 }
@@ -474,7 +505,7 @@ fn frr_bfd_comes_up_and_a_cut_link_takes_the_route_away_long_before_the_hold_tim
 #[test]
 fn frr_multihop_bfd_on_port_4784_comes_up_for_an_ebgp_multihop_peer() {
     let t = topology(1);
-    let router = frr_with_bfd(&t, &[0], &["ebgp-multihop 2"]);
+    let router = frr_with_bfd(&t, &[0], node_v4, &["ebgp-multihop 2"]);
     let multihop = session(
         "tor",
         64512,
