@@ -440,6 +440,33 @@ async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
         let accepted = stderr(&out).matches(": accepted (dry run)").count();
         assert_eq!(accepted, objects, "{path}: {}", stderr(&out));
     }
+    // The webhook's warnings are shown, less those a dry run alone causes:
+    // the L2Advertisement's pool is in the same output (stored once
+    // applied), the BGPPeer's BFDProfile is nowhere.
+    let file = cluster.plane.dir().join("dangling.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lab}\nspec: {addresses: [10.1.2.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lab}\nspec: {ipAddressPools: [lab]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 10.1.3.1, bfdProfile: missing}\n",
+    )
+    .expect("write");
+    let out = plugin(
+        &cluster,
+        &["convert", "-f", &file.to_string_lossy(), "--check"],
+    );
+    assert!(
+        out.status.success(),
+        "a warning is not a refusal: {}",
+        text(&out)
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains(
+            "check: BGPPeer tor: warning: spec.bfdProfile: BFDProfile 'missing' does not exist yet"
+        ),
+        "{said}"
+    );
+    assert_eq!(said.matches(": warning: ").count(), 1, "{said}");
+
     // A conversion the webhook refuses (a pool overlapping one already
     // stored) fails --check with the webhook's reason.
     cluster

@@ -4,6 +4,7 @@
 //! persists nothing.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use ferrolb_api::constants::NAMESPACE;
@@ -16,12 +17,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::client::{ClientBuilder, DynBody};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::{Client, Config};
 use serde_json::{Value, json};
+use tower::util::MapResponseLayer;
 
+use crate::check;
 use crate::snapshot::Snapshot;
 
 /// Where to connect, as kubectl's flags say.
@@ -38,8 +42,41 @@ pub struct Target {
 /// The field manager of the plugin's dry runs.
 pub const MANAGER: &str = "kubectl-ferrolb";
 
-/// A client and the namespace to use: `-n`, else the context's.
-pub async fn connect(target: &Target) -> Result<(Client, String)> {
+/// The `Warning` headers of the apiserver's answers (admission webhooks'
+/// warnings among them), as the client's stack sees them: kube's client
+/// returns the objects only.
+#[derive(Clone, Debug, Default)]
+pub struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// The warnings heard since the last call, their texts unquoted.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("warnings lock"))
+    }
+
+    fn hear(&self, headers: &http::HeaderMap) {
+        let mut heard = self.0.lock().expect("warnings lock");
+        for value in headers.get_all(http::header::WARNING) {
+            heard.push(check::warning_text(&String::from_utf8_lossy(
+                value.as_bytes(),
+            )));
+        }
+    }
+}
+
+/// A client, the namespace to use (`-n`, else the context's) and the
+/// warnings its answers carry.
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// `-n`, else the context's namespace.
+    pub namespace: String,
+    /// What the apiserver warned of.
+    pub warnings: Warnings,
+}
+
+/// Connects as kubectl would.
+pub async fn connect(target: &Target) -> Result<Connection> {
     let options = KubeConfigOptions {
         context: target.context.clone(),
         ..KubeConfigOptions::default()
@@ -59,7 +96,21 @@ pub async fn connect(target: &Target) -> Result<(Client, String)> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    Ok((Client::try_from(config)?, namespace))
+    let warnings = Warnings::default();
+    let heard = warnings.clone();
+    let client = ClientBuilder::try_from(config)?
+        .with_layer(&MapResponseLayer::new(
+            move |response: http::Response<Box<DynBody>>| {
+                heard.hear(response.headers());
+                response
+            },
+        ))
+        .build();
+    Ok(Connection {
+        client,
+        namespace,
+        warnings,
+    })
 }
 
 /// The kinds of `metallb.io` that `convert` reads, in the order they are read
@@ -188,12 +239,16 @@ pub struct Verdict {
     pub object: String,
     /// None: accepted. Some: why it was refused.
     pub refused: Option<String>,
+    /// What it warned of, less what applying all of `objects` settles (see
+    /// [`check::moot_in_dry_run`]).
+    pub warnings: Vec<String>,
 }
 
 /// Sends each object to the apiserver as a server-side apply with dry run,
 /// so the CRD schema and the admission webhooks judge it and nothing is
 /// stored.
-pub async fn dry_run(client: &Client, objects: &[Value]) -> Result<Vec<Verdict>> {
+pub async fn dry_run(connection: &Connection, objects: &[Value]) -> Result<Vec<Verdict>> {
+    let client = &connection.client;
     let mut verdicts = Vec::new();
     for object in objects {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
@@ -210,6 +265,7 @@ pub async fn dry_run(client: &Client, objects: &[Value]) -> Result<Vec<Verdict>>
                     refused: Some(format!(
                         "{api_version} {kind} is not served ({e}); are ferrolb's CRDs installed?"
                     )),
+                    warnings: Vec::new(),
                 });
                 continue;
             }
@@ -225,14 +281,22 @@ pub async fn dry_run(client: &Client, objects: &[Value]) -> Result<Vec<Verdict>>
             ),
         };
         let params = PatchParams::apply(MANAGER).dry_run();
+        connection.warnings.take();
         let refused = match api.patch(name, &params, &Patch::Apply(object)).await {
             Ok(_) => None,
             Err(kube::Error::Api(status)) => Some(status.message.clone()),
             Err(e) => Some(e.to_string()),
         };
+        let warnings = connection
+            .warnings
+            .take()
+            .into_iter()
+            .filter(|w| !check::moot_in_dry_run(w, objects))
+            .collect();
         verdicts.push(Verdict {
             object: label,
             refused,
+            warnings,
         });
     }
     Ok(verdicts)

@@ -5,6 +5,7 @@
 //! Decisions are pure ([`convert`], [`status`], [`doctor`]); [`cluster`] only
 //! reads (and sends dry runs).
 
+pub mod check;
 pub mod cluster;
 pub mod convert;
 pub mod doctor;

@@ -125,15 +125,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             from_cluster,
             check,
         } => {
-            let client = if from_cluster || check {
-                Some(cluster::connect(&target).await?.0)
+            let connection = if from_cluster || check {
+                Some(cluster::connect(&target).await?)
             } else {
                 None
             };
-            let text = match (&client, from_cluster) {
-                (Some(client), true) => {
+            let text = match (&connection, from_cluster) {
+                (Some(connection), true) => {
                     let namespace = target.namespace.as_deref().unwrap_or("metallb-system");
-                    let (text, notes) = cluster::metallb_configuration(client, namespace).await?;
+                    let (text, notes) =
+                        cluster::metallb_configuration(&connection.client, namespace).await?;
                     for note in notes {
                         eprintln!("note: {note}");
                     }
@@ -146,14 +147,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {warning}");
             }
             print!("{}", converted.to_yaml());
-            if let Some(client) = client.filter(|_| check) {
+            if let Some(connection) = connection.filter(|_| check) {
                 let objects: Vec<_> = converted.objects.iter().map(|(_, o)| o.clone()).collect();
-                let verdicts = cluster::dry_run(&client, &objects).await?;
+                let verdicts = cluster::dry_run(&connection, &objects).await?;
                 let refused = verdicts.iter().filter(|v| v.refused.is_some()).count();
                 for verdict in &verdicts {
                     match &verdict.refused {
                         None => eprintln!("check: {}: accepted (dry run)", verdict.object),
                         Some(why) => eprintln!("check: {}: REFUSED: {why}", verdict.object),
+                    }
+                    for warning in &verdict.warnings {
+                        eprintln!("check: {}: warning: {warning}", verdict.object);
                     }
                 }
                 if refused > 0 {
@@ -170,7 +174,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             all_namespaces,
             output,
         } => {
-            let (client, namespace) = cluster::connect(&target).await?;
+            let cluster::Connection {
+                client, namespace, ..
+            } = cluster::connect(&target).await?;
             let name = service.map(|s| {
                 s.strip_prefix("svc/")
                     .or_else(|| s.strip_prefix("service/"))
@@ -206,7 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { output } => {
-            let (client, _) = cluster::connect(&target).await?;
+            let client = cluster::connect(&target).await?.client;
             let snapshot = cluster::doctor_snapshot(&client).await?;
             let findings = doctor::examine(&snapshot);
             match output {
