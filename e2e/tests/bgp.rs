@@ -587,6 +587,104 @@ fn bird_bfd_with_meticulous_keyed_sha1_comes_up_with_the_right_key_only_and_says
 }
 
 #[test]
+fn bird_bfd_comes_up_multihop_and_over_ipv6_and_a_cut_link_takes_each_route_away() {
+    let t = topology(2);
+    let timers = "min rx interval 100 ms; min tx interval 100 ms; multiplier 3;";
+    let config = format!(
+        "router id 10.77.0.1;\nprotocol device {{}}\n\
+         protocol bfd {{ interface \"*\" {{ {timers} }}; multihop {{ {timers} }}; }}\n\
+         protocol bgp n0 {{ local 10.77.0.1 as 64500; neighbor {} as 64512; multihop 2; bfd on; ipv4 {{ import all; export none; }}; }}\n\
+         protocol bgp n1 {{ local fd77::1 as 64500; neighbor {} as 64512; bfd on; ipv6 {{ import all; export none; }}; }}\n",
+        node_v4(0),
+        node_v6(1)
+    );
+    let bird = Bird::start(&t.router, &config).unwrap();
+    // Hold time 90 s: only BFD can take the routes away within the test.
+    let slow = |s: String| {
+        s.replace("holdTime: 9s", "holdTime: 90s")
+            .replace("keepaliveTime: 3s", "keepaliveTime: 30s")
+    };
+    // BIRD sends multihop BFD with TTL 64: the usual minimumTtl 254 drops it.
+    let multihop = |minimum_ttl: u8| {
+        slow(session(
+            "tor",
+            64512,
+            64500,
+            "10.77.0.1",
+            &[("172.20.9.5/32", &[], None)],
+            &format!(
+                "    ebgpMultiHop: true\n{}",
+                BFD_FAST.replace("minimumTtl: 254", &format!("minimumTtl: {minimum_ttl}"))
+            ),
+        ))
+    };
+    let v6 = slow(session(
+        "tor6",
+        64512,
+        64500,
+        "fd77::1",
+        &[("fd20::5/128", &[], None)],
+        BFD_FAST,
+    ));
+    let a = Speaker::start(&t.nodes[0], t.dir.path(), &[multihop(254)], &[]);
+    let b = Speaker::start(&t.nodes[1], t.dir.path(), &[v6], &[]);
+    route_within(&bird, "172.20.9.5/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    until(
+        "the speaker to say why BIRD's packets are dropped",
+        LIMIT,
+        || {
+            a.log()
+                .contains("below the BFDProfile's minimumTtl 254: lower minimumTtl")
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", a.log()));
+    assert_ne!(bird.bfd_state(&node_v4(0)).as_deref(), Some("Up"));
+    // The profile changed on the running session (an edited BFDProfile, as
+    // the operator resolves it): the new floor applies from the next packet.
+    a.write(&[multihop(60)]);
+    route_within(&bird, "fd20::5/128", LIMIT, |r| {
+        r.next_hops == vec![node_v6(1)]
+    });
+    for peer in [node_v4(0), node_v6(1)] {
+        until(&format!("BIRD's BFD session with {peer} up"), LIMIT, || {
+            bird.bfd_state(&peer).filter(|s| s == "Up")
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}\n{}",
+                bird.birdc("show bfd sessions").unwrap_or_default(),
+                a.log(),
+                b.log()
+            )
+        });
+    }
+    // Both links cut inside their namespaces (IPv6 addresses kept, as a
+    // node's network manager would put them back).
+    for node in &t.nodes {
+        node.command("sysctl")
+            .args(["-q", "-w", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
+            .status()
+            .expect("sysctl");
+        node.command("ip")
+            .args(["link", "set", "eth0", "down"])
+            .status()
+            .expect("link down");
+    }
+    let cut = Instant::now();
+    gone_within(&bird, "172.20.9.5/32", LIMIT);
+    gone_within(&bird, "fd20::5/128", LIMIT);
+    println!(
+        "BIRD, BFD 100 ms x 3: both routes gone {} ms after the cut (hold time 90 s)",
+        cut.elapsed().as_millis()
+    );
+    assert_ne!(bird.bfd_state(&node_v4(0)).as_deref(), Some("Up"));
+    assert_ne!(bird.bfd_state(&node_v6(1)).as_deref(), Some("Up"));
+}
+
+#[test]
 fn frr_tcp_md5_with_the_right_password_establishes_and_a_wrong_one_never_does() {
     let t = topology(2);
     let router = frr(&t, &[0, 1], &["password s3cret"], &[], false);

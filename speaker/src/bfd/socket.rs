@@ -79,6 +79,9 @@ pub struct Bfd {
 pub struct Handle {
     status: watch::Receiver<Status>,
     params: watch::Sender<Params>,
+    /// The lowest TTL accepted: 255 single hop, `minimumTtl` multihop.
+    minimum_ttl: watch::Sender<u8>,
+    multihop: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     key: (IpAddr, bool),
     routes: Arc<Mutex<HashMap<(IpAddr, bool), Inbox>>>,
@@ -95,13 +98,21 @@ impl Handle {
         self.status.borrow().clone()
     }
 
-    /// Changes the parameters (polled while Up).
-    pub fn configure(&self, params: Params) {
+    /// Changes the parameters (polled while Up) and, multihop, the lowest
+    /// TTL accepted (a local rule: it takes effect with the next packet).
+    pub fn configure(&self, params: Params, minimum_ttl: u8) {
         self.params.send_if_modified(|p| {
             let changed = *p != params;
             *p = params;
             changed
         });
+        if self.multihop {
+            self.minimum_ttl.send_if_modified(|m| {
+                let changed = *m != minimum_ttl;
+                *m = minimum_ttl;
+                changed
+            });
+        }
     }
 }
 
@@ -286,10 +297,11 @@ impl Bfd {
         let (params_tx, params_rx) = watch::channel(params.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let minimum = if multihop { minimum_ttl } else { TTL };
+        let (minimum_tx, minimum_rx) = watch::channel(minimum);
         tokio::spawn(run(
             socket,
             SocketAddr::new(peer, port),
-            minimum,
+            minimum_rx,
             params,
             rx,
             params_rx,
@@ -299,6 +311,8 @@ impl Bfd {
         Ok(Handle {
             status: status_rx,
             params: params_tx,
+            minimum_ttl: minimum_tx,
+            multihop,
             stop: Some(stop_tx),
             key,
             routes: self.routes.clone(),
@@ -306,11 +320,26 @@ impl Bfd {
     }
 }
 
+/// Why a packet with `ttl` was dropped, and what to change: single hop
+/// takes TTL 255 only (RFC 5881), multihop at least the profile's
+/// `minimumTtl`.
+fn ttl_drop(ttl: u8, minimum_ttl: u8) -> String {
+    if minimum_ttl == TTL {
+        format!(
+            "a packet arrived with TTL {ttl}; single-hop BFD takes only TTL 255: the peer is not a direct neighbor, or it is multihop (set ebgpMultiHop on the BGPPeer)"
+        )
+    } else {
+        format!(
+            "a packet arrived with TTL {ttl}, below the BFDProfile's minimumTtl {minimum_ttl}: lower minimumTtl to the TTL the router sends with, less the hops between (BIRD sends multihop BFD with TTL 64, FRR with 255)"
+        )
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     socket: UdpSocket,
     peer: SocketAddr,
-    minimum_ttl: u8,
+    minimum_ttl: watch::Receiver<u8>,
     params: Params,
     mut inbox: mpsc::Receiver<(Vec<u8>, u8)>,
     mut params_rx: watch::Receiver<Params>,
@@ -333,9 +362,9 @@ async fn run(
             _ = tokio::time::sleep(sleep) => session.tick(now()),
             received = inbox.recv() => match received {
                 None => return,
-                Some((bytes, ttl)) if ttl < minimum_ttl => {
+                Some((bytes, ttl)) if ttl < *minimum_ttl.borrow() => {
                     ttl_drops += 1;
-                    last_ttl_drop = Some(format!("a packet arrived with TTL {ttl}, below {minimum_ttl} (not from a direct neighbor)"));
+                    last_ttl_drop = Some(ttl_drop(ttl, *minimum_ttl.borrow()));
                     let _ = bytes;
                     Vec::new()
                 }
@@ -393,5 +422,26 @@ async fn run(
             *s = next;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_drop_says_which_rule_and_what_to_change() {
+        let single = ttl_drop(254, TTL);
+        assert!(
+            single.contains("TTL 254") && single.contains("only TTL 255"),
+            "{single}"
+        );
+        assert!(single.contains("ebgpMultiHop"), "{single}");
+        let multi = ttl_drop(64, 254);
+        assert!(
+            multi.contains("TTL 64") && multi.contains("minimumTtl 254"),
+            "{multi}"
+        );
+        assert!(multi.contains("lower minimumTtl"), "{multi}");
     }
 }

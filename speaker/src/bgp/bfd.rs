@@ -120,7 +120,7 @@ pub async fn guard(
                 Ok(key) => {
                     let params = params(&wanted, key);
                     match &running {
-                        Some((handle, _)) => handle.configure(params),
+                        Some((handle, _)) => handle.configure(params, wanted.minimum_ttl),
                         None => {
                             let minimum_ttl = wanted.minimum_ttl;
                             match context
