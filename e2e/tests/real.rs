@@ -224,6 +224,44 @@ impl Real {
         text
     }
 
+    /// When the speaker container on `node` started, if it runs and is
+    /// Ready.
+    fn speaker_started(&self, node: &str) -> Option<String> {
+        let selector = format!("spec.nodeName={node}");
+        let pods = self.json(&[
+            "-n",
+            "ferrolb-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=ferrolb-speaker",
+            "--field-selector",
+            &selector,
+        ]);
+        pods["items"].as_array()?.iter().find_map(|pod| {
+            let status = pod["status"]["containerStatuses"].as_array()?.first()?;
+            let started = status["state"]["running"]["startedAt"].as_str()?;
+            (status["ready"] == true).then(|| started.to_string())
+        })
+    }
+
+    /// After a crash and restart of `node`: waits until its speaker runs
+    /// anew and is Ready (its Pod's status as the restarted kubelet writes
+    /// it). Until then the apiserver still shows what the dead speaker last
+    /// wrote — Ready, fast failover Armed — and the next scenario would
+    /// measure with a standby that is not there.
+    fn speaker_back(&self, node: &str, before: Option<String>) {
+        until(
+            &format!("the speaker on {node} to run again"),
+            Duration::from_secs(180),
+            || {
+                self.speaker_started(node)
+                    .filter(|s| Some(s) != before.as_ref())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
+    }
+
     /// For a failover much slower than the fast path: what each speaker
     /// logged over the last `seconds` (printed, never asserted: a figure).
     fn explain_slow(&self, what: &str, seen: &Seen, seconds: u32) {
@@ -600,12 +638,14 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         for _ in 0..runs {
             let (ip, active) = real.settled(service);
             let mac = real.mac_of(&active);
+            let before = real.speaker_started(&active);
             let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
                 real.cluster.crash(&active).expect("crash");
             });
             real.explain_slow(&format!("crash of {active}, {service}"), &seen, 30);
             crashed.push(seen);
             real.cluster.restart(&active).expect("restart");
+            real.speaker_back(&active, before);
         }
         report(&format!("(b) active node crashed, {service}"), &crashed);
     }
