@@ -415,6 +415,16 @@ async fn status_explains_a_service_and_doctor_finds_each_staged_problem() {
     assert!(shown.trim_end().ends_with("warning(s)"), "{shown}");
 }
 
+/// `kubectl ferrolb convert -f FILE --check` of `text` written as `name`.
+fn convert_and_check(cluster: &TestCluster, name: &str, text: &str) -> Output {
+    let file = cluster.plane.dir().join(name);
+    std::fs::write(&file, text).expect("write");
+    plugin(
+        cluster,
+        &["convert", "-f", &file.to_string_lossy(), "--check"],
+    )
+}
+
 #[tokio::test]
 async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
     let cluster = TestCluster::start().await.expect("cluster");
@@ -443,15 +453,10 @@ async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
     // The webhook's warnings are shown, less those a dry run alone causes:
     // the L2Advertisement's pool is in the same output (stored once
     // applied), the BGPPeer's BFDProfile is nowhere.
-    let file = cluster.plane.dir().join("dangling.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lab}\nspec: {addresses: [10.1.2.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lab}\nspec: {ipAddressPools: [lab]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 10.1.3.1, bfdProfile: missing}\n",
-    )
-    .expect("write");
-    let out = plugin(
+    let out = convert_and_check(
         &cluster,
-        &["convert", "-f", &file.to_string_lossy(), "--check"],
+        "dangling.yaml",
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lab}\nspec: {addresses: [10.1.2.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lab}\nspec: {ipAddressPools: [lab]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 10.1.3.1, bfdProfile: missing}\n",
     );
     assert!(
         out.status.success(),
@@ -474,15 +479,10 @@ async fn every_golden_conversion_is_accepted_by_the_schema_and_the_webhook() {
             "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: a}\nspec: {addresses: [10.1.0.0/24]}\n",
         )
         .expect("pool a stored");
-    let file = cluster.plane.dir().join("overlapping.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: b}\nspec: {addresses: [10.1.0.128/25]}\n",
-    )
-    .expect("write");
-    let out = plugin(
+    let out = convert_and_check(
         &cluster,
-        &["convert", "-f", &file.to_string_lossy(), "--check"],
+        "overlapping.yaml",
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: b}\nspec: {addresses: [10.1.0.128/25]}\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
