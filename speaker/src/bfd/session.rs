@@ -1,4 +1,5 @@
-//! One BFD session (RFC 5880 asynchronous mode, no echo, no demand) as a
+//! One BFD session (RFC 5880 asynchronous mode, no echo; a peer's Demand
+//! mode is honoured, this side never asks for it) as a
 //! pure state machine: datagrams and ticks in, with the time as an input;
 //! packets to send and state changes out. The socket loop only moves
 //! datagrams and sleeps until [`Session::deadline`].
@@ -118,6 +119,8 @@ pub struct Session {
     remote_min_rx: u32,
     remote_desired_tx: u32,
     remote_detect_mult: u8,
+    /// The peer's Demand bit, as last received.
+    remote_demand: bool,
     diag: Diag,
     poll: Poll,
     /// Send a Final in the next packet.
@@ -151,6 +154,7 @@ impl Session {
             remote_min_rx: 1,
             remote_desired_tx: 0,
             remote_detect_mult: 0,
+            remote_demand: false,
             diag: Diag::None,
             poll: Poll::Idle,
             final_due: false,
@@ -240,9 +244,22 @@ impl Session {
         !(self.params.passive && self.remote_discr == 0) && self.remote_min_rx != 0
     }
 
+    /// Whether the peer's Demand mode is active (section 6.6: its D bit, and
+    /// both sides Up): this side then sends only Finals, state changes and
+    /// its own Poll Sequences, no periodic packets.
+    pub fn peer_demands(&self) -> bool {
+        self.remote_demand && self.state == State::Up && self.remote_state == State::Up
+    }
+
+    fn may_send_periodically(&self) -> bool {
+        // Section 6.8.7: not while the peer's Demand mode is active, unless
+        // a Poll Sequence is being sent.
+        self.may_send() && !(self.peer_demands() && !self.polling())
+    }
+
     /// When [`Session::tick`] must run next.
     pub fn deadline(&self) -> Micros {
-        let mut at = if self.may_send() {
+        let mut at = if self.may_send_periodically() {
             self.next_tx
         } else {
             Micros::MAX
@@ -364,7 +381,7 @@ impl Session {
                 self.send_now(now, &mut out);
             }
         }
-        if self.may_send() && now >= self.next_tx {
+        if self.may_send_periodically() && now >= self.next_tx {
             self.send_now(now, &mut out);
         }
         out
@@ -488,6 +505,7 @@ impl Session {
         self.remote_min_rx = p.required_min_rx;
         self.remote_desired_tx = p.desired_min_tx;
         self.remote_detect_mult = p.detect_mult;
+        self.remote_demand = p.demand;
         self.last_rx = Some(now);
         self.expired = false;
         if p.final_

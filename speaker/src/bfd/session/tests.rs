@@ -398,3 +398,106 @@ fn transmit_jitter_stays_within_75_to_100_percent() {
     );
     assert!(gaps.iter().min() != gaps.iter().max(), "jittered");
 }
+
+/// A packet from a scripted peer (discriminator 0x0b) to `a`.
+fn from_peer(a: &Session, state: State, demand: bool, poll: bool, final_: bool) -> Vec<u8> {
+    packet::encode(
+        &Packet {
+            diag: Diag::None,
+            state,
+            poll,
+            final_,
+            cpi: false,
+            demand,
+            detect_mult: 3,
+            my_discr: 0x0b,
+            your_discr: if state == State::Down {
+                0
+            } else {
+                a.local_discr()
+            },
+            desired_min_tx: 100_000,
+            required_min_rx: 100_000,
+            required_min_echo_rx: 0,
+            auth: None,
+        },
+        None,
+    )
+}
+
+/// The packets among `actions`, parsed.
+fn sent(actions: &[Action]) -> Vec<Packet> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(bytes) => Some(packet::parse(bytes).expect("parses")),
+            Action::Changed { .. } => None,
+        })
+        .collect()
+}
+
+/// Runs `a`'s timers from `from` to `to` in 10 ms steps, the peer sending
+/// an Up packet (with `demand`) every 100 ms; what `a` sent meanwhile.
+fn replay(a: &mut Session, from: Micros, to: Micros, demand: bool) -> Vec<Packet> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        if (now - from) % (100 * MS) == 0 {
+            let bytes = from_peer(a, State::Up, demand, false, false);
+            out.extend(sent(&a.receive(&bytes, now).expect("accepted")));
+        }
+        out.extend(sent(&a.tick(now)));
+        now += 10 * MS;
+    }
+    out
+}
+
+#[test]
+fn a_peer_in_demand_mode_gets_no_periodic_packets_but_finals_and_polls() {
+    let mut a = Session::new(fast(100, 3), 0x0a, 0, 7);
+    a.receive(&from_peer(&a, State::Down, false, false, false), 0)
+        .unwrap();
+    a.receive(&from_peer(&a, State::Up, false, false, false), MS)
+        .unwrap();
+    assert_eq!(a.state(), State::Up);
+    // Up, it polls for its fast interval; the peer's Final ends that.
+    assert!(a.polling());
+    a.receive(&from_peer(&a, State::Up, false, false, true), 2 * MS)
+        .unwrap();
+    assert!(!a.polling());
+    // Without Demand: periodic packets, ~10 a second at 100 ms.
+    let before = replay(&mut a, 10 * MS, 1_010 * MS, false);
+    assert!(before.len() >= 9, "{}", before.len());
+    assert!(!a.peer_demands());
+    // The peer sets D: nothing periodic any more, and the session stays Up
+    // on the peer's own packets.
+    let quiet = replay(&mut a, 1_010 * MS, 3_010 * MS, true);
+    assert!(a.peer_demands());
+    assert!(quiet.iter().all(|p| p.poll || p.final_), "{quiet:?}");
+    assert!(quiet.len() <= 1, "at most the one already due: {quiet:?}");
+    assert_eq!(a.state(), State::Up);
+    // A Poll from the peer (it checks the path) is answered at once.
+    let answer = sent(
+        &a.receive(&from_peer(&a, State::Up, true, true, false), 3_010 * MS)
+            .unwrap(),
+    );
+    assert!(matches!(answer.as_slice(), [p] if p.final_), "{answer:?}");
+    // A parameter change of ours is polled for, periodically, until the Final.
+    let first = sent(&a.configure(fast(300, 3), 3_020 * MS));
+    assert!(matches!(first.as_slice(), [p] if p.poll), "{first:?}");
+    let polls = replay(&mut a, 3_020 * MS, 3_520 * MS, true)
+        .iter()
+        .filter(|p| p.poll)
+        .count();
+    assert!(polls >= 3, "polls repeat until answered: {polls}");
+    // The peer's Final ends the sequence: quiet again.
+    a.receive(&from_peer(&a, State::Up, true, false, true), 3_520 * MS)
+        .unwrap();
+    assert!(!a.polling());
+    let quiet_again = replay(&mut a, 3_530 * MS, 5_530 * MS, true);
+    assert!(quiet_again.is_empty(), "{quiet_again:?}");
+    // D cleared: periodic packets again (now at 300 ms).
+    let resumed = replay(&mut a, 5_530 * MS, 7_530 * MS, false);
+    assert!(resumed.len() >= 5, "{}", resumed.len());
+    assert!(!a.peer_demands());
+}
