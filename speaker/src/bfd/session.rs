@@ -254,7 +254,7 @@ impl Session {
     fn may_send_periodically(&self) -> bool {
         // Section 6.8.7: not while the peer's Demand mode is active, unless
         // a Poll Sequence is being sent.
-        self.may_send() && !(self.peer_demands() && !self.polling())
+        self.may_send() && (self.polling() || !self.peer_demands())
     }
 
     /// When [`Session::tick`] must run next.

@@ -442,7 +442,7 @@ fn replay(a: &mut Session, from: Micros, to: Micros, demand: bool) -> Vec<Packet
     let mut out = Vec::new();
     let mut now = from;
     while now < to {
-        if (now - from) % (100 * MS) == 0 {
+        if (now - from).is_multiple_of(100 * MS) {
             let bytes = from_peer(a, State::Up, demand, false, false);
             out.extend(sent(&a.receive(&bytes, now).expect("accepted")));
         }
