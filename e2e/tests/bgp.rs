@@ -429,6 +429,20 @@ fn frr_bfd_over_ipv6_comes_up_and_a_cut_link_takes_the_ipv6_route_away() {
     bfd_cut_link_takes_the_route_away(node_v6, "fd77::1", "fd20::9/128");
 }
 
+/// Takes a node's link down or up inside its namespace. Its IPv6 addresses
+/// are kept while down: the kernel flushes them, and a node's network
+/// manager would put them back.
+fn set_link(node: &Host, up: bool) {
+    node.command("sysctl")
+        .args(["-q", "-w", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
+        .status()
+        .expect("sysctl");
+    node.command("ip")
+        .args(["link", "set", "eth0", if up { "up" } else { "down" }])
+        .status()
+        .expect("ip link");
+}
+
 /// Two nodes advertise `prefix` to FRR over sessions to `router_address`
 /// (the nodes' addresses as `address` gives them) with BFD 100 ms × 3 and a
 /// 90 s hold time; node 1's link is cut, then brought back.
@@ -462,20 +476,9 @@ fn bfd_cut_link_takes_the_route_away(
             )
         });
     }
-    // The kernel flushes a link's IPv6 addresses when it goes down; a node's
-    // network manager puts them back. Here they are simply kept.
-    t.nodes[1]
-        .command("sysctl")
-        .args(["-q", "-w", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
-        .status()
-        .expect("sysctl");
     // Node 1's link goes down inside its namespace: no goodbye of any kind.
     let cut = Instant::now();
-    t.nodes[1]
-        .command("ip")
-        .args(["link", "set", "eth0", "down"])
-        .status()
-        .expect("link down");
+    set_link(&t.nodes[1], false);
     route_within(&router, prefix, LIMIT, |r| r.next_hops == vec![address(0)]);
     let took = cut.elapsed();
     println!(
@@ -488,11 +491,7 @@ fn bfd_cut_link_takes_the_route_away(
     })
     .unwrap();
     // The link back: BFD and BGP come back, and so does the next hop.
-    t.nodes[1]
-        .command("ip")
-        .args(["link", "set", "eth0", "up"])
-        .status()
-        .expect("link up");
+    set_link(&t.nodes[1], true);
     route_within(&router, prefix, Duration::from_secs(60), |r| {
         r.next_hops.len() == 2
     });
@@ -661,17 +660,9 @@ fn bird_bfd_comes_up_multihop_and_over_ipv6_and_a_cut_link_takes_each_route_away
             )
         });
     }
-    // Both links cut inside their namespaces (IPv6 addresses kept, as a
-    // node's network manager would put them back).
+    // Both links cut inside their namespaces.
     for node in &t.nodes {
-        node.command("sysctl")
-            .args(["-q", "-w", "net.ipv6.conf.eth0.keep_addr_on_down=1"])
-            .status()
-            .expect("sysctl");
-        node.command("ip")
-            .args(["link", "set", "eth0", "down"])
-            .status()
-            .expect("link down");
+        set_link(node, false);
     }
     let cut = Instant::now();
     gone_within(&bird, "172.20.9.5/32", LIMIT);
