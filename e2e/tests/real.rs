@@ -206,14 +206,22 @@ impl Real {
                 text.push_str(&String::from_utf8_lossy(&out.stdout));
             }
         }
+        text.push_str(&self.logs(|pod| !pod.contains("webhook"), "--tail=25"));
+        text
+    }
+
+    /// The logs of ferrolb's Pods whose name passes `which`, each limited
+    /// by `limit` (a `kubectl logs` flag).
+    fn logs(&self, which: impl Fn(&str) -> bool, limit: &str) -> String {
         let pods = self
             .cluster
             .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
             .unwrap_or_default();
-        for pod in pods.lines().filter(|p| !p.contains("webhook")) {
-            if let Ok(out) =
-                self.cluster
-                    .kubectl(&["-n", "ferrolb-system", "logs", pod, "--tail=25"])
+        let mut text = String::new();
+        for pod in pods.lines().filter(|p| which(p)) {
+            if let Ok(out) = self
+                .cluster
+                .kubectl(&["-n", "ferrolb-system", "logs", pod, limit])
             {
                 text.push_str(&format!(
                     "--- {pod}\n{}",
@@ -268,20 +276,13 @@ impl Real {
         if seen.gap.is_none_or(|gap| gap < Duration::from_secs(2)) {
             return;
         }
-        println!("SLOW {what}: {seen:?}");
-        let pods = self
-            .cluster
-            .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
-            .unwrap_or_default();
-        for pod in pods.lines().filter(|p| p.contains("speaker")) {
-            let since = format!("--since={seconds}s");
-            if let Ok(out) = self
-                .cluster
-                .kubectl(&["-n", "ferrolb-system", "logs", pod, &since])
-            {
-                println!("--- {pod}\n{}", String::from_utf8_lossy(&out.stdout));
-            }
-        }
+        println!(
+            "SLOW {what}: {seen:?}\n{}",
+            self.logs(
+                |pod| pod.contains("speaker"),
+                &format!("--since={seconds}s")
+            )
+        );
     }
 
     fn rss_of(&self, binary: &str) -> Vec<u64> {
