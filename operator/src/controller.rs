@@ -7,7 +7,7 @@
 //! [`Snapshot`]: crate::cluster::Snapshot
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrolb_api::constants::manager;
@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use crate::cluster::{self, Stores, read};
 use crate::metrics::Metrics;
 use crate::plan::Memory;
+use crate::plan::liveness::{Liveness, News};
 use crate::write::{Retry, SLOW_RETRY, Writer};
 
 /// How the controller runs.
@@ -53,6 +54,9 @@ pub async fn run(
     // their own: a pass follows only when the set of live speakers changed,
     // or when the first live Lease may have run out.
     let lease_events = Arc::new(Notify::new());
+    // When Lease news last came (stamped as it arrives, so a long pass is
+    // not taken for silence), for the no-news rule of `plan::liveness`.
+    let news = Arc::new(Mutex::new(News::default()));
     let stores = Stores::watch(
         &client,
         &config.namespace,
@@ -61,8 +65,11 @@ pub async fn run(
             move || notify.notify_one()
         },
         {
-            let lease_events = lease_events.clone();
-            move || lease_events.notify_one()
+            let (lease_events, news) = (lease_events.clone(), news.clone());
+            move || {
+                news.lock().expect("news lock").heard(Instant::now());
+                lease_events.notify_one();
+            }
         },
     );
     stores.ready().await?;
@@ -92,6 +99,24 @@ pub async fn run(
     // (up to a minute), so a persistent failure does not flood the API or the log.
     let mut backoff = RETRY_FIRST;
     let mut live_at_pass: Option<BTreeSet<String>> = None;
+    let mut liveness = Liveness::default();
+    let mut holding: Option<&'static str> = None;
+    let mut judge = |liveness: &mut Liveness| {
+        let news = *news.lock().expect("news lock");
+        let judged = liveness.judge(
+            &read::lease_views(&stores.leases.state()),
+            &news,
+            Instant::now(),
+        );
+        if judged.holding != holding {
+            match judged.holding {
+                Some(why) => tracing::warn!(why, "speaker expiries on hold"),
+                None => tracing::info!("Lease news flowing again: speaker expiries resume"),
+            }
+            holding = judged.holding;
+        }
+        judged
+    };
     let mut first_expiry: Option<Instant> = None;
     let mut forget_at: Option<Instant> = None;
     // A NodeAnnouncement write held back by the pacing is due.
@@ -132,9 +157,11 @@ pub async fn run(
             // Renewals, or the first Lease's end come: a pass only if the
             // live speakers are not those of the last pass (a pass longer
             // than a renewal period must not start the next one by itself).
-            let (live, until) = read::liveness(&stores.leases.state(), Timestamp::now());
-            if live_at_pass.as_ref() == Some(&live) {
-                first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
+            let judged = judge(&mut liveness);
+            if live_at_pass.as_ref() == Some(&judged.alive) {
+                first_expiry = judged
+                    .next
+                    .map(|d| Instant::now() + d.max(Duration::from_millis(100)));
                 metrics.passes_skipped.inc();
                 continue;
             }
@@ -155,10 +182,12 @@ pub async fn run(
         metrics.leader.set(1);
         let started = Instant::now();
         let now = Timestamp::now();
-        let (live, until) = read::liveness(&stores.leases.state(), now);
-        first_expiry = until.map(|d| Instant::now() + d.max(Duration::from_millis(100)));
-        let snapshot = stores.snapshot(&options, &live);
-        live_at_pass = Some(live);
+        let judged = judge(&mut liveness);
+        first_expiry = judged
+            .next
+            .map(|d| Instant::now() + d.max(Duration::from_millis(100)));
+        let snapshot = stores.snapshot(&options, &judged.alive);
+        live_at_pass = Some(judged.alive);
         let memory = memory
             .get_or_insert_with(|| Memory::rebuild(&snapshot).paced(crate::plan::pacing::RATE));
         let pass = memory.pass(&snapshot, now);

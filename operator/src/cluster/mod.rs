@@ -102,7 +102,7 @@ impl Stores {
     }
 
     /// Everything a pass needs, read once. `live` are the speaker Leases
-    /// alive now (see [`read::liveness`]).
+    /// alive now (see [`crate::plan::liveness`]).
     pub fn snapshot(&self, options: &Options, live: &BTreeSet<String>) -> Snapshot {
         let mut reads = self.reads.lock().expect("reads lock");
         Snapshot::read_with(
@@ -163,7 +163,7 @@ impl Snapshot {
             .into_iter()
             .map(|a| (a.name_any(), a))
             .collect();
-        let takeovers = read::takeovers(&announcements);
+        let takeovers = read::takeovers(&announcements, live);
         let (ours, others): (Vec<_>, Vec<_>) = objects
             .services
             .into_iter()
@@ -201,7 +201,7 @@ impl Snapshot {
             pools: pool_objects.iter().map(|p| convert::pool(p)).collect(),
             ours,
             others,
-            nodes: read::nodes(&objects.nodes, live, &takeovers, options.ignore_exclude_lb),
+            nodes: read::nodes(&objects.nodes, live, options.ignore_exclude_lb),
             l2: read::advertisements(&objects.l2, &pool_objects),
             bgp: read::bgp_advertisements(&objects.bgp, &pool_objects),
             peers: read::bgp_peers(&peer_objects, &objects.bfd_profiles),
@@ -220,6 +220,7 @@ impl Snapshot {
                 reads.endpoints.clone()
             },
             current: read::current_active(&announcements),
+            standbys: read::current_standby(&announcements),
             probes: read::probe_addresses(&announcements),
             takeovers,
             announcements,
@@ -277,6 +278,8 @@ pub struct Snapshot {
     pub takeovers: Takeovers,
     /// Per IP, the node whose spec makes it active now.
     pub current: BTreeMap<IpAddr, String>,
+    /// Per IP, the node whose spec makes it stand by now.
+    pub standbys: BTreeMap<IpAddr, String>,
     /// Per node, where its speaker answers failover probes.
     pub probes: BTreeMap<String, std::net::SocketAddr>,
     /// PrefixSets by name.

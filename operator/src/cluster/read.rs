@@ -20,67 +20,79 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+#[cfg(test)]
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::plan::allocation::ServiceKey;
 use crate::plan::announce::{self, Pools, bgp};
 use crate::plan::conditions::Takeovers;
+use crate::plan::liveness::LeaseView;
 
 pub use ferrolb_api::constants::speaker_lease;
 
-/// Whether a Lease was renewed within its duration.
-fn alive(lease: &Lease, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else {
-        return false;
-    };
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return false;
-    };
-    renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) >= now.as_second()
+/// Leases as liveness reads them: what changes at each renewal (the renew
+/// time and the holder, as text; never compared with a clock) and the
+/// duration. A Lease with no holder (released) was never renewed.
+pub fn lease_views(leases: &[Arc<Lease>]) -> Vec<LeaseView> {
+    leases
+        .iter()
+        .map(|lease| {
+            let spec = lease.spec.as_ref();
+            let holder = spec.and_then(|s| s.holder_identity.as_deref());
+            let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()));
+            let renewal = match (holder, renewed) {
+                (Some(holder), Some(at)) if !holder.is_empty() => {
+                    Some(format!("{holder} {}", at.0))
+                }
+                // Written without a holder (older speakers): the time alone.
+                (None, Some(at)) => Some(at.0.to_string()),
+                _ => None,
+            };
+            LeaseView {
+                name: lease.name_any(),
+                renewal,
+                duration: Duration::from_secs(
+                    spec.and_then(|s| s.lease_duration_seconds)
+                        .unwrap_or(0)
+                        .max(0) as u64,
+                ),
+            }
+        })
+        .collect()
 }
 
-/// The Leases alive at `now` (by name), and how long until the first of
-/// them runs out unless renewed. A renewal that leaves the first set as it was
-/// changes no decision: the controller passes only when it changes, or when
-/// that time comes.
-pub fn liveness(
-    leases: &[Arc<Lease>],
-    now: Timestamp,
-) -> (BTreeSet<String>, Option<std::time::Duration>) {
-    let mut live = BTreeSet::new();
-    let mut first_expiry: Option<i64> = None;
-    for lease in leases.iter().filter(|l| alive(l, now)) {
-        live.insert(lease.name_any());
-        if let Some(spec) = &lease.spec
-            && let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())
-        {
-            // `alive` holds through the whole second it ends in.
-            let ends =
-                renewed.0.as_second() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) + 1;
-            first_expiry = Some(first_expiry.map_or(ends, |e| e.min(ends)));
-        }
-    }
-    let until = first_expiry.map(|ends| {
-        let millis = (ends * 1000 - now.as_millisecond()).max(0);
-        std::time::Duration::from_millis(millis as u64)
-    });
-    (live, until)
-}
-
-/// Reads takeovers from the NodeAnnouncement statuses.
-pub fn takeovers(announcements: &BTreeMap<String, Arc<NodeAnnouncement>>) -> Takeovers {
+/// Reads takeovers from the NodeAnnouncement statuses. A report counts only
+/// while its reporter's speaker is alive, and only for the IPs that the
+/// reporter's spec has it stand by for, for the node the report names: a
+/// report from a dead node, or one its spec has moved on from, counts for
+/// nothing, and no status can claim an IP or a node its spec never gave it.
+/// The spec (the operator's own writing) also bounds the work: a reported
+/// range is only ever asked whether it holds an IP, never expanded.
+pub fn takeovers(
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    live: &BTreeSet<String>,
+) -> Takeovers {
     let mut found = Takeovers::default();
     for (node, announcement) in announcements {
+        if !live.contains(&speaker_lease(node)) {
+            continue;
+        }
         let Some(status) = &announcement.status else {
             continue;
         };
         for state in status.l2.iter().filter(|s| s.state == L2Phase::TakenOver) {
-            if let Some(from) = &state.taken_from {
-                found.from.insert(from.clone());
-            }
-            for ip in state.ips.iter() {
-                found.by.insert(ip, node.clone());
+            let Some(from) = &state.taken_from else {
+                continue;
+            };
+            let standing_by = announcement.spec.l2.iter().filter(|g| {
+                g.role == L2Role::Standby && g.standby_for.as_deref() == Some(from.as_str())
+            });
+            for group in standing_by {
+                for ip in group.ips.iter().filter(|ip| state.ips.contains(ip)) {
+                    found.by.insert(ip, node.clone());
+                    found.from.insert(ip, from.clone());
+                }
             }
         }
     }
@@ -107,6 +119,26 @@ pub fn current_active(
     current
 }
 
+/// Per IP, the node whose spec makes it stand by for it now.
+pub fn current_standby(
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+) -> BTreeMap<std::net::IpAddr, String> {
+    let mut standing_by = BTreeMap::new();
+    for (node, announcement) in announcements {
+        for group in announcement
+            .spec
+            .l2
+            .iter()
+            .filter(|g| g.role == L2Role::Standby)
+        {
+            for ip in group.ips.iter() {
+                standing_by.insert(ip, node.clone());
+            }
+        }
+    }
+    standing_by
+}
+
 /// Per node, where its speaker answers failover probes.
 pub fn probe_addresses(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
@@ -126,12 +158,13 @@ pub fn probe_addresses(
         .collect()
 }
 
-/// Nodes as the planner sees them: a node some standby took IPs over from
-/// counts as having no live speaker, even before its Lease runs out.
+/// Nodes as the planner sees them. Only the cluster's own evidence takes a
+/// node out: its speaker's Lease (as the operator observed it), its Ready
+/// condition. A standby's takeover report moves the IPs of that pair and
+/// nothing else (see [`takeovers`]).
 pub fn nodes(
     nodes: &[Arc<Node>],
     live: &BTreeSet<String>,
-    takeovers: &Takeovers,
     ignore_exclude_lb: bool,
 ) -> Vec<announce::Node> {
     nodes
@@ -145,8 +178,7 @@ pub fn nodes(
                 .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status == "True");
             announce::Node {
-                speaker_alive: live.contains(&speaker_lease(&name))
-                    && !takeovers.from.contains(&name),
+                speaker_alive: live.contains(&speaker_lease(&name)),
                 excluded: !ignore_exclude_lb && node.labels().contains_key(EXCLUDE_LABEL),
                 labels: node.labels().clone(),
                 ready,
@@ -337,45 +369,78 @@ pub fn endpoint_nodes(slices: &[Arc<EndpointSlice>]) -> BTreeMap<ServiceKey, BTr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-    fn lease(name: &str, renewed_second: i64, duration: i32) -> Arc<Lease> {
+    fn lease(name: &str, holder: Option<&str>, renewed_second: i64) -> Arc<Lease> {
         let mut lease = Lease::default();
         lease.metadata.name = Some(name.to_string());
         lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                Timestamp::from_second(renewed_second).unwrap(),
-            )),
-            lease_duration_seconds: Some(duration),
+            holder_identity: holder.map(str::to_string),
+            renew_time: Some(MicroTime(Timestamp::from_second(renewed_second).unwrap())),
+            lease_duration_seconds: Some(15),
             ..Default::default()
         });
         Arc::new(lease)
     }
 
-    #[test]
-    fn a_renewal_changes_no_liveness_and_the_first_expiry_is_the_next_wake() {
-        let now = Timestamp::from_second(1_000).unwrap();
-        let leases = [
-            lease("speaker-a", 995, 15),
-            lease("speaker-b", 998, 15),
-            lease("speaker-dead", 900, 15),
-        ];
-        let (live, until) = liveness(&leases, now);
-        assert_eq!(
-            live,
-            BTreeSet::from(["speaker-a".to_string(), "speaker-b".to_string()])
+    fn announcement(node: &str, spec: &str, status: &str) -> (String, Arc<NodeAnnouncement>) {
+        let json = format!(
+            r#"{{"apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
+                "metadata": {{"name": "{node}"}}, "spec": {spec}, "status": {status}}}"#
         );
-        assert_eq!(until, Some(std::time::Duration::from_secs(11)));
-        // speaker-a renews: the same set, a later first expiry.
-        let renewed = [
-            lease("speaker-a", 1_000, 15),
-            leases[1].clone(),
-            leases[2].clone(),
-        ];
-        let (again, until) = liveness(&renewed, now);
-        assert_eq!(again, live);
-        assert_eq!(until, Some(std::time::Duration::from_secs(14)));
-        // Past speaker-b's end: it is gone.
-        let (later, _) = liveness(&renewed, Timestamp::from_second(1_014).unwrap());
-        assert_eq!(later, BTreeSet::from(["speaker-a".to_string()]));
+        (
+            node.to_string(),
+            Arc::new(serde_json::from_str(&json).expect("a NodeAnnouncement")),
+        )
+    }
+
+    #[test]
+    fn a_takeover_counts_for_the_ips_the_reporters_spec_gave_it_and_only_while_it_lives() {
+        let spec = r#"{"l2": [{"role": "standby", "standbyFor": "node-a", "ips": ["10.0.0.1-10.0.0.3"]}]}"#;
+        // node-b reports the whole IPv4 space taken from node-a, and node-c
+        // (standing by for nobody) claims node-b's IPs.
+        let announcements = BTreeMap::from([
+            announcement(
+                "node-b",
+                spec,
+                r#"{"l2": [{"state": "TakenOver", "takenFrom": "node-a", "ips": ["0.0.0.0-255.255.255.255"]}]}"#,
+            ),
+            announcement(
+                "node-c",
+                r#"{"l2": []}"#,
+                r#"{"l2": [{"state": "TakenOver", "takenFrom": "node-b", "ips": ["10.0.0.7"]}]}"#,
+            ),
+        ]);
+        let live: BTreeSet<String> = ["speaker-node-b", "speaker-node-c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let started = std::time::Instant::now();
+        let found = takeovers(&announcements, &live);
+        assert!(started.elapsed() < Duration::from_secs(1), "never expanded");
+        let ips: Vec<String> = found.by.keys().map(|ip| ip.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert!(found.by.values().all(|n| n == "node-b"));
+        assert!(found.from.values().all(|n| n == "node-a"));
+        // node-b's speaker is dead: its report counts for nothing.
+        let found = takeovers(
+            &announcements,
+            &BTreeSet::from(["speaker-node-c".to_string()]),
+        );
+        assert!(found.by.is_empty() && found.from.is_empty());
+    }
+
+    #[test]
+    fn a_renewal_is_a_new_renew_time_or_holder_and_a_released_lease_has_none() {
+        let views = lease_views(&[
+            lease("speaker-a", Some("node-a"), 1_000),
+            lease("speaker-b", Some("node-a"), 1_005),
+            lease("ferrolb-operator", Some(""), 1_000),
+            lease("speaker-old", None, 1_000),
+        ]);
+        assert_ne!(views[0].renewal, views[1].renewal);
+        assert_eq!(views[2].renewal, None, "released");
+        assert!(views[3].renewal.is_some());
+        assert_eq!(views[0].duration, Duration::from_secs(15));
     }
 }

@@ -21,13 +21,14 @@ use crate::plan::allocation::{Assignment, ServiceKey};
 use crate::plan::announce::{self, Announced, Entry, Outcome, Role, bgp};
 use crate::plan::status::Verdict;
 
-/// What the speakers report about failovers: the nodes some standby took IPs
-/// over from (their speaker is gone as far as the fast path can tell), and per
-/// IP the node answering for it after a takeover.
+/// What the speakers report about failovers, per IP: the node answering for
+/// it after a takeover, and the node it was taken from (which then neither
+/// answers nor stands by for that IP while the report stands; its other IPs
+/// and its BGP sessions are not touched).
 #[derive(Clone, Debug, Default)]
 pub struct Takeovers {
-    /// Nodes IPs were taken from.
-    pub from: BTreeSet<String>,
+    /// IP → the node it was taken from.
+    pub from: BTreeMap<IpAddr, String>,
     /// IP → the node that took it.
     pub by: BTreeMap<IpAddr, String>,
 }
@@ -68,12 +69,14 @@ pub fn moved(
 }
 
 /// A Service with IPs, as the planner sees it; `current` is the node that
-/// answers for its first IP now (the one that took it over, if one did).
+/// answers for its first IP now (the one that took it over, if one did),
+/// `standbys` the node standing by for each IP now.
 pub fn announced(
     service: &Ours,
     assignments: &[Assignment],
     endpoints: &BTreeMap<ServiceKey, BTreeSet<String>>,
     current: &BTreeMap<IpAddr, String>,
+    standbys: &BTreeMap<IpAddr, String>,
     takeovers: &Takeovers,
 ) -> Announced {
     let current = assignments.first().and_then(|first| {
@@ -84,6 +87,14 @@ pub fn announced(
             .cloned()
     });
     Announced {
+        standby: assignments
+            .first()
+            .and_then(|first| standbys.get(&first.ip))
+            .cloned(),
+        avoid: assignments
+            .first()
+            .and_then(|first| takeovers.from.get(&first.ip))
+            .cloned(),
         ips: assignments.iter().map(|a| (a.ip, a.pool.clone())).collect(),
         local: service.local,
         endpoint_nodes: endpoints.get(&service.key).cloned().unwrap_or_default(),
@@ -741,7 +752,7 @@ mod tests {
         };
         let mut takeovers = Takeovers::default();
         takeovers.by.insert(ip, "node-c".to_string());
-        takeovers.from.insert("node-b".to_string());
+        takeovers.from.insert(ip, "node-b".to_string());
         let nodes = [node("node-b", true), node("node-c", true)];
         assert_eq!(
             moved(&[ip], Some(&to_c), &current, &takeovers, &nodes).unwrap(),

@@ -8,6 +8,7 @@
 pub mod allocation;
 pub mod announce;
 pub mod conditions;
+pub mod liveness;
 pub mod status;
 
 mod memory;

@@ -508,6 +508,8 @@ mod tests {
             local: false,
             endpoint_nodes: BTreeSet::new(),
             current: None,
+            standby: None,
+            avoid: None,
         }
     }
 

@@ -12,7 +12,9 @@
 //!   groups that node wins or held, and the same inputs always give the same plan.
 //!   A group stays on its current node while that node is eligible (no moving
 //!   back when a node returns), and goes to the node that took it over after a
-//!   failover.
+//!   failover; its standby stays too while eligible. The node it was taken
+//!   from neither answers nor stands by for it while the takeover report
+//!   stands; its other IPs stay where they are.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -79,6 +81,14 @@ pub struct Announced {
     /// The node answering for its IPs now (or that took them over): kept
     /// while eligible, so an IP moves only when it must.
     pub current: Option<String>,
+    /// The node standing by for its IPs now: kept while eligible too, so a
+    /// standby that has heard the active is not swapped for one that has not
+    /// (a cut in between would find nobody to take over).
+    pub standby: Option<String>,
+    /// The node a standby took its IPs over from: while that report stands
+    /// it neither answers nor stands by for them (the two could not hear each
+    /// other), unless no other node may.
+    pub avoid: Option<String>,
 }
 
 /// A node's part for one IP.
@@ -330,6 +340,9 @@ struct Placed {
     local: bool,
     active: String,
     standby: Option<String>,
+    /// Placed while a node was avoided (after a takeover): the next pass
+    /// places it afresh, since the avoided node may fill its standby now.
+    avoided: bool,
 }
 
 /// Plans layer 2 announcements, starting from where the last pass placed
@@ -394,15 +407,25 @@ pub fn plan_l2_from(
         let base = &by_advertisements[&chosen];
         let locals: Vec<&Announced> = members.iter().copied().filter(|s| s.local).collect();
         // Positions in `base.eligible` of the nodes that may announce this
-        // group: all of them, unless it has Local Services.
-        let filtered: Option<Vec<usize>> = (!locals.is_empty()).then(|| {
+        // group: all of them, unless it has Local Services, or IPs some
+        // standby took over from a node.
+        let local_ok = |name: &String| locals.iter().all(|s| s.endpoint_nodes.contains(name));
+        let mut avoid: BTreeSet<&str> = members.iter().filter_map(|s| s.avoid.as_deref()).collect();
+        let keep = |avoid: &BTreeSet<&str>| -> Vec<usize> {
             (0..base.eligible.len())
                 .filter(|i| {
                     let name = &nodes[base.eligible[*i].0].name;
-                    locals.iter().all(|s| s.endpoint_nodes.contains(name))
+                    local_ok(name) && !avoid.contains(name.as_str())
                 })
                 .collect()
-        });
+        };
+        let mut filtered: Option<Vec<usize>> =
+            (!locals.is_empty() || !avoid.is_empty()).then(|| keep(&avoid));
+        if !avoid.is_empty() && filtered.as_ref().is_some_and(Vec::is_empty) {
+            // Better the node it was taken from than none.
+            avoid.clear();
+            filtered = (!locals.is_empty()).then(|| keep(&avoid));
+        }
         let count = filtered.as_ref().map_or(base.eligible.len(), Vec::len);
         if count == 0 {
             let reasons = &base.reasons;
@@ -431,10 +454,12 @@ pub fn plan_l2_from(
         // while eligible. Only the first two matter, so each node's score is
         // worked out once and no list is sorted.
         let current = members.iter().find_map(|s| s.current.as_deref());
+        let standing_by = members.iter().find_map(|s| s.standby.as_deref());
         let rank = |i: usize| {
             let node = &nodes[base.eligible[i].0];
             (
                 current == Some(node.name.as_str()),
+                standing_by == Some(node.name.as_str()),
                 score(&node.name, &key),
                 std::cmp::Reverse(node.name.as_str()),
             )
@@ -448,6 +473,9 @@ pub fn plan_l2_from(
                 && p.advertisements == chosen
                 && current == Some(p.active.as_str())
                 && base.position.contains_key(&p.active)
+                && !p.avoided
+                && avoid.is_empty()
+                && standing_by.is_none_or(|s| p.standby.as_deref() == Some(s))
                 && p.standby
                     .as_ref()
                     .is_none_or(|s| base.position.contains_key(s))
@@ -493,6 +521,7 @@ pub fn plan_l2_from(
                 advertisements: chosen,
                 active: active.name.clone(),
                 standby: standby.map(|(n, _)| n.name.clone()),
+                avoided: !avoid.is_empty(),
             },
         );
         let ips: BTreeSet<IpAddr> = members

@@ -33,6 +33,8 @@ fn service(name: &str, ips: &[&str]) -> Announced {
         local: false,
         endpoint_nodes: BTreeSet::new(),
         current: None,
+        standby: None,
+        avoid: None,
     }
 }
 
@@ -263,6 +265,99 @@ fn an_ip_stays_on_its_current_node_while_eligible_and_follows_a_takeover() {
     assert_ne!(active_of(&plan, "web").as_deref(), Some(other));
 }
 
+#[test]
+fn a_takeover_moves_that_pairs_ips_only_and_the_node_taken_from_does_not_stand_by_for_them() {
+    let nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| node(n)).collect();
+    // Find two Services with the same active node.
+    let all: Vec<Announced> = (0..40)
+        .map(|i| service(&format!("s{i}"), &[&format!("10.0.0.{}", i + 1)]))
+        .collect();
+    let first = plan_l2(&nodes, &[everywhere()], &all);
+    let placed =
+        |plan: &Plan, name: &str| match plan.services.get(&ServiceKey::new("default", name)) {
+            Some(Outcome::Announced { node, standby }) => (node.clone(), standby.clone()),
+            other => panic!("{name}: {other:?}"),
+        };
+    let (old, taker) = placed(&first, "s0");
+    let taker = taker.expect("a standby");
+    let other = (1..40)
+        .map(|i| format!("s{i}"))
+        .find(|name| placed(&first, name).0 == old)
+        .expect("another Service on the same node");
+    // s0's standby took it over from `old`; everything else stays where it is.
+    let mut services: Vec<Announced> = all
+        .iter()
+        .map(|s| Announced {
+            current: Some(placed(&first, &s.service.name).0),
+            ..s.clone()
+        })
+        .collect();
+    services[0].current = Some(taker.clone());
+    services[0].avoid = Some(old.clone());
+    let after = plan_l2(&nodes, &[everywhere()], &services);
+    let (now, standby) = placed(&after, "s0");
+    assert_eq!(now, taker);
+    assert!(
+        standby.is_some() && standby.as_ref() != Some(&old),
+        "{standby:?}"
+    );
+    assert_eq!(
+        placed(&after, &other).0,
+        old,
+        "the old node keeps its other IPs"
+    );
+    // Two nodes: the taker answers alone rather than with a standby that
+    // could not hear it.
+    let two: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.name == old || n.name == taker)
+        .cloned()
+        .collect();
+    let after = plan_l2(&two, &[everywhere()], &services[..1]);
+    assert_eq!(placed(&after, "s0"), (taker.clone(), None));
+    // The taker gone too: better the node it was taken from than none.
+    let alone: Vec<Node> = nodes.iter().filter(|n| n.name == old).cloned().collect();
+    let after = plan_l2(&alone, &[everywhere()], &services[..1]);
+    assert_eq!(placed(&after, "s0"), (old.clone(), None));
+}
+
+#[test]
+fn a_local_services_standby_stays_when_a_higher_scoring_node_gains_an_endpoint() {
+    let nodes = cluster(6);
+    let mut web = service("web", &["10.0.0.9"]);
+    web.local = true;
+    web.endpoint_nodes = ["node-0", "node-1"].iter().map(|n| n.to_string()).collect();
+    let first = plan_l2(&nodes, &[everywhere()], std::slice::from_ref(&web));
+    let Some(Outcome::Announced {
+        node,
+        standby: Some(standby),
+    }) = first.services.values().next().cloned()
+    else {
+        panic!("{first:?}");
+    };
+    web.current = Some(node.clone());
+    web.standby = Some(standby.clone());
+    // Endpoints start on every other node: some outscore the standby.
+    web.endpoint_nodes = nodes.iter().map(|n| n.name.clone()).collect();
+    let outscoring = nodes
+        .iter()
+        .filter(|n| n.name != node && score(&n.name, "10.0.0.9") > score(&standby, "10.0.0.9"))
+        .count();
+    assert!(
+        outscoring > 0,
+        "the case needs a node that outscores the standby"
+    );
+    let after = plan_l2(&nodes, &[everywhere()], &[web]);
+    assert_eq!(
+        after.services.values().next(),
+        Some(&Outcome::Announced {
+            node,
+            standby: Some(standby)
+        }),
+        "the standby that has heard the active stays"
+    );
+}
+
 /// One change between passes, for the replay below.
 #[derive(Clone, Debug)]
 enum Change {
@@ -340,21 +435,43 @@ proptest! {
                 Change::TakeOver(s, n) => {
                     if !services.is_empty() {
                         let s = s % services.len();
-                        services[s].current = Some(nodes[n % nodes.len()].name.clone());
+                        let taker = nodes[n % nodes.len()].name.clone();
+                        // The node taken from is avoided while the report stands.
+                        services[s].avoid = services[s].current.take().filter(|old| *old != taker);
+                        services[s].current = Some(taker);
                     }
                 }
             }
             // The operator feeds back where each IP answers now.
             for service in services.iter_mut() {
-                if let Some(Outcome::Announced { node, .. }) = last.services.get(&service.service)
+                let placed = last.services.get(&service.service);
+                if let Some(Outcome::Announced { node, .. }) = placed
                     && service.current.is_none()
                 {
                     service.current = Some(node.clone());
                 }
+                // And which node stands by for it now.
+                service.standby = match placed {
+                    Some(Outcome::Announced { standby, .. }) => standby.clone(),
+                    _ => None,
+                };
             }
             let kept = plan_l2_from(&mut placements, &nodes, &advertisements, &services, true);
             let fresh = plan_l2(&nodes, &advertisements, &services);
             prop_assert_eq!(&kept, &fresh);
+            // The node taken from neither answers nor stands by for the IP.
+            for service in &services {
+                if let (Some(avoided), Some(Outcome::Announced { node, standby })) =
+                    (&service.avoid, kept.services.get(&service.service))
+                    && service.current.as_ref() == Some(node)
+                {
+                    prop_assert_ne!(Some(avoided), standby.as_ref());
+                }
+            }
+            // Reports end once the plan follows them.
+            for service in services.iter_mut() {
+                service.avoid = None;
+            }
             last = kept;
         }
     }

@@ -116,6 +116,8 @@ pub struct Memory {
     /// Per IP, the active node by spec, and by takeover, in the last pass.
     current: BTreeMap<IpAddr, String>,
     taken: BTreeMap<IpAddr, String>,
+    /// Per IP, the standby node by spec in the last pass.
+    standing_by: BTreeMap<IpAddr, String>,
     /// Per node, its NodeAnnouncement object in the last pass.
     reports: BTreeMap<String, Same<ferrolb_api::NodeAnnouncement>>,
     /// The kernel-answers-ARP note of the last pass.
@@ -244,21 +246,37 @@ impl Memory {
     /// does not show yet (its watch lags the apiserver) must not look like an
     /// IP with no node: placing it afresh could move it.
     fn current_active<'a>(&self, snapshot: &'a Snapshot) -> Cow<'a, BTreeMap<IpAddr, String>> {
+        self.by_spec(&snapshot.current, true)
+    }
+
+    /// Per IP, the node standing by for it now, read as [`Self::current_active`].
+    fn current_standby<'a>(&self, snapshot: &'a Snapshot) -> Cow<'a, BTreeMap<IpAddr, String>> {
+        self.by_spec(&snapshot.standbys, false)
+    }
+
+    /// `stored` (per IP, a node by the specs in the store), with what this
+    /// memory last planned in the role (active or standby) for IPs it lacks.
+    fn by_spec<'a>(
+        &self,
+        stored: &'a BTreeMap<IpAddr, String>,
+        active: bool,
+    ) -> Cow<'a, BTreeMap<IpAddr, String>> {
         let mut missing: Vec<(IpAddr, String)> = Vec::new();
         for (node, entries) in &self.l2.nodes {
             for entry in entries {
-                if entry.role == announce::Role::Active && !snapshot.current.contains_key(&entry.ip)
+                if (entry.role == announce::Role::Active) == active
+                    && !stored.contains_key(&entry.ip)
                 {
                     missing.push((entry.ip, node.clone()));
                 }
             }
         }
         if missing.is_empty() {
-            Cow::Borrowed(&snapshot.current)
+            Cow::Borrowed(stored)
         } else {
-            let mut current = snapshot.current.clone();
-            current.extend(missing);
-            Cow::Owned(current)
+            let mut found = stored.clone();
+            found.extend(missing);
+            Cow::Owned(found)
         }
     }
 
@@ -418,8 +436,10 @@ impl Memory {
             .as_ref()
             .is_none_or(|e| !Arc::ptr_eq(e, &snapshot.endpoints));
         let active_now = self.current_active(snapshot);
+        let standby_now = self.current_standby(snapshot);
         let mut moved_ips: BTreeSet<IpAddr> = BTreeSet::new();
         differing(&self.current, &active_now, &mut moved_ips);
+        differing(&self.standing_by, &standby_now, &mut moved_ips);
         differing(&self.taken, &snapshot.takeovers.by, &mut moved_ips);
         let mut recheck: BTreeSet<usize> = replanned.into_iter().chain(reread).collect();
         if whole || endpoints_changed {
@@ -450,6 +470,7 @@ impl Memory {
         }
         if !moved_ips.is_empty() {
             self.current = active_now.clone().into_owned();
+            self.standing_by = standby_now.clone().into_owned();
             self.taken = snapshot.takeovers.by.clone();
         }
         let empty = BTreeSet::new();
@@ -475,6 +496,8 @@ impl Memory {
                 a.local == service.local
                     && a.endpoint_nodes == *endpoints
                     && a.current.as_ref() == current
+                    && a.avoid.as_ref() == snapshot.takeovers.from.get(&first)
+                    && a.standby.as_ref() == standby_now.get(&first)
                     && a.ips.len() == kept.held.len()
                     && a.ips
                         .iter()
@@ -487,6 +510,7 @@ impl Memory {
                     &kept.held,
                     &snapshot.endpoints,
                     &active_now,
+                    &standby_now,
                     &snapshot.takeovers,
                 ));
                 changed.insert(service.key.clone());

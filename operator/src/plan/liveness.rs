@@ -1,0 +1,289 @@
+//! Is a speaker (or the leader) still alive? Judged only on what this
+//! process itself observed, on its own monotonic clock:
+//!
+//! - A Lease counts as renewed when this process *sees* its renewal (a new
+//!   `renewTime` or holder), not at the `renewTime` it carries: that is the
+//!   renewer's wall clock, and two machines' wall clocks are never compared.
+//!   A Lease first seen now counts as renewed now.
+//! - It expires one Lease duration after the last renewal seen.
+//! - The operator's own lack of news never expires anybody. When no Lease
+//!   event came for [`SILENCE`] (the apiserver is away, or the watch is dead),
+//!   nothing expires; when news comes back after such a gap, every Lease gets
+//!   a whole duration from then to show a renewal before it may expire.
+//!
+//! Pure: the time is an input, so tests replay outages and clock steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// With no Lease event for this long, the operator has no news: speakers
+/// renew every few seconds, so silence means the apiserver or the watch is
+/// away, not that every speaker died at once.
+pub const SILENCE: Duration = Duration::from_secs(10);
+
+/// A Lease as liveness reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The Lease's name.
+    pub name: String,
+    /// What changes with each renewal (renew time and holder, as text);
+    /// `None` for a Lease never acquired or released (no holder).
+    pub renewal: Option<String>,
+    /// How long it holds without renewal.
+    pub duration: Duration,
+}
+
+/// When the operator last heard from the apiserver about Leases, and when
+/// news came back after the last gap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct News {
+    last: Option<Instant>,
+    resumed: Option<Instant>,
+}
+
+impl News {
+    /// A Lease event (or the Lease watch's first list) arrived at `at`.
+    pub fn heard(&mut self, at: Instant) {
+        if let Some(last) = self.last
+            && at.saturating_duration_since(last) > SILENCE
+        {
+            self.resumed = Some(at);
+        }
+        self.last = Some(self.last.map_or(at, |last| last.max(at)));
+    }
+
+    /// No news for longer than [`SILENCE`] at `now` (or none ever).
+    pub fn silent(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|last| now.saturating_duration_since(last) > SILENCE)
+    }
+
+    /// When news last came back after a gap.
+    pub fn resumed(&self) -> Option<Instant> {
+        self.resumed
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Sighting {
+    renewal: String,
+    at: Instant,
+}
+
+/// Which Leases are alive, remembered from pass to pass.
+#[derive(Clone, Debug, Default)]
+pub struct Liveness {
+    seen: BTreeMap<String, Sighting>,
+}
+
+/// What [`Liveness::judge`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Judged {
+    /// The Leases alive now, by name.
+    pub alive: BTreeSet<String>,
+    /// How long until the first of them may expire unless renewed (`None`
+    /// while nothing can expire: none alive, or no news).
+    pub next: Option<Duration>,
+    /// Why nothing expires now, when that is so because of the operator's own
+    /// lack of news (for the log).
+    pub holding: Option<&'static str>,
+}
+
+impl Liveness {
+    /// Records the renewals in `leases` as seen at `now`, and judges each.
+    pub fn judge(&mut self, leases: &[LeaseView], news: &News, now: Instant) -> Judged {
+        let names: BTreeSet<&str> = leases.iter().map(|l| l.name.as_str()).collect();
+        self.seen.retain(|name, _| names.contains(name.as_str()));
+        let silent = news.silent(now);
+        let mut judged = Judged {
+            holding: if silent {
+                Some("no Lease news from the apiserver: no speaker is expired until it comes back")
+            } else {
+                None
+            },
+            ..Judged::default()
+        };
+        for lease in leases {
+            let Some(renewal) = &lease.renewal else {
+                self.seen.remove(&lease.name);
+                continue;
+            };
+            let sighting = self
+                .seen
+                .entry(lease.name.clone())
+                .or_insert_with(|| Sighting {
+                    renewal: renewal.clone(),
+                    at: now,
+                });
+            if sighting.renewal != *renewal {
+                *sighting = Sighting {
+                    renewal: renewal.clone(),
+                    at: now,
+                };
+            }
+            // A whole duration from the last renewal seen, or from news
+            // coming back after a gap, whichever is later.
+            let from = news
+                .resumed()
+                .map_or(sighting.at, |back| back.max(sighting.at));
+            let ends = from + lease.duration;
+            if silent || now < ends {
+                judged.alive.insert(lease.name.clone());
+                if !silent {
+                    let left = ends - now;
+                    judged.next = Some(judged.next.map_or(left, |n| n.min(left)));
+                }
+            }
+        }
+        if !silent
+            && news
+                .resumed()
+                .is_some_and(|back| leases.iter().any(|l| now < back + l.duration))
+        {
+            judged.holding = Some(
+                "Lease news came back after a gap: every speaker gets a whole Lease duration to renew",
+            );
+        }
+        judged
+    }
+
+    /// Forgets a Lease (so that its next sighting counts as a renewal).
+    pub fn forget(&mut self, name: &str) {
+        self.seen.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(15);
+
+    fn lease(name: &str, renewal: &str) -> LeaseView {
+        LeaseView {
+            name: name.to_string(),
+            renewal: Some(renewal.to_string()),
+            duration: LEASE,
+        }
+    }
+
+    /// A clock: seconds after a start.
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, seconds: f64) -> Instant {
+            self.0 + Duration::from_secs_f64(seconds)
+        }
+    }
+
+    fn names(judged: &Judged) -> Vec<&str> {
+        judged.alive.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_lease_expires_one_duration_after_its_last_renewal_was_seen() {
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        // Both renew every 5 s until a stops at 10 s; b goes on.
+        let mut last = Judged::default();
+        for step in 0..=60 {
+            let s = f64::from(step) * 0.5;
+            news.heard(t.at(s));
+            let a = format!("a-{}", (s.min(10.0) / 5.0).floor());
+            let b = format!("b-{}", (s / 5.0).floor());
+            last = live.judge(&[lease("a", &a), lease("b", &b)], &news, t.at(s));
+            if s < 25.0 {
+                assert_eq!(names(&last), ["a", "b"], "at {s} s");
+            } else {
+                assert_eq!(names(&last), ["b"], "at {s} s");
+            }
+        }
+        assert!(last.holding.is_none());
+    }
+
+    #[test]
+    fn the_renewers_wall_clock_is_never_read_so_a_clock_ahead_or_behind_changes_nothing() {
+        // The renewal text carries a renewTime an hour off: only its change
+        // counts, when it is seen.
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        news.heard(t.at(0.0));
+        let judged = live.judge(
+            &[
+                lease("a", "2026-12-06T23:00:00Z"),
+                lease("b", "1999-01-01T00:00:00Z"),
+            ],
+            &news,
+            t.at(0.0),
+        );
+        assert_eq!(names(&judged), ["a", "b"]);
+        assert_eq!(judged.next, Some(LEASE));
+    }
+
+    #[test]
+    fn an_apiserver_outage_expires_nobody_and_news_coming_back_gives_a_whole_duration() {
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        news.heard(t.at(0.0));
+        assert_eq!(
+            names(&live.judge(&[lease("a", "1"), lease("b", "1")], &news, t.at(0.0))),
+            ["a", "b"]
+        );
+        // The apiserver freezes for 30 s: no renewal is seen, no event comes.
+        for s in [5.0, 14.0, 16.0, 29.0] {
+            let judged = live.judge(&[lease("a", "1"), lease("b", "1")], &news, t.at(s));
+            assert_eq!(names(&judged), ["a", "b"], "at {s} s");
+        }
+        assert!(
+            live.judge(&[lease("a", "1"), lease("b", "1")], &news, t.at(29.0))
+                .holding
+                .is_some()
+        );
+        // Back at 30 s: the watch replays, but a's renewal lands only at 33 s
+        // and b never renews again (it died meanwhile).
+        news.heard(t.at(30.0));
+        let judged = live.judge(&[lease("a", "1"), lease("b", "1")], &news, t.at(30.5));
+        assert_eq!(names(&judged), ["a", "b"], "the first pass after the gap");
+        assert!(judged.holding.is_some());
+        for s in [33.0, 40.0, 44.9] {
+            news.heard(t.at(s));
+            let judged = live.judge(&[lease("a", "2"), lease("b", "1")], &news, t.at(s));
+            assert_eq!(names(&judged), ["a", "b"], "at {s} s");
+        }
+        // 15 s after news came back, b has had its chance.
+        news.heard(t.at(45.5));
+        let judged = live.judge(&[lease("a", "3"), lease("b", "1")], &news, t.at(45.5));
+        assert_eq!(names(&judged), ["a"]);
+    }
+
+    #[test]
+    fn a_dead_watch_is_no_news_and_expires_nobody() {
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        news.heard(t.at(0.0));
+        live.judge(&[lease("a", "1")], &news, t.at(0.0));
+        // No event for 5 minutes (a half-open watch): a is kept.
+        let judged = live.judge(&[lease("a", "1")], &news, t.at(300.0));
+        assert_eq!(names(&judged), ["a"]);
+        assert_eq!(
+            judged.next, None,
+            "nothing to wake for while there is no news"
+        );
+    }
+
+    #[test]
+    fn a_lease_with_no_holder_is_not_alive_and_a_new_holder_is_a_renewal() {
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        news.heard(t.at(0.0));
+        let released = LeaseView {
+            renewal: None,
+            ..lease("a", "")
+        };
+        assert!(live.judge(&[released], &news, t.at(0.0)).alive.is_empty());
+        news.heard(t.at(8.0));
+        live.judge(&[lease("a", "node-a 1")], &news, t.at(8.0));
+        news.heard(t.at(16.0));
+        let judged = live.judge(&[lease("a", "node-a 1")], &news, t.at(16.0));
+        assert_eq!(judged.next, Some(Duration::from_secs(7)));
+    }
+}
