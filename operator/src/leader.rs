@@ -40,13 +40,34 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Whether a Lease's holder let it expire.
-fn expired(spec: &LeaseSpec, at: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed.0.as_second() + duration < at.as_second()
+/// Another replica's hold on the Lease, as this replica saw it: the Lease
+/// counts as expired once its renewal (renew time and holder) has not changed
+/// for a whole Lease duration by this replica's own monotonic clock. The
+/// holder's `renewTime` is never compared with the local clock, so a replica
+/// whose clock is ahead does not steal the Lease, nor one behind wait longer.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    renewal: Option<String>,
+    at: Option<Instant>,
+}
+
+impl Seen {
+    fn expired(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
+        let renewal = spec
+            .renew_time
+            .as_ref()
+            .or(spec.acquire_time.as_ref())
+            .map(|t| format!("{} {}", spec.holder_identity.as_deref().unwrap_or(""), t.0));
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
+        match self.at {
+            Some(at) if self.renewal == renewal => now.saturating_duration_since(at) >= duration,
+            _ => {
+                self.renewal = renewal;
+                self.at = Some(now);
+                false
+            }
+        }
+    }
 }
 
 /// One attempt to take or renew the Lease; true when we hold it afterwards.
@@ -55,6 +76,7 @@ async fn try_lead(
     name: &str,
     identity: &str,
     timing: &Timing,
+    seen: &mut Seen,
 ) -> kube::Result<bool> {
     let duration = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(15);
     let existing = api.get_opt(name).await?;
@@ -83,7 +105,7 @@ async fn try_lead(
     let ours = spec.holder_identity.as_deref() == Some(identity);
     // A Lease released on shutdown has no holder and is free at once.
     let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-    if !ours && !free && !expired(spec, Timestamp::now()) {
+    if !ours && !free && !seen.expired(spec, Instant::now()) {
         return Ok(false);
     }
     if !ours {
@@ -134,11 +156,23 @@ pub async fn run(
 ) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let mut last_renewal: Option<Instant> = None;
+    let mut seen = Seen::default();
     loop {
-        match try_lead(&api, name, identity, &timing).await {
-            Ok(true) => last_renewal = Some(Instant::now()),
-            Ok(false) => last_renewal = None,
-            Err(e) => tracing::warn!(error = %e, "cannot reach the leader Lease"),
+        // A try that hangs is given up after a retry period, so a leader that
+        // cannot renew notices and stops leading at its renew deadline.
+        match tokio::time::timeout(
+            timing.retry_period,
+            try_lead(&api, name, identity, &timing, &mut seen),
+        )
+        .await
+        {
+            Ok(Ok(true)) => last_renewal = Some(Instant::now()),
+            Ok(Ok(false)) => last_renewal = None,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the leader Lease"),
+            Err(_) => tracing::warn!(
+                timeout = ?timing.retry_period,
+                "the leader Lease call got no answer"
+            ),
         }
         let lead = last_renewal.is_some_and(|t| t.elapsed() < timing.renew_deadline);
         leading.send_if_modified(|was| {
@@ -178,22 +212,65 @@ mod tests {
         renew_deadline: Duration::from_secs(10),
     };
 
-    async fn attempt(replies: Vec<Reply>) -> kube::Result<bool> {
+    async fn attempt_seen(replies: Vec<Reply>, seen: &mut Seen) -> kube::Result<bool> {
         let (client, server) = client(replies);
         let api: Api<Lease> = Api::namespaced(client, "ferrolb-system");
-        let result = try_lead(&api, "ferrolb-operator", "me", &TIMING).await;
+        let result = try_lead(&api, "ferrolb-operator", "me", &TIMING, seen).await;
         server.await.expect("every scripted request was made");
         result
     }
 
+    /// An attempt by a replica that has watched the other's Lease unchanged
+    /// for longer than its duration.
+    async fn attempt(replies: Vec<Reply>) -> kube::Result<bool> {
+        let mut seen = Seen::default();
+        if let Some(Reply { body, .. }) = replies.first() {
+            let lease: Lease = serde_json::from_value(body.clone()).expect("a Lease");
+            let spec = lease.spec.unwrap_or_default();
+            seen.expired(&spec, Instant::now() - Duration::from_secs(20));
+        }
+        attempt_seen(replies, &mut seen).await
+    }
+
     #[tokio::test]
-    async fn a_live_lease_of_another_replica_is_left_alone() {
-        let led = attempt(vec![Reply {
+    async fn a_lease_is_judged_by_what_this_replica_saw_never_by_its_renew_time() {
+        // Renewed "60 s ago" by the holder's clock (ours could be behind):
+        // first seen now, so it is not taken.
+        let mut seen = Seen::default();
+        let get = || Reply {
             method: "GET",
             path: PATH,
             status: 200,
-            body: lease("other", 1),
-        }])
+            body: lease("other", 60),
+        };
+        assert!(
+            !attempt_seen(vec![get()], &mut seen)
+                .await
+                .expect("no error")
+        );
+        // Renewed "in the future" and then never again: taken once it stayed
+        // unchanged for the Lease duration as seen here.
+        let future = lease("other", -3600);
+        let spec = serde_json::from_value::<Lease>(future.clone())
+            .expect("a Lease")
+            .spec
+            .unwrap_or_default();
+        let mut seen = Seen::default();
+        assert!(!seen.expired(&spec, Instant::now() - Duration::from_secs(16)));
+        assert!(seen.expired(&spec, Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_of_another_replica_is_left_alone() {
+        let led = attempt_seen(
+            vec![Reply {
+                method: "GET",
+                path: PATH,
+                status: 200,
+                body: lease("other", 1),
+            }],
+            &mut Seen::default(),
+        )
         .await;
         assert!(!led.expect("no error"));
     }

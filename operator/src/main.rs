@@ -57,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = kube::Client::try_default().await?;
+    let client = ferrolb_runtime::client()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the apiserver: {e}"))?;
     tokio::spawn(ferrolb_operator::failover_key::ensure(
         client.clone(),
         cli.namespace.clone(),

@@ -33,6 +33,31 @@ pub fn init_logs(json: bool) {
     }
 }
 
+/// A request the apiserver has said nothing on for this long fails (a hung
+/// call, a half-open connection): no call blocks a loop for longer.
+pub const CALL_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Watches are ended by the apiserver after this many seconds and started
+/// again from where they were, so a watch that has gone silently dead is
+/// noticed within about this time (the watcher's idle timeout follows it),
+/// not after five minutes, and an idle watch never trips [`CALL_SILENCE`].
+pub const WATCH_SECONDS: u32 = 25;
+
+/// The watch settings every ferrolb watch uses (see [`WATCH_SECONDS`]).
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_SECONDS)
+}
+
+/// The client every ferrolb binary uses: the usual in-cluster or kubeconfig
+/// settings, and no call waits longer than [`CALL_SILENCE`] for the
+/// apiserver (kube's default is to wait for ever).
+pub async fn client() -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = kube::Config::infer().await?;
+    config.read_timeout = Some(CALL_SILENCE);
+    config.reset_reader_on_write = true;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// Watches `api` into a store that follows the cluster; `on_event` runs after
 /// every event (to wake a controller). Watch errors are logged and retried
 /// with back-off.
@@ -48,10 +73,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
+    let stream = reflector::reflector(writer, watcher(api, watch_config()).default_backoff());
     tokio::spawn(stream.for_each(move |event| {
         if let Err(e) = event {
             tracing::warn!(error = %e, "watch error; retrying");

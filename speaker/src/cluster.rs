@@ -67,16 +67,29 @@ async fn renew(client: Client, config: Config, rewatch: Arc<Notify>) {
                 "renewTime": MicroTime(Timestamp::now()),
             },
         });
-        if let Err(e) = api
-            .patch(
+        // A renewal that hangs must not let the Lease lapse: each try is
+        // given up after a period, and a failed one is tried again a second
+        // later, so a Lease lapses only when the apiserver is away for its
+        // whole duration.
+        let renewed = tokio::time::timeout(
+            every,
+            api.patch(
                 &name,
                 &PatchParams::apply(manager::SPEAKER).force(),
                 &Patch::Apply(body),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "cannot renew the speaker Lease");
+            ),
+        )
+        .await;
+        let failed = match renewed {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {every:?}")),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(%error, "cannot renew the speaker Lease; trying again in 1 s");
             rewatch.notify_one();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
         tokio::time::sleep(every).await;
     }
@@ -271,7 +284,7 @@ pub async fn run(
     }
     let mut start_failover = Some(start_failover);
     let api: Api<NodeAnnouncement> = Api::all(client.clone());
-    let own = watcher::Config::default().fields(&format!("metadata.name={}", config.node));
+    let own = ferrolb_runtime::watch_config().fields(&format!("metadata.name={}", config.node));
     // One small object: retried every few seconds at most after an outage
     // (the default backs off to 30 s, which a node coming back from a link
     // cut would spend out of date, unable to take over anything).
@@ -291,7 +304,7 @@ pub async fn run(
     // once complete, so a set deleted while disconnected goes too.
     let sets_api: Api<PrefixSet> = Api::all(client.clone());
     let watch_sets = || {
-        watcher(sets_api.clone(), watcher::Config::default())
+        watcher(sets_api.clone(), ferrolb_runtime::watch_config())
             .default_backoff()
             .boxed()
     };

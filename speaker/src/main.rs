@@ -242,7 +242,11 @@ async fn main() -> Result<()> {
     let counters: Arc<Counters> = layer2.counters.clone();
     let client = match &cli.from_file {
         Some(_) => None,
-        None => Some(kube::Client::try_default().await?),
+        None => Some(
+            ferrolb_runtime::client()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the apiserver: {e}"))?,
+        ),
     };
     let passwords = match &client {
         Some(client) => cluster::secret_passwords(client.clone()),

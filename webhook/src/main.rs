@@ -115,7 +115,9 @@ async fn run(
     serving: Arc<AtomicBool>,
     listener: std::net::TcpListener,
 ) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+    let client = ferrolb_runtime::client()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the apiserver: {e}"))?;
     match (&cli.tls_cert_file, &cli.tls_key_file) {
         (Some(cert), Some(key)) => {
             let mounted = Mounted {

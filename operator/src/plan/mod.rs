@@ -85,6 +85,21 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// The kind of write, as `ferrolb_api_writes_total` labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::Service { .. } | Write::Clear { .. } => "service_status",
+            Write::Announcement { .. } => "node_announcement",
+            Write::Retire { .. } => "node_announcement_delete",
+            Write::PrefixSet { .. } => "prefix_set",
+            Write::DropPrefixSet { .. } => "prefix_set_delete",
+            Write::Pool { .. } => "pool_status",
+            Write::Peer { .. } => "peer_status",
+        }
+    }
+}
+
 /// What one pass decided.
 #[derive(Default)]
 pub struct Pass {

@@ -198,8 +198,15 @@ enum Landed {
 enum Done {
     Landed(Landed),
     Failed(Write, Failure),
+    /// No answer within [`WRITE_TIMEOUT`]: retried with the backoff.
+    TimedOut,
     NotLeading,
 }
+
+/// A write with no answer for this long is given up (and retried with the
+/// backoff), so one hung call never holds a pass, or the next leader's
+/// start, behind it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a batch of writes came to.
 #[derive(Debug, Default)]
@@ -272,7 +279,20 @@ impl Writer {
                     if !leading {
                         return Done::NotLeading;
                     }
-                    execute(client, recorder, metrics, w).await
+                    let kind = w.kind();
+                    match tokio::time::timeout(
+                        WRITE_TIMEOUT,
+                        execute(client, recorder, metrics.clone(), w),
+                    )
+                    .await
+                    {
+                        Ok(done) => done,
+                        Err(_) => {
+                            metrics.wrote(kind, Some("timeout"));
+                            tracing::warn!(kind, timeout = ?WRITE_TIMEOUT, "a write got no answer; retried with the backoff");
+                            Done::TimedOut
+                        }
+                    }
                 }
             })
             .buffer_unordered(self.concurrency)
@@ -281,6 +301,12 @@ impl Writer {
         for done in results {
             match done {
                 Done::NotLeading => outcome.not_leading += 1,
+                Done::TimedOut => {
+                    outcome.retry = Some(match outcome.retry {
+                        Some(Retry::NextPass) => Retry::NextPass,
+                        _ => Retry::Backoff,
+                    });
+                }
                 Done::Landed(landed) => {
                     outcome.written += 1;
                     self.tracker.landed(landed);
