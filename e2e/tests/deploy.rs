@@ -1,7 +1,8 @@
 //! The deploy manifests [DEPLOY, RBAC]: `kubectl apply --dry-run=server -k
 //! config/default` against the real apiserver, then the real RBAC applied and
 //! a `kubectl auth can-i` matrix of what each component may and may not do,
-//! and the policy that keeps the speaker to its own Leases.
+//! and the policies that keep a speaker to its own node's Lease and
+//! NodeAnnouncement status (with an impersonated node and a real bound token).
 
 use ferrolb_e2e::cluster::TestCluster;
 
@@ -187,24 +188,136 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
         )
     };
     let as_speaker = format!("--as={SPEAKER}");
+    let on_node_a = "--as-user-extra=authentication.kubernetes.io/node-name=node-a";
     let own = cluster
-        .apply_with(&lease("speaker-node-a"), &["--dry-run=server", &as_speaker])
+        .apply_with(
+            &lease("speaker-node-a"),
+            &["--dry-run=server", &as_speaker, on_node_a],
+        )
         .expect("apply");
     assert!(
         own.status.success(),
         "{}",
         String::from_utf8_lossy(&own.stderr)
     );
-    let other = cluster
-        .apply_with(
-            &lease("ferrolb-operator"),
-            &["--dry-run=server", &as_speaker],
+    for (name, extra, says) in [
+        (
+            "ferrolb-operator",
+            on_node_a,
+            "the ferrolb speaker on node-a may write only its own Lease speaker-node-a, not ferrolb-operator",
+        ),
+        (
+            "speaker-node-b",
+            on_node_a,
+            "may write only its own Lease speaker-node-a, not speaker-node-b",
+        ),
+        ("speaker-node-a", "", "token names no node"),
+    ] {
+        let mut args = vec!["--dry-run=server", as_speaker.as_str()];
+        if !extra.is_empty() {
+            args.push(extra);
+        }
+        let other = cluster.apply_with(&lease(name), &args).expect("apply");
+        let stderr = String::from_utf8_lossy(&other.stderr);
+        assert!(!other.status.success(), "{name} {extra}");
+        assert!(stderr.contains(says), "{name} {extra}: {stderr}");
+    }
+}
+
+/// The policy on NodeAnnouncement status with the speaker's real token: the
+/// apiserver puts the node of the Pod a token is bound to in the request, so
+/// a speaker can write its own node's status and no other.
+#[tokio::test]
+async fn a_speaker_token_writes_its_own_nodes_status_only() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .kubectl(&["apply", "-k", &config("speaker")])
+        .expect("config/speaker");
+    for node in ["node-a", "node-b"] {
+        cluster.node(node).expect("node");
+        cluster
+            .apply_ok(&format!(
+                "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {{name: {node}}}\nspec: {{}}\n"
+            ))
+            .expect("NodeAnnouncement");
+    }
+    // A speaker Pod on node-a (nothing runs it: only its token matters).
+    cluster
+        .apply_ok(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: speaker-on-a, namespace: ferrolb-system}\n\
+             spec:\n  nodeName: node-a\n  serviceAccountName: ferrolb-speaker\n  containers: [{name: speaker, image: ferrolb:test}]\n",
         )
-        .expect("apply");
-    assert!(!other.status.success());
+        .expect("pod");
+    let token = cluster
+        .kubectl(&[
+            "create",
+            "token",
+            "ferrolb-speaker",
+            "-n",
+            "ferrolb-system",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=speaker-on-a",
+        ])
+        .expect("a bound token");
+    // A kubeconfig with that token only (the admin's certificate would win).
+    let admin = std::fs::read_to_string(cluster.plane.dir().join("kubeconfig")).expect("kubeconfig");
+    let field = |name: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{name} in the kubeconfig"))
+    };
+    let kubeconfig = cluster.plane.dir().join("speaker-on-a.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority: '{}'}}\n\
+             users:\n- name: speaker\n  user: {{token: '{}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: speaker}}\ncurrent-context: c\n",
+            field("server:"),
+            field("certificate-authority:"),
+            token.trim()
+        ),
+    )
+    .expect("write");
+    // As the speaker writes it: server-side apply on the status.
+    let patch = |node: &str| {
+        let mut kubectl = std::process::Command::new(cluster.plane.kubectl_path())
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "apply",
+                "--server-side",
+                "--subresource=status",
+                "--field-manager=ferrolb-speaker",
+                "-f",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        use std::io::Write as _;
+        kubectl
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(
+                format!(
+                    "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {{name: {node}}}\nstatus: {{observedGeneration: 1}}\n"
+                )
+                .as_bytes(),
+            )
+            .expect("write");
+        kubectl.wait_with_output().expect("kubectl")
+    };
+    let own = patch("node-a");
+    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    let other = patch("node-b");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "the speaker on node-a wrote node-b's status");
     assert!(
-        String::from_utf8_lossy(&other.stderr).contains("only its own speaker-<node> Lease"),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
+        stderr.contains("the ferrolb speaker on node-a may write only the status of NodeAnnouncement node-a, not node-b"),
+        "{stderr}"
     );
 }

@@ -219,36 +219,103 @@ pub async fn failover_key(client: Client, namespace: &str, name: &str) -> Key {
     }
 }
 
-/// Reads TCP-MD5 passwords from Secrets.
+/// Why a password could not be read: `definitive` when the apiserver
+/// answered (no such Secret or key), not when it could not be asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unread {
+    pub why: String,
+    pub definitive: bool,
+}
+
+/// How long one password read may take before the last good key is used.
+const PASSWORD_READ: Duration = Duration::from_secs(5);
+
+/// Reads TCP-MD5 (and BFD) keys from Secrets, keeping the last one read of
+/// each: while the apiserver cannot be asked, a session that drops comes back
+/// with the key it had. Only the apiserver's own answer (the Secret or its key
+/// is gone) takes a key away.
 pub fn secret_passwords(client: Client) -> Passwords {
-    Arc::new(move |reference: SecretKeyRef| {
+    cached(move |reference: SecretKeyRef| {
         let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
         Box::pin(async move {
-            let secret = api
-                .get_opt(&reference.name)
+            let where_ = format!("Secret {}/{}", reference.namespace, reference.name);
+            let read = tokio::time::timeout(PASSWORD_READ, api.get_opt(&reference.name))
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot read Secret {}/{}: {e}",
-                        reference.namespace, reference.name
-                    )
-                })?
-                .ok_or_else(|| {
-                    format!(
-                        "Secret {}/{} does not exist",
-                        reference.namespace, reference.name
-                    )
-                })?;
+                .unwrap_or_else(|_| {
+                    Err(kube::Error::Service(
+                        format!("no answer within {PASSWORD_READ:?}").into(),
+                    ))
+                });
+            let secret = match read {
+                Ok(Some(secret)) => secret,
+                Ok(None) => {
+                    return Err(Unread {
+                        why: format!("{where_} does not exist"),
+                        definitive: true,
+                    });
+                }
+                // 403 and 404 are answers too; anything else is not.
+                Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => {
+                    return Err(Unread {
+                        why: format!("cannot read {where_}: {e}"),
+                        definitive: true,
+                    });
+                }
+                Err(e) => {
+                    return Err(Unread {
+                        why: format!("cannot read {where_}: {e}"),
+                        definitive: false,
+                    });
+                }
+            };
             secret
                 .data
                 .and_then(|mut data| data.remove(&reference.key))
                 .map(|bytes| bytes.0)
-                .ok_or_else(|| {
-                    format!(
-                        "Secret {}/{} has no key {}",
-                        reference.namespace, reference.name, reference.key
-                    )
+                .ok_or_else(|| Unread {
+                    why: format!("{where_} has no key {}", reference.key),
+                    definitive: true,
                 })
+        })
+    })
+}
+
+/// Wraps a key source with the memory of the last key read per reference.
+pub fn cached<F>(read: F) -> Passwords
+where
+    F: Fn(SecretKeyRef) -> futures::future::BoxFuture<'static, Result<Vec<u8>, Unread>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let last: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> =
+        Arc::default();
+    Arc::new(move |reference: SecretKeyRef| {
+        let key = format!(
+            "{}/{}/{}",
+            reference.namespace, reference.name, reference.key
+        );
+        let (read, last) = (read(reference), last.clone());
+        Box::pin(async move {
+            match read.await {
+                Ok(value) => {
+                    last.lock()
+                        .expect("passwords lock")
+                        .insert(key, value.clone());
+                    Ok(value)
+                }
+                Err(unread) if unread.definitive => {
+                    last.lock().expect("passwords lock").remove(&key);
+                    Err(unread.why)
+                }
+                Err(unread) => match last.lock().expect("passwords lock").get(&key) {
+                    Some(value) => {
+                        tracing::info!(why = %unread.why, "using the last key read from the Secret");
+                        Ok(value.clone())
+                    }
+                    None => Err(unread.why),
+                },
+            }
         })
     })
 }
@@ -495,6 +562,57 @@ mod column {
         assert_eq!(
             summary(&ips(&[10, 11, 12, 20, 30, 40, 41])),
             "192.168.1.10-192.168.1.12,192.168.1.20,192.168.1.30 (+2)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod passwords {
+    use super::*;
+
+    fn reference() -> SecretKeyRef {
+        SecretKeyRef {
+            namespace: "ferrolb-system".into(),
+            name: "ferrolb-bgp-passwords".into(),
+            key: "router".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_key_read_serves_while_the_apiserver_is_away_and_only_its_answer_takes_it() {
+        // What the apiserver answers, one read at a time.
+        let answers: Arc<std::sync::Mutex<Vec<Result<Vec<u8>, Unread>>>> =
+            Arc::new(std::sync::Mutex::new(vec![
+                Ok(b"s3cret".to_vec()),
+                Err(Unread {
+                    why: "no answer".into(),
+                    definitive: false,
+                }),
+                Err(Unread {
+                    why: "Secret gone".into(),
+                    definitive: true,
+                }),
+                Err(Unread {
+                    why: "no answer".into(),
+                    definitive: false,
+                }),
+            ]));
+        let source = answers.clone();
+        let passwords = cached(move |_| {
+            let next = source.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        });
+        assert_eq!(passwords(reference()).await, Ok(b"s3cret".to_vec()));
+        assert_eq!(
+            passwords(reference()).await,
+            Ok(b"s3cret".to_vec()),
+            "the apiserver is away: the last key read"
+        );
+        assert_eq!(passwords(reference()).await, Err("Secret gone".to_string()));
+        assert_eq!(
+            passwords(reference()).await,
+            Err("no answer".to_string()),
+            "a key the apiserver took away is not kept"
         );
     }
 }

@@ -1,0 +1,148 @@
+//! The data plane outlives the control plane [FAULTS, BGP, E2E]: kube-apiserver,
+//! the operator and two speakers peering from node namespaces with FRR in a
+//! router namespace. The apiserver is frozen (SIGSTOP) for 30 s, as a
+//! control-plane reboot or a partition looks to clients; FRR must keep both
+//! next hops of the Service all through the outage and after it: no
+//! speaker counts as dead for the operator's own lack of news.
+
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::cluster::{TestCluster, service_yaml};
+use ferrolb_e2e::netns::{Host, Network};
+use ferrolb_e2e::process::Process;
+use ferrolb_e2e::routers::{Frr, Router, frr_config};
+use ferrolb_e2e::wait::until;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const NODES: [&str; 2] = ["node-a", "node-b"];
+
+fn node_ip(i: usize) -> String {
+    format!("192.168.51.{}", 11 + i)
+}
+
+/// Thaws the apiserver when dropped, so a failing test leaves it running.
+struct Frozen(u32);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Frozen {
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+    }
+}
+
+/// How many next hops FRR has for `prefix` now.
+fn next_hops(frr: &Frr, prefix: &str) -> usize {
+    frr.route(prefix)
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.next_hops.len())
+}
+
+/// Watches FRR's route for `prefix` for `span`: the times (since `from`)
+/// at which it had fewer than `want` next hops.
+fn watch_route(frr: &Frr, prefix: &str, want: usize, span: Duration, from: Instant) -> Vec<String> {
+    let end = Instant::now() + span;
+    let mut short = Vec::new();
+    while Instant::now() < end {
+        let hops = next_hops(frr, prefix);
+        if hops < want {
+            short.push(format!("{:.1}s: {hops}", from.elapsed().as_secs_f64()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    short
+}
+
+#[tokio::test]
+async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let mut network = Network::new().expect("switch");
+    let router_host = network
+        .host("rtr", "02:00:00:00:05:01", &["192.168.51.1/24"])
+        .expect("router");
+    let hosts: Vec<Host> = (0..NODES.len())
+        .map(|i| {
+            network
+                .host(
+                    NODES[i],
+                    &format!("02:00:00:00:05:1{i}"),
+                    &[&format!("{}/24", node_ip(i))],
+                )
+                .expect("node")
+        })
+        .collect();
+    let neighbors: Vec<(String, u32)> = (0..NODES.len()).map(|i| (node_ip(i), 64512)).collect();
+    let frr = Frr::start(
+        &router_host,
+        &frr_config(64500, "192.168.51.1", &neighbors, &[], &[], true),
+    )
+    .expect("frr");
+    for node in NODES {
+        cluster.node(node).expect("node");
+    }
+    cluster
+        .apply_ok(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bgp}\nspec: {addresses: [172.31.0.0/24]}\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router}\nspec:\n  myASN: 64512\n  peerASN: 64500\n  peerAddress: 192.168.51.1\n  connectTime: 2s\n---\n\
+             apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp]}\n",
+        )
+        .expect("config");
+    let _speakers: Vec<Process> = NODES
+        .iter()
+        .zip(&hosts)
+        .map(|(n, h)| cluster.speaker(n, &h.namespace, &[]).expect("speaker"))
+        .collect();
+    let operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&service_yaml("default", "shop", "", ""))
+        .expect("service");
+    let ip = until("an IP", Duration::from_secs(60), || cluster.service_ip("shop"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prefix = format!("{ip}/32");
+    until("both next hops at FRR", Duration::from_secs(60), || {
+        (next_hops(&frr, &prefix) == 2).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.output()));
+    // Settled: a few renewals seen.
+    std::thread::sleep(Duration::from_secs(6));
+
+    let pid = cluster.plane.pid("kube-apiserver").expect("apiserver pid");
+    let start = Instant::now();
+    let frozen = Frozen::freeze(pid);
+    let during = watch_route(&frr, &prefix, 2, Duration::from_secs(30), start);
+    drop(frozen);
+    let thawed = start.elapsed();
+    // The first passes after the outage are where routes used to go.
+    let after = watch_route(&frr, &prefix, 2, Duration::from_secs(25), start);
+    println!(
+        "FIGURE apiserver frozen 30 s: next hops short during the outage {}, after it {} (thawed at {:.1}s)",
+        during.len(),
+        after.len(),
+        thawed.as_secs_f64()
+    );
+    assert!(
+        during.is_empty() && after.is_empty(),
+        "FRR lost next hops of {prefix}: during {during:?}, after {after:?}\noperator:\n{}",
+        operator.output()
+    );
+    // The control plane is back and still right: both nodes carry the session.
+    let sessions = until("both NodeAnnouncements Established", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "nodeannouncements",
+                "-o",
+                "jsonpath={.items[*].status.bgp[*].state}",
+            ])
+            .ok()?;
+        (out.split_whitespace().filter(|s| *s == "Established").count() == 2).then_some(out)
+    });
+    assert!(sessions.is_ok(), "{sessions:?}");
+}
