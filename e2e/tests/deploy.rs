@@ -260,7 +260,8 @@ async fn a_speaker_token_writes_its_own_nodes_status_only() {
         ])
         .expect("a bound token");
     // A kubeconfig with that token only (the admin's certificate would win).
-    let admin = std::fs::read_to_string(cluster.plane.dir().join("kubeconfig")).expect("kubeconfig");
+    let admin =
+        std::fs::read_to_string(cluster.plane.dir().join("kubeconfig")).expect("kubeconfig");
     let field = |name: &str| {
         admin
             .lines()
@@ -312,10 +313,17 @@ async fn a_speaker_token_writes_its_own_nodes_status_only() {
         kubectl.wait_with_output().expect("kubectl")
     };
     let own = patch("node-a");
-    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
     let other = patch("node-b");
     let stderr = String::from_utf8_lossy(&other.stderr);
-    assert!(!other.status.success(), "the speaker on node-a wrote node-b's status");
+    assert!(
+        !other.status.success(),
+        "the speaker on node-a wrote node-b's status"
+    );
     assert!(
         stderr.contains("the ferrolb speaker on node-a may write only the status of NodeAnnouncement node-a, not node-b"),
         "{stderr}"

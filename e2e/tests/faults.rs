@@ -103,8 +103,10 @@ async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
     cluster
         .apply_ok(&service_yaml("default", "shop", "", ""))
         .expect("service");
-    let ip = until("an IP", Duration::from_secs(60), || cluster.service_ip("shop"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ip = until("an IP", Duration::from_secs(60), || {
+        cluster.service_ip("shop")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let prefix = format!("{ip}/32");
     until("both next hops at FRR", Duration::from_secs(60), || {
         (next_hops(&frr, &prefix) == 2).then_some(())
@@ -133,16 +135,68 @@ async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
         operator.output()
     );
     // The control plane is back and still right: both nodes carry the session.
-    let sessions = until("both NodeAnnouncements Established", Duration::from_secs(30), || {
-        let out = cluster
-            .kubectl(&[
-                "get",
-                "nodeannouncements",
-                "-o",
-                "jsonpath={.items[*].status.bgp[*].state}",
-            ])
-            .ok()?;
-        (out.split_whitespace().filter(|s| *s == "Established").count() == 2).then_some(out)
-    });
+    let sessions = until(
+        "both NodeAnnouncements Established",
+        Duration::from_secs(30),
+        || {
+            let out = cluster
+                .kubectl(&[
+                    "get",
+                    "nodeannouncements",
+                    "-o",
+                    "jsonpath={.items[*].status.bgp[*].state}",
+                ])
+                .ok()?;
+            (out.split_whitespace()
+                .filter(|s| *s == "Established")
+                .count()
+                == 2)
+                .then_some(out)
+        },
+    );
     assert!(sessions.is_ok(), "{sessions:?}");
+}
+
+/// A NodeAnnouncement whose status passes the CRD's schema but not the
+/// operator's types (an IP written `aa`: a newer or compromised speaker) is
+/// read without its status and counted; it used to fail the whole initial
+/// list, so the operator never passed at all.
+#[tokio::test]
+async fn an_unreadable_status_is_skipped_and_counted_and_stalls_nothing() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.node("node-a").expect("node");
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nspec: {}\n")
+        .expect("NodeAnnouncement");
+    let status = cluster
+        .apply_with(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: NodeAnnouncement\nmetadata: {name: node-a}\nstatus:\n  l2: [{state: TakenOver, takenFrom: node-b, ips: [aa]}]\n",
+            &["--server-side", "--subresource=status", "--field-manager=ferrolb-speaker"],
+        )
+        .expect("kubectl");
+    assert!(
+        status.status.success(),
+        "the schema lets it through: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let operator = cluster.operator("solo", &[]).expect("operator");
+    cluster
+        .apply_ok(&format!(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: main}}\nspec: {{addresses: [172.31.1.0/24]}}\n---\n{}",
+            service_yaml("default", "web", "", "")
+        ))
+        .expect("pool and Service");
+    let ip = until("an IP for web", Duration::from_secs(60), || {
+        cluster.service_ip("web")
+    });
+    assert!(ip.is_ok(), "{ip:?}\n{}", operator.output());
+    let counted = operator
+        .metric("ferrolb_unreadable_objects_total{kind=\"NodeAnnouncement\"}")
+        .expect("the metric");
+    assert!(counted >= 1.0, "{counted}");
+    assert!(
+        operator.output().contains("object read without its status"),
+        "{}",
+        operator.output()
+    );
 }

@@ -75,6 +75,7 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ferrolb");
+        ferrolb_runtime::register_unreadable(&mut registry);
         let m = Metrics {
             pool_total: Family::default(),
             pool_assigned: Family::default(),

@@ -10,8 +10,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
 use kube::Api;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 /// Starts logging: JSON lines with `json`, else text, coloured only on a
@@ -81,6 +84,118 @@ where
         on_event();
         futures::future::ready(())
     }));
+    reader
+}
+
+/// Labels of the objects a watch could not read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabels {
+    /// The object's kind.
+    pub kind: String,
+}
+
+/// Objects (or their statuses) that a watch could not read, by kind; every
+/// binary registers it with [`register_unreadable`].
+pub static UNREADABLE: std::sync::LazyLock<Family<KindLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Registers [`UNREADABLE`] in a binary's registry.
+pub fn register_unreadable(registry: &mut Registry) {
+    registry.register(
+        "unreadable_objects",
+        "Stored objects, or their statuses, that this binary could not read (skipped; the log names each)",
+        UNREADABLE.clone(),
+    );
+}
+
+/// Reads a watched object as `K`. One that does not read (a value its
+/// schema lets through but the type refuses: written by a newer version, by
+/// hand, or by a compromised node) is read without its status when that
+/// is enough, and otherwise refused: the second value says what was left
+/// out, the error why nothing was read.
+pub fn read_lenient<K: serde::de::DeserializeOwned>(
+    object: &DynamicObject,
+) -> Result<(K, Option<String>), String> {
+    let mut value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    let whole = match serde_json::from_value::<K>(value.clone()) {
+        Ok(read) => return Ok((read, None)),
+        Err(e) => e.to_string(),
+    };
+    match value.as_object_mut().and_then(|o| o.remove("status")) {
+        Some(_) => serde_json::from_value::<K>(value)
+            .map(|read| (read, Some(format!("its status was left out: {whole}"))))
+            .map_err(|e| e.to_string()),
+        None => Err(whole),
+    }
+}
+
+/// Watches objects of `K` (of `namespace`, or everywhere) into a store like
+/// [`watch_store`], but one object that does not read never stalls the
+/// watch: it is read without its status when that is enough, or else left
+/// out; either way the log names it and [`UNREADABLE`] counts it. (A typed
+/// watch fails its whole list on one such object, and never gets ready.)
+/// Use it for ferrolb's own kinds, whose statuses other binaries write.
+pub fn watch_store_lenient<K>(
+    client: kube::Client,
+    namespace: Option<&str>,
+    on_event: impl Fn() + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    let kind = resource.kind.clone();
+    let (reader, mut writer) = reflector::store::<K>();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
+    tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            let read = |object: &DynamicObject| -> Option<K> {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                match read_lenient::<K>(object) {
+                    Ok((read, None)) => Some(read),
+                    Ok((read, Some(left_out))) => {
+                        UNREADABLE
+                            .get_or_create(&KindLabels { kind: kind.clone() })
+                            .inc();
+                        tracing::warn!(%kind, %name, %left_out, "object read without its status");
+                        Some(read)
+                    }
+                    Err(why) => {
+                        UNREADABLE
+                            .get_or_create(&KindLabels { kind: kind.clone() })
+                            .inc();
+                        tracing::warn!(%kind, %name, %why, "object cannot be read; left out");
+                        None
+                    }
+                }
+            };
+            let typed = match &event {
+                Err(e) => {
+                    tracing::warn!(error = %e, %kind, "watch error; retrying");
+                    None
+                }
+                Ok(watcher::Event::Init) => Some(watcher::Event::Init),
+                Ok(watcher::Event::InitDone) => Some(watcher::Event::InitDone),
+                Ok(watcher::Event::InitApply(o)) => read(o).map(watcher::Event::InitApply),
+                Ok(watcher::Event::Apply(o)) => read(o).map(watcher::Event::Apply),
+                Ok(watcher::Event::Delete(o)) => read(o).map(watcher::Event::Delete),
+            };
+            if let Some(typed) = typed {
+                writer.apply_watcher_event(&typed);
+            }
+            on_event();
+        }
+    });
     reader
 }
 
@@ -199,5 +314,45 @@ mod tests {
         let listener = listen("[::]:0".parse().unwrap(), "metrics").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 through [::]");
+    }
+}
+
+#[cfg(test)]
+mod lenient {
+    use super::*;
+    use ferrolb_api::NodeAnnouncement;
+
+    fn object(json: &str) -> DynamicObject {
+        serde_json::from_str(json).expect("an object")
+    }
+
+    #[test]
+    fn a_status_that_does_not_read_is_left_out_and_a_spec_that_does_not_read_refuses_the_object() {
+        // "aa" passes the CRD's loose pattern; "Exploded" is a state from a
+        // newer speaker, say.
+        let bad_status = object(
+            r#"{"apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
+                "metadata": {"name": "node-a"},
+                "spec": {"l2": [{"role": "active", "ips": ["10.0.0.1"]}]},
+                "status": {"l2": [{"state": "Exploded", "ips": ["aa"]}]}}"#,
+        );
+        let (read, left_out) = read_lenient::<NodeAnnouncement>(&bad_status).expect("read");
+        assert!(read.status.is_none());
+        assert_eq!(read.spec.l2.len(), 1, "the spec is kept");
+        assert!(left_out.expect("said").contains("status was left out"));
+        let bad_spec = object(
+            r#"{"apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
+                "metadata": {"name": "node-b"},
+                "spec": {"l2": [{"role": "leader", "ips": ["10.0.0.1"]}]}}"#,
+        );
+        assert!(read_lenient::<NodeAnnouncement>(&bad_spec).is_err());
+        let good = object(
+            r#"{"apiVersion": "ferrolb.io/v1alpha1", "kind": "NodeAnnouncement",
+                "metadata": {"name": "node-c"}, "spec": {}}"#,
+        );
+        assert_eq!(
+            read_lenient::<NodeAnnouncement>(&good).map(|(_, note)| note),
+            Ok(None)
+        );
     }
 }

@@ -288,8 +288,7 @@ where
         + Sync
         + 'static,
 {
-    let last: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> =
-        Arc::default();
+    let last: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> = Arc::default();
     Arc::new(move |reference: SecretKeyRef| {
         let key = format!(
             "{}/{}/{}",
@@ -581,22 +580,22 @@ mod passwords {
     #[tokio::test]
     async fn the_last_key_read_serves_while_the_apiserver_is_away_and_only_its_answer_takes_it() {
         // What the apiserver answers, one read at a time.
-        let answers: Arc<std::sync::Mutex<Vec<Result<Vec<u8>, Unread>>>> =
-            Arc::new(std::sync::Mutex::new(vec![
-                Ok(b"s3cret".to_vec()),
-                Err(Unread {
-                    why: "no answer".into(),
-                    definitive: false,
-                }),
-                Err(Unread {
-                    why: "Secret gone".into(),
-                    definitive: true,
-                }),
-                Err(Unread {
-                    why: "no answer".into(),
-                    definitive: false,
-                }),
-            ]));
+        type Answers = std::sync::Mutex<Vec<Result<Vec<u8>, Unread>>>;
+        let answers: Arc<Answers> = Arc::new(std::sync::Mutex::new(vec![
+            Ok(b"s3cret".to_vec()),
+            Err(Unread {
+                why: "no answer".into(),
+                definitive: false,
+            }),
+            Err(Unread {
+                why: "Secret gone".into(),
+                definitive: true,
+            }),
+            Err(Unread {
+                why: "no answer".into(),
+                definitive: false,
+            }),
+        ]));
         let source = answers.clone();
         let passwords = cached(move |_| {
             let next = source.lock().unwrap().remove(0);

@@ -40,6 +40,7 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ferrolb_webhook");
+        ferrolb_runtime::register_unreadable(&mut registry);
         let latency = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.00005, 2.0, 16))
         });

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use ferrolb_api::{BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool};
-use ferrolb_runtime::watch_store;
+use ferrolb_runtime::{watch_store, watch_store_lenient};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
 use kube::runtime::reflector::Store;
@@ -29,11 +29,14 @@ impl Watched {
     /// Starts the watches.
     pub fn start(client: Client) -> Watched {
         Watched {
-            pools: watch_store(Api::all(client.clone()), || {}),
-            peers: watch_store(Api::all(client.clone()), || {}),
-            bgp: watch_store(Api::all(client.clone()), || {}),
+            // ferrolb's kinds leniently: one object that does not read must not
+            // keep the webhook from serving (its Fail policy would then refuse
+            // every pool, peer and advertisement write).
+            pools: watch_store_lenient(client.clone(), None, || {}),
+            peers: watch_store_lenient(client.clone(), None, || {}),
+            bgp: watch_store_lenient(client.clone(), None, || {}),
             services: watch_store(Api::all(client.clone()), || {}),
-            bfd_profiles: watch_store(Api::all(client.clone()), || {}),
+            bfd_profiles: watch_store_lenient(client.clone(), None, || {}),
             client,
         }
     }

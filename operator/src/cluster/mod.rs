@@ -14,7 +14,7 @@ use ferrolb_api::{
     BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
     PrefixSet,
 };
-use ferrolb_runtime::watch_store;
+use ferrolb_runtime::{watch_store, watch_store_lenient};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -58,7 +58,8 @@ pub struct Reads {
 }
 
 impl Stores {
-    /// Starts every watch. `wake` is called on each change; speaker Lease
+    /// Starts every watch (ferrolb's own kinds leniently: an object that does
+    /// not read is skipped and named, never stalls the watch). `wake` is called on each change; speaker Lease
     /// changes call `lease_wake` instead (renewals are frequent and rarely
     /// change anything). Leases are read in `namespace` only.
     pub fn watch(
@@ -69,17 +70,17 @@ impl Stores {
     ) -> Stores {
         Stores {
             services: watch_store(Api::all(client.clone()), wake.clone()),
-            pools: watch_store(Api::all(client.clone()), wake.clone()),
+            pools: watch_store_lenient(client.clone(), None, wake.clone()),
             namespaces: watch_store(Api::all(client.clone()), wake.clone()),
             nodes: watch_store(Api::all(client.clone()), wake.clone()),
             leases: watch_store(Api::namespaced(client.clone(), namespace), lease_wake),
-            l2: watch_store(Api::all(client.clone()), wake.clone()),
-            peers: watch_store(Api::all(client.clone()), wake.clone()),
-            bgp: watch_store(Api::all(client.clone()), wake.clone()),
+            l2: watch_store_lenient(client.clone(), None, wake.clone()),
+            peers: watch_store_lenient(client.clone(), None, wake.clone()),
+            bgp: watch_store_lenient(client.clone(), None, wake.clone()),
             slices: watch_store(Api::all(client.clone()), wake.clone()),
-            announcements: watch_store(Api::all(client.clone()), wake.clone()),
-            prefix_sets: watch_store(Api::all(client.clone()), wake.clone()),
-            bfd_profiles: watch_store(Api::all(client.clone()), wake),
+            announcements: watch_store_lenient(client.clone(), None, wake.clone()),
+            prefix_sets: watch_store_lenient(client.clone(), None, wake.clone()),
+            bfd_profiles: watch_store_lenient(client.clone(), None, wake),
             reads: Default::default(),
         }
     }
