@@ -1,6 +1,7 @@
 //! The fast path between two speakers on loopback: the standby takes an IP
 //! after missed probes, a speaker that comes back yields it, a planned stop
-//! hands it over, and forged or replayed datagrams change nothing.
+//! hands it over, forged or replayed datagrams change nothing, and
+//! thousands of IPs go through as well as one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -123,6 +124,10 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
         address: SocketAddr::from(([127, 0, 0, 1], pc)),
         ips: set.clone(),
     }]);
+    eventually("the heir probes", || {
+        heir.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
     let named: BTreeMap<IpAddr, SocketAddr> =
         [(ip(), SocketAddr::from(([127, 0, 0, 1], pd)))].into();
     let handed = leaving
@@ -167,41 +172,108 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     let active = start("a", port, b"the key");
     active.set_answering(&set, &set);
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let probe = |key: &[u8], nonce: u64| {
+    let probe = |key: &[u8], nonce: u64, echo: u64, taken: Vec<IpAddr>| {
         wire::encode(
             &Key::new(key),
             &Message {
                 kind: Kind::Probe,
                 nonce,
-                sent_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64,
+                echo,
                 node: "mallory".into(),
-                ips: vec![ip()],
-                taken: vec![ip()],
+                ips: Vec::new(),
+                taken,
             },
         )
     };
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     // Signed with another key: refused.
-    socket.send_to(&probe(b"a guess", 1), target).await.unwrap();
-    socket.send_to(b"FLB1 junk", target).await.unwrap();
+    socket
+        .send_to(&probe(b"a guess", 1, 0, vec![ip()]), target)
+        .await
+        .unwrap();
+    socket.send_to(b"FLB2 junk", target).await.unwrap();
     eventually("both refused", || active.counters.refused.get() == 2).await;
     assert!(active.yielded().is_empty(), "a forged takeover is ignored");
-    // Signed right, sent twice: the first counts, the replay is refused.
-    let good = probe(b"the key", 7);
+    // Signed right but echoing no challenge of the active's: answered (with
+    // a challenge), its claim not honoured.
+    socket
+        .send_to(&probe(b"the key", 2, 12345, vec![ip()]), target)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; wire::MAX];
+    let (len, _) = socket.recv_from(&mut buffer).await.unwrap();
+    let reply = wire::decode(&Key::new(b"the key"), &buffer[..len]).unwrap();
+    assert_eq!((reply.kind, reply.nonce), (Kind::Reply, 2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(active.yielded().is_empty(), "a claim without a challenge");
+    // With the challenge: the claim counts.
+    let good = probe(b"the key", 3, reply.echo, vec![ip()]);
     socket.send_to(&good, target).await.unwrap();
     eventually("the real one is heard", || !active.yielded().is_empty()).await;
     active.set_answering(&set, &BTreeSet::new());
     active.set_answering(&set, &set);
     assert!(active.yielded().is_empty());
+    // The same datagram again, at once or later: refused.
     socket.send_to(&good, target).await.unwrap();
     eventually("the replay refused", || active.counters.refused.get() == 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         active.yielded().is_empty(),
         "a replayed takeover is ignored"
     );
+}
+
+#[tokio::test]
+async fn two_thousand_ips_are_taken_yielded_and_handed_over() {
+    // Above 1,790 IPv4 addresses a single probe no longer fit the receive
+    // buffer: the fast path stopped silently.
+    let many: BTreeSet<IpAddr> = (0..2_000u32)
+        .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0xc633_0000 + i * 2)))
+        .collect();
+    let (pa, pb) = (free_port(), free_port());
+    let active = start("a", pa, b"key");
+    active.set_answering(&many, &many);
+    let standby = start("b", pb, b"key");
+    standby.set_targets(&[Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: many.clone(),
+    }]);
+    eventually("armed", || {
+        standby.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
+    drop(active);
+    eventually("all taken", || standby.taken().len() == many.len()).await;
+    let back = start("a", pa, b"key");
+    back.set_answering(&BTreeSet::new(), &many);
+    within("all yielded", Duration::from_secs(5), || {
+        back.yielded().len() == many.len()
+    })
+    .await;
+    drop((back, standby));
+
+    // A planned stop hands all of them over.
+    let (pc, pd) = (free_port(), free_port());
+    let leaving = start("c", pc, b"key");
+    leaving.set_answering(&many, &many);
+    let heir = start("d", pd, b"key");
+    heir.set_targets(&[Target {
+        node: "c".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pc)),
+        ips: many.clone(),
+    }]);
+    eventually("the heir probes", || {
+        heir.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
+    let named: BTreeMap<IpAddr, SocketAddr> = many
+        .iter()
+        .map(|ip| (*ip, SocketAddr::from(([127, 0, 0, 1], pd))))
+        .collect();
+    let handed = leaving.handoff(&many, &named, Duration::from_secs(2)).await;
+    assert_eq!(handed.len(), many.len());
+    assert_eq!(heir.taken().len(), many.len());
 }
 
 #[tokio::test]

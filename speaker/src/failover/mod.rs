@@ -10,7 +10,14 @@
 //! - On a planned stop the active speaker hands its IPs to the standbys that
 //!   probe it and waits for their acknowledgement before it goes silent.
 //!
-//! Every message is signed with the cluster's failover key (see [`wire`]).
+//! Every message is signed with the cluster's failover key (see [`wire`]),
+//! and none relies on a clock: a reply must echo the nonce of a probe this
+//! node sent a moment ago and come from the address it was sent to; a
+//! probe's takeover claims count only with a challenge the active node
+//! itself sent in a reply within the last 3 s (by its own monotonic clock),
+//! once per probe; a hand-off must echo a recent probe of the receiver's.
+//! A replayed datagram is therefore refused for as long as what it echoes
+//! could still be accepted, and a clock step on any node changes nothing.
 
 pub mod tracker;
 pub mod wire;
@@ -23,7 +30,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
@@ -34,11 +41,17 @@ use tracker::{Reach, Tracker};
 use wire::{Key, Kind, Message};
 use yields::Yields;
 
-/// How messages older or newer than this (by the sender's clock) are refused:
-/// an old signed message replayed cannot take or yield an IP.
-const FRESH: Duration = Duration::from_secs(30);
-/// Nonces remembered per sender, to refuse a replay inside the window.
-const REMEMBERED: usize = 256;
+/// A new challenge for a standby at most this often.
+const CHALLENGE_EVERY: Duration = Duration::from_secs(1);
+/// How long a challenge may be echoed: the takeover claims of a probe
+/// echoing an older one are not honoured (the probes after it echo a newer).
+const CHALLENGE_LASTS: Duration = Duration::from_secs(3);
+/// Probe nonces remembered per peer (sent to an active node, or received
+/// from a standby), to refuse a datagram seen before.
+const REMEMBERED: usize = 64;
+/// Hand-off nonces remembered per sender: more than the messages of any
+/// hand-off echoing the probes still remembered.
+const HANDOFFS_REMEMBERED: usize = 4096;
 
 /// Fast-path settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,17 +113,85 @@ struct Shared {
     tracker: Tracker,
     /// Where each followed node's speaker is probed.
     addresses: BTreeMap<String, SocketAddr>,
-    /// The nonces of the last probes sent to each followed node.
-    nonces: BTreeMap<String, VecDeque<u64>>,
+    /// The last probes sent to each followed node.
+    sent: BTreeMap<String, VecDeque<Sent>>,
+    /// The latest challenge each followed node sent, for the next probes.
+    challenge_from: BTreeMap<String, u64>,
+    /// Challenges sent to each standby in replies, newest last.
+    challenges: BTreeMap<String, VecDeque<Challenge>>,
+    /// Probe nonces received from each standby, newest last.
+    probed: BTreeMap<String, VecDeque<u64>>,
+    /// Hand-off nonces received from each active node, newest last.
+    handoffs: BTreeMap<String, VecDeque<u64>>,
     /// IPs a standby told us it took: not answered for while it keeps
     /// saying so, until the operator moves them.
     yielded: Yields,
-    /// Standbys probing us: node → (address, IPs, last heard).
-    standbys: BTreeMap<String, (SocketAddr, BTreeSet<IpAddr>, Instant)>,
+    /// Standbys probing us: node → (address, its last probe's nonce, when).
+    standbys: BTreeMap<String, (SocketAddr, u64, Instant)>,
     /// Hand-off nonces acknowledged.
     acknowledged: BTreeSet<u64>,
-    /// Recent nonces per sender.
-    seen: BTreeMap<String, VecDeque<u64>>,
+}
+
+/// A challenge sent to a standby, and the probes whose claims echoed it:
+/// each probe's claims count once.
+#[derive(Clone, Debug)]
+struct Challenge {
+    value: u64,
+    at: std::time::Instant,
+    used: BTreeSet<u64>,
+}
+
+/// The challenge to send a standby now: the current one, or a new one when
+/// it is a second old; those past [`CHALLENGE_LASTS`] are forgotten.
+fn challenge(issued: &mut VecDeque<Challenge>, now: std::time::Instant) -> u64 {
+    issued.retain(|c| now.saturating_duration_since(c.at) < CHALLENGE_LASTS);
+    match issued.back() {
+        Some(c) if now.saturating_duration_since(c.at) < CHALLENGE_EVERY => c.value,
+        _ => {
+            let value = nonce();
+            issued.push_back(Challenge {
+                value,
+                at: now,
+                used: BTreeSet::new(),
+            });
+            value
+        }
+    }
+}
+
+/// Whether a probe's claims count: it echoes a challenge still lasting, and
+/// no probe with its nonce echoed it before.
+fn challenged(
+    issued: &mut VecDeque<Challenge>,
+    echo: u64,
+    nonce: u64,
+    now: std::time::Instant,
+) -> bool {
+    issued
+        .iter_mut()
+        .find(|c| c.value == echo && now.saturating_duration_since(c.at) < CHALLENGE_LASTS)
+        .is_some_and(|c| c.used.insert(nonce))
+}
+
+/// A probe sent, and whether its reply came.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    nonce: u64,
+    replied: bool,
+}
+
+/// Pushes onto a bounded queue, dropping the oldest.
+fn remember<T>(queue: &mut VecDeque<T>, item: T, limit: usize) {
+    queue.push_back(item);
+    while queue.len() > limit {
+        queue.pop_front();
+    }
+}
+
+/// Whether two socket addresses are the same, an IPv4 one and its
+/// IPv4-mapped IPv6 form alike.
+fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 /// Counters for /metrics.
@@ -169,13 +250,6 @@ impl Drop for Failover {
             task.abort();
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn nonce() -> u64 {
@@ -238,11 +312,14 @@ impl Failover {
             spec_active: BTreeSet::new(),
             tracker: Tracker::new(settings),
             addresses: BTreeMap::new(),
-            nonces: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            challenge_from: BTreeMap::new(),
+            challenges: BTreeMap::new(),
+            probed: BTreeMap::new(),
+            handoffs: BTreeMap::new(),
             yielded: Yields::new(settings),
             standbys: BTreeMap::new(),
             acknowledged: BTreeSet::new(),
-            seen: BTreeMap::new(),
         };
         let mut failover = Failover {
             node,
@@ -307,7 +384,10 @@ impl Failover {
             .iter()
             .map(|t| (t.node.clone(), t.address))
             .collect();
-        shared.nonces.retain(|node, _| wanted.contains_key(node));
+        shared.sent.retain(|node, _| wanted.contains_key(node));
+        shared
+            .challenge_from
+            .retain(|node, _| wanted.contains_key(node) && !moved.contains(node));
     }
 
     /// The Lease renewal time of an active node this node stands by for, as
@@ -378,9 +458,10 @@ impl Failover {
         self.shared.lock().expect("failover lock").yielded.view()
     }
 
-    /// Hands `ips` to their standbys — at the addresses the NodeAnnouncement
-    /// gives (`named`), and to any standby that probed for them — waiting at
-    /// most `wait` for them to acknowledge; returns the IPs acknowledged.
+    /// Hands `ips` to their standbys at the addresses the NodeAnnouncement
+    /// gives (`named`), in messages of at most [`wire::CHUNK`] IPs, each
+    /// echoing the standby's latest probe, waiting at most `wait` for them to
+    /// acknowledge; returns the IPs acknowledged.
     pub async fn handoff(
         &self,
         ips: &BTreeSet<IpAddr>,
@@ -393,31 +474,42 @@ impl Failover {
                 by_address.entry(*address).or_default().insert(*ip);
             }
         }
-        {
+        // What each standby probed with last: a hand-off echoes it.
+        let echoes: Vec<(SocketAddr, u64)> = {
             let shared = self.shared.lock().expect("failover lock");
-            for (address, theirs, heard) in shared.standbys.values() {
-                if heard.elapsed() < Duration::from_secs(5) {
-                    by_address
-                        .entry(*address)
-                        .or_default()
-                        .extend(theirs.intersection(ips).copied());
+            shared
+                .standbys
+                .values()
+                .filter(|(_, _, heard)| heard.elapsed() < Duration::from_secs(5))
+                .map(|(address, nonce, _)| (*address, *nonce))
+                .collect()
+        };
+        let mut recipients: Vec<(SocketAddr, Vec<IpAddr>, u64, u64)> = Vec::new();
+        for (address, theirs) in by_address {
+            let Some(echo) = echoes
+                .iter()
+                .find(|(from, _)| same_address(*from, address))
+                .map(|(_, nonce)| *nonce)
+            else {
+                tracing::info!(%address, "no recent probe from this standby: no hand-off to it");
+                continue;
+            };
+            let theirs: Vec<IpAddr> = theirs.into_iter().collect();
+            for part in wire::chunks(&theirs) {
+                if !part.is_empty() {
+                    recipients.push((address, part, nonce(), echo));
                 }
             }
         }
-        let recipients: Vec<(SocketAddr, Vec<IpAddr>, u64)> = by_address
-            .into_iter()
-            .filter(|(_, ips)| !ips.is_empty())
-            .map(|(address, ips)| (address, ips.into_iter().collect(), nonce()))
-            .collect();
         let deadline = Instant::now() + wait;
         let mut handed = BTreeSet::new();
         let mut pending = recipients;
         while !pending.is_empty() && Instant::now() < deadline {
-            for (address, ips, nonce) in &pending {
+            for (address, ips, nonce, echo) in &pending {
                 let message = Message {
                     kind: Kind::Handoff,
                     nonce: *nonce,
-                    sent_ms: now_ms(),
+                    echo: *echo,
                     node: self.node.clone(),
                     ips: ips.clone(),
                     taken: Vec::new(),
@@ -437,7 +529,7 @@ impl Failover {
                 .expect("failover lock")
                 .acknowledged
                 .clone();
-            pending.retain(|(_, ips, nonce)| {
+            pending.retain(|(_, ips, nonce, _)| {
                 if acknowledged.contains(nonce) {
                     handed.extend(ips.iter().copied());
                     false
@@ -447,7 +539,7 @@ impl Failover {
             });
             // Done once every IP is with someone (a node that probed us
             // earlier but stands by for nothing of ours now never answers).
-            pending.retain(|(_, ips, _)| ips.iter().any(|ip| !handed.contains(ip)));
+            pending.retain(|(_, ips, _, _)| ips.iter().any(|ip| !handed.contains(ip)));
         }
         handed
     }
@@ -466,35 +558,25 @@ struct Parts {
 }
 
 impl Parts {
-    fn send(&self, kind: Kind, nonce: u64, ips: Vec<IpAddr>, taken: Vec<IpAddr>) -> Vec<u8> {
+    fn send(
+        &self,
+        kind: Kind,
+        nonce: u64,
+        echo: u64,
+        ips: Vec<IpAddr>,
+        taken: Vec<IpAddr>,
+    ) -> Vec<u8> {
         wire::encode(
             &self.key,
             &Message {
                 kind,
                 nonce,
-                sent_ms: now_ms(),
+                echo,
                 node: self.node.clone(),
                 ips,
                 taken,
             },
         )
-    }
-
-    /// Whether a message is fresh and not a replay.
-    fn fresh(shared: &mut Shared, message: &Message) -> bool {
-        let now = now_ms();
-        if now.abs_diff(message.sent_ms) > FRESH.as_millis() as u64 {
-            return false;
-        }
-        let seen = shared.seen.entry(message.node.clone()).or_default();
-        if seen.contains(&message.nonce) {
-            return false;
-        }
-        seen.push_back(message.nonce);
-        if seen.len() > REMEMBERED {
-            seen.pop_front();
-        }
-        true
     }
 
     async fn receive(self) {
@@ -516,19 +598,80 @@ impl Parts {
             let mut answer = None;
             let mut changed = false;
             {
-                let mut shared = self.shared.lock().expect("failover lock");
-                if !Self::fresh(&mut shared, &message) {
+                let mut guard = self.shared.lock().expect("failover lock");
+                let shared = &mut *guard;
+                let refused = match message.kind {
+                    Kind::Probe => {
+                        let probed = shared.probed.entry(message.node.clone()).or_default();
+                        if probed.contains(&message.nonce) {
+                            true
+                        } else {
+                            remember(probed, message.nonce, REMEMBERED);
+                            false
+                        }
+                    }
+                    // A reply comes from where the probe went and answers a
+                    // probe of ours not answered yet.
+                    Kind::Reply => {
+                        let from_target = shared
+                            .addresses
+                            .get(&message.node)
+                            .is_some_and(|a| same_address(*a, from));
+                        let probe = shared.sent.get_mut(&message.node).and_then(|sent| {
+                            sent.iter_mut()
+                                .find(|s| s.nonce == message.nonce && !s.replied)
+                        });
+                        match probe {
+                            Some(probe) if from_target => {
+                                probe.replied = true;
+                                false
+                            }
+                            _ => true,
+                        }
+                    }
+                    // A hand-off echoes one of our recent probes to its
+                    // sender, and each is taken once.
+                    Kind::Handoff => {
+                        let recent = shared
+                            .sent
+                            .get(&message.node)
+                            .is_some_and(|sent| sent.iter().any(|s| s.nonce == message.echo));
+                        let seen = shared.handoffs.entry(message.node.clone()).or_default();
+                        if !recent || seen.contains(&message.nonce) {
+                            true
+                        } else {
+                            remember(seen, message.nonce, HANDOFFS_REMEMBERED);
+                            false
+                        }
+                    }
+                    Kind::HandoffAck => false,
+                };
+                if refused {
                     self.counters.refused.inc();
+                    tracing::debug!(%from, kind = ?message.kind, node = %message.node, "failover datagram refused: a replay, or not an answer to anything sent");
                     continue;
                 }
                 match message.kind {
                     Kind::Probe => {
-                        let ips: BTreeSet<IpAddr> = message.ips.iter().copied().collect();
                         shared
                             .standbys
-                            .insert(message.node.clone(), (from, ips.clone(), Instant::now()));
+                            .insert(message.node.clone(), (from, message.nonce, Instant::now()));
+                        // Its takeover claims count only with a challenge we
+                        // sent it lately (each usable once).
+                        let challenged = !message.taken.is_empty()
+                            && shared.challenges.get_mut(&message.node).is_some_and(|c| {
+                                challenged(
+                                    c,
+                                    message.echo,
+                                    message.nonce,
+                                    std::time::Instant::now(),
+                                )
+                            });
+                        if !message.taken.is_empty() && !challenged {
+                            tracing::debug!(by = %message.node, "takeover claims without a fresh challenge: answered, not yet honoured");
+                        }
                         let now = std::time::Instant::now();
-                        for ip in &message.taken {
+                        for ip in message.taken.iter().filter(|_| challenged) {
                             let ours = (shared.answering.contains(ip)
                                 || shared.spec_active.contains(ip))
                                 && !shared.tracker.taken().contains_key(ip);
@@ -537,26 +680,26 @@ impl Parts {
                                 changed = true;
                             }
                         }
-                        let held: Vec<IpAddr> = ips
-                            .iter()
-                            .filter(|ip| {
-                                shared.answering.contains(ip) && !shared.yielded.contains(ip)
-                            })
-                            .copied()
-                            .collect();
-                        answer = Some(self.send(Kind::Reply, message.nonce, held, Vec::new()));
+                        let challenge = challenge(
+                            shared.challenges.entry(message.node.clone()).or_default(),
+                            std::time::Instant::now(),
+                        );
+                        answer = Some(self.send(
+                            Kind::Reply,
+                            message.nonce,
+                            challenge,
+                            Vec::new(),
+                            Vec::new(),
+                        ));
                     }
                     Kind::Reply => {
-                        if shared
-                            .nonces
-                            .get(&message.node)
-                            .is_some_and(|n| n.contains(&message.nonce))
-                        {
-                            changed |= shared
-                                .tracker
-                                .answered(&message.node, std::time::Instant::now());
-                            self.counters.replies.inc();
-                        }
+                        shared
+                            .challenge_from
+                            .insert(message.node.clone(), message.echo);
+                        changed |= shared
+                            .tracker
+                            .answered(&message.node, std::time::Instant::now());
+                        self.counters.replies.inc();
                     }
                     Kind::Handoff => {
                         // Acknowledge only what this node can take: an
@@ -572,6 +715,7 @@ impl Parts {
                             answer = Some(self.send(
                                 Kind::HandoffAck,
                                 message.nonce,
+                                0,
                                 Vec::new(),
                                 Vec::new(),
                             ));
@@ -618,17 +762,25 @@ impl Parts {
                 self.counters
                     .unavailable_now
                     .set(shared.tracker.unavailable() as i64);
-                for (node, ips, taken) in shared.tracker.probes() {
+                for (node, _, taken) in shared.tracker.probes() {
                     let Some(address) = shared.addresses.get(&node).copied() else {
                         continue;
                     };
-                    let n = nonce();
-                    let nonces = shared.nonces.entry(node).or_default();
-                    nonces.push_back(n);
-                    if nonces.len() > 16 {
-                        nonces.pop_front();
+                    let echo = shared.challenge_from.get(&node).copied().unwrap_or(0);
+                    let taken: Vec<IpAddr> = taken.into_iter().collect();
+                    // Any number of taken IPs: one probe per chunk.
+                    for part in wire::chunks(&taken) {
+                        let n = nonce();
+                        remember(
+                            shared.sent.entry(node.clone()).or_default(),
+                            Sent {
+                                nonce: n,
+                                replied: false,
+                            },
+                            REMEMBERED,
+                        );
+                        outgoing.push((address, self.send(Kind::Probe, n, echo, Vec::new(), part)));
                     }
-                    outgoing.push((address, self.send(Kind::Probe, n, ips, taken)));
                 }
             }
             if changed {

@@ -3,32 +3,52 @@
 //! segment can forge a takeover or a hand-off.
 //!
 //! ```text
-//! "FLB1" | kind u8 | nonce u64 | sent (ms since the epoch) u64 |
+//! "FLB2" | kind u8 | nonce u64 | echo u64 |
 //! node name (u8 length + bytes) | ips (u16 count + entries) | taken (same) |
 //! tag (first 16 bytes of the HMAC over everything before it)
 //! entry: 4 + 4 bytes (IPv4) or 6 + 16 bytes (IPv6)
 //! ```
+//!
+//! No message carries a clock: freshness is proven by echoing a number the
+//! receiver made up itself a moment ago (see [`crate::failover`]), so a
+//! clock step on any node changes nothing, and a replay is refused. No
+//! message carries more than [`CHUNK`] IPs (longer lists go in several), so
+//! a datagram stays under 1,200 bytes whatever the number of IPs: never
+//! truncated, never fragmented.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ring::hmac;
 
-const MAGIC: &[u8; 4] = b"FLB1";
+const MAGIC: &[u8; 4] = b"FLB2";
 const TAG: usize = 16;
 /// The largest datagram accepted.
 pub const MAX: usize = 9000;
+/// At most this many IPs in one message's list: 48 IPv6 entries are 816
+/// bytes, so a message with a full list and the longest node name stays
+/// under 1,200 bytes.
+pub const CHUNK: usize = 48;
+
+/// `ips` in lists of at most [`CHUNK`]; one empty list for none.
+pub fn chunks(ips: &[IpAddr]) -> Vec<Vec<IpAddr>> {
+    if ips.is_empty() {
+        return vec![Vec::new()];
+    }
+    ips.chunks(CHUNK).map(<[IpAddr]>::to_vec).collect()
+}
 
 /// What a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Standby → active: are you there? `ips`: the IPs the sender stands by
-    /// for; `taken`: those it has taken over (the receiver must stop
-    /// answering for them).
+    /// Standby → active: are you there? `taken`: the IPs it has taken over
+    /// (the receiver must stop answering for them), honoured only when
+    /// `echo` is a challenge the receiver sent it in a recent reply.
     Probe = 1,
-    /// Active → standby: yes; echoes the probe's nonce; `ips`: those of the
-    /// probe's IPs it answers for.
+    /// Active → standby: yes; `nonce` echoes the probe's, `echo` is a new
+    /// challenge for the standby's next probes.
     Reply = 2,
-    /// Active → standby on a planned stop: take `ips` now.
+    /// Active → standby on a planned stop: take `ips` now; `echo` is the
+    /// nonce of a recent probe from that standby.
     Handoff = 3,
     /// Standby → active: taken; echoes the hand-off's nonce.
     HandoffAck = 4,
@@ -39,10 +59,11 @@ pub enum Kind {
 pub struct Message {
     /// What it is.
     pub kind: Kind,
-    /// A random number (echoed in replies).
+    /// A random number (echoed in replies and acknowledgements).
     pub nonce: u64,
-    /// When it was sent, in milliseconds since the epoch.
-    pub sent_ms: u64,
+    /// A number the receiver made up and sent earlier, proving this message
+    /// is new (0 for none).
+    pub echo: u64,
     /// The sending node.
     pub node: String,
     /// IPs, as the kind says.
@@ -99,7 +120,7 @@ pub fn encode(key: &Key, message: &Message) -> Vec<u8> {
     out.extend(MAGIC);
     out.push(message.kind as u8);
     out.extend(message.nonce.to_be_bytes());
-    out.extend(message.sent_ms.to_be_bytes());
+    out.extend(message.echo.to_be_bytes());
     let name = message.node.as_bytes();
     let name = &name[..name.len().min(255)];
     out.push(name.len() as u8);
@@ -176,7 +197,7 @@ pub fn decode(key: &Key, datagram: &[u8]) -> Result<Message, Rejected> {
         _ => return Err(Rejected::Malformed),
     };
     let nonce = reader.u64()?;
-    let sent_ms = reader.u64()?;
+    let echo = reader.u64()?;
     let length = usize::from(reader.u8()?);
     let node = String::from_utf8(reader.take(length)?.to_vec()).map_err(|_| Rejected::Malformed)?;
     let ips = reader.ips()?;
@@ -187,7 +208,7 @@ pub fn decode(key: &Key, datagram: &[u8]) -> Result<Message, Rejected> {
     Ok(Message {
         kind,
         nonce,
-        sent_ms,
+        echo,
         node,
         ips,
         taken,
@@ -202,11 +223,34 @@ mod tests {
         Message {
             kind: Kind::Probe,
             nonce: 42,
-            sent_ms: 1_700_000_000_000,
+            echo: 7,
             node: "node-b".into(),
             ips: vec!["192.168.1.10".parse().unwrap(), "fd00::10".parse().unwrap()],
             taken: vec!["192.168.1.11".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn any_number_of_ips_goes_in_messages_that_fit_one_unfragmented_datagram() {
+        let key = Key::new(b"the cluster key");
+        let ips: Vec<IpAddr> = (0..2_000u32)
+            .map(|i| IpAddr::V6(Ipv6Addr::from((0xfd00_u128 << 112) | (u128::from(i) * 3))))
+            .collect();
+        let parts = chunks(&ips);
+        assert_eq!(parts.concat(), ips);
+        for part in &parts {
+            let bytes = encode(
+                &key,
+                &Message {
+                    node: "n".repeat(255),
+                    ips: part.clone(),
+                    taken: Vec::new(),
+                    ..message()
+                },
+            );
+            assert!(bytes.len() < 1_200, "{}", bytes.len());
+        }
+        assert_eq!(chunks(&[]), vec![Vec::<IpAddr>::new()]);
     }
 
     #[test]
@@ -229,6 +273,13 @@ mod tests {
             assert!(decode(&key, &tampered).is_err(), "byte {i} flipped");
         }
         assert_eq!(decode(&key, b"junk"), Err(Rejected::Malformed));
+        let mut old = bytes.clone();
+        old[3] = b'1';
+        assert_eq!(
+            decode(&key, &old),
+            Err(Rejected::Malformed),
+            "FLB1 is not read"
+        );
         assert_eq!(
             decode(&key, &bytes[..bytes.len() - 1]),
             Err(Rejected::BadSignature)
