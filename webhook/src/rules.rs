@@ -176,7 +176,7 @@ pub fn pool(
         }
         if !stranded.is_empty() {
             verdict.warn(format!(
-                "IPAddressPool '{name}': {} keep IPs that will be in no pool; they keep working, their condition says IPNotInAnyPool until the addresses are back in a pool or the Services name another pool",
+                "IPAddressPool '{name}': {} keep IPs that will be in no pool; they stay announced as this pool's advertisements say (until the operator restarts), their condition says IPNotInAnyPool until the addresses are back in a pool or the Services name another pool",
                 some_of(&stranded)
             ));
         }

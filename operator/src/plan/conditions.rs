@@ -95,7 +95,10 @@ pub fn announced(
             .first()
             .and_then(|first| takeovers.from.get(&first.ip))
             .cloned(),
-        ips: assignments.iter().map(|a| (a.ip, a.pool.clone())).collect(),
+        ips: assignments
+            .iter()
+            .map(|a| (a.ip, a.announced_as()))
+            .collect(),
         local: service.local,
         endpoint_nodes: endpoints.get(&service.key).cloned().unwrap_or_default(),
         service: service.key.clone(),

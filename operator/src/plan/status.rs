@@ -286,6 +286,7 @@ mod tests {
         Assignment {
             ip: ip.parse().expect("ip"),
             pool: pool.map(str::to_string),
+            was_in: None,
         }
     }
 

@@ -830,3 +830,62 @@ fn an_ip_stays_on_its_node_while_the_store_has_not_caught_up_with_the_write() {
     let pass = memory.pass(&more, now);
     assert_eq!(active(&pass).as_deref(), Some("node-a"));
 }
+
+#[test]
+fn an_ip_left_outside_its_edited_or_deleted_pool_stays_announced() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a")]);
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let named_l2 = "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: lan}\nspec: {ipAddressPools: [lan]}";
+    let read = |pool: Option<&str>| {
+        let mut yaml = vec![NODE.to_string(), named_l2.to_string()];
+        yaml.extend(pool.map(str::to_string));
+        yaml.push(service("web", ""));
+        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+    };
+    // What the pass writes for node-a's layer 2 IPs.
+    let announced = |pass: &Pass| -> Option<String> {
+        pass.writes.iter().find_map(|w| match w {
+            Write::Announcement { spec, .. } => Some(
+                spec.l2
+                    .iter()
+                    .map(|g| g.ips.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+    };
+    let first = read(Some(POOL));
+    let mut memory = Memory::rebuild(&first);
+    let l2 = announced(&memory.pass(&first, t0)).expect("node-a's spec");
+    assert_eq!(l2, "192.168.1.10");
+    // The pool shrinks past web's IP, then goes: web keeps it, and node-a
+    // keeps answering for it (the status says it is in no pool).
+    let shrunk = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.168.1.11/32]}";
+    for (step, pool) in [("shrunk", Some(shrunk)), ("deleted", None)] {
+        let snapshot = read(pool);
+        let pass = memory.pass(&snapshot, t0);
+        if let Some(l2) = announced(&pass) {
+            assert_eq!(l2, "192.168.1.10", "{step}: still answered");
+        }
+        let status = pass.writes.iter().find_map(|w| match w {
+            Write::Service { desired, .. } => Some(desired.clone()),
+            _ => None,
+        });
+        if let Some(desired) = status {
+            let text = format!("{:?}", desired);
+            assert!(
+                text.contains(ferrolb_api::constants::condition::reason::IP_NOT_IN_ANY_POOL),
+                "{step}: {text}"
+            );
+            assert!(
+                !text.contains(ferrolb_api::constants::condition::reason::NO_ADVERTISEMENT),
+                "{step}: {text}"
+            );
+        }
+    }
+}

@@ -109,6 +109,10 @@ pub struct Allocator {
     services: HashMap<ServiceKey, Holding>,
     /// Sharing key → the IPs held under it, to find a shareable IP quickly.
     shared: HashMap<String, BTreeSet<IpAddr>>,
+    /// Held IPs in no pool now: the pool each was in last (it stays
+    /// announced as that pool's advertisements say). Kept through a
+    /// re-allocation of its holder; pruned when the pools change.
+    was_in: HashMap<IpAddr, String>,
 }
 
 impl Allocator {
@@ -122,6 +126,11 @@ impl Allocator {
     /// Replaces the pools. Every held IP stays held; one that lies in no pool any
     /// more is reported with `pool: None` until its Service lets it go.
     pub fn set_pools(&mut self, mut pools: Vec<Pool>) {
+        let before: Vec<(IpAddr, String)> = self
+            .held
+            .keys()
+            .filter_map(|ip| Some((*ip, self.pool_of(*ip)?.to_string())))
+            .collect();
         pools.sort_by(Pool::order);
         self.pools = pools.into_iter().map(PoolState::new).collect();
         self.by_name = self
@@ -134,6 +143,16 @@ impl Allocator {
         let held: Vec<IpAddr> = self.held.keys().copied().collect();
         for ip in held {
             self.mark_used(ip);
+        }
+        self.was_in.extend(before);
+        let in_a_pool: Vec<IpAddr> = self
+            .was_in
+            .keys()
+            .filter(|ip| !self.held.contains_key(ip) || self.pool_of(**ip).is_some())
+            .copied()
+            .collect();
+        for ip in in_a_pool {
+            self.was_in.remove(&ip);
         }
     }
 
@@ -184,6 +203,7 @@ impl Allocator {
             .map(|ip| Assignment {
                 ip: *ip,
                 pool: self.pool_of(*ip).map(str::to_string),
+                was_in: self.was_in.get(ip).cloned(),
             })
             .collect()
     }

@@ -212,4 +212,15 @@ pub struct Assignment {
     pub ip: IpAddr,
     /// Its pool.
     pub pool: Option<String>,
+    /// When in no pool now: the pool it was in last (kept announced as that
+    /// pool's advertisements say, so an edited or deleted pool costs no
+    /// traffic; an operator restart forgets it).
+    pub was_in: Option<String>,
+}
+
+impl Assignment {
+    /// The pool whose advertisements announce it: its own, or the last one.
+    pub fn announced_as(&self) -> Option<String> {
+        self.pool.clone().or_else(|| self.was_in.clone())
+    }
 }

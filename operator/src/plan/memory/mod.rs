@@ -502,7 +502,7 @@ impl Memory {
                     && a.ips
                         .iter()
                         .zip(&kept.held)
-                        .all(|((ip, pool), h)| *ip == h.ip && *pool == h.pool)
+                        .all(|((ip, pool), h)| *ip == h.ip && *pool == h.announced_as())
             });
             if !same {
                 kept.announced = Some(conditions::announced(
