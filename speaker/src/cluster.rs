@@ -365,6 +365,13 @@ pub async fn run(
             .boxed()
     };
     let mut events = watch_own();
+    let (reports, reports_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(write_status(
+        api.clone(),
+        config.clone(),
+        reports_rx,
+        rewatch.clone(),
+    ));
     // The prefixes many nodes share (PrefixSets): every change is applied to
     // the sessions naming its advertisement; a new listing replaces them all
     // once complete, so a set deleted while disconnected goes too.
@@ -507,38 +514,73 @@ pub async fn run(
             }
             continue;
         }
-        let body = json!({
-            "apiVersion": "ferrolb.io/v1alpha1",
-            "kind": "NodeAnnouncement",
-            "metadata": { "name": config.node },
-            "status": report,
-        });
-        match api
-            .patch_status(
-                &config.node,
-                &PatchParams::apply(manager::SPEAKER).force(),
-                &Patch::Apply(body),
+        // Written by its own task, the latest report winning: a status write
+        // that hangs never holds a takeover, a spec change or a stop behind it.
+        let (taken, yielded) = runner.failover_view();
+        tracing::info!(active = ?runner.effective.active_ips(), ?taken, ?yielded, bgp = %runner.bgp.summary(), generation = ?announcement.metadata.generation, "applied; reporting");
+        reports.send_replace(Some((report.clone(), runner.failover().is_some())));
+        // The next comparison is against what is being written (a failed
+        // write re-watches, and the stored status is compared again).
+        announcement.status = Some(report);
+    }
+    Ok(())
+}
+
+/// How long one status write may take before it is given up and tried
+/// again (with the latest report by then).
+const STATUS_WRITE: Duration = Duration::from_secs(5);
+
+/// Writes the node's NodeAnnouncement status: the latest report sent on
+/// `reports` (with whether the fast path runs, for `/readyz`), each write
+/// given up after [`STATUS_WRITE`] and retried a second later unless a newer
+/// report came.
+async fn write_status(
+    api: Api<NodeAnnouncement>,
+    config: Config,
+    mut reports: tokio::sync::watch::Receiver<Option<(NodeAnnouncementStatus, bool)>>,
+    rewatch: Arc<Notify>,
+) {
+    while reports.changed().await.is_ok() {
+        loop {
+            let Some((report, failover_on)) = reports.borrow_and_update().clone() else {
+                break;
+            };
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1",
+                "kind": "NodeAnnouncement",
+                "metadata": { "name": config.node },
+                "status": report,
+            });
+            let written = tokio::time::timeout(
+                STATUS_WRITE,
+                api.patch_status(
+                    &config.node,
+                    &PatchParams::apply(manager::SPEAKER).force(),
+                    &Patch::Apply(body),
+                ),
             )
-            .await
-        {
-            Ok(_) => {
-                let (taken, yielded) = runner.failover_view();
-                tracing::info!(active = ?runner.effective.active_ips(), ?taken, ?yielded, bgp = %runner.bgp.summary(), generation = ?announcement.metadata.generation, "applied and reported");
-                // The next comparison is against what was just written.
-                if runner.failover().is_some() {
-                    config
-                        .ready
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+            .await;
+            let error = match written {
+                Ok(Ok(_)) => {
+                    tracing::info!(generation = ?report.observed_generation, "applied and reported");
+                    if failover_on {
+                        config
+                            .ready
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    break;
                 }
-                announcement.status = Some(report);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write NodeAnnouncement status");
-                rewatch.notify_one();
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {STATUS_WRITE:?}"),
+            };
+            tracing::warn!(%error, "cannot write NodeAnnouncement status; trying again");
+            rewatch.notify_one();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                changed = reports.changed() => if changed.is_err() { return },
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
