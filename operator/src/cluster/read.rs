@@ -99,44 +99,34 @@ pub fn takeovers(
     found
 }
 
-/// Per IP (as text), the node whose spec makes it active now.
+/// Per IP, the node whose spec makes it active now.
 pub fn current_active(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> BTreeMap<std::net::IpAddr, String> {
-    let mut current = BTreeMap::new();
-    for (node, announcement) in announcements {
-        for group in announcement
-            .spec
-            .l2
-            .iter()
-            .filter(|g| g.role == L2Role::Active)
-        {
-            for ip in group.ips.iter() {
-                current.insert(ip, node.clone());
-            }
-        }
-    }
-    current
+    in_role(announcements, L2Role::Active)
 }
 
 /// Per IP, the node whose spec makes it stand by for it now.
 pub fn current_standby(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> BTreeMap<std::net::IpAddr, String> {
-    let mut standing_by = BTreeMap::new();
+    in_role(announcements, L2Role::Standby)
+}
+
+/// Per IP, the node whose spec gives it `role` for it.
+fn in_role(
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+    role: L2Role,
+) -> BTreeMap<std::net::IpAddr, String> {
+    let mut found = BTreeMap::new();
     for (node, announcement) in announcements {
-        for group in announcement
-            .spec
-            .l2
-            .iter()
-            .filter(|g| g.role == L2Role::Standby)
-        {
+        for group in announcement.spec.l2.iter().filter(|g| g.role == role) {
             for ip in group.ips.iter() {
-                standing_by.insert(ip, node.clone());
+                found.insert(ip, node.clone());
             }
         }
     }
-    standing_by
+    found
 }
 
 /// Per node, where its speaker answers failover probes.

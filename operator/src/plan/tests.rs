@@ -739,6 +739,20 @@ fn a_prefix_set_not_stored_as_planned_is_written_again_until_it_is() {
     assert_eq!(prefix_sets(&memory.pass(&deleted, now)), first);
 }
 
+/// The layer 2 IPs of the first NodeAnnouncement spec a pass writes.
+fn l2_announced(pass: &Pass) -> Option<String> {
+    pass.writes.iter().find_map(|w| match w {
+        Write::Announcement { spec, .. } => Some(
+            spec.l2
+                .iter()
+                .map(|g| g.ips.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    })
+}
+
 #[test]
 fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
     let options = Options {
@@ -752,18 +766,7 @@ fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
         yaml.extend(services.iter().map(|s| service(s, "")));
         crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
     };
-    let announced = |pass: &Pass| -> Option<String> {
-        pass.writes.iter().find_map(|w| match w {
-            Write::Announcement { spec, .. } => Some(
-                spec.l2
-                    .iter()
-                    .map(|g| g.ips.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        })
-    };
+    let announced = l2_announced;
     let first = read(&["web"]);
     // One byte a second: any object waits the longest after a write.
     let mut memory = Memory::rebuild(&first).paced(1);
@@ -847,18 +850,7 @@ fn an_ip_left_outside_its_edited_or_deleted_pool_stays_announced() {
         crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
     };
     // What the pass writes for node-a's layer 2 IPs.
-    let announced = |pass: &Pass| -> Option<String> {
-        pass.writes.iter().find_map(|w| match w {
-            Write::Announcement { spec, .. } => Some(
-                spec.l2
-                    .iter()
-                    .map(|g| g.ips.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        })
-    };
+    let announced = l2_announced;
     let first = read(Some(POOL));
     let mut memory = Memory::rebuild(&first);
     let l2 = announced(&memory.pass(&first, t0)).expect("node-a's spec");
