@@ -189,6 +189,21 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
     };
     let as_speaker = format!("--as={SPEAKER}");
     let on_node_a = "--as-user-extra=authentication.kubernetes.io/node-name=node-a";
+    // The policies take effect a moment after they are created: wait until
+    // one refuses (30 s at most) before judging them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let probe = cluster
+            .apply_with(
+                &lease("speaker-node-b"),
+                &["--dry-run=server", &as_speaker, on_node_a],
+            )
+            .expect("apply");
+        if !probe.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let own = cluster
         .apply_with(
             &lease("speaker-node-a"),
@@ -312,13 +327,22 @@ async fn a_speaker_token_writes_its_own_nodes_status_only() {
             .expect("write");
         kubectl.wait_with_output().expect("kubectl")
     };
+    // A new policy takes effect a moment after it is created (the
+    // apiserver loads it asynchronously): ask until it refuses, 30 s at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let other = loop {
+        let other = patch("node-b");
+        if !other.status.success() || std::time::Instant::now() > deadline {
+            break other;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     let own = patch("node-a");
     assert!(
         own.status.success(),
         "{}",
         String::from_utf8_lossy(&own.stderr)
     );
-    let other = patch("node-b");
     let stderr = String::from_utf8_lossy(&other.stderr);
     assert!(
         !other.status.success(),
