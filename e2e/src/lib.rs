@@ -12,6 +12,7 @@ pub mod probe;
 pub mod process;
 pub mod real;
 pub mod routers;
+pub mod tier;
 pub mod wait;
 
 pub use cluster::TestCluster;

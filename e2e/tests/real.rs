@@ -17,295 +17,11 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_e2e::controlplane::workspace_root;
-use ferrolb_e2e::image::{PAUSE, TAG, build_all};
-use ferrolb_e2e::netns::Host;
+use ferrolb_e2e::image::TAG;
 use ferrolb_e2e::probe::{Prober, median_and_max};
-use ferrolb_e2e::real::{Options, ProxyMode, RealCluster};
 use ferrolb_e2e::routers::{Frr, Router, frr_config};
+use ferrolb_e2e::tier::{ECHO, Real, installed};
 use ferrolb_e2e::wait::until;
-use serde_json::Value;
-
-const CLIENT_MAC: &str = "02:00:00:00:0e:99";
-
-struct Real {
-    cluster: RealCluster,
-    client: Host,
-}
-
-impl Real {
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.cluster
-            .kubectl_ok(args)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl(&all)).expect("json")
-    }
-
-    fn apply(&self, yaml: &str) -> std::process::Output {
-        let path = self.cluster.dir.join("apply.yaml");
-        std::fs::write(&path, yaml).expect("write");
-        self.cluster
-            .kubectl(&["apply", "-f", &path.display().to_string()])
-            .expect("kubectl")
-    }
-
-    /// The Service's IP once it has one.
-    fn service_ip(&self, name: &str) -> String {
-        until(
-            &format!("{name} to get an IP"),
-            Duration::from_secs(60),
-            || {
-                let ip = self
-                    .cluster
-                    .kubectl_ok(&[
-                        "get",
-                        "svc",
-                        name,
-                        "-o",
-                        "jsonpath={.status.loadBalancer.ingress[0].ip}",
-                    ])
-                    .ok()?;
-                (!ip.trim().is_empty()).then(|| ip.trim().to_string())
-            },
-        )
-        .expect("an IP")
-    }
-
-    /// The node the operator made active for `ip`, once its speaker has
-    /// applied that and answers — and no other node says it answers.
-    fn active(&self, ip: &str) -> Option<String> {
-        let list = self.json(&["get", "nodeannouncements"]);
-        let answering: Vec<&Value> = list["items"]
-            .as_array()?
-            .iter()
-            .filter(|item| {
-                item["status"]["l2"].as_array().is_some_and(|l2| {
-                    l2.iter().any(|s| {
-                        ferrolb_e2e::lab::holds(&s["ips"], ip) && s["state"] == "Announcing"
-                    })
-                })
-            })
-            .collect();
-        let [item] = answering.as_slice() else {
-            return None;
-        };
-        let chosen = item["spec"]["l2"]
-            .as_array()?
-            .iter()
-            .any(|e| ferrolb_e2e::lab::holds(&e["ips"], ip) && e["role"] == "active");
-        let applied = item["status"]["observedGeneration"] == item["metadata"]["generation"];
-        (chosen && applied).then(|| item["metadata"]["name"].as_str().map(str::to_string))?
-    }
-
-    fn mac_of(&self, node: &str) -> String {
-        let ns = self.cluster.slot.namespace(node);
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns, "-o", "link", "show", "dev", "eth0"])
-            .output()
-            .expect("ip link");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .unwrap_or_default()
-            .to_lowercase()
-    }
-
-    /// Waits until every Pod in the cluster is Ready and the Service is
-    /// announced and answering.
-    fn settled(&self, service: &str) -> (String, String) {
-        let ip = self.service_ip(service);
-        until("every Pod Ready", Duration::from_secs(180), || {
-            let pods = self.json(&["get", "pods", "-A"]);
-            let all = pods["items"].as_array()?;
-            all.iter()
-                .all(|p| {
-                    p["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                })
-                .then_some(())
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                self.kubectl(&["get", "pods", "-A", "-o", "wide"])
-            )
-        });
-        until("the IP to be announced", Duration::from_secs(60), || {
-            self.active(&ip)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
-        // Every speaker has caught up with its spec, and each standby of this
-        // IP hears the active node: the fast path is armed for this IP. The
-        // active node is read anew each time: right after a failure the
-        // status of the node that lost the IP can still say it answers.
-        let active = until("fast failover to be armed", Duration::from_secs(60), || {
-            let list = self.json(&["get", "nodeannouncements"]);
-            let items = list["items"].as_array()?;
-            let caught_up = items
-                .iter()
-                .all(|i| i["status"]["observedGeneration"] == i["metadata"]["generation"]);
-            let active = self.active(&ip)?;
-            let standbys: Vec<&Value> = items
-                .iter()
-                .filter(|i| {
-                    i["spec"]["l2"].as_array().is_some_and(|l2| {
-                        l2.iter().any(|e| {
-                            ferrolb_e2e::lab::holds(&e["ips"], &ip)
-                                && e["role"] == "standby"
-                                && e["standbyFor"] == active.as_str()
-                        })
-                    })
-                })
-                .collect();
-            let armed = !standbys.is_empty()
-                && standbys.iter().all(|i| {
-                    i["status"]["failover"].as_array().is_some_and(|f| {
-                        f.iter()
-                            .any(|f| f["node"] == active.as_str() && f["state"] == "Armed")
-                    })
-                });
-            (caught_up && armed).then_some(active)
-        })
-        .unwrap_or_else(|e| panic!("{e} ({ip})\n{}", self.diagnose()));
-        until("the client to be answered", Duration::from_secs(30), || {
-            let out = self
-                .client
-                .run("curl", &["-s", "-m", "1", &format!("http://{ip}/")])
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("pod=")
-                .then_some(())
-        })
-        .expect("HTTP through the Service IP");
-        (ip, active)
-    }
-
-    /// What the cluster looks like, for a failure message.
-    fn diagnose(&self) -> String {
-        let mut text = String::new();
-        for args in [
-            vec!["get", "nodes", "-o", "wide"],
-            vec!["get", "pods", "-A", "-o", "wide"],
-            vec!["get", "svc", "-o", "wide"],
-            vec![
-                "get",
-                "nodeannouncements",
-                "-o",
-                "custom-columns=NODE:.metadata.name,GEN:.metadata.generation,SEEN:.status.observedGeneration,SPEC:.spec.l2,L2:.status.l2,FAILOVER:.status.failover",
-            ],
-        ] {
-            text.push_str(&format!("--- kubectl {}\n", args.join(" ")));
-            if let Ok(out) = self.cluster.kubectl(&args) {
-                text.push_str(&String::from_utf8_lossy(&out.stdout));
-            }
-        }
-        text.push_str(&self.logs(|pod| !pod.contains("webhook"), "--tail=25"));
-        text
-    }
-
-    /// The logs of ferrolb's Pods whose name passes `which`, each limited
-    /// by `limit` (a `kubectl logs` flag).
-    fn logs(&self, which: impl Fn(&str) -> bool, limit: &str) -> String {
-        let pods = self
-            .cluster
-            .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
-            .unwrap_or_default();
-        let mut text = String::new();
-        for pod in pods.lines().filter(|p| which(p)) {
-            if let Ok(out) = self
-                .cluster
-                .kubectl(&["-n", "ferrolb-system", "logs", pod, limit])
-            {
-                text.push_str(&format!(
-                    "--- {pod}\n{}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
-            }
-        }
-        text
-    }
-
-    /// When the speaker container on `node` started, if it runs and is
-    /// Ready.
-    fn speaker_started(&self, node: &str) -> Option<String> {
-        let selector = format!("spec.nodeName={node}");
-        let pods = self.json(&[
-            "-n",
-            "ferrolb-system",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=ferrolb-speaker",
-            "--field-selector",
-            &selector,
-        ]);
-        pods["items"].as_array()?.iter().find_map(|pod| {
-            let status = pod["status"]["containerStatuses"].as_array()?.first()?;
-            let started = status["state"]["running"]["startedAt"].as_str()?;
-            (status["ready"] == true).then(|| started.to_string())
-        })
-    }
-
-    /// After a crash and restart of `node`: waits until its speaker runs
-    /// anew and is Ready (its Pod's status as the restarted kubelet writes
-    /// it). Until then the apiserver still shows what the dead speaker last
-    /// wrote — Ready, fast failover Armed — and the next scenario would
-    /// measure with a standby that is not there.
-    fn speaker_back(&self, node: &str, before: Option<String>) {
-        until(
-            &format!("the speaker on {node} to run again"),
-            Duration::from_secs(180),
-            || {
-                self.speaker_started(node)
-                    .filter(|s| Some(s) != before.as_ref())
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
-    }
-
-    /// For a failover much slower than the fast path: what each speaker
-    /// logged over the last `seconds` (printed, never asserted: a figure).
-    fn explain_slow(&self, what: &str, seen: &Seen, seconds: u32) {
-        if seen.gap.is_none_or(|gap| gap < Duration::from_secs(2)) {
-            return;
-        }
-        println!(
-            "SLOW {what}: {seen:?}\n{}",
-            self.logs(
-                |pod| pod.contains("speaker"),
-                &format!("--since={seconds}s")
-            )
-        );
-    }
-
-    fn rss_of(&self, binary: &str) -> Vec<u64> {
-        let out = std::process::Command::new("pgrep")
-            .args(["-f", &format!("^/{binary}")])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|pid| {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
-            .collect()
-    }
-}
 
 /// What a client saw during one scenario.
 #[derive(Debug)]
@@ -358,43 +74,20 @@ fn report(what: &str, seen: &[Seen]) {
     );
 }
 
-const ECHO: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo, namespace: default}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: echo}}
-  template:
-    metadata: {labels: {app: echo}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: echo
-        image: localhost/echo:TAG
-        imagePullPolicy: Never
-        env:
-        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
-        ports: [{containerPort: 8080}]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 2}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  type: LoadBalancer
-  selector: {app: echo}
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo-local, namespace: default}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  selector: {app: echo}
-  ports: [{port: 80, targetPort: 8080}]
-";
+/// For a failover much slower than the fast path: what each speaker
+/// logged over the last `seconds` (printed, never asserted: a figure).
+fn explain_slow(real: &Real, what: &str, seen: &Seen, seconds: u32) {
+    if seen.gap.is_none_or(|gap| gap < Duration::from_secs(2)) {
+        return;
+    }
+    println!(
+        "SLOW {what}: {seen:?}\n{}",
+        real.logs(
+            |pod| pod.contains("speaker"),
+            &format!("--since={seconds}s")
+        )
+    );
+}
 
 #[test]
 fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
@@ -403,58 +96,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(2);
-    let built = build_all(&root.join("target/debug"), &root.join(".cache/images")).expect("images");
-    let local =
-        std::fs::read_to_string(root.join("config/local/kustomization.yaml")).expect("overlay");
-    assert!(
-        local.contains(&format!("newTag: {TAG}")),
-        "config/local names the tag make image builds ({TAG})"
-    );
-    let dir = tempfile::Builder::new()
-        .prefix("ferrolb-real-")
-        .tempdir()
-        .expect("dir")
-        .keep();
-    let cluster = RealCluster::start(Options {
-        nodes: 3,
-        proxy: ProxyMode::Iptables,
-        images: built.archives.iter().map(|(_, p)| p.clone()).collect(),
-        sandbox_image: format!("{PAUSE}:{TAG}"),
-        dir,
-    })
-    .expect("a real cluster");
-    println!(
-        "FIGURE REAL cluster: 3 nodes Ready after {:?}",
-        cluster.ready_after
-    );
-    let client = cluster.client(3, CLIENT_MAC).expect("client");
-    let real = Real { cluster, client };
-
-    // Install as a user does.
-    let installed = Instant::now();
-    real.kubectl(&[
-        "apply",
-        "-k",
-        &root.join("config/local").display().to_string(),
-    ]);
-    for (kind, name) in [
-        ("deploy", "ferrolb-webhook"),
-        ("deploy", "ferrolb-operator"),
-        ("ds", "ferrolb-speaker"),
-    ] {
-        real.kubectl(&[
-            "-n",
-            "ferrolb-system",
-            "rollout",
-            "status",
-            &format!("{kind}/{name}"),
-            "--timeout=180s",
-        ]);
-    }
-    println!(
-        "FIGURE REAL install: every ferrolb Pod Ready {:?} after kubectl apply -k",
-        installed.elapsed()
-    );
+    let real = installed(&root, 3, "ferrolb-real-");
 
     // The webhook through its Service, with its own certificate.
     let slot = real.cluster.slot;
@@ -630,7 +272,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
                 })
                 .unwrap_or_else(|e| panic!("{e} (cut {active}, MAC {mac})\n{}", real.diagnose()));
             });
-            real.explain_slow(&format!("link cut of {active}, {service}"), &seen, 30);
+            explain_slow(&real, &format!("link cut of {active}, {service}"), &seen, 30);
             cut.push(seen);
             real.cluster.set_link(&active, true).expect("link up");
         }
@@ -643,7 +285,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
             let seen = measure(&real, &ip, &mac, Duration::from_secs(6), || {
                 real.cluster.crash(&active).expect("crash");
             });
-            real.explain_slow(&format!("crash of {active}, {service}"), &seen, 30);
+            explain_slow(&real, &format!("crash of {active}, {service}"), &seen, 30);
             crashed.push(seen);
             real.cluster.restart(&active).expect("restart");
             real.speaker_back(&active, before);
