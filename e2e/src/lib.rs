@@ -2,6 +2,7 @@
 //! kube-apiserver), its PKI, ferrolb processes, and helpers the scenario tests
 //! share.
 
+pub mod chaos;
 pub mod cluster;
 pub mod controlplane;
 pub mod image;

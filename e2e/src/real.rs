@@ -1187,6 +1187,105 @@ healthzBindAddress: 127.0.0.1:10256
         bail!("processes of {name} survive SIGKILL")
     }
 
+    /// The pid of control-plane daemon `name` (`etcd`, `kube-apiserver`, …).
+    pub fn control_plane_pid(&self, name: &str) -> Result<i32> {
+        let path = self.dir.join("cp").join(format!("{name}.pid"));
+        fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("a pid in {}", path.display()))
+    }
+
+    /// Stops control-plane daemon `name` with `signal` (SIGKILL for a
+    /// crash, SIGTERM for a static Pod's restart; SIGKILL after 60 s),
+    /// waits `down`, and starts it again with the same command line. Its
+    /// earlier log is kept as `NAME.log.1`.
+    pub fn restart_control_plane(&self, name: &str, signal: Signal, down: Duration) -> Result<()> {
+        let pid = self.control_plane_pid(name)?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .with_context(|| format!("{name} (pid {pid}) is not running"))?;
+        let mut args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let program = PathBuf::from(args.remove(0));
+        let _ = kill(Pid::from_raw(pid), signal);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
+        {
+            if Instant::now() > deadline {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down);
+        let cp = self.dir.join("cp");
+        let _ = fs::rename(
+            cp.join(format!("{name}.log")),
+            cp.join(format!("{name}.log.1")),
+        );
+        let cgroup = format!("/{}control-plane", self.slot.prefix());
+        daemon(&cp, name, &program, &args, None, Some(&cgroup))?;
+        Ok(())
+    }
+
+    /// The pids of the processes running `binary` in the Pod whose UID is
+    /// `uid` (found by the Pod's cgroup, whichever cgroup driver).
+    pub fn pod_pids(&self, uid: &str, binary: &str) -> Vec<i32> {
+        let underscored = uid.replace('-', "_");
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cgroup = fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            if !cgroup.contains(uid) && !cgroup.contains(&underscored) {
+                continue;
+            }
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            if String::from_utf8_lossy(program).ends_with(binary) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Loads `ruleset` (nft syntax) into node `name`'s namespace, or with
+    /// `None` removes the table `inet ferrolb-chaos` a ruleset made there.
+    pub fn node_firewall(&self, name: &str, ruleset: Option<&str>) -> Result<()> {
+        let ns = self.slot.namespace(name);
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &ns, "nft"]);
+        match ruleset {
+            Some(_) => command.args(["-f", "-"]),
+            None => command.args(["delete", "table", "inet", "ferrolb-chaos"]),
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("nft")?;
+        if let Some(text) = ruleset {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(text.as_bytes())?;
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// The running cluster whose folder is `dir` (started with `up`), to act
     /// on; dropping it leaves the cluster running.
     pub fn attach(dir: &Path) -> Result<RealCluster> {

@@ -177,9 +177,8 @@ impl Real {
             .iter()
             .filter(|item| {
                 item["status"]["l2"].as_array().is_some_and(|l2| {
-                    l2.iter().any(|s| {
-                        crate::lab::holds(&s["ips"], ip) && s["state"] == "Announcing"
-                    })
+                    l2.iter()
+                        .any(|s| crate::lab::holds(&s["ips"], ip) && s["state"] == "Announcing")
                 })
             })
             .collect();
@@ -364,6 +363,29 @@ impl Real {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
     }
 
+    /// The node IPs, sorted, with a Ready Pod matching `selector` that is
+    /// not being deleted.
+    pub fn ready_pod_node_ips(&self, selector: &str) -> Vec<String> {
+        let pods = self.json(&["get", "pods", "-l", selector]);
+        let mut ips: Vec<String> = pods["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_null()
+                    && p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+            })
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .filter_map(|n| self.cluster.node_named(n).map(|n| n.ip.clone()))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
 
     /// The resident memory (kB) of each process running `binary`.
     pub fn rss_of(&self, binary: &str) -> Vec<u64> {

@@ -272,7 +272,12 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
                 })
                 .unwrap_or_else(|e| panic!("{e} (cut {active}, MAC {mac})\n{}", real.diagnose()));
             });
-            explain_slow(&real, &format!("link cut of {active}, {service}"), &seen, 30);
+            explain_slow(
+                &real,
+                &format!("link cut of {active}, {service}"),
+                &seen,
+                30,
+            );
             cut.push(seen);
             real.cluster.set_link(&active, true).expect("link up");
         }
@@ -323,28 +328,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     .expect("BGP objects applied");
     let shop = real.service_ip("shop");
     let prefix = format!("{shop}/32");
-    // Nodes with a ready echo Pod, as node IPs.
-    let pod_nodes = |real: &Real| -> Vec<String> {
-        let pods = real.json(&["get", "pods", "-l", "app=echo"]);
-        let mut ips: Vec<String> = pods["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| {
-                p["metadata"]["deletionTimestamp"].is_null()
-                    && p["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-            })
-            .filter_map(|p| p["spec"]["nodeName"].as_str())
-            .filter_map(|n| real.cluster.node_named(n).map(|n| n.ip.clone()))
-            .collect();
-        ips.sort();
-        ips.dedup();
-        ips
-    };
+    let pod_nodes = |real: &Real| real.ready_pod_node_ips("app=echo");
     let routed = |expected: &[String]| {
         frr.route(&prefix)
             .ok()
