@@ -1198,7 +1198,8 @@ healthzBindAddress: 127.0.0.1:10256
     }
 
     /// Stops control-plane daemon `name` with `signal` (SIGKILL for a
-    /// crash, SIGTERM for a static Pod's restart; SIGKILL after 60 s),
+    /// crash, SIGTERM for a static Pod's restart; SIGKILL after 30 s, the
+    /// kubelet's grace period),
     /// waits `down`, and starts it again with the same command line. Its
     /// earlier log is kept as `NAME.log.1`.
     pub fn restart_control_plane(&self, name: &str, signal: Signal, down: Duration) -> Result<()> {
@@ -1212,7 +1213,7 @@ healthzBindAddress: 127.0.0.1:10256
             .collect();
         let program = PathBuf::from(args.remove(0));
         let _ = kill(Pid::from_raw(pid), signal);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
         {

@@ -338,6 +338,9 @@ struct Ran {
     fault: Fault,
     target: String,
     window: Window,
+    /// Until the next fault: the fault's own time, the recovery and the
+    /// quiet stretch after it (the table counts over all of it).
+    stretch: Duration,
     findings: Vec<String>,
 }
 
@@ -352,6 +355,42 @@ fn requests(samples: &Samples, origin: Instant) -> Vec<Request> {
         .collect();
     out.sort_by_key(|r| r.at);
     out
+}
+
+/// Keeps what explains the findings in `target/chaos/`: every ferrolb Pod's
+/// log (the previous container's too) and the control plane's.
+fn keep_logs(chaos: &Chaos, root: &std::path::Path, run: Duration) {
+    let dir = root.join("target/chaos");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("target/chaos");
+    let since = format!("--since={}s", run.as_secs() + 120);
+    let pods = chaos
+        .real
+        .cluster
+        .kubectl_ok(&["-n", "ferrolb-system", "get", "pods", "-o", "name"])
+        .unwrap_or_default();
+    for pod in pods.lines() {
+        for (suffix, previous) in [("", false), (".previous", true)] {
+            let mut args = vec!["-n", "ferrolb-system", "logs", pod, since.as_str()];
+            if previous {
+                args.push("--previous");
+            }
+            if let Ok(out) = chaos.real.cluster.kubectl(&args) {
+                let name = format!("{}{suffix}.log", pod.trim_start_matches("pod/"));
+                let _ = std::fs::write(dir.join(name), &out.stdout);
+            }
+        }
+    }
+    for entry in std::fs::read_dir(chaos.real.cluster.dir.join("cp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().contains(".log") {
+            let _ = std::fs::copy(entry.path(), dir.join(entry.file_name()));
+        }
+    }
+    println!("CHAOS logs kept in {}", dir.display());
 }
 
 fn setting(name: &str) -> Option<u64> {
@@ -467,13 +506,15 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         let start = origin.elapsed();
         let done = chaos.inject(fault);
         let undone = origin.elapsed();
+        chaos.recover(&done);
         println!(
-            "CHAOS {:>3}. {fault} ({}) at {:.1}s",
+            "CHAOS {:>3}. {fault} ({}) at {:.1}s: undone after {:.1}s, whole again after {:.1}s",
             i + 1,
             done.target,
-            start.as_secs_f64()
+            start.as_secs_f64(),
+            (undone - start).as_secs_f64(),
+            (origin.elapsed() - start).as_secs_f64()
         );
-        chaos.recover(&done);
         // A quiet stretch the fault's window may not cover.
         std::thread::sleep(fault.tail() + Duration::from_secs(3));
         let mut findings = Vec::new();
@@ -507,6 +548,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
                 undone,
                 tail: fault.tail(),
             },
+            stretch: origin.elapsed(),
             findings,
         });
     }
@@ -537,7 +579,10 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
     );
     for (i, run) in ran.iter().enumerate() {
         let w = run.window;
-        let tallies: Vec<Tally> = seen.iter().map(|r| tally(r, w.start, w.end())).collect();
+        let tallies: Vec<Tally> = seen
+            .iter()
+            .map(|r| tally(r, w.start, run.stretch))
+            .collect();
         let cells: String = tallies
             .iter()
             .map(|t| {
@@ -569,6 +614,12 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         }
         for (service, answers) in SERVICES.iter().zip(&answers).take(2) {
             let crossings = two_macs(answers, w.start, w.end());
+            if crossings > 0 {
+                println!(
+                    "CHAOS {}. {service}: {crossings} crossings of two MACs",
+                    i + 1
+                );
+            }
             if crossings > CROSSINGS_PER_WINDOW {
                 findings.push(format!(
                     "{service}: two MACs answered for its IP ({crossings} crossings)"
@@ -623,6 +674,9 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         violations.len()
     );
     let _ = &chaos.router;
+    if !violations.is_empty() {
+        keep_logs(&chaos, &root, end);
+    }
     assert!(
         violations.is_empty(),
         "seed {seed} (replay: FERROLB_CHAOS_SEED={seed}):\n{}\n{}",

@@ -239,6 +239,10 @@ async fn main() -> Result<()> {
     ferrolb_runtime::init_logs(cli.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let layer2 = Layer2::new(cli.netns.clone(), cli.interface.clone(), cli.node_ip);
+    // Another node's gratuitous ARP for an IP answered here wakes the loop
+    // that yields it.
+    let failover_changed = Arc::new(Notify::new());
+    layer2.claims.wake(failover_changed.clone());
     let counters: Arc<Counters> = layer2.counters.clone();
     let client = match &cli.from_file {
         Some(_) => None,
@@ -258,7 +262,6 @@ async fn main() -> Result<()> {
     runner.check_node();
     let kernel_answers_arp = runner.kernel_answers_arp.clone();
     let failover_counters = Arc::new(FailoverCounters::default());
-    let failover_changed = Arc::new(Notify::new());
     let node_name = cli
         .node
         .clone()

@@ -44,6 +44,11 @@ pub fn registry(
             &l2.gratuitous,
         ),
         (
+            "gratuitous_claims_seen",
+            "Gratuitous ARPs from another MAC for an IP this node answered for (it yields the IP)",
+            &l2.claims_seen,
+        ),
+        (
             "malformed_frames",
             "Frames dropped as malformed",
             &l2.malformed,

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::failover::{Taken, Target};
 use crate::l2::interface::{Interface, default_interface, own_addresses};
-use crate::l2::responder::{self, Counters};
+use crate::l2::responder::{self, Counters, WireClaims};
 use crate::l2::socket::PacketSocket;
 
 /// What this node does for an IP it stands by for.
@@ -164,6 +164,8 @@ pub struct Layer2 {
     running: BTreeMap<Option<String>, Running>,
     /// Frame counters, shared by every responder.
     pub counters: Arc<Counters>,
+    /// Other nodes' gratuitous ARPs for IPs answered here.
+    pub claims: Arc<WireClaims>,
 }
 
 /// Opens the socket for `name` (or the default interface, the one carrying
@@ -203,6 +205,7 @@ impl Layer2 {
             node_ip,
             running: BTreeMap::new(),
             counters: Arc::default(),
+            claims: Arc::default(),
         }
     }
 
@@ -229,14 +232,16 @@ impl Layer2 {
                     let (tx, rx) = watch::channel(ips.clone());
                     tracing::info!(interface = %interface.name, mac = %interface.mac, "answering ARP and NDP");
                     let answer = tokio::spawn({
-                        let (socket, rx, counters, mac) = (
+                        let (socket, rx, counters, mac, claims) = (
                             socket.clone(),
                             rx.clone(),
                             self.counters.clone(),
                             interface.mac,
+                            self.claims.clone(),
                         );
                         async move {
-                            if let Err(e) = responder::answer(socket, mac, rx, own, counters).await
+                            if let Err(e) =
+                                responder::answer(socket, mac, rx, own, counters, claims).await
                             {
                                 tracing::warn!(error = %e, "responder stopped");
                             }

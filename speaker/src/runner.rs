@@ -171,6 +171,9 @@ impl Runner {
         };
         self.effective = match &self.failover {
             Some(failover) => {
+                for (ip, mac) in self.layer2.claims.take() {
+                    failover.claimed_on_wire(ip, &mac.to_string());
+                }
                 failover.set_targets(&self.wanted.targets());
                 self.wanted
                     .effective(&failover.taken(), &failover.yielded(), &self.held)
@@ -249,16 +252,19 @@ impl Runner {
             if !spec_active.contains(ip) {
                 continue;
             }
-            rows.entry(*ip).or_insert_with(|| {
-                Row::new(
-                    L2Phase::Standby,
-                    Vec::new(),
-                    Some(format!(
-                        "node {by} took this IP over while this speaker was away; not answering while it claims it (or until the operator moves it)"
-                    )),
-                    None,
+            // A claim heard in a probe names the node; one seen on the wire
+            // (a gratuitous ARP) names its MAC.
+            let message = if by.starts_with("the node at ") {
+                format!(
+                    "{by} announced this IP (a takeover this speaker's fast failover did not hear); not answering while it claims it (or until the operator moves it)"
                 )
-            });
+            } else {
+                format!(
+                    "node {by} took this IP over while this speaker was away; not answering while it claims it (or until the operator moves it)"
+                )
+            };
+            rows.entry(*ip)
+                .or_insert_with(|| Row::new(L2Phase::Standby, Vec::new(), Some(message), None));
         }
         for ip in self.held.iter().copied() {
             rows.entry(ip).or_insert_with(|| {

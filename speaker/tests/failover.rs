@@ -318,3 +318,33 @@ async fn the_fast_path_works_over_ipv6_alone() {
     drop(active);
     eventually("the standby takes over", || standby.taken().len() == 1).await;
 }
+
+/// A standby whose fast failover messages cannot reach the active (UDP 7473
+/// dropped one way) takes the IP over and announces it with gratuitous
+/// ARP: the active sees that on the wire and yields, so two nodes do not
+/// both answer until the operator makes the move official. The yield lapses
+/// when the claims stop, and a taker never yields to the node it took from.
+#[tokio::test]
+async fn another_nodes_gratuitous_arp_makes_the_active_yield_and_never_the_taker() {
+    let (active, standby, _set, _pa) = pair(b"key", b"key");
+    assert!(active.claimed_on_wire(ip(), "02:00:00:00:00:0b"));
+    assert_eq!(
+        active.yielded().get(&ip()).map(String::as_str),
+        Some("the node at 02:00:00:00:00:0b")
+    );
+    assert!(
+        !active.claimed_on_wire(ip(), "02:00:00:00:00:0b"),
+        "a repeated announcement is not a new yield"
+    );
+    within("the yield lapses", Duration::from_secs(10), || {
+        active.yielded().is_empty()
+    })
+    .await;
+    drop(active);
+    eventually("the standby takes over", || {
+        standby.taken().contains_key(&ip())
+    })
+    .await;
+    assert!(!standby.claimed_on_wire(ip(), "02:00:00:00:00:0a"));
+    assert!(standby.yielded().is_empty());
+}

@@ -443,6 +443,25 @@ impl Failover {
         shared.yielded.keep_only(spec_active);
     }
 
+    /// Another node announced `ip` with a gratuitous ARP from `mac`: a
+    /// standby took it over. Yielded as a claim in its probes is, when this
+    /// node is active for it and did not take it itself (a taker never
+    /// yields to the node it took from); returns whether that is new.
+    pub fn claimed_on_wire(&self, ip: IpAddr, mac: &str) -> bool {
+        let mut guard = self.shared.lock().expect("failover lock");
+        let shared = &mut *guard;
+        let ours = (shared.answering.contains(&ip) || shared.spec_active.contains(&ip))
+            && !shared.tracker.taken().contains_key(&ip);
+        let by = format!("the node at {mac}");
+        let new = shared
+            .yielded
+            .claimed(ip, &by, ours, std::time::Instant::now());
+        if new {
+            tracing::warn!(%ip, %by, "another node announced this IP (a takeover this node's fast failover did not hear): yielding it while it says so");
+        }
+        new
+    }
+
     /// IPs taken over and not yet made official.
     pub fn taken(&self) -> BTreeMap<IpAddr, Taken> {
         self.shared

@@ -6,10 +6,10 @@
 use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::packet::{self, Mac, Request};
 use super::socket::PacketSocket;
@@ -29,6 +29,39 @@ pub struct Counters {
     pub gratuitous: Counter,
     /// Frames dropped as malformed.
     pub malformed: Counter,
+    /// Gratuitous ARPs from another MAC for an IP answered here.
+    pub claims_seen: Counter,
+}
+
+/// Gratuitous ARPs from another MAC for an IP this node answers for: the
+/// standby that took the IP over says so on the wire, even when its fast
+/// failover messages cannot reach this node. The speaker yields such an IP
+/// as it yields one a standby claims in its probes, so that two nodes never
+/// answer for one IP longer than it takes the claim to arrive.
+#[derive(Debug, Default)]
+pub struct WireClaims {
+    seen: Mutex<Vec<(IpAddr, Mac)>>,
+    wake: Mutex<Option<Arc<Notify>>>,
+}
+
+impl WireClaims {
+    /// Whom to wake when a claim is seen.
+    pub fn wake(&self, notify: Arc<Notify>) {
+        *self.wake.lock().expect("claims lock") = Some(notify);
+    }
+
+    /// Records that `mac` claimed `ip`.
+    pub fn push(&self, ip: IpAddr, mac: Mac) {
+        self.seen.lock().expect("claims lock").push((ip, mac));
+        if let Some(notify) = &*self.wake.lock().expect("claims lock") {
+            notify.notify_one();
+        }
+    }
+
+    /// The claims seen since the last call.
+    pub fn take(&self) -> Vec<(IpAddr, Mac)> {
+        std::mem::take(&mut *self.seen.lock().expect("claims lock"))
+    }
 }
 
 /// When announcements of a taken IP go out, from the moment it is taken.
@@ -41,13 +74,15 @@ const REPEATS: [Duration; 5] = [
 ];
 
 /// Answers requests for the IPs in `ips` (minus `own`) on `socket` as `mac`,
-/// until `ips` is dropped.
+/// until `ips` is dropped; a gratuitous ARP from another MAC for one of them
+/// goes to `claims`, unanswered.
 pub async fn answer(
     socket: Arc<PacketSocket>,
     mac: Mac,
     ips: watch::Receiver<BTreeSet<IpAddr>>,
     own: BTreeSet<IpAddr>,
     counters: Arc<Counters>,
+    claims: Arc<WireClaims>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 65536];
     let mut failing = false;
@@ -75,6 +110,14 @@ pub async fn answer(
         let frame = &buffer[..len];
         let holds = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
         match packet::parse(frame) {
+            Ok(Request::Arp(request))
+                if request.sender_mac != mac
+                    && request.sender_ip == request.target_ip
+                    && holds(request.target_ip.into()) =>
+            {
+                counters.claims_seen.inc();
+                claims.push(request.target_ip.into(), request.sender_mac);
+            }
             Ok(Request::Arp(request))
                 if request.sender_mac != mac && holds(request.target_ip.into()) =>
             {
