@@ -359,6 +359,16 @@ pub fn two_macs(answers: &Answers, from: Duration, to: Duration) -> usize {
         .count()
 }
 
+/// How often the MAC answering changed in `[from, to]`: the IP's moves.
+pub fn moves(answers: &Answers, from: Duration, to: Duration) -> usize {
+    let seen: Vec<&String> = answers
+        .iter()
+        .filter(|(t, _)| *t >= from && *t <= to)
+        .map(|(_, mac)| mac)
+        .collect();
+    seen.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
 /// How many crossings of [`two_macs`] a fault's window may show: a
 /// takeover's gratuitous ARP and the move back each cross at most once.
 pub const CROSSINGS_PER_WINDOW: usize = 2;
@@ -482,6 +492,7 @@ mod tests {
         };
         let takeover = answers(&["a", "a", "a", "b", "b", "b"]);
         assert_eq!(two_macs(&takeover, s(0.0), s(10.0)), 0);
+        assert_eq!(moves(&takeover, s(0.0), s(10.0)), 1);
         let crossed = answers(&["a", "a", "b", "a", "b", "b"]);
         assert_eq!(two_macs(&crossed, s(0.0), s(10.0)), 2);
         let split = answers(&["a", "b", "a", "b", "a", "b", "a", "b"]);

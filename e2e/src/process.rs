@@ -13,18 +13,23 @@ use nix::unistd::Pid;
 
 use crate::controlplane::workspace_root;
 
-/// The path of a workspace binary built by `cargo build` (`make test` builds
-/// them before the tests run); `FERROLB_BIN_DIR` points elsewhere, such as
-/// `target/release` for the load drivers' figures.
-pub fn binary(name: &str) -> Result<PathBuf> {
-    let dir = match std::env::var_os("FERROLB_BIN_DIR") {
+/// Where the workspace binaries are: `FERROLB_BIN_DIR`, else the debug
+/// build (`CARGO_TARGET_DIR` honoured).
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("FERROLB_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("target"))
             .join("debug"),
-    };
-    let path = dir.join(name);
+    }
+}
+
+/// The path of a workspace binary built by `cargo build` (`make test` builds
+/// them before the tests run); `FERROLB_BIN_DIR` points elsewhere, such as
+/// `target/release` for the load drivers' figures.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let path = bin_dir().join(name);
     if !path.exists() {
         bail!(
             "{} is not built: run `cargo build --workspace --bins` (make test does)",

@@ -59,9 +59,11 @@ spec:
 
 /// A real cluster of `nodes` nodes with ferrolb installed from
 /// `config/local` and every ferrolb Pod rolled out; the client is `.3` on
-/// the nodes' LAN. Prints how long each step took.
+/// the nodes' LAN. Prints how long each step took. The image holds the
+/// binaries of [`crate::process::bin_dir`] (`FERROLB_BIN_DIR` measures
+/// another build).
 pub fn installed(root: &Path, nodes: usize, prefix: &str) -> Real {
-    let built = build_all(&root.join("target/debug"), &root.join(".cache/images")).expect("images");
+    let built = build_all(&crate::process::bin_dir(), &root.join(".cache/images")).expect("images");
     let local =
         std::fs::read_to_string(root.join("config/local/kustomization.yaml")).expect("overlay");
     assert!(

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferrolb_e2e::chaos::{
-    CROSSINGS_PER_WINDOW, Fault, KINDS, PodState, Request, Tally, Window, schedule, tally,
+    CROSSINGS_PER_WINDOW, Fault, KINDS, PodState, Request, Tally, Window, moves, schedule, tally,
     two_macs, unexplained,
 };
 use ferrolb_e2e::controlplane::workspace_root;
@@ -569,7 +569,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
     // The table, one row per fault, and the findings.
     let mut violations = Vec::new();
     println!(
-        "CHAOS {:<40} {:<28} {}",
+        "CHAOS {:<40} {:<34} {} moves (L2)",
         "fault",
         "target",
         SERVICES
@@ -592,8 +592,13 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
                 )
             })
             .collect();
+        let moved: Vec<usize> = answers
+            .iter()
+            .take(2)
+            .map(|a| moves(a, w.start, run.stretch))
+            .collect();
         println!(
-            "CHAOS {:<40} {:<28} {cells}",
+            "CHAOS {:<40} {:<34} {cells} {moved:?}",
             format!("{:>3}. {}", i + 1, run.fault),
             run.target
         );

@@ -17,10 +17,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Notify, watch};
 
 use crate::cluster::{self, Stores, read};
+use crate::leader::Term;
 use crate::metrics::Metrics;
 use crate::plan::Memory;
 use crate::plan::liveness::{Liveness, News};
-use crate::write::{Retry, SLOW_RETRY, Writer};
+use crate::write::{Outcome, Retry, SLOW_RETRY, Writer};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -42,12 +43,45 @@ const RETRY_FIRST: Duration = Duration::from_secs(2);
 /// The longest wait between retries.
 const RETRY_LONGEST: Duration = Duration::from_secs(60);
 
+/// How long a leader goes on with every write failing (timeouts, 5xx,
+/// connection errors) before it steps down: longer than an apiserver restart
+/// takes, so the leader does not change for every outage it would serve
+/// through anyway.
+pub const STEP_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether the leader cannot write: passes whose writes all failed for the
+/// server's reasons, without one landing, for [`STEP_DOWN_AFTER`]. A write
+/// the apiserver refuses on its merits (invalid, forbidden, a conflict)
+/// says nothing about this replica and does not count.
+#[derive(Debug, Default)]
+pub struct Unwritable {
+    since: Option<Instant>,
+}
+
+impl Unwritable {
+    /// Takes a pass's outcome in; true when it is time to step down (and
+    /// starts counting afresh).
+    pub fn after(&mut self, outcome: &Outcome, now: Instant) -> bool {
+        if outcome.written > 0 || outcome.unanswered == 0 {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= STEP_DOWN_AFTER {
+            self.since = None;
+            return true;
+        }
+        false
+    }
+}
+
 /// Runs the controller until the process ends.
 pub async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
     mut leading: watch::Receiver<bool>,
+    term: Term,
 ) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     // Lease renewals (every speaker, every few seconds) wake the loop on
@@ -89,9 +123,10 @@ pub async fn run(
         client.clone(),
         recorder,
         metrics.clone(),
-        leading.clone(),
+        term.clone(),
         config.write_concurrency,
     );
+    let mut unwritable = Unwritable::default();
 
     let mut memory: Option<Memory> = None;
     let mut retry: Option<Instant> = None;
@@ -172,6 +207,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !*leading.borrow() {
+            unwritable = Unwritable::default();
             if memory.take().is_some() {
                 writer.reset();
                 tracing::info!("no longer the leader: stopped writing");
@@ -214,6 +250,10 @@ pub async fn run(
         announce_at = memory.next_announcement().map(instant);
         let outcome = writer.write(pass.writes).await;
         last_pass = Some(Instant::now());
+        if unwritable.after(&outcome, Instant::now()) {
+            tracing::error!(after = ?STEP_DOWN_AFTER, "no write has landed for this long while the apiserver answers the leader Lease: stepping down for another replica");
+            term.step_down();
+        }
         metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -233,5 +273,44 @@ pub async fn run(
             }
             Some(Retry::Slowly) => Some(Instant::now() + SLOW_RETRY),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(written: usize, unanswered: usize) -> Outcome {
+        Outcome {
+            written,
+            unanswered,
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn a_leader_steps_down_only_after_writes_fail_for_the_servers_reasons_for_long() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut unwritable = Unwritable::default();
+        assert!(!unwritable.after(&outcome(0, 3), at(0)));
+        assert!(!unwritable.after(&outcome(0, 1), at(20)));
+        // One write landing says the replica can write: start again.
+        assert!(!unwritable.after(&outcome(1, 2), at(25)));
+        assert!(!unwritable.after(&outcome(0, 2), at(40)));
+        assert!(!unwritable.after(&outcome(0, 2), at(69)));
+        assert!(
+            unwritable.after(&outcome(0, 2), at(70)),
+            "30 s of nothing but failures"
+        );
+        assert!(
+            !unwritable.after(&outcome(0, 2), at(71)),
+            "counted afresh after"
+        );
+        // Writes the apiserver refused on their merits, or nothing to write,
+        // say nothing about this replica.
+        let mut refused = Unwritable::default();
+        assert!(!refused.after(&outcome(0, 0), at(0)));
+        assert!(!refused.after(&outcome(0, 0), at(100)));
     }
 }

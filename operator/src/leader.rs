@@ -4,6 +4,7 @@
 //! deadline, which is shorter than the Lease duration, so a stalled leader stops
 //! writing before another one may take over.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -33,6 +34,76 @@ impl Timing {
             retry_period: lease_duration / 7,
             renew_deadline: lease_duration * 2 / 3,
         }
+    }
+}
+
+/// This replica's term as leader, shared by the election (which extends it
+/// at each renewal) and the writer (which fences every write by it): a write
+/// starts only while the term lasts and is given up when it ends, so a
+/// replica that lost the Lease without knowing it yet never writes after the
+/// next leader may have started. The controller asks the election to step
+/// down when the leader cannot write.
+#[derive(Clone, Debug)]
+pub struct Term(Arc<Mutex<TermState>>);
+
+#[derive(Debug)]
+struct TermState {
+    /// Without leader election: leading always.
+    always: bool,
+    until: Option<Instant>,
+    step_down: bool,
+}
+
+impl Term {
+    /// The term of a replica that elects: not leading until it renews.
+    pub fn elected() -> Term {
+        Term::with(false)
+    }
+
+    /// The term of the only replica (no election): leading always.
+    pub fn always() -> Term {
+        Term::with(true)
+    }
+
+    fn with(always: bool) -> Term {
+        Term(Arc::new(Mutex::new(TermState {
+            always,
+            until: None,
+            step_down: false,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TermState> {
+        self.0.lock().expect("term lock")
+    }
+
+    /// How long a write started at `now` may take, at most `most`: `None`
+    /// once the term is over.
+    pub fn budget(&self, now: Instant, most: Duration) -> Option<Duration> {
+        let state = self.state();
+        if state.always {
+            return Some(most);
+        }
+        state
+            .until
+            .filter(|until| *until > now)
+            .map(|until| (until - now).min(most))
+    }
+
+    /// The election renewed (until `until`), or lost the Lease (`None`).
+    fn extend(&self, until: Option<Instant>) {
+        self.state().until = until;
+    }
+
+    /// Asks the election to give the Lease up (the controller cannot write).
+    pub fn step_down(&self) {
+        let mut state = self.state();
+        state.step_down = true;
+        state.until = None;
+    }
+
+    fn stepping_down(&self) -> bool {
+        std::mem::take(&mut self.state().step_down)
     }
 }
 
@@ -133,6 +204,10 @@ pub async fn release(
     identity: &str,
 ) -> kube::Result<bool> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
+    release_in(&api, name, identity).await
+}
+
+async fn release_in(api: &Api<Lease>, name: &str, identity: &str) -> kube::Result<bool> {
     let Some(mut lease) = api.get_opt(name).await? else {
         return Ok(false);
     };
@@ -145,7 +220,9 @@ pub async fn release(
     Ok(true)
 }
 
-/// Runs the election until the process ends, publishing whether we lead.
+/// Runs the election until the process ends, publishing whether we lead
+/// and extending `term` at each renewal. Asked to step down, it gives the
+/// Lease up and sits out one Lease duration, so another replica takes it.
 pub async fn run(
     client: Client,
     namespace: &str,
@@ -153,11 +230,31 @@ pub async fn run(
     identity: &str,
     timing: Timing,
     leading: watch::Sender<bool>,
+    term: Term,
 ) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let mut last_renewal: Option<Instant> = None;
     let mut seen = Seen::default();
     loop {
+        if term.stepping_down() {
+            last_renewal = None;
+            term.extend(None);
+            publish(&leading, identity, false);
+            match tokio::time::timeout(timing.retry_period, release_in(&api, name, identity)).await
+            {
+                Ok(Ok(true)) => {
+                    tracing::warn!(identity, sit_out = ?timing.lease_duration, "writes keep failing: gave the leader Lease up for another replica")
+                }
+                Ok(Ok(false)) => {}
+                _ => tracing::warn!(
+                    identity,
+                    "writes keep failing and the leader Lease cannot be given up: it runs out instead"
+                ),
+            }
+            tokio::time::sleep(timing.lease_duration).await;
+            seen = Seen::default();
+            continue;
+        }
         // A try that hangs is given up after a retry period, so a leader that
         // cannot renew notices and stops leading at its renew deadline.
         match tokio::time::timeout(
@@ -174,18 +271,25 @@ pub async fn run(
                 "the leader Lease call got no answer"
             ),
         }
-        let lead = last_renewal.is_some_and(|t| t.elapsed() < timing.renew_deadline);
-        leading.send_if_modified(|was| {
-            if *was != lead {
-                tracing::info!(identity, leading = lead, "leadership changed");
-                *was = lead;
-                true
-            } else {
-                false
-            }
-        });
+        let until = last_renewal
+            .map(|t| t + timing.renew_deadline)
+            .filter(|until| *until > Instant::now());
+        term.extend(until);
+        publish(&leading, identity, until.is_some());
         tokio::time::sleep(timing.retry_period).await;
     }
+}
+
+fn publish(leading: &watch::Sender<bool>, identity: &str, lead: bool) {
+    leading.send_if_modified(|was| {
+        if *was != lead {
+            tracing::info!(identity, leading = lead, "leadership changed");
+            *was = lead;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 #[cfg(test)]
@@ -332,5 +436,86 @@ mod tests {
         ])
         .await;
         assert!(failed.is_err());
+    }
+
+    #[test]
+    fn writes_are_fenced_by_the_term_and_never_outlast_it() {
+        let t0 = Instant::now();
+        let most = Duration::from_secs(10);
+        let term = Term::elected();
+        assert_eq!(
+            term.budget(t0, most),
+            None,
+            "no write before the first renewal"
+        );
+        term.extend(Some(t0 + Duration::from_secs(4)));
+        assert_eq!(
+            term.budget(t0, most),
+            Some(Duration::from_secs(4)),
+            "a write started now is given up when the term ends, not after the full timeout"
+        );
+        assert_eq!(
+            term.budget(t0 + Duration::from_secs(1), Duration::from_secs(2)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(term.budget(t0 + Duration::from_secs(4), most), None);
+        term.extend(Some(t0 + Duration::from_secs(30)));
+        term.step_down();
+        assert_eq!(
+            term.budget(t0, most),
+            None,
+            "stepping down ends the term at once"
+        );
+        assert!(term.stepping_down());
+        assert!(!term.stepping_down(), "asked once, done once");
+        assert_eq!(Term::always().budget(t0, most), Some(most));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_asked_to_step_down_gives_the_lease_up_at_once() {
+        let reply = |method, body| Reply {
+            method,
+            path: PATH,
+            status: 200,
+            body,
+        };
+        let (client, server) = client(vec![
+            // Renewed: leading.
+            reply("GET", lease("me", 0)),
+            reply("PUT", lease("me", 0)),
+            // Asked to step down: the Lease is given up with no holder.
+            reply("GET", lease("me", 0)),
+            reply("PUT", lease("", 0)),
+        ]);
+        let (tx, mut rx) = watch::channel(false);
+        let term = Term::elected();
+        let election = tokio::spawn({
+            let term = term.clone();
+            async move {
+                run(
+                    client,
+                    "ferrolb-system",
+                    "ferrolb-operator",
+                    "me",
+                    TIMING,
+                    tx,
+                    term,
+                )
+                .await
+            }
+        });
+        rx.wait_for(|leading| *leading).await.expect("leading");
+        assert!(term.budget(Instant::now(), TIMING.renew_deadline).is_some());
+        term.step_down();
+        assert_eq!(
+            term.budget(Instant::now(), TIMING.renew_deadline),
+            None,
+            "no write from now on"
+        );
+        rx.wait_for(|leading| !*leading)
+            .await
+            .expect("stepped down");
+        server.await.expect("the Lease was given up");
+        election.abort();
     }
 }

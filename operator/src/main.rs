@@ -66,7 +66,13 @@ async fn main() -> anyhow::Result<()> {
     ));
     let metrics = metrics::Metrics::new();
     let (leading_tx, leading_rx) = watch::channel(!cli.leader_elect);
+    let term = if cli.leader_elect {
+        leader::Term::elected()
+    } else {
+        leader::Term::always()
+    };
     if cli.leader_elect {
+        let term = term.clone();
         let client = client.clone();
         let (namespace, identity) = (cli.namespace.clone(), identity.clone());
         let timing = leader::Timing::from_duration(Duration::from_secs(cli.lease_duration_seconds));
@@ -78,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
                 &identity,
                 timing,
                 leading_tx,
+                term,
             )
             .await;
         });
@@ -96,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
-        result = controller::run(client.clone(), config, metrics, leading_rx) => result,
+        result = controller::run(client.clone(), config, metrics, leading_rx, term) => result,
         served = serve => Err(anyhow::anyhow!("the metrics server stopped: {served:?}")),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),

@@ -14,7 +14,7 @@
 pub mod memo;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrolb_api::bgppeer::BGPPeerStatus;
 use ferrolb_api::constants::manager;
@@ -30,9 +30,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::cluster::version;
+use crate::leader::Term;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::plan::allocation::ServiceKey;
 use crate::plan::status::{self, Desired};
@@ -215,8 +215,11 @@ pub struct Outcome {
     pub written: usize,
     /// Writes skipped: already written.
     pub skipped: usize,
-    /// Writes not made: this replica stopped leading.
+    /// Writes not made: this replica stopped leading, or its term ended.
     pub not_leading: usize,
+    /// Writes that got no answer or a server-side error (timeouts, 5xx,
+    /// connection failures): what says this replica cannot write.
+    pub unanswered: usize,
     /// The soonest retry the failures ask for, if any failed.
     pub retry: Option<Retry>,
 }
@@ -226,25 +229,26 @@ pub struct Writer {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
-    leading: watch::Receiver<bool>,
+    term: Term,
     concurrency: usize,
     tracker: Tracker,
 }
 
 impl Writer {
-    /// A writer that writes only while `leading` says so.
+    /// A writer that writes only during `term`, each write given up when
+    /// the term ends (or after [`WRITE_TIMEOUT`]).
     pub fn new(
         client: Client,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        leading: watch::Receiver<bool>,
+        term: Term,
         concurrency: usize,
     ) -> Writer {
         Writer {
             client,
             recorder,
             metrics,
-            leading,
+            term,
             concurrency: concurrency.max(1),
             tracker: Tracker::default(),
         }
@@ -271,25 +275,24 @@ impl Writer {
         outcome.skipped = total - wanted.len();
         let results: Vec<Done> = stream::iter(wanted)
             .map(|w| {
-                let leading = *self.leading.borrow();
+                // Fenced: a write starts only while the term lasts, and
+                // is given up when it ends.
+                let budget = self.term.budget(Instant::now(), WRITE_TIMEOUT);
                 let client = self.client.clone();
                 let recorder = self.recorder.clone();
                 let metrics = self.metrics.clone();
                 async move {
-                    if !leading {
+                    let Some(budget) = budget else {
                         return Done::NotLeading;
-                    }
+                    };
                     let kind = w.kind();
-                    match tokio::time::timeout(
-                        WRITE_TIMEOUT,
-                        execute(client, recorder, metrics.clone(), w),
-                    )
+                    match tokio::time::timeout(budget, execute(client, recorder, metrics.clone(), w))
                     .await
                     {
                         Ok(done) => done,
                         Err(_) => {
                             metrics.wrote(kind, Some("timeout"));
-                            tracing::warn!(kind, timeout = ?WRITE_TIMEOUT, "a write got no answer; retried with the backoff");
+                            tracing::warn!(kind, timeout = ?budget, "a write got no answer; retried with the backoff");
                             Done::TimedOut
                         }
                     }
@@ -302,6 +305,7 @@ impl Writer {
             match done {
                 Done::NotLeading => outcome.not_leading += 1,
                 Done::TimedOut => {
+                    outcome.unanswered += 1;
                     outcome.retry = Some(match outcome.retry {
                         Some(Retry::NextPass) => Retry::NextPass,
                         _ => Retry::Backoff,
@@ -313,6 +317,9 @@ impl Writer {
                 }
                 Done::Failed(write, failure) => {
                     let retry = failure.retry();
+                    if retry == Retry::Backoff {
+                        outcome.unanswered += 1;
+                    }
                     if retry == Retry::WhenChanged {
                         self.tracker.refused(write);
                     }
@@ -681,8 +688,7 @@ mod tests {
                 instance: None,
             },
         );
-        let (_, leading) = watch::channel(true);
-        let writer = Writer::new(client, recorder, metrics.clone(), leading, 1);
+        let writer = Writer::new(client, recorder, metrics.clone(), Term::always(), 1);
         (writer, metrics, server)
     }
 
@@ -698,6 +704,10 @@ mod tests {
         server.await.expect("the write was attempted");
         assert_eq!(outcome.retry, Some(Retry::Backoff));
         assert_eq!(outcome.written, 0);
+        assert_eq!(
+            outcome.unanswered, 1,
+            "a server error says the write got no answer"
+        );
         let page = metrics.encode();
         assert!(
             page.contains(
@@ -761,8 +771,7 @@ mod tests {
                 instance: None,
             },
         );
-        let (_, leading) = watch::channel(false);
-        let mut writer = Writer::new(client, recorder, metrics, leading, 1);
+        let mut writer = Writer::new(client, recorder, metrics, Term::elected(), 1);
         let outcome = writer.write(vec![service_write("10.0.0.1")]).await;
         server.await.expect("no request");
         assert_eq!((outcome.written, outcome.not_leading), (0, 1));
