@@ -159,8 +159,9 @@ async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
 
 /// A NodeAnnouncement whose status passes the CRD's schema but not the
 /// operator's types (an IP written `aa`: a newer or compromised speaker) is
-/// read without its status and counted; it used to fail the whole initial
-/// list, so the operator never passed at all.
+/// read without its status, counted and reported in a Warning Event on the
+/// object; it used to fail the whole initial list, so the operator never
+/// passed at all.
 #[tokio::test]
 async fn an_unreadable_status_is_skipped_and_counted_and_stalls_nothing() {
     let cluster = TestCluster::start().await.expect("cluster");
@@ -198,5 +199,28 @@ async fn an_unreadable_status_is_skipped_and_counted_and_stalls_nothing() {
         operator.output().contains("object read without its status"),
         "{}",
         operator.output()
+    );
+    // And where users look: a Warning Event on the object, naming what was
+    // left out and why.
+    let event = until("an Unreadable event", Duration::from_secs(30), || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "reason=Unreadable,involvedObject.name=node-a",
+                "-o",
+                "jsonpath={range .items[*]}{.type} {.involvedObject.kind}: {.message}{\"\\n\"}{end}",
+            ])
+            .ok()?;
+        (!out.trim().is_empty()).then_some(out)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.output()));
+    println!("{event}");
+    assert!(
+        event.starts_with("Warning NodeAnnouncement: ferrolb could not read this NodeAnnouncement")
+            && event.contains("status was left out"),
+        "{event}"
     );
 }

@@ -91,6 +91,13 @@ pub async fn run(
     // When Lease news last came (stamped as it arrives, so a long pass is
     // not taken for silence), for the no-news rule of `plan::liveness`.
     let news = Arc::new(Mutex::new(News::default()));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: manager::OPERATOR.to_string(),
+            instance: Some(config.identity.clone()),
+        },
+    );
     let stores = Stores::watch(
         &client,
         &config.namespace,
@@ -105,6 +112,7 @@ pub async fn run(
                 lease_events.notify_one();
             }
         },
+        recorder.clone(),
     );
     stores.ready().await?;
     tracing::info!("caches synced");
@@ -112,13 +120,6 @@ pub async fn run(
         lb_class: config.lb_class.clone(),
         ignore_exclude_lb: config.ignore_exclude_lb,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: manager::OPERATOR.to_string(),
-            instance: Some(config.identity.clone()),
-        },
-    );
     let mut writer = Writer::new(
         client.clone(),
         recorder,

@@ -132,13 +132,16 @@ pub fn read_lenient<K: serde::de::DeserializeOwned>(
 /// Watches objects of `K` (of `namespace`, or everywhere) into a store like
 /// [`watch_store`], but one object that does not read never stalls the
 /// watch: it is read without its status when that is enough, or else left
-/// out; either way the log names it and [`UNREADABLE`] counts it. (A typed
-/// watch fails its whole list on one such object, and never gets ready.)
-/// Use it for ferrolb's own kinds, whose statuses other binaries write.
+/// out; either way the log names it, [`UNREADABLE`] counts it and, given
+/// `events`, a Warning Event `Unreadable` on the object says why (once per
+/// version of the object). (A typed watch fails its whole list on one such
+/// object, and never gets ready.) Use it for ferrolb's own kinds, whose
+/// statuses other binaries write.
 pub fn watch_store_lenient<K>(
     client: kube::Client,
     namespace: Option<&str>,
     on_event: impl Fn() + Send + 'static,
+    events: Option<kube::runtime::events::Recorder>,
 ) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -158,26 +161,58 @@ where
     let (reader, mut writer) = reflector::store::<K>();
     let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     tokio::spawn(async move {
+        // The object versions already reported with an Event.
+        let mut reported: std::collections::BTreeSet<(String, String)> = Default::default();
         while let Some(event) = stream.next().await {
-            let read = |object: &DynamicObject| -> Option<K> {
+            let mut read = |object: &DynamicObject| -> Option<K> {
                 let name = object.metadata.name.clone().unwrap_or_default();
-                match read_lenient::<K>(object) {
-                    Ok((read, None)) => Some(read),
+                let (read, note) = match read_lenient::<K>(object) {
+                    Ok((read, None)) => return Some(read),
                     Ok((read, Some(left_out))) => {
-                        UNREADABLE
-                            .get_or_create(&KindLabels { kind: kind.clone() })
-                            .inc();
                         tracing::warn!(%kind, %name, %left_out, "object read without its status");
-                        Some(read)
+                        (Some(read), format!("{left_out}; the rest of it is used"))
                     }
                     Err(why) => {
-                        UNREADABLE
-                            .get_or_create(&KindLabels { kind: kind.clone() })
-                            .inc();
                         tracing::warn!(%kind, %name, %why, "object cannot be read; left out");
-                        None
+                        (None, format!("it cannot be read and is left out: {why}"))
                     }
+                };
+                UNREADABLE
+                    .get_or_create(&KindLabels { kind: kind.clone() })
+                    .inc();
+                let version = (
+                    object.metadata.uid.clone().unwrap_or_default(),
+                    object.metadata.resource_version.clone().unwrap_or_default(),
+                );
+                if let Some(recorder) = events.clone().filter(|_| reported.insert(version)) {
+                    let reference = k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some(resource.api_version.clone()),
+                        kind: Some(kind.clone()),
+                        name: Some(name),
+                        namespace: object.metadata.namespace.clone(),
+                        uid: object.metadata.uid.clone(),
+                        resource_version: object.metadata.resource_version.clone(),
+                        ..Default::default()
+                    };
+                    let event = kube::runtime::events::Event {
+                        type_: kube::runtime::events::EventType::Warning,
+                        reason: "Unreadable".into(),
+                        note: Some(
+                            format!("ferrolb could not read this {kind} as written: {note}")
+                                .chars()
+                                .take(1000)
+                                .collect(),
+                        ),
+                        action: "Read".into(),
+                        secondary: None,
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = recorder.publish(&event, &reference).await {
+                            tracing::warn!(error = %e, "cannot publish the Unreadable event");
+                        }
+                    });
                 }
+                read
             };
             let typed = match &event {
                 Err(e) => {

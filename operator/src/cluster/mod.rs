@@ -59,7 +59,8 @@ pub struct Reads {
 
 impl Stores {
     /// Starts every watch (ferrolb's own kinds leniently: an object that does
-    /// not read is skipped and named, never stalls the watch). `wake` is called on each change; speaker Lease
+    /// not read is skipped and named in the log and in an `events` Event,
+    /// never stalls the watch). `wake` is called on each change; speaker Lease
     /// changes call `lease_wake` instead (renewals are frequent and rarely
     /// change anything). Leases are read in `namespace` only.
     pub fn watch(
@@ -67,20 +68,31 @@ impl Stores {
         namespace: &str,
         wake: impl Fn() + Clone + Send + 'static,
         lease_wake: impl Fn() + Send + 'static,
+        events: kube::runtime::events::Recorder,
     ) -> Stores {
         Stores {
             services: watch_store(Api::all(client.clone()), wake.clone()),
-            pools: watch_store_lenient(client.clone(), None, wake.clone()),
+            pools: watch_store_lenient(client.clone(), None, wake.clone(), Some(events.clone())),
             namespaces: watch_store(Api::all(client.clone()), wake.clone()),
             nodes: watch_store(Api::all(client.clone()), wake.clone()),
             leases: watch_store(Api::namespaced(client.clone(), namespace), lease_wake),
-            l2: watch_store_lenient(client.clone(), None, wake.clone()),
-            peers: watch_store_lenient(client.clone(), None, wake.clone()),
-            bgp: watch_store_lenient(client.clone(), None, wake.clone()),
+            l2: watch_store_lenient(client.clone(), None, wake.clone(), Some(events.clone())),
+            peers: watch_store_lenient(client.clone(), None, wake.clone(), Some(events.clone())),
+            bgp: watch_store_lenient(client.clone(), None, wake.clone(), Some(events.clone())),
             slices: watch_store(Api::all(client.clone()), wake.clone()),
-            announcements: watch_store_lenient(client.clone(), None, wake.clone()),
-            prefix_sets: watch_store_lenient(client.clone(), None, wake.clone()),
-            bfd_profiles: watch_store_lenient(client.clone(), None, wake),
+            announcements: watch_store_lenient(
+                client.clone(),
+                None,
+                wake.clone(),
+                Some(events.clone()),
+            ),
+            prefix_sets: watch_store_lenient(
+                client.clone(),
+                None,
+                wake.clone(),
+                Some(events.clone()),
+            ),
+            bfd_profiles: watch_store_lenient(client.clone(), None, wake, Some(events)),
             reads: Default::default(),
         }
     }
