@@ -35,9 +35,10 @@ pub use validation::{FieldError, Validate};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// Every CRD of the API, in the order `crds/` lists them.
+/// Every CRD of the API, in the order `crds/` lists them, with only the
+/// schema formats the apiserver knows.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         BGPPeer::crd(),
@@ -46,6 +47,83 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         PrefixSet::crd(),
         BFDProfile::crd(),
     ]
+    .into_iter()
+    .map(known_formats_only)
+    .collect()
+}
+
+/// The `format`s of an OpenAPI schema that kube-apiserver recognises; it
+/// warns at every apply of a CRD carrying another (schemars writes `uint8`,
+/// `uint16`, `uint32` for unsigned fields: [`crds`] states those as
+/// `minimum` and `maximum` instead).
+pub const KNOWN_FORMATS: [&str; 28] = [
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "password",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+];
+
+fn known_formats_only(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                // A schema's format is a string; a property named `format`
+                // is a schema (an object), and is walked, not removed.
+                let unknown = map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .filter(|f| !KNOWN_FORMATS.contains(f))
+                    .map(str::to_string);
+                if let Some(format) = unknown {
+                    map.remove("format");
+                    // What the format said, as bounds the apiserver
+                    // enforces: a value the type cannot hold is refused at
+                    // admission, not left for a reader to choke on.
+                    let largest = match format.as_str() {
+                        "uint8" => Some(u64::from(u8::MAX)),
+                        "uint16" => Some(u64::from(u16::MAX)),
+                        "uint32" => Some(u64::from(u32::MAX)),
+                        _ => None,
+                    };
+                    if let Some(largest) = largest {
+                        map.entry("minimum").or_insert(serde_json::json!(0.0));
+                        map.entry("maximum")
+                            .or_insert(serde_json::json!(largest as f64));
+                    }
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD is JSON");
+    strip(&mut value);
+    serde_json::from_value(value).expect("a CRD without some formats is a CRD")
 }
 
 /// The YAML file name of a CRD under `config/crd/`: `ferrolb.io_ipaddresspools.yaml`.

@@ -64,3 +64,45 @@ fn find_undocumented(schema: &serde_json::Value, path: &str, found: &mut Vec<Str
         find_undocumented(items, &format!("{path}[]"), found);
     }
 }
+
+/// Every schema `format` is one kube-apiserver knows (it warns at each
+/// apply otherwise), and no 32-bit integer declares a bound outside 32 bits
+/// (Kubernetes 1.36 refuses such a CRD).
+#[test]
+fn formats_are_known_and_bounds_fit_them() {
+    fn walk(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                if let Some(format) = map.get("format").and_then(|f| f.as_str()) {
+                    if !ferrolb_api::KNOWN_FORMATS.contains(&format) {
+                        found.push(format!("{path}: format {format}"));
+                    }
+                    if format == "int32" {
+                        for bound in ["minimum", "maximum"] {
+                            if let Some(v) = map.get(bound).and_then(|v| v.as_f64()) {
+                                if v > f64::from(i32::MAX) || v < f64::from(i32::MIN) {
+                                    found.push(format!("{path}: int32 with {bound} {v}"));
+                                }
+                            }
+                        }
+                    }
+                }
+                for (key, value) in map {
+                    walk(value, &format!("{path}/{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for crd in ferrolb_api::crds() {
+        let value = serde_json::to_value(&crd).expect("json");
+        walk(&value, &crd.spec.names.kind, &mut found);
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

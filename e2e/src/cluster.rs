@@ -45,7 +45,12 @@ impl TestCluster {
             client: plane.client().await?,
             plane,
         };
-        cluster.kubectl(&["apply", "-k", crds.to_str().unwrap_or("config/crd")])?;
+        let applied = cluster.kubectl(&["apply", "-k", crds.to_str().unwrap_or("config/crd")])?;
+        // The apiserver warns about every schema format it does not know, at
+        // every apply a user makes: the CRDs carry none.
+        if applied.contains("Warning") {
+            bail!("kubectl apply -k config/crd warned: {applied}");
+        }
         cluster.kubectl(&[
             "wait",
             "--for=condition=Established",

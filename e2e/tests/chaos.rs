@@ -14,9 +14,17 @@
 //!   without any answer for longer than the fault's bound;
 //! - no ferrolb Pod restarts but those the fault killed.
 //!
-//! `FERROLB_CHAOS_SEED` replays a schedule (the run prints its seed);
-//! `FERROLB_CHAOS_FAULTS` sets the number of faults (default: each kind
-//! once) or `FERROLB_CHAOS_MINUTES` runs faults until that time is up.
+//! `FERROLB_CHAOS_SEED` replays a schedule (the run prints its seed; `make
+//! test` runs seed 1: each kind of fault once); `FERROLB_CHAOS_FAULTS` sets
+//! the number of faults, or `FERROLB_CHAOS_MINUTES` runs faults until that
+//! time is up (a fresh seed unless one is given). Findings keep every
+//! ferrolb Pod's log and the control plane's in `target/chaos/`. A clock
+//! Packet loss is dropped by nft (`numgen random`) on the node's link: the
+//! kernel here has no `sch_netem`, so added delay is not among the faults
+//! either. A clock step is not among the faults: a network namespace has no clock of its
+//! own (time namespaces offset only the monotonic and boot clocks), and
+//! stepping the machine's clock steps every node at once; the no-clock
+//! rules are proven in the operator's and the speaker's unit tests.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -400,13 +408,17 @@ fn setting(name: &str) -> Option<u64> {
 #[test]
 fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
     let root = workspace_root();
-    let seed = setting("FERROLB_CHAOS_SEED").unwrap_or_else(|| {
-        SystemTime::now()
+    let minutes = setting("FERROLB_CHAOS_MINUTES");
+    // The short run of `make test` replays one schedule (every kind once),
+    // so a failure there is a change, not a new draw; a long run draws a
+    // fresh one unless told.
+    let seed = setting("FERROLB_CHAOS_SEED").unwrap_or_else(|| match minutes {
+        None => 1,
+        Some(_) => SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
+            .unwrap_or(1),
     });
-    let minutes = setting("FERROLB_CHAOS_MINUTES");
     let count = setting("FERROLB_CHAOS_FAULTS")
         .map(|c| c as usize)
         .unwrap_or(if minutes.is_some() {

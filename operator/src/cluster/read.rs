@@ -150,7 +150,7 @@ pub fn probe_addresses(
 
 /// Nodes as the planner sees them. Only the cluster's own evidence takes a
 /// node out: its speaker's Lease (as the operator observed it), its Ready
-/// condition. A standby's takeover report moves the IPs of that pair and
+/// and NetworkUnavailable conditions. A standby's takeover report moves the IPs of that pair and
 /// nothing else (see [`takeovers`]).
 pub fn nodes(
     nodes: &[Arc<Node>],
@@ -161,17 +161,19 @@ pub fn nodes(
         .iter()
         .map(|node| {
             let name = node.name_any();
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
+            let condition = |kind: &str| {
+                node.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == kind))
+                    .is_some_and(|c| c.status == "True")
+            };
             announce::Node {
+                ready: condition("Ready"),
+                network_unavailable: condition("NetworkUnavailable"),
                 speaker_alive: live.contains(&speaker_lease(&name)),
                 excluded: !ignore_exclude_lb && node.labels().contains_key(EXCLUDE_LABEL),
                 labels: node.labels().clone(),
-                ready,
                 name,
             }
         })

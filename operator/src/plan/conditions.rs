@@ -752,6 +752,7 @@ mod tests {
             ready,
             excluded: false,
             speaker_alive: true,
+            network_unavailable: false,
         };
         let mut takeovers = Takeovers::default();
         takeovers.by.insert(ip, "node-c".to_string());

@@ -470,6 +470,7 @@ mod tests {
             ready: true,
             excluded: false,
             speaker_alive: true,
+            network_unavailable: false,
         }
     }
 
@@ -577,8 +578,10 @@ mod tests {
         down.ready = false;
         let mut dead = node("c");
         dead.speaker_alive = false;
+        let mut unavailable = node("d");
+        unavailable.network_unavailable = true;
         let plan = plan_bgp(
-            &[node("a"), down, dead],
+            &[node("a"), down, dead, unavailable],
             &[peer("r", "10.0.0.1")],
             &[advertisement()],
             &[service("web", &["172.20.0.5"])],
@@ -587,6 +590,11 @@ mod tests {
         assert_eq!(plan.nodes["b"].len(), 1, "the session stays up");
         assert!(prefixes(&plan, "b", "r").is_empty());
         assert!(plan.nodes["c"].is_empty(), "no speaker, no session");
+        assert_eq!(plan.nodes["d"].len(), 1, "the session stays up");
+        assert!(
+            prefixes(&plan, "d", "r").is_empty(),
+            "NetworkUnavailable: nothing advertised"
+        );
     }
 
     #[test]

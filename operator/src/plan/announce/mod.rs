@@ -36,6 +36,9 @@ pub struct Node {
     pub excluded: bool,
     /// Its speaker's Lease is alive.
     pub speaker_alive: bool,
+    /// Its `NetworkUnavailable` condition is True: the node's network is
+    /// not set up (a CNI still starting, a cloud route missing).
+    pub network_unavailable: bool,
 }
 
 /// Which pools an advertisement covers.
@@ -207,6 +210,8 @@ pub const EXCLUDED: &str = "labelled node.kubernetes.io/exclude-from-external-lo
 pub(crate) fn unfit(node: &Node) -> Option<&'static str> {
     if !node.ready {
         Some("not Ready")
+    } else if node.network_unavailable {
+        Some("its NetworkUnavailable condition is True")
     } else if node.excluded {
         Some(EXCLUDED)
     } else if !node.speaker_alive {

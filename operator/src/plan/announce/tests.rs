@@ -12,6 +12,7 @@ fn node(name: &str) -> Node {
         ready: true,
         excluded: false,
         speaker_alive: true,
+        network_unavailable: false,
     }
 }
 
@@ -129,6 +130,27 @@ fn ineligible_nodes_are_skipped_and_named() {
             "web"
         ),
         Some("d".into())
+    );
+}
+
+#[test]
+fn a_node_whose_network_is_unavailable_does_not_announce() {
+    let mut unavailable = node("a");
+    unavailable.network_unavailable = true;
+    let web = [service("web", &["10.0.0.1"])];
+    let plan = plan_l2(std::slice::from_ref(&unavailable), &[everywhere()], &web);
+    let Some(Outcome::NoEligibleNode(why)) = plan.services.values().next() else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        why.contains("a: its NetworkUnavailable condition is True"),
+        "{why}"
+    );
+    let plan = plan_l2(&[unavailable, node("b")], &[everywhere()], &web);
+    assert_eq!(active_of(&plan, "web"), Some("b".into()));
+    assert!(
+        plan.nodes.get("a").is_none_or(|entries| entries.is_empty()),
+        "neither active nor standby: {plan:?}"
     );
 }
 
