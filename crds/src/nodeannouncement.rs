@@ -26,6 +26,8 @@ pub const STANDBY_FOR: &str =
 
 /// The message for a standby group naming a standby of its own.
 pub const STANDBY: &str = "standby is only for role active";
+/// The message for `arming` on an active group.
+pub const ARMING: &str = "arming is only for role standby";
 
 /// What one node announces. Named after the node; the operator writes the spec,
 /// the node's speaker the status. `kubectl get nodeannouncements` shows what
@@ -113,6 +115,14 @@ pub struct L2Group {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::interface_set")]
     pub interfaces: Vec<String>,
+
+    /// For role `standby`: probe the active node until its speaker answers,
+    /// and take nothing over yet. The operator sets it on a new standby
+    /// while the one it replaces, still able to, keeps standing by: the old
+    /// one lets go only once the new one has heard the active node
+    /// (make-before-break).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arming: bool,
 
     /// The Service IPs.
     pub ips: IpSet,
@@ -511,6 +521,11 @@ fn l2_rules(schema: &mut Schema) {
                 STANDBY,
                 ".standby",
             ),
+            rule_at(
+                "self.role == 'standby' || !has(self.arming) || !self.arming",
+                ARMING,
+                ".arming",
+            ),
         ],
     );
 }
@@ -534,6 +549,9 @@ impl Validate for NodeAnnouncementSpec {
             }
             if group.role == L2Role::Standby && group.standby.is_some() {
                 errors.add(format!("{at}.standby"), STANDBY);
+            }
+            if group.role == L2Role::Active && group.arming {
+                errors.add(format!("{at}.arming"), ARMING);
             }
             ranges.extend(group.ips.ranges().iter().map(|(a, b)| (*a, *b, i)));
         }

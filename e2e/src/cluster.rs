@@ -314,10 +314,22 @@ impl TestCluster {
 
     /// Sets a Node's Ready condition through the status subresource.
     pub fn set_ready(&self, node: &str, ready: bool) -> Result<()> {
-        let status = if ready { "True" } else { "False" };
-        let patch = format!(
-            r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
-        );
+        self.set_conditions(node, &[("Ready", ready)])
+    }
+
+    /// Sets a Node's conditions (type, true or not) through the status
+    /// subresource; those not named are removed.
+    pub fn set_conditions(&self, node: &str, conditions: &[(&str, bool)]) -> Result<()> {
+        let listed: Vec<String> = conditions
+            .iter()
+            .map(|(kind, on)| {
+                format!(
+                    r#"{{"type":"{kind}","status":"{}","reason":"Test","message":"set by the test","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}"#,
+                    if *on { "True" } else { "False" }
+                )
+            })
+            .collect();
+        let patch = format!(r#"{{"status":{{"conditions":[{}]}}}}"#, listed.join(","));
         self.kubectl(&[
             "patch",
             "node",

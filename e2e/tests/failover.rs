@@ -317,3 +317,116 @@ async fn failover_scenarios_print_figures_and_end_with_one_node_answering() {
         );
     }
 }
+
+/// Whether, in the NodeAnnouncements `latest` (by node), some node stands by
+/// for [`IP`] towards `active` and reports in its status that it hears it.
+fn armed_standby(latest: &std::collections::BTreeMap<String, Value>, active: &str) -> bool {
+    latest.iter().any(|(node, item)| {
+        let stands_by = item["spec"]["l2"].as_array().is_some_and(|groups| {
+            groups.iter().any(|g| {
+                g["role"] == "standby"
+                    && g["standbyFor"] == active
+                    && ferrolb_e2e::lab::holds(&g["ips"], IP)
+            })
+        });
+        let hears = item["status"]["failover"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["node"] == active && f["state"] == "Armed")
+        });
+        stands_by && hears && node != active
+    })
+}
+
+/// Make-before-break (issue 22 point 5): the standby's node is excluded
+/// while its speaker is fine. Every version of every NodeAnnouncement the
+/// apiserver held meanwhile (read from a watch, in order) shows a node
+/// standing by for the IP that hears the active node: the new standby arms
+/// first, and the old one lets go only then. Before, both specs changed in
+/// one pass and the IP was left with a standby that had heard nothing.
+#[tokio::test]
+async fn a_replaced_standby_lets_go_only_once_the_new_one_hears_the_active_node() {
+    let s = setup().await;
+    let (active, standby) = s.wait_settled("start");
+    let third = 3 - active - standby;
+    let mut watch = s
+        .cluster
+        .plane
+        .kubectl_command()
+        .args(["get", "nodeannouncements", "--watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl --watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stdout), &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    s.cluster
+        .kubectl(&[
+            "label",
+            "node",
+            NODES[standby],
+            "node.kubernetes.io/exclude-from-external-load-balancers=",
+        ])
+        .expect("label");
+    let moved = until(
+        "the third node to stand by",
+        Duration::from_secs(30),
+        || {
+            let (now_active, now_standby) = s.settled()?;
+            (now_active == active && now_standby == third).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let text = reader.join().expect("reader");
+    moved.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            s.cluster
+                .kubectl(&[
+                    "get",
+                    "nodeannouncements",
+                    "-o",
+                    "custom-columns=NODE:.metadata.name,SPEC:.spec.l2,FAILOVER:.status.failover",
+                ])
+                .unwrap_or_default()
+                + &s.cluster
+                    .kubectl(&["get", "nodes", "--show-labels"])
+                    .unwrap_or_default()
+                + &s.operator.as_ref().map(|o| o.output()).unwrap_or_default()
+        )
+    });
+    let mut latest = std::collections::BTreeMap::new();
+    let mut versions = 0;
+    let mut arming_seen = false;
+    for item in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+        let item = item.expect("a NodeAnnouncement");
+        let node = item["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        arming_seen |= node == NODES[third]
+            && item["spec"]["l2"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["arming"] == true));
+        latest.insert(node, item);
+        versions += 1;
+        if latest.len() == 3 {
+            assert!(
+                armed_standby(&latest, NODES[active]),
+                "version {versions}: no node standing by for {IP} hears {}:\n{latest:#?}",
+                NODES[active]
+            );
+        }
+    }
+    println!(
+        "{versions} NodeAnnouncement versions watched, every one with an armed standby; {} armed first",
+        NODES[third]
+    );
+    assert!(arming_seen, "{} first only armed", NODES[third]);
+}

@@ -171,6 +171,18 @@ async fn the_service_ip_follows_the_operator_choice_as_nodes_change() {
         cluster.set_ready(NODES[second], true).expect("ready");
         third
     });
+    // MetalLB's e2e check: a Ready node whose network is not set up.
+    let third = step("a node whose network is unavailable loses the IP", || {
+        let unavailable = |on| {
+            cluster
+                .set_conditions(NODES[third], &[("Ready", true), ("NetworkUnavailable", on)])
+                .expect("conditions")
+        };
+        unavailable(true);
+        let fourth = resolves_to_chosen(cluster, client, &ip, Some(third), "NetworkUnavailable");
+        unavailable(false);
+        fourth
+    });
     let advertise = |spec: &str| {
         cluster
             .apply_ok(&format!(

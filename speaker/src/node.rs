@@ -27,6 +27,9 @@ pub struct StandbyFor {
     pub probe: Option<SocketAddr>,
     /// Interfaces to answer on after a takeover; empty for the default.
     pub interfaces: Vec<String>,
+    /// Probe the active node, take nothing over yet: another node still
+    /// stands by (make-before-break).
+    pub arming: bool,
 }
 
 /// What one NodeAnnouncement asks of layer 2 on this node.
@@ -70,6 +73,7 @@ impl Wanted {
                         active: group.standby_for.clone().unwrap_or_default(),
                         probe: group.probe,
                         interfaces: group.interfaces.clone(),
+                        arming: group.arming,
                     };
                     wanted
                         .standby
@@ -85,15 +89,17 @@ impl Wanted {
         self.active.values().flatten().copied().collect()
     }
 
-    /// The active nodes to probe, with the IPs this node stands by for on each.
+    /// The active nodes to probe, with the IPs this node stands by for on
+    /// each: an arming standby's node is probed (so the status can say it
+    /// is heard) with none of its IPs to take.
     pub fn targets(&self) -> Vec<Target> {
         let mut by_node: BTreeMap<(String, SocketAddr), BTreeSet<IpAddr>> = BTreeMap::new();
         for (ip, standby) in &self.standby {
             if let Some(probe) = standby.probe {
-                by_node
-                    .entry((standby.active.clone(), probe))
-                    .or_default()
-                    .insert(*ip);
+                let ips = by_node.entry((standby.active.clone(), probe)).or_default();
+                if !standby.arming {
+                    ips.insert(*ip);
+                }
             }
         }
         by_node
@@ -287,5 +293,32 @@ impl Layer2 {
             .filter(|r| r.ips.borrow().contains(&ip))
             .map(|r| r.interface.name.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> NodeAnnouncementSpec {
+        serde_yaml::from_str(yaml).expect("a spec")
+    }
+
+    #[test]
+    fn an_arming_standby_probes_its_active_node_and_stands_by_for_nothing_yet() {
+        let wanted = Wanted::from_spec(&spec(
+            "l2:\n- {role: standby, standbyFor: a, probe: '10.0.0.1:7473', arming: true, ips: [10.1.0.1]}\n- {role: standby, standbyFor: b, probe: '10.0.0.2:7473', ips: [10.1.0.2]}\n",
+        ));
+        let targets = wanted.targets();
+        let by_node: BTreeMap<&str, &BTreeSet<IpAddr>> =
+            targets.iter().map(|t| (t.node.as_str(), &t.ips)).collect();
+        assert!(
+            by_node["a"].is_empty(),
+            "a is probed, nothing taken from it"
+        );
+        assert_eq!(
+            by_node["b"].iter().copied().collect::<Vec<_>>(),
+            vec!["10.1.0.2".parse::<IpAddr>().unwrap()]
+        );
     }
 }

@@ -348,3 +348,58 @@ async fn another_nodes_gratuitous_arp_makes_the_active_yield_and_never_the_taker
     assert!(!standby.claimed_on_wire(ip(), "02:00:00:00:00:0a"));
     assert!(standby.yielded().is_empty());
 }
+
+/// Make-before-break: a new standby arms (hears the active node) while it
+/// takes nothing, so the standby it replaces can let go only once the new
+/// one could take over; made a full standby, it takes over on silence at
+/// once, with what it heard while arming.
+#[tokio::test]
+async fn an_arming_standby_is_heard_but_takes_nothing_until_it_stands_by() {
+    let (pa, pb) = (free_port(), free_port());
+    let set: BTreeSet<IpAddr> = [ip()].into();
+    let active = start("a", pa, b"key");
+    active.set_answering(&set, &set);
+    let arming = start("b", pb, b"key");
+    let target = |ips: &BTreeSet<IpAddr>| Target {
+        node: "a".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pa)),
+        ips: ips.clone(),
+    };
+    arming.set_targets(&[target(&BTreeSet::new())]);
+    eventually("the arming standby hears the active node", || {
+        arming.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
+    // Stands by in full now: what it heard while arming counts.
+    arming.set_targets(&[target(&set)]);
+    assert_eq!(
+        arming.towards().first().map(|t| t.reach.clone()),
+        Some(Reach::Armed)
+    );
+    drop(active);
+    eventually("the standby takes over", || {
+        arming.taken().contains_key(&ip())
+    })
+    .await;
+
+    // While arming, the active node's silence takes nothing.
+    let (pc, pd) = (free_port(), free_port());
+    let other = start("c", pc, b"key");
+    other.set_answering(&set, &set);
+    let waiting = start("d", pd, b"key");
+    waiting.set_targets(&[Target {
+        node: "c".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], pc)),
+        ips: BTreeSet::new(),
+    }]);
+    eventually("armed", || {
+        waiting.towards().first().map(|t| t.reach.clone()) == Some(Reach::Armed)
+    })
+    .await;
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        waiting.taken().is_empty(),
+        "an arming standby takes nothing"
+    );
+}

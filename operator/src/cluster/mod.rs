@@ -234,6 +234,8 @@ impl Snapshot {
             },
             current: read::current_active(&announcements),
             standbys: read::current_standby(&announcements),
+            standing_by: read::standing_by(&announcements),
+            failover_settled: read::failover_settled(&announcements),
             probes: read::probe_addresses(&announcements),
             takeovers,
             announcements,
@@ -293,6 +295,12 @@ pub struct Snapshot {
     pub current: BTreeMap<IpAddr, String>,
     /// Per IP, the node whose spec makes it stand by now.
     pub standbys: BTreeMap<IpAddr, String>,
+    /// Per IP, the node standing by now and the active node it stands by
+    /// for (arming standbys aside).
+    pub standing_by: BTreeMap<IpAddr, (String, String)>,
+    /// (standby, active) pairs whose standby heard the active node, or
+    /// reports it cannot.
+    pub failover_settled: BTreeSet<(String, String)>,
     /// Per node, where its speaker answers failover probes.
     pub probes: BTreeMap<String, std::net::SocketAddr>,
     /// PrefixSets by name.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferrolb_api::address::{parse_ip, parse_ipv4};
 use ferrolb_api::constants::EXCLUDE_LABEL;
-use ferrolb_api::nodeannouncement::{BfdSettings, BgpSession, L2Phase, L2Role};
+use ferrolb_api::nodeannouncement::{BfdSettings, BgpSession, FailoverPhase, L2Phase, L2Role};
 use ferrolb_api::selector::{Selector, label_selector_matches};
 use ferrolb_api::timer::parse_timer;
 use ferrolb_api::{
@@ -86,7 +86,9 @@ pub fn takeovers(
                 continue;
             };
             let standing_by = announcement.spec.l2.iter().filter(|g| {
-                g.role == L2Role::Standby && g.standby_for.as_deref() == Some(from.as_str())
+                g.role == L2Role::Standby
+                    && !g.arming
+                    && g.standby_for.as_deref() == Some(from.as_str())
             });
             for group in standing_by {
                 for ip in group.ips.iter().filter(|ip| state.ips.contains(ip)) {
@@ -120,13 +122,61 @@ fn in_role(
 ) -> BTreeMap<std::net::IpAddr, String> {
     let mut found = BTreeMap::new();
     for (node, announcement) in announcements {
-        for group in announcement.spec.l2.iter().filter(|g| g.role == role) {
+        // An arming standby is not standing by yet.
+        for group in announcement
+            .spec
+            .l2
+            .iter()
+            .filter(|g| g.role == role && !g.arming)
+        {
             for ip in group.ips.iter() {
                 found.insert(ip, node.clone());
             }
         }
     }
     found
+}
+
+/// Per IP, the node whose spec has it stand by now (arming aside), and the
+/// active node it stands by for.
+pub fn standing_by(
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+) -> BTreeMap<std::net::IpAddr, (String, String)> {
+    let mut found = BTreeMap::new();
+    for (node, announcement) in announcements {
+        for group in announcement
+            .spec
+            .l2
+            .iter()
+            .filter(|g| g.role == L2Role::Standby && !g.arming)
+        {
+            let Some(active) = &group.standby_for else {
+                continue;
+            };
+            for ip in group.ips.iter() {
+                found.insert(ip, (node.clone(), active.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// The (standby, active) pairs whose standby reports, in its own status,
+/// that it heard the active node's speaker (`Armed`) or that it cannot
+/// (`Unavailable`): a new standby arming towards that node is done waiting.
+pub fn failover_settled(
+    announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
+) -> BTreeSet<(String, String)> {
+    announcements
+        .iter()
+        .flat_map(|(node, a)| {
+            a.status
+                .iter()
+                .flat_map(|s| s.failover.iter())
+                .filter(|f| f.state != FailoverPhase::Pending)
+                .map(move |f| (node.clone(), f.node.clone()))
+        })
+        .collect()
 }
 
 /// Per node, where its speaker answers failover probes.

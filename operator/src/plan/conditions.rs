@@ -120,26 +120,30 @@ pub fn standbys(plan: &announce::Plan) -> BTreeMap<IpAddr, String> {
 }
 
 /// The NodeAnnouncement spec for a node's layer 2 entries and BGP sessions.
-/// The entries go in groups, one per role, other node and interfaces; each
-/// group carries the other speaker's probe address: the active node's for a
-/// standby group, the standby's for an active one.
+/// The entries go in groups, one per role, other node, interfaces and
+/// arming; each group carries the other speaker's probe address: the active
+/// node's for a standby group, the standby's for an active one. `arming`
+/// lists this node's standby IPs it only arms for (see
+/// [`announce::arming`](crate::plan::announce::arming)).
 pub fn spec(
     node: &str,
     entries: &[Entry],
     sessions: &[BgpSession],
     probes: &BTreeMap<String, SocketAddr>,
     standbys: &BTreeMap<IpAddr, String>,
+    arming: &BTreeSet<IpAddr>,
 ) -> NodeAnnouncementSpec {
-    // (role, the other node, interfaces) → IPs
-    type Group<'a> = (L2Role, Option<&'a str>, &'a [String]);
+    // (role, the other node, interfaces, arming) → IPs
+    type Group<'a> = (L2Role, Option<&'a str>, &'a [String], bool);
     let mut groups: BTreeMap<Group, Vec<IpAddr>> = BTreeMap::new();
     for e in entries {
         let (role, other) = match &e.role {
             Role::Active => (L2Role::Active, standbys.get(&e.ip).map(String::as_str)),
             Role::Standby(active) => (L2Role::Standby, Some(active.as_str())),
         };
+        let arms = role == L2Role::Standby && arming.contains(&e.ip);
         groups
-            .entry((role, other, e.interfaces.as_slice()))
+            .entry((role, other, e.interfaces.as_slice(), arms))
             .or_default()
             .push(e.ip);
     }
@@ -147,8 +151,9 @@ pub fn spec(
         node: Some(node.to_string()),
         l2: groups
             .into_iter()
-            .map(|((role, other, interfaces), ips)| L2Group {
+            .map(|((role, other, interfaces, arming), ips)| L2Group {
                 role,
+                arming,
                 standby_for: other
                     .filter(|_| role == L2Role::Standby)
                     .map(str::to_string),

@@ -593,6 +593,7 @@ impl Placements {
     }
 }
 
+pub mod arming;
 pub mod bgp;
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct Memory {
     planned: HashMap<ServiceKey, (Vec<IpAddr>, bool)>,
     /// Per IP, its standby node.
     standbys: BTreeMap<IpAddr, String>,
+    /// The nodes of the standby changes in progress at the last pass.
+    arming_nodes: BTreeSet<String>,
     /// Nodes whose NodeAnnouncement did not show the planned spec last time
     /// it was compared, with the object compared.
     nodes_compared: HashMap<String, (Option<Arc<ferrolb_api::NodeAnnouncement>>, bool)>,

@@ -36,10 +36,38 @@ impl Memory {
     ) {
         let nodes = &self.l2.nodes;
         self.pacing.held.retain(|node, _| nodes.contains_key(node));
+        // Standby changes in progress (make-before-break): their nodes are
+        // written again at every pass until the change is done, and once
+        // more after it.
+        let fit: BTreeSet<&str> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.ready && n.speaker_alive && !n.network_unavailable)
+            .map(|n| n.name.as_str())
+            .collect();
+        let changing = announce::arming::arming(
+            &self.l2,
+            &snapshot.standing_by,
+            &snapshot.failover_settled,
+            |node| fit.contains(node),
+        );
+        let involved = changing.nodes();
+        let was_involved = std::mem::replace(&mut self.arming_nodes, involved.clone());
+        let standbys: std::borrow::Cow<'_, BTreeMap<IpAddr, String>> =
+            if changing.standby.is_empty() {
+                std::borrow::Cow::Borrowed(&self.standbys)
+            } else {
+                let mut merged = self.standbys.clone();
+                merged.extend(changing.standby.clone());
+                std::borrow::Cow::Owned(merged)
+            };
+        let none = BTreeSet::new();
         for (node, entries) in &self.l2.nodes {
             let stored = snapshot.announcements.get(node);
             let again = whole
                 || touched.contains(node)
+                || involved.contains(node)
+                || was_involved.contains(node)
                 || self.pacing.held.contains_key(node)
                 || match self.nodes_compared.get(node) {
                     Some((seen, up_to_date)) => !*up_to_date || ptr(seen.as_ref()) != ptr(stored),
@@ -54,7 +82,23 @@ impl Memory {
                 .get(node)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let spec = conditions::spec(node, entries, sessions, &snapshot.probes, &self.standbys);
+            let kept = changing.kept.get(node);
+            let with_kept: std::borrow::Cow<'_, [announce::Entry]> = match kept {
+                Some(kept) => {
+                    let mut all = entries.clone();
+                    all.extend(kept.iter().cloned());
+                    std::borrow::Cow::Owned(all)
+                }
+                None => std::borrow::Cow::Borrowed(entries.as_slice()),
+            };
+            let spec = conditions::spec(
+                node,
+                &with_kept,
+                sessions,
+                &snapshot.probes,
+                &standbys,
+                changing.arming.get(node).unwrap_or(&none),
+            );
             let up_to_date = stored.is_some_and(|a| a.spec == spec);
             if up_to_date {
                 self.pacing.held.remove(node);

@@ -92,6 +92,7 @@ mod tests {
                 standby: None,
                 probe: None,
                 interfaces: Vec::new(),
+                arming: false,
                 // Every other address: no ranges, about 16 bytes each.
                 ips: (0..ips)
                     .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i)))
