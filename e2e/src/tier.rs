@@ -132,11 +132,19 @@ impl Real {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// kubectl's output for `args` with `-o json`.
+    /// kubectl's output for `args` with `-o json`; `null` (the error
+    /// printed) while the apiserver does not answer, so the waits that read
+    /// it go on waiting through a control-plane fault.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl(&all)).expect("json")
+        match self.cluster.kubectl_ok(&all) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
+            Err(e) => {
+                eprintln!("{e}");
+                Value::Null
+            }
+        }
     }
 
     /// `kubectl apply` of `yaml`, whatever the outcome.

@@ -79,12 +79,12 @@ impl Chaos {
 
     /// ferrolb's Pods.
     fn pods(&self) -> Vec<PodState> {
-        let list = self.real.json(&["-n", "ferrolb-system", "get", "pods"]);
-        list["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
+        let list = until("ferrolb's Pods", Duration::from_secs(120), || {
+            let list = self.real.json(&["-n", "ferrolb-system", "get", "pods"]);
+            list["items"].as_array().cloned()
+        })
+        .expect("the Pods");
+        list.iter()
             .map(|p| PodState {
                 name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
                 node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
@@ -135,7 +135,19 @@ impl Chaos {
 
     /// The connections FRR saw dropped, per node name.
     fn bgp_drops(&self) -> BTreeMap<String, u64> {
-        let neighbors = self.frr.json("show bgp neighbors json").unwrap_or_default();
+        // Every neighbor counted, or FRR asked again: a missed answer is not
+        // a reset.
+        let neighbors = until("FRR's neighbors", Duration::from_secs(30), || {
+            let neighbors = self.frr.json("show bgp neighbors json").ok()?;
+            let all = self
+                .real
+                .cluster
+                .nodes
+                .iter()
+                .all(|n| neighbors[&n.ip]["connectionsDropped"].is_u64());
+            all.then_some(neighbors)
+        })
+        .expect("FRR answers");
         self.real
             .cluster
             .nodes
@@ -230,6 +242,15 @@ impl Chaos {
                 cluster
                     .restart_control_plane("kube-apiserver", Signal::SIGTERM, Duration::ZERO)
                     .expect("apiserver restart");
+                until(
+                    "kube-apiserver ready again",
+                    Duration::from_secs(120),
+                    || {
+                        let ready = cluster.kubectl_ok(&["get", "--raw", "/readyz"]).ok()?;
+                        (ready.trim() == "ok").then_some(())
+                    },
+                )
+                .expect("the apiserver back");
                 done.target = "kube-apiserver".into();
             }
             Fault::EtcdRestart { down } => {
