@@ -41,6 +41,8 @@ pub struct Wanted {
     pub standby: BTreeMap<IpAddr, StandbyFor>,
     /// For active IPs: where their standby's speaker answers (hand-off target).
     pub handoff: BTreeMap<IpAddr, SocketAddr>,
+    /// The standbys named for active IPs, and where each answers.
+    pub standbys: BTreeMap<String, SocketAddr>,
 }
 
 impl Wanted {
@@ -66,6 +68,9 @@ impl Wanted {
                         wanted
                             .handoff
                             .extend(group.ips.iter().map(|ip| (ip, probe)));
+                        if let Some(standby) = &group.standby {
+                            wanted.standbys.insert(standby.clone(), probe);
+                        }
                     }
                 }
                 L2Role::Standby => {

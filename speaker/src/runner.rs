@@ -175,6 +175,7 @@ impl Runner {
                     failover.claimed_on_wire(ip, &mac.to_string());
                 }
                 failover.set_targets(&self.wanted.targets());
+                failover.set_standbys(&self.wanted.standbys);
                 self.wanted
                     .effective(&failover.taken(), &failover.yielded(), &self.held)
             }

@@ -43,6 +43,15 @@ fn start_at(node: &str, address: SocketAddr, key: &[u8]) -> Failover {
     .unwrap()
 }
 
+/// Names `node` this node's standby, answering on loopback (only the
+/// address counts, not the port).
+fn names_standby(failover: &Failover, node: &str) {
+    failover.set_standbys(&BTreeMap::from([(
+        node.to_string(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )]));
+}
+
 fn ip() -> IpAddr {
     "192.0.2.10".parse().unwrap()
 }
@@ -104,6 +113,7 @@ async fn takeover_yield_and_handoff_between_two_speakers() {
     // The active comes back (its spec still says active): it yields.
     let back = start("a", pa, b"key");
     back.set_answering(&BTreeSet::new(), &set);
+    names_standby(&back, "b");
     eventually("the returning speaker yields", || {
         back.yielded().contains_key(&ip())
     })
@@ -148,6 +158,7 @@ async fn a_yielded_ip_is_answered_again_once_the_node_that_took_it_is_gone() {
     .await;
     let back = start("a", pa, b"key");
     back.set_answering(&BTreeSet::new(), &set);
+    names_standby(&back, "b");
     eventually("the returning speaker yields", || {
         back.yielded().contains_key(&ip())
     })
@@ -171,6 +182,7 @@ async fn forged_and_replayed_datagrams_change_nothing() {
     let set: BTreeSet<IpAddr> = [ip()].into();
     let active = start("a", port, b"the key");
     active.set_answering(&set, &set);
+    names_standby(&active, "mallory");
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let probe = |key: &[u8], nonce: u64, echo: u64, taken: Vec<IpAddr>| {
         wire::encode(
@@ -221,6 +233,33 @@ async fn forged_and_replayed_datagrams_change_nothing() {
         active.yielded().is_empty(),
         "a replayed takeover is ignored"
     );
+    // Signed right, with a fresh challenge, but from an address that is not
+    // the named standby's (another node claiming as mallory): answered, its
+    // claim not honoured.
+    let elsewhere = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    elsewhere
+        .send_to(&probe(b"the key", 4, 0, Vec::new()), target)
+        .await
+        .unwrap();
+    let (len, _) = elsewhere.recv_from(&mut buffer).await.unwrap();
+    let reply = wire::decode(&Key::new(b"the key"), &buffer[..len]).unwrap();
+    elsewhere
+        .send_to(&probe(b"the key", 5, reply.echo, vec![ip()]), target)
+        .await
+        .unwrap();
+    let (len, _) = elsewhere.recv_from(&mut buffer).await.unwrap();
+    assert_eq!(
+        wire::decode(&Key::new(b"the key"), &buffer[..len])
+            .unwrap()
+            .nonce,
+        5,
+        "answered"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        active.yielded().is_empty(),
+        "a claim from another node's address is ignored"
+    );
 }
 
 #[tokio::test]
@@ -247,6 +286,7 @@ async fn two_thousand_ips_are_taken_yielded_and_handed_over() {
     eventually("all taken", || standby.taken().len() == many.len()).await;
     let back = start("a", pa, b"key");
     back.set_answering(&BTreeSet::new(), &many);
+    names_standby(&back, "b");
     within("all yielded", Duration::from_secs(5), || {
         back.yielded().len() == many.len()
     })

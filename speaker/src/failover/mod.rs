@@ -128,6 +128,10 @@ struct Shared {
     yielded: Yields,
     /// Standbys probing us: node → (address, its last probe's nonce, when).
     standbys: BTreeMap<String, (SocketAddr, u64, Instant)>,
+    /// The standbys this node's NodeAnnouncement names, and the address
+    /// each answers at: a probe's takeover claims count only from the
+    /// address of the standby it names (a node cannot claim as another).
+    named_standbys: BTreeMap<String, IpAddr>,
     /// Hand-off nonces acknowledged.
     acknowledged: BTreeSet<u64>,
 }
@@ -319,6 +323,7 @@ impl Failover {
             handoffs: BTreeMap::new(),
             yielded: Yields::new(settings),
             standbys: BTreeMap::new(),
+            named_standbys: BTreeMap::new(),
             acknowledged: BTreeSet::new(),
         };
         let mut failover = Failover {
@@ -460,6 +465,15 @@ impl Failover {
             tracing::warn!(%ip, %by, "another node announced this IP (a takeover this node's fast failover did not hear): yielding it while it says so");
         }
         new
+    }
+
+    /// The standbys the NodeAnnouncement names for this node's active IPs,
+    /// with where each answers (its probe address).
+    pub fn set_standbys(&self, standbys: &BTreeMap<String, SocketAddr>) {
+        self.shared.lock().expect("failover lock").named_standbys = standbys
+            .iter()
+            .map(|(node, address)| (node.clone(), address.ip().to_canonical()))
+            .collect();
     }
 
     /// IPs taken over and not yet made official.
@@ -677,7 +691,17 @@ impl Parts {
                             .insert(message.node.clone(), (from, message.nonce, Instant::now()));
                         // Its takeover claims count only with a challenge we
                         // sent it lately (each usable once).
+                        // From the address of the standby it names: one
+                        // node cannot claim as another.
+                        let bound = shared
+                            .named_standbys
+                            .get(&message.node)
+                            .is_some_and(|ip| *ip == from.ip().to_canonical());
+                        if !message.taken.is_empty() && !bound {
+                            tracing::debug!(by = %message.node, %from, "takeover claims from an address that is not this standby's: answered, not honoured");
+                        }
                         let challenged = !message.taken.is_empty()
+                            && bound
                             && shared.challenges.get_mut(&message.node).is_some_and(|c| {
                                 challenged(
                                     c,
