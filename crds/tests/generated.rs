@@ -79,10 +79,10 @@ fn formats_are_known_and_bounds_fit_them() {
                     }
                     if format == "int32" {
                         for bound in ["minimum", "maximum"] {
-                            if let Some(v) = map.get(bound).and_then(|v| v.as_f64()) {
-                                if v > f64::from(i32::MAX) || v < f64::from(i32::MIN) {
-                                    found.push(format!("{path}: int32 with {bound} {v}"));
-                                }
+                            if let Some(v) = map.get(bound).and_then(|v| v.as_f64())
+                                && (v > f64::from(i32::MAX) || v < f64::from(i32::MIN))
+                            {
+                                found.push(format!("{path}: int32 with {bound} {v}"));
                             }
                         }
                     }
