@@ -13,6 +13,18 @@ use nix::unistd::Pid;
 
 use crate::controlplane::workspace_root;
 
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Where the workspace binaries are: `FERROLB_BIN_DIR`, else the debug
 /// build (`CARGO_TARGET_DIR` honoured).
 pub fn bin_dir() -> PathBuf {

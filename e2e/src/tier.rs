@@ -57,6 +57,19 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 ";
 
+/// The BGP side the scenarios share: a BGPPeer `router` (AS 64512 to
+/// 64513 at the slot's `.2`, `peer_extra` added to its spec), a pool `bgp`
+/// of `10.213.N.10-50` that nothing takes unasked, its BGPAdvertisement,
+/// and the Service `shop` (externalTrafficPolicy Local) from that pool in
+/// front of the echo Pods.
+pub fn bgp_objects(slot: crate::real::Slot, peer_extra: &str) -> String {
+    format!(
+        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}{peer_extra}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        router_ip = slot.host_ip(2),
+        n = slot.0
+    )
+}
+
 /// A real cluster of `nodes` nodes with ferrolb installed from
 /// `config/local` and every ferrolb Pod rolled out; the client is `.3` on
 /// the nodes' LAN. Prints how long each step took. The image holds the
@@ -405,17 +418,7 @@ impl Real {
             .expect("pgrep");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|pid| {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|pid| crate::process::rss_kib(pid.trim().parse().ok()?))
             .collect()
     }
 }

@@ -38,7 +38,7 @@ use ferrolb_e2e::image::TAG;
 use ferrolb_e2e::netns::Host;
 use ferrolb_e2e::probe::{Prober, Samples};
 use ferrolb_e2e::routers::{Frr, Router, frr_config};
-use ferrolb_e2e::tier::{ECHO, Real, installed};
+use ferrolb_e2e::tier::{ECHO, Real, bgp_objects, installed};
 use ferrolb_e2e::wait::until;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -494,15 +494,10 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
     let objects = format!(
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: l2}}\nspec: {{addresses: [{l2_from}-{l2_to}]}}\n---\n\
          apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2]}}\n---\n\
-         apiVersion: ferrolb.io/v1alpha1\nkind: BFDProfile\nmetadata: {{name: fast}}\nspec: {{receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}}\n---\n\
-         apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: {ROUTER_ASN}, peerAddress: {router_ip}, bfdProfile: fast}}\n---\n\
-         apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\n\
-         apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+         apiVersion: ferrolb.io/v1alpha1\nkind: BFDProfile\nmetadata: {{name: fast}}\nspec: {{receiveInterval: 300, transmitInterval: 300, detectMultiplier: 3}}\n---\n{bgp}",
         l2_from = slot.host_ip(200),
         l2_to = slot.host_ip(220),
-        router_ip = slot.host_ip(2),
-        n = slot.0
+        bgp = bgp_objects(slot, ", bfdProfile: fast"),
     );
     until(
         "the objects to be admitted",

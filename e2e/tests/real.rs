@@ -20,7 +20,7 @@ use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::image::TAG;
 use ferrolb_e2e::probe::{Prober, median_and_max};
 use ferrolb_e2e::routers::{Frr, Router, frr_config};
-use ferrolb_e2e::tier::{ECHO, Real, installed};
+use ferrolb_e2e::tier::{ECHO, Real, bgp_objects, installed};
 use ferrolb_e2e::wait::until;
 
 /// What a client saw during one scenario.
@@ -314,9 +314,8 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
     )
     .expect("FRR");
     let bgp = format!(
-        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: catalog\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
-        router_ip = slot.host_ip(2),
-        n = slot.0
+        "{}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: catalog\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        bgp_objects(slot, "")
     );
     // After the crashes a webhook endpoint may be one that is still coming
     // back: retried as a GitOps tool would.

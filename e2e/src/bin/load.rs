@@ -49,17 +49,7 @@ struct Cli {
     mode: String,
 }
 
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
+use ferrolb_e2e::process::rss_kib;
 
 /// CPU time of a process (user + system), in clock ticks (1/100 s).
 fn cpu_ticks(pid: u32) -> Option<u64> {

@@ -106,31 +106,44 @@ pub fn current_active(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> BTreeMap<std::net::IpAddr, String> {
     in_role(announcements, L2Role::Active)
+        .into_iter()
+        .map(|(ip, (node, _))| (ip, node))
+        .collect()
 }
 
 /// Per IP, the node whose spec makes it stand by for it now.
 pub fn current_standby(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> BTreeMap<std::net::IpAddr, String> {
-    in_role(announcements, L2Role::Standby)
+    standing_by(announcements)
+        .into_iter()
+        .map(|(ip, (node, _))| (ip, node))
+        .collect()
 }
 
-/// Per IP, the node whose spec gives it `role` for it.
+/// Per IP, the node whose spec gives it `role` for it, and the other node
+/// its group names (the active node a standby stands by for). An arming
+/// standby is not standing by yet.
 fn in_role(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
     role: L2Role,
-) -> BTreeMap<std::net::IpAddr, String> {
+) -> BTreeMap<std::net::IpAddr, (String, String)> {
     let mut found = BTreeMap::new();
     for (node, announcement) in announcements {
-        // An arming standby is not standing by yet.
         for group in announcement
             .spec
             .l2
             .iter()
             .filter(|g| g.role == role && !g.arming)
         {
+            let other = group
+                .standby_for
+                .as_ref()
+                .or(group.standby.as_ref())
+                .cloned()
+                .unwrap_or_default();
             for ip in group.ips.iter() {
-                found.insert(ip, node.clone());
+                found.insert(ip, (node.clone(), other.clone()));
             }
         }
     }
@@ -142,23 +155,7 @@ fn in_role(
 pub fn standing_by(
     announcements: &BTreeMap<String, Arc<NodeAnnouncement>>,
 ) -> BTreeMap<std::net::IpAddr, (String, String)> {
-    let mut found = BTreeMap::new();
-    for (node, announcement) in announcements {
-        for group in announcement
-            .spec
-            .l2
-            .iter()
-            .filter(|g| g.role == L2Role::Standby && !g.arming)
-        {
-            let Some(active) = &group.standby_for else {
-                continue;
-            };
-            for ip in group.ips.iter() {
-                found.insert(ip, (node.clone(), active.clone()));
-            }
-        }
-    }
-    found
+    in_role(announcements, L2Role::Standby)
 }
 
 /// The (standby, active) pairs whose standby reports, in its own status,
