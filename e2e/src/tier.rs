@@ -410,6 +410,21 @@ impl Real {
         ips
     }
 
+    /// The name of the operator Pod holding the leader Lease.
+    pub fn leader(&self) -> String {
+        self.kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "get",
+            "lease",
+            "ferrolb-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .trim()
+        .to_string()
+    }
+
     /// The resident memory (kB) of each process running `binary`.
     pub fn rss_of(&self, binary: &str) -> Vec<u64> {
         let out = std::process::Command::new("pgrep")

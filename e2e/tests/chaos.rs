@@ -199,16 +199,7 @@ impl Chaos {
                 done.killed_pod = Some(pod);
             }
             Fault::LeaderKill => {
-                let leader = self.real.kubectl(&[
-                    "-n",
-                    "ferrolb-system",
-                    "get",
-                    "lease",
-                    "ferrolb-operator",
-                    "-o",
-                    "jsonpath={.spec.holderIdentity}",
-                ]);
-                let leader = leader.trim().to_string();
+                let leader = self.real.leader();
                 let uid = self.real.kubectl(&[
                     "-n",
                     "ferrolb-system",

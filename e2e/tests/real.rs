@@ -204,15 +204,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
 
     // (d) The operator's leader Pod deleted: nothing lost.
     let (ip, active) = real.settled("echo");
-    let leader = real.kubectl(&[
-        "-n",
-        "ferrolb-system",
-        "get",
-        "lease",
-        "ferrolb-operator",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let leader = real.leader();
     let mac = real.mac_of(&active);
     let seen = measure(&real, &ip, &mac, Duration::from_secs(5), || {
         real.kubectl(&[
@@ -220,7 +212,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
             "ferrolb-system",
             "delete",
             "pod",
-            leader.trim(),
+            &leader,
             "--wait=false",
         ]);
     });
