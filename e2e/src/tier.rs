@@ -386,6 +386,27 @@ impl Real {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
     }
 
+    /// When the container of ferrolb Pod `pod` started, if it runs and is
+    /// Ready.
+    pub fn pod_started(&self, pod: &str) -> Option<String> {
+        let pod = self.json(&["-n", "ferrolb-system", "get", "pod", pod]);
+        let status = pod["status"]["containerStatuses"].as_array()?.first()?;
+        let started = status["state"]["running"]["startedAt"].as_str()?;
+        (status["ready"] == true).then(|| started.to_string())
+    }
+
+    /// After a kill: waits until ferrolb Pod `pod` runs a new container
+    /// (started other than `before`) and is Ready; the kubelet's restart
+    /// back-off (10 s, doubling) counts in.
+    pub fn pod_back(&self, pod: &str, before: Option<String>) {
+        until(
+            &format!("{pod} to run again"),
+            Duration::from_secs(330),
+            || self.pod_started(pod).filter(|s| Some(s) != before.as_ref()),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()));
+    }
+
     /// The node IPs, sorted, with a Ready Pod matching `selector` that is
     /// not being deleted.
     pub fn ready_pod_node_ips(&self, selector: &str) -> Vec<String> {

@@ -64,6 +64,9 @@ struct Done {
     /// The speaker whose restart the recovery waits for: (node, the start
     /// time of its container before the fault).
     speaker: Option<(String, Option<String>)>,
+    /// The killed Pod whose new container the recovery waits for, with its
+    /// container's start before.
+    pod_back: Option<(String, Option<String>)>,
 }
 
 struct Chaos {
@@ -96,32 +99,41 @@ impl Chaos {
             .collect()
     }
 
-    /// A Pod of `app` (on `node` when given): its name and UID.
-    fn pod_of(&self, app: &str, node: Option<&str>) -> (String, String) {
+    /// A running, Ready Pod of `app` (on `node` when given) with its
+    /// container's process: its name, UID and container start. Waits while
+    /// none is (a Pod killed before may still be in the kubelet's back-off).
+    fn pod_of(&self, app: &str, node: Option<&str>) -> (String, String, Option<String>) {
         let selector = format!("app.kubernetes.io/name={app}");
-        let mut args = vec!["-n", "ferrolb-system", "get", "pods", "-l", &selector];
         let field = node.map(|n| format!("spec.nodeName={n}"));
-        if let Some(field) = &field {
-            args.extend(["--field-selector", field]);
-        }
-        let list = self.real.json(&args);
-        let mut pods: Vec<(String, String)> = list["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| {
-                (
-                    p["metadata"]["name"].as_str().unwrap_or_default().into(),
-                    p["metadata"]["uid"].as_str().unwrap_or_default().into(),
-                )
-            })
-            .collect();
-        pods.sort();
-        pods.into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {app} Pod on {node:?}"))
+        until(
+            &format!("a running {app} Pod"),
+            Duration::from_secs(330),
+            || {
+                let mut args = vec!["-n", "ferrolb-system", "get", "pods", "-l", &selector];
+                if let Some(field) = &field {
+                    args.extend(["--field-selector", field]);
+                }
+                let list = self.real.json(&args);
+                let mut pods: Vec<(String, String)> = list["items"]
+                    .as_array()?
+                    .iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .map(|p| {
+                        (
+                            p["metadata"]["name"].as_str().unwrap_or_default().into(),
+                            p["metadata"]["uid"].as_str().unwrap_or_default().into(),
+                        )
+                    })
+                    .collect();
+                pods.sort();
+                pods.into_iter().find_map(|(name, uid)| {
+                    let started = self.real.pod_started(&name)?;
+                    let running = !self.real.cluster.pod_pids(&uid, app).is_empty();
+                    running.then_some((name, uid, Some(started)))
+                })
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.real.diagnose()))
     }
 
     /// SIGKILL to the container process of `binary` in Pod `uid`.
@@ -171,6 +183,7 @@ impl Chaos {
             killed_pod: None,
             crashed_node: None,
             speaker: None,
+            pod_back: None,
         };
         let cluster = &self.real.cluster;
         match fault {
@@ -192,30 +205,36 @@ impl Chaos {
             }
             Fault::SpeakerKill { node } => {
                 let name = self.node_name(*node);
-                let (pod, uid) = self.pod_of("ferrolb-speaker", Some(&name));
-                done.speaker = Some((name.clone(), self.real.speaker_started(&name)));
+                let (pod, uid, started) = self.pod_of("ferrolb-speaker", Some(&name));
                 self.kill_in_pod(&uid, "ferrolb-speaker");
+                done.pod_back = Some((pod.clone(), started));
                 done.target = format!("{pod} on {name}");
                 done.killed_pod = Some(pod);
             }
             Fault::LeaderKill => {
-                let leader = self.real.leader();
-                let uid = self.real.kubectl(&[
-                    "-n",
-                    "ferrolb-system",
-                    "get",
-                    "pod",
-                    &leader,
-                    "-o",
-                    "jsonpath={.metadata.uid}",
-                ]);
-                self.kill_in_pod(uid.trim(), "ferrolb-operator");
+                let (leader, uid) = until("the leader running", Duration::from_secs(120), || {
+                    let leader = self.real.leader();
+                    let pod = self
+                        .real
+                        .json(&["-n", "ferrolb-system", "get", "pod", &leader]);
+                    let uid = pod["metadata"]["uid"].as_str()?.to_string();
+                    let running = !self
+                        .real
+                        .cluster
+                        .pod_pids(&uid, "ferrolb-operator")
+                        .is_empty();
+                    running.then_some((leader, uid))
+                })
+                .expect("a running leader");
+                done.pod_back = Some((leader.clone(), self.real.pod_started(&leader)));
+                self.kill_in_pod(&uid, "ferrolb-operator");
                 done.target = leader.clone();
                 done.killed_pod = Some(leader);
             }
             Fault::WebhookKill => {
-                let (pod, uid) = self.pod_of("ferrolb-webhook", None);
+                let (pod, uid, started) = self.pod_of("ferrolb-webhook", None);
                 self.kill_in_pod(&uid, "ferrolb-webhook");
+                done.pod_back = Some((pod.clone(), started));
                 done.target = pod.clone();
                 done.killed_pod = Some(pod);
             }
@@ -287,6 +306,9 @@ impl Chaos {
     fn recover(&self, done: &Done) {
         if let Some((node, before)) = &done.speaker {
             self.real.speaker_back(node, before.clone());
+        }
+        if let Some((pod, before)) = &done.pod_back {
+            self.real.pod_back(pod, before.clone());
         }
         until("every node Ready", Duration::from_secs(180), || {
             let nodes = self.real.json(&["get", "nodes"]);
@@ -503,6 +525,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         killed_pod: None,
         crashed_node: None,
         speaker: None,
+        pod_back: None,
     };
     chaos.recover(&none);
     let ips = chaos.ips();
