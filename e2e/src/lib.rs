@@ -3,6 +3,7 @@
 //! share.
 
 pub mod chaos;
+pub mod chart;
 pub mod cluster;
 pub mod controlplane;
 pub mod image;
