@@ -6,6 +6,8 @@ CLUSTER = $(CARGO) run -q -p ferrolb-e2e --bin ferrolb-cluster -- --dir $(CLUSTE
 # kubectl built with the control plane (same pin as kube-apiserver).
 KUBECTL = $(shell $(CLUSTER) bin)/kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
+
+.PHONY: release helm
 .PHONY: help packages build bins image test unit e2e bench fuzz crds crds-check lint controlplane nodes cluster-up cluster-down real-up real-down demo demo-down demo-lite demo-lite-down
 
 help:
@@ -14,6 +16,7 @@ help:
 	@echo "make demo-lite     the same job with ferrolb as processes against a bare kube-apiserver (no kubelet)"
 	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier"
 	@echo "make image         ferrolb's image (and the test images) as OCI archives in .cache/images, tag = the version"
+	@echo "make release       dist/ferrolb-VERSION: ferrolb.yaml, the image archive, the Helm chart, the kubectl plugin + krew manifest, SHA256SUMS"
 	@echo "make real-up       just the real cluster (3 nodes, images loaded); make real-down removes it"
 	@echo "make e2e           the end-to-end tests only; TAGS=BGP,FAILOVER runs the files tagged so"
 	@echo "make build         build every binary"
@@ -39,6 +42,13 @@ controlplane:
 nodes:
 	bash e2e/scripts/build-nodes.sh >/dev/null
 
+# The Helm CLI from the Go module proxy (helm.sh/helm/v4), once per pin.
+helm:
+	bash e2e/scripts/build-helm.sh >/dev/null
+
+release: packages controlplane helm
+	@bash e2e/scripts/release.sh
+
 image: bins
 	$(CARGO) run -q -p ferrolb-e2e --bin ferrolb-image
 
@@ -58,7 +68,7 @@ bins:
 e2e: packages controlplane nodes bins
 	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
-test: packages controlplane nodes crds-check bins
+test: packages controlplane nodes helm crds-check bins
 	$(CARGO) test --workspace
 
 bench:

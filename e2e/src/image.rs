@@ -235,9 +235,10 @@ pub struct Built {
     pub archives: Vec<(String, PathBuf)>,
 }
 
-/// Builds ferrolb's image from the binaries in `binaries` (cargo's output
-/// folder) and the two test images, into `out`.
-pub fn build_all(binaries: &Path, out: &Path) -> Result<Built> {
+/// ferrolb's image (the three binaries of `binaries`, stripped) as
+/// `out/ferrolb-<TAG>.tar`, tagged `reference`: `localhost/ferrolb` for the
+/// nodes here, the registry name `config/default` pins for a release.
+pub fn ferrolb_image(binaries: &Path, out: &Path, reference: &str) -> Result<PathBuf> {
     fs::create_dir_all(out)?;
     let work = tempfile::tempdir()?;
     let mut ferrolb = Image::default();
@@ -251,11 +252,18 @@ pub fn build_all(binaries: &Path, out: &Path) -> Result<Built> {
     ferrolb
         .entrypoint(&["/ferrolb-operator"])
         .user("65532:65532");
-    let mut archives = Vec::new();
-    let reference = format!("{FERROLB}:{TAG}");
     let path = out.join(format!("ferrolb-{TAG}.tar"));
-    ferrolb.write(&reference, &path)?;
-    archives.push((reference, path));
+    ferrolb.write(reference, &path)?;
+    Ok(path)
+}
+
+/// Builds ferrolb's image from the binaries in `binaries` (cargo's output
+/// folder) and the two test images, into `out`.
+pub fn build_all(binaries: &Path, out: &Path) -> Result<Built> {
+    let work = tempfile::tempdir()?;
+    let reference = format!("{FERROLB}:{TAG}");
+    let path = ferrolb_image(binaries, out, &reference)?;
+    let mut archives = vec![(reference, path)];
     for (name, source, reference) in [
         ("pause", "pause.c", format!("{PAUSE}:{TAG}")),
         ("echo", "echo.c", format!("{ECHO}:{TAG}")),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ferrolb_e2e::controlplane::workspace_root;
-use ferrolb_e2e::image::build_all;
+use ferrolb_e2e::image::{build_all, ferrolb_image};
 
 #[derive(Parser)]
 #[command(about = "Builds ferrolb's image and the test images as OCI archives")]
@@ -19,6 +19,11 @@ struct Cli {
     /// Where to write the archives.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write only ferrolb's image, tagged with this reference (a release:
+    /// the name `config/default` pins, so the manifest finds it once the
+    /// archive is loaded into the nodes' containerd).
+    #[arg(long)]
+    reference: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +31,11 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     let binaries = cli.binaries.unwrap_or_else(|| root.join("target/debug"));
     let out = cli.out.unwrap_or_else(|| root.join(".cache/images"));
+    if let Some(reference) = cli.reference {
+        let path = ferrolb_image(&binaries, &out, &reference)?;
+        println!("{reference}\t{}", path.display());
+        return Ok(());
+    }
     let built = build_all(&binaries, &out)?;
     for (reference, path) in &built.archives {
         let size = std::fs::metadata(path)?.len();
