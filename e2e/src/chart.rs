@@ -132,7 +132,9 @@ pub fn objects(yaml: &str) -> Result<BTreeMap<String, Value>> {
 fn whole_numbers(value: &mut Value) {
     match value {
         Value::Number(number) => {
-            if let Some(float) = number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+            if let Some(float) = number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
                 && number.is_f64()
             {
                 *value = Value::Number((float as i64).into());
@@ -179,6 +181,8 @@ mod tests {
         let found = differences(&left, &right);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("Service/n/b differs"), "{}", found[0]);
-        assert!(objects("kind: A\nmetadata: {name: x}\n---\nkind: A\nmetadata: {name: x}\n").is_err());
+        assert!(
+            objects("kind: A\nmetadata: {name: x}\n---\nkind: A\nmetadata: {name: x}\n").is_err()
+        );
     }
 }

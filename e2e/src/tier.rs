@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::image::{PAUSE, TAG, build_all};
+use crate::image::{FERROLB, PAUSE, TAG, build_all};
 use crate::netns::Host;
 use crate::real::{Options, ProxyMode, RealCluster};
 use crate::wait::until;
@@ -76,6 +76,21 @@ pub fn bgp_objects(slot: crate::real::Slot, peer_extra: &str) -> String {
 /// binaries of [`crate::process::bin_dir`] (`FERROLB_BIN_DIR` measures
 /// another build).
 pub fn installed(root: &Path, nodes: usize, prefix: &str) -> Real {
+    installed_by(root, nodes, prefix, Install::Kustomize)
+}
+
+/// How ferrolb goes onto the cluster.
+#[derive(Clone, Copy, Debug)]
+pub enum Install<'a> {
+    /// `kubectl apply -k config/local`.
+    Kustomize,
+    /// `helm install ferrolb charts/ferrolb -n ferrolb-system
+    /// --create-namespace` with the image built here and these `--set`s.
+    Helm(&'a [&'a str]),
+}
+
+/// [`installed`], by kubectl or by Helm.
+pub fn installed_by(root: &Path, nodes: usize, prefix: &str, how: Install) -> Real {
     let built = build_all(&crate::process::bin_dir(), &root.join(".cache/images")).expect("images");
     let local =
         std::fs::read_to_string(root.join("config/local/kustomization.yaml")).expect("overlay");
@@ -103,11 +118,25 @@ pub fn installed(root: &Path, nodes: usize, prefix: &str) -> Real {
     let client = cluster.client(3, CLIENT_MAC).expect("client");
     let real = Real { cluster, client };
     let started = Instant::now();
-    real.kubectl(&[
-        "apply",
-        "-k",
-        &root.join("config/local").display().to_string(),
-    ]);
+    match how {
+        Install::Kustomize => {
+            real.kubectl(&[
+                "apply",
+                "-k",
+                &root.join("config/local").display().to_string(),
+            ]);
+        }
+        Install::Helm(sets) => {
+            let chart = root.join("charts/ferrolb").display().to_string();
+            let mut args = vec!["install", "ferrolb", &chart, "--create-namespace"];
+            let image = format!("image.repository={FERROLB}");
+            args.extend(["--set", &image]);
+            for set in sets {
+                args.extend(["--set", set]);
+            }
+            real.helm(&args);
+        }
+    }
     for (kind, name) in [
         ("deploy", "ferrolb-webhook"),
         ("deploy", "ferrolb-operator"),
@@ -123,8 +152,12 @@ pub fn installed(root: &Path, nodes: usize, prefix: &str) -> Real {
         ]);
     }
     println!(
-        "FIGURE REAL install: every ferrolb Pod Ready {:?} after kubectl apply -k",
-        started.elapsed()
+        "FIGURE REAL install: every ferrolb Pod Ready {:?} after {}",
+        started.elapsed(),
+        match how {
+            Install::Kustomize => "kubectl apply -k",
+            Install::Helm(_) => "helm install",
+        }
     );
     real
 }
@@ -138,6 +171,19 @@ pub struct Real {
 }
 
 impl Real {
+    /// Helm as admin in ferrolb-system; panics with its output when it
+    /// fails.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let helm = crate::chart::helm().expect("helm");
+        let kubeconfig = self.cluster.kubeconfig.display().to_string();
+        crate::chart::run(
+            std::process::Command::new(helm)
+                .args(["--kubeconfig", &kubeconfig, "--namespace", "ferrolb-system"])
+                .args(args),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// kubectl as admin; panics with its output when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
         self.cluster

@@ -23,7 +23,11 @@ fn args(objects: &std::collections::BTreeMap<String, Value>, key: &str) -> Vec<S
     let container = &objects[key]["spec"]["template"]["spec"]["containers"][0];
     container["args"]
         .as_sequence()
-        .map(|list| list.iter().filter_map(|a| a.as_str().map(String::from)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -41,7 +45,11 @@ fn the_chart_renders_what_config_default_applies() {
     let config = default_config();
     let with_namespace = rendered(&["namespace.create=true"]);
     let found = differences(&config, &with_namespace);
-    assert!(found.is_empty(), "config/default (left) and the chart (right):\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "config/default (left) and the chart (right):\n{}",
+        found.join("\n")
+    );
     assert!(config.len() > 25, "{} objects", config.len());
     // By default Helm's --create-namespace makes the namespace: everything
     // else is the same.
@@ -72,13 +80,22 @@ fn each_value_changes_what_it_names() {
     let webhook = "Deployment/ferrolb-system/ferrolb-webhook";
     for key in [operator, speaker, webhook] {
         let container = &objects[key]["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["image"], "registry.example/lb/ferrolb:0.1.0-rc1", "{key}");
+        assert_eq!(
+            container["image"], "registry.example/lb/ferrolb:0.1.0-rc1",
+            "{key}"
+        );
         assert_eq!(container["imagePullPolicy"], "Always", "{key}");
     }
     assert_eq!(objects[operator]["spec"]["replicas"], 3);
     let operator_args = args(&objects, operator);
-    assert!(operator_args.contains(&"--lb-class=example.com/lb".into()), "{operator_args:?}");
-    assert!(operator_args.contains(&"--ignore-exclude-lb".into()), "{operator_args:?}");
+    assert!(
+        operator_args.contains(&"--lb-class=example.com/lb".into()),
+        "{operator_args:?}"
+    );
+    assert!(
+        operator_args.contains(&"--ignore-exclude-lb".into()),
+        "{operator_args:?}"
+    );
     assert_eq!(
         objects[operator]["spec"]["template"]["spec"]["tolerations"][0]["key"],
         "dedicated"
@@ -88,7 +105,10 @@ fn each_value_changes_what_it_names() {
         objects[speaker]["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"],
         7600
     );
-    assert_eq!(objects[webhook]["spec"]["template"]["spec"]["nodeSelector"]["zone"], "a");
+    assert_eq!(
+        objects[webhook]["spec"]["template"]["spec"]["nodeSelector"]["zone"],
+        "a"
+    );
     let hooks = objects["ValidatingWebhookConfiguration//ferrolb-webhook"]["webhooks"]
         .as_sequence()
         .expect("webhooks")
@@ -99,7 +119,9 @@ fn each_value_changes_what_it_names() {
         assert_eq!(hook["failurePolicy"], "Ignore", "{hook:?}");
     }
     assert!(
-        !objects.keys().any(|key| key.starts_with("CustomResourceDefinition/")),
+        !objects
+            .keys()
+            .any(|key| key.starts_with("CustomResourceDefinition/")),
         "crds.enabled=false renders no CRD"
     );
     // The defaults keep every CRD, with the keep policy.
@@ -144,5 +166,8 @@ fn the_chart_the_image_and_the_crates_share_one_version() {
     let default = rendered(&[]);
     let image = &default["Deployment/ferrolb-system/ferrolb-operator"]["spec"]["template"]["spec"]
         ["containers"][0]["image"];
-    assert_eq!(image.as_str(), Some(format!("ghcr.io/ferrolb/ferrolb:{version}").as_str()));
+    assert_eq!(
+        image.as_str(),
+        Some(format!("ghcr.io/ferrolb/ferrolb:{version}").as_str())
+    );
 }

@@ -31,7 +31,10 @@ fn the_release_folder_holds_everything_an_install_needs_and_checks_itself() {
 
     // Every file is in SHA256SUMS and matches it.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).expect("SHA256SUMS");
-    let mut listed: Vec<&str> = sums.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let mut listed: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     listed.sort_unstable();
     let plugin = format!("kubectl-ferrolb-linux-{}.tar.gz", "amd64");
     let mut expected = vec![
@@ -43,13 +46,16 @@ fn the_release_folder_holds_everything_an_install_needs_and_checks_itself() {
     ];
     expected.sort_unstable();
     assert_eq!(listed, expected);
-    run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&out))
-        .expect("sha256sum -c SHA256SUMS");
+    run(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out))
+    .expect("sha256sum -c SHA256SUMS");
 
     // ferrolb.yaml is config/default, the image pinned by the version's tag.
     let kubectl = binaries().expect("control plane").join("kubectl");
     let manifest = objects(&fs::read_to_string(out.join("ferrolb.yaml")).unwrap()).unwrap();
-    let config = objects(&kustomize(&kubectl, &workspace_root().join("config/default")).unwrap()).unwrap();
+    let config =
+        objects(&kustomize(&kubectl, &workspace_root().join("config/default")).unwrap()).unwrap();
     let found = differences(&config, &manifest);
     assert!(found.is_empty(), "{}", found.join("\n"));
     let image = format!("ghcr.io/ferrolb/ferrolb:{VERSION}");
@@ -65,7 +71,10 @@ fn the_release_folder_holds_everything_an_install_needs_and_checks_itself() {
         .arg("index.json"))
     .expect("index.json in the image archive");
     let index: serde_json::Value = serde_json::from_str(&listing).expect("index.json parses");
-    assert_eq!(index["manifests"][0]["annotations"]["io.containerd.image.name"], image.as_str());
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        image.as_str()
+    );
 
     // The chart package renders what the chart folder renders.
     let helm = helm().expect("helm");
@@ -82,11 +91,17 @@ fn the_release_folder_holds_everything_an_install_needs_and_checks_itself() {
     let packaged = render(&out.join(format!("ferrolb-{VERSION}.tgz")));
     let found = differences(&render(&chart_dir()), &packaged);
     assert!(found.is_empty(), "{}", found.join("\n"));
-    assert!(packaged.keys().any(|k| k.starts_with("CustomResourceDefinition/")), "the CRDs are packaged");
+    assert!(
+        packaged
+            .keys()
+            .any(|k| k.starts_with("CustomResourceDefinition/")),
+        "the CRDs are packaged"
+    );
 
     // The krew manifest names the plugin archive by its checksum, and the
     // archive holds a plugin that runs.
-    let krew: Value = serde_yaml::from_str(&fs::read_to_string(out.join("plugin.yaml")).unwrap()).unwrap();
+    let krew: Value =
+        serde_yaml::from_str(&fs::read_to_string(out.join("plugin.yaml")).unwrap()).unwrap();
     let platform = &krew["spec"]["platforms"][0];
     let sum = sums
         .lines()
@@ -95,10 +110,19 @@ fn the_release_folder_holds_everything_an_install_needs_and_checks_itself() {
         .unwrap();
     assert_eq!(platform["sha256"].as_str(), Some(sum));
     assert_eq!(platform["bin"], "kubectl-ferrolb");
-    assert_eq!(krew["spec"]["version"].as_str(), Some(format!("v{VERSION}").as_str()));
+    assert_eq!(
+        krew["spec"]["version"].as_str(),
+        Some(format!("v{VERSION}").as_str())
+    );
     let unpacked = dir.path().join("plugin");
     fs::create_dir_all(&unpacked).unwrap();
-    run(Command::new("tar").arg("-xzf").arg(out.join(&plugin)).arg("-C").arg(&unpacked)).expect("untar");
-    let help = run(Command::new(unpacked.join("kubectl-ferrolb")).arg("--version")).expect("kubectl-ferrolb --version");
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(out.join(&plugin))
+        .arg("-C")
+        .arg(&unpacked))
+    .expect("untar");
+    let help = run(Command::new(unpacked.join("kubectl-ferrolb")).arg("--version"))
+        .expect("kubectl-ferrolb --version");
     assert!(help.contains(VERSION), "{help}");
 }
