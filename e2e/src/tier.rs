@@ -137,20 +137,11 @@ pub fn installed_by(root: &Path, nodes: usize, prefix: &str, how: Install) -> Re
             real.helm(&args);
         }
     }
-    for (kind, name) in [
-        ("deploy", "ferrolb-webhook"),
-        ("deploy", "ferrolb-operator"),
-        ("ds", "ferrolb-speaker"),
-    ] {
-        real.kubectl(&[
-            "-n",
-            "ferrolb-system",
-            "rollout",
-            "status",
-            &format!("{kind}/{name}"),
-            "--timeout=180s",
-        ]);
-    }
+    real.rolled_out(&[
+        "deploy/ferrolb-webhook",
+        "deploy/ferrolb-operator",
+        "ds/ferrolb-speaker",
+    ]);
     println!(
         "FIGURE REAL install: every ferrolb Pod Ready {:?} after {}",
         started.elapsed(),
@@ -182,6 +173,21 @@ impl Real {
                 .args(args),
         )
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits (3 minutes at most each) until these ferrolb workloads
+    /// (`deploy/NAME`, `ds/NAME`) have rolled out.
+    pub fn rolled_out(&self, workloads: &[&str]) {
+        for workload in workloads {
+            self.kubectl(&[
+                "-n",
+                "ferrolb-system",
+                "rollout",
+                "status",
+                workload,
+                "--timeout=180s",
+            ]);
+        }
     }
 
     /// kubectl as admin; panics with its output when it fails.

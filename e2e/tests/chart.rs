@@ -171,3 +171,24 @@ fn the_chart_the_image_and_the_crates_share_one_version() {
         Some(format!("ghcr.io/ferrolb/ferrolb:{version}").as_str())
     );
 }
+
+#[test]
+fn the_chart_installs_into_any_namespace() {
+    let yaml = run(Command::new(helm().expect("helm"))
+        .args(["template", "ferrolb"])
+        .arg(chart_dir())
+        .args(["--namespace", "lb", "--set", "crds.enabled=false"]))
+    .expect("helm template -n lb");
+    assert!(
+        !yaml.contains("ferrolb-system"),
+        "nothing names ferrolb-system:\n{yaml}"
+    );
+    let objects = objects(&yaml).expect("parses");
+    let policy = &objects["ValidatingAdmissionPolicy//ferrolb-speaker-leases"];
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "lb"
+    );
+    let hook = &objects["ValidatingWebhookConfiguration//ferrolb-webhook"]["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["namespace"], "lb");
+}

@@ -89,16 +89,7 @@ fn helm_installs_upgrades_under_traffic_and_uninstalls_keeping_the_users_objects
         "--set",
         "speaker.podAnnotations.upgraded=yes",
     ]);
-    for (kind, name) in [("deploy", "ferrolb-operator"), ("ds", "ferrolb-speaker")] {
-        real.kubectl(&[
-            "-n",
-            "ferrolb-system",
-            "rollout",
-            "status",
-            &format!("{kind}/{name}"),
-            "--timeout=180s",
-        ]);
-    }
+    real.rolled_out(&["deploy/ferrolb-operator", "ds/ferrolb-speaker"]);
     std::thread::sleep(Duration::from_secs(3));
     let end = Instant::now();
     for (ip, prober) in probers {
