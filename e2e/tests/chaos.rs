@@ -114,19 +114,25 @@ impl Chaos {
                     args.extend(["--field-selector", field]);
                 }
                 let list = self.real.json(&args);
-                let mut pods: Vec<(String, String)> = list["items"]
+                // The Pod restarted least first: one killed again and again
+                // would come back only after the kubelet's growing back-off
+                // (up to 5 minutes), which says nothing about ferrolb.
+                let mut pods: Vec<(u64, String, String)> = list["items"]
                     .as_array()?
                     .iter()
                     .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                     .map(|p| {
                         (
+                            p["status"]["containerStatuses"][0]["restartCount"]
+                                .as_u64()
+                                .unwrap_or(0),
                             p["metadata"]["name"].as_str().unwrap_or_default().into(),
                             p["metadata"]["uid"].as_str().unwrap_or_default().into(),
                         )
                     })
                     .collect();
                 pods.sort();
-                pods.into_iter().find_map(|(name, uid)| {
+                pods.into_iter().find_map(|(_, name, uid)| {
                     let started = self.real.pod_started(&name)?;
                     let running = !self.real.cluster.pod_pids(&uid, app).is_empty();
                     running.then_some((name, uid, Some(started)))
