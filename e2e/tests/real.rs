@@ -8,8 +8,8 @@
 //! sits behind two layer 2 Services (externalTrafficPolicy Cluster and
 //! Local), and a client on the nodes' LAN sends a request every 20 ms through
 //! the Service IP during each scenario. Figures are printed, not asserted,
-//! except "0 failed" for planned operations (rolling update, leader change,
-//! drain). Then BGP: FRR on the nodes' LAN peers with every node, and a
+//! except for planned operations (rolling update, leader change, drain):
+//! nothing lost, but a request open when one moves the IP. Then BGP: FRR on the nodes' LAN peers with every node, and a
 //! Service with externalTrafficPolicy Local is routed only to the nodes with
 //! an echo Pod, following the Pods when they move. `FERROLB_REAL_RUNS` sets the runs of the failure scenarios
 //! (default 2).
@@ -87,6 +87,26 @@ fn explain_slow(real: &Real, what: &str, seen: &Seen, seconds: u32) {
             &format!("--since={seconds}s")
         )
     );
+}
+
+/// A planned change (rolling update, leader change, drain) loses nothing,
+/// except, when it moves the IP, a request open at that instant: its later
+/// packets reach the new node, which holds no connection-tracking entry for
+/// it (layer 2 moves MACs, not connections). At most two such (a request is
+/// sent every 20 ms), and none once the new node answers.
+fn assert_planned(what: &str, seen: &Seen) {
+    if seen.gap.is_some() {
+        assert_eq!(
+            seen.failed_after, 0,
+            "{what} loses nothing once the new node answers: {seen:?}"
+        );
+        assert!(
+            seen.failed <= 2,
+            "{what} loses at most the requests open when the IP moved: {seen:?}"
+        );
+    } else {
+        assert_eq!(seen.failed, 0, "{what} loses nothing: {seen:?}");
+    }
 }
 
 #[test]
@@ -200,7 +220,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         "(c) speaker DaemonSet rolling update",
         std::slice::from_ref(&seen),
     );
-    assert_eq!(seen.failed, 0, "a rolling update loses nothing: {seen:?}");
+    assert_planned("a rolling update", &seen);
 
     // (d) The operator's leader Pod deleted: nothing lost.
     let (ip, active) = real.settled("echo");
@@ -220,7 +240,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         "(d) operator leader Pod deleted",
         std::slice::from_ref(&seen),
     );
-    assert_eq!(seen.failed, 0, "a leader change loses nothing: {seen:?}");
+    assert_planned("a leader change", &seen);
 
     // (e) kubectl drain of the active node: nothing lost.
     let (ip, active) = real.settled("echo");
@@ -239,7 +259,7 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         "(e) kubectl drain of the active node",
         std::slice::from_ref(&seen),
     );
-    assert_eq!(seen.failed, 0, "a drain loses nothing: {seen:?}");
+    assert_planned("a drain", &seen);
     // Spread the echo Pods over every node again, the drained one too: the
     // failures below are measured with Pods on the failing node.
     real.kubectl(&["rollout", "restart", "deploy/echo"]);
