@@ -121,6 +121,8 @@ pub struct ControlPlane {
     /// How long the apiserver took from spawn to `/readyz` answering `ok`.
     pub ready_after: Duration,
     detached: bool,
+    /// kube-apiserver's flags, for [`ControlPlane::restart_apiserver`].
+    apiserver_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -174,43 +176,66 @@ impl ControlPlane {
             server,
             ready_after: Duration::ZERO,
             detached: false,
+            apiserver_args: Vec::new(),
         };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         plane.spawn("etcd", &etcd_args(&dir, etcd_port, peer_port))?;
         let started = Instant::now();
-        plane.spawn(
-            "kube-apiserver",
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // The kubernetes Service endpoints may not be loopback; nothing
-                // here needs them.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", dir.display()),
-                format!("--tls-cert-file={}", pki.serving_cert.display()),
-                format!("--tls-private-key-file={}", pki.serving_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_pub.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-cluster-ip-range={SERVICE_CIDRS}"),
-                "--authorization-mode=RBAC".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ],
-        )?;
+        plane.apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // The kubernetes Service endpoints may not be loopback; nothing
+            // here needs them.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", dir.display()),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_pub.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDRS}"),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ];
+        plane.spawn("kube-apiserver", &plane.apiserver_args.clone())?;
         plane.wait_ready(Duration::from_secs(120))?;
         plane.ready_after = started.elapsed();
         Ok(plane)
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a static Pod's restart does), keeps
+    /// it down for `down` (clients get connection refused: their watches
+    /// fail and retry), starts it again with the same flags and waits until
+    /// it is ready. Its earlier log is kept as `kube-apiserver.log.1`.
+    pub fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
+        let pid = self
+            .pid("kube-apiserver")
+            .context("no kube-apiserver pid")?;
+        let index = self
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .context("kube-apiserver is not ours")?;
+        let mut child = self.children.remove(index);
+        stop(pid);
+        child.wait()?;
+        let log = self.dir.join("kube-apiserver.log");
+        fs::rename(&log, log.with_extension("log.1"))?;
+        std::thread::sleep(down);
+        let args = self.apiserver_args.clone();
+        self.spawn("kube-apiserver", &args)?;
+        self.wait_ready(Duration::from_secs(120))
     }
 
     /// The process ID of one of its processes (`etcd`, `kube-apiserver`).

@@ -60,8 +60,19 @@ fn watch_route(frr: &Frr, prefix: &str, want: usize, span: Duration, from: Insta
     short
 }
 
-#[tokio::test]
-async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
+/// Two nodes peering with FRR over BGP and one Service announced from both.
+struct Lab {
+    cluster: TestCluster,
+    frr: Frr,
+    prefix: String,
+    _network: Network,
+    _hosts: Vec<Host>,
+    _speakers: Vec<Process>,
+}
+
+/// The lab with operator replicas named `operators` running, once FRR has
+/// both next hops of the Service and a few renewals were seen.
+async fn lab(operators: &[&str]) -> (Lab, Vec<Process>) {
     let cluster = TestCluster::start().await.expect("cluster");
     let mut network = Network::new().expect("switch");
     let router_host = network
@@ -94,35 +105,91 @@ async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
              apiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {ipAddressPools: [bgp]}\n",
         )
         .expect("config");
-    let _speakers: Vec<Process> = NODES
+    let speakers: Vec<Process> = NODES
         .iter()
         .zip(&hosts)
         .map(|(n, h)| cluster.speaker(n, &h.namespace, &[]).expect("speaker"))
         .collect();
-    let operator = cluster.operator("solo", &[]).expect("operator");
+    let replicas: Vec<Process> = operators
+        .iter()
+        .map(|name| cluster.operator(name, &[]).expect("operator"))
+        .collect();
+    let logs = || {
+        replicas
+            .iter()
+            .map(Process::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     cluster
         .apply_ok(&service_yaml("default", "shop", "", ""))
         .expect("service");
     let ip = until("an IP", Duration::from_secs(60), || {
         cluster.service_ip("shop")
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     let prefix = format!("{ip}/32");
     until("both next hops at FRR", Duration::from_secs(60), || {
         (next_hops(&frr, &prefix) == 2).then_some(())
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", operator.output()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     // Settled: a few renewals seen.
     std::thread::sleep(Duration::from_secs(6));
+    let lab = Lab {
+        cluster,
+        frr,
+        prefix,
+        _network: network,
+        _hosts: hosts,
+        _speakers: speakers,
+    };
+    (lab, replicas)
+}
 
-    let pid = cluster.plane.pid("kube-apiserver").expect("apiserver pid");
+impl Lab {
+    /// Waits until both NodeAnnouncements show the session Established: the
+    /// control plane is back and still right.
+    fn both_established(&self) {
+        let sessions = until(
+            "both NodeAnnouncements Established",
+            Duration::from_secs(30),
+            || {
+                let out = self
+                    .cluster
+                    .kubectl(&[
+                        "get",
+                        "nodeannouncements",
+                        "-o",
+                        "jsonpath={.items[*].status.bgp[*].state}",
+                    ])
+                    .ok()?;
+                (out.split_whitespace()
+                    .filter(|s| *s == "Established")
+                    .count()
+                    == 2)
+                    .then_some(out)
+            },
+        );
+        assert!(sessions.is_ok(), "{sessions:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
+    let (lab, operators) = lab(&["solo"]).await;
+    let operator = &operators[0];
+    let pid = lab
+        .cluster
+        .plane
+        .pid("kube-apiserver")
+        .expect("apiserver pid");
     let start = Instant::now();
     let frozen = Frozen::freeze(pid);
-    let during = watch_route(&frr, &prefix, 2, Duration::from_secs(30), start);
+    let during = watch_route(&lab.frr, &lab.prefix, 2, Duration::from_secs(30), start);
     drop(frozen);
     let thawed = start.elapsed();
     // The first passes after the outage are where routes used to go.
-    let after = watch_route(&frr, &prefix, 2, Duration::from_secs(25), start);
+    let after = watch_route(&lab.frr, &lab.prefix, 2, Duration::from_secs(25), start);
     println!(
         "FIGURE apiserver frozen 30 s: next hops short during the outage {}, after it {} (thawed at {:.1}s)",
         during.len(),
@@ -131,30 +198,74 @@ async fn a_frozen_apiserver_withdraws_no_route_during_the_outage_or_after_it() {
     );
     assert!(
         during.is_empty() && after.is_empty(),
-        "FRR lost next hops of {prefix}: during {during:?}, after {after:?}\noperator:\n{}",
+        "FRR lost next hops of {}: during {during:?}, after {after:?}\noperator:\n{}",
+        lab.prefix,
         operator.output()
     );
-    // The control plane is back and still right: both nodes carry the session.
-    let sessions = until(
-        "both NodeAnnouncements Established",
-        Duration::from_secs(30),
-        || {
-            let out = cluster
-                .kubectl(&[
-                    "get",
-                    "nodeannouncements",
-                    "-o",
-                    "jsonpath={.items[*].status.bgp[*].state}",
-                ])
-                .ok()?;
-            (out.split_whitespace()
-                .filter(|s| *s == "Established")
-                .count()
-                == 2)
-                .then_some(out)
-        },
+    lab.both_established();
+}
+
+/// What a chaos run found: kube-apiserver restarted (down, so every watch
+/// fails with connection refused and retries), the leader's term ran out
+/// meanwhile, and the other replica, elected when the apiserver was back,
+/// expired every speaker and withdrew every route: it had counted its
+/// Lease watch's errors as news, so the grace after the outage began during
+/// it and ended before any speaker could renew. Here the leader is killed
+/// during a 30 s outage, so the standby is the one that takes over.
+#[tokio::test]
+async fn a_leader_change_across_an_apiserver_restart_withdraws_no_route() {
+    let (mut lab, mut operators) = lab(&["one", "two"]).await;
+    let holder = |lab: &Lab| {
+        lab.cluster
+            .kubectl(&[
+                "-n",
+                "ferrolb-system",
+                "get",
+                "lease",
+                ferrolb_api::constants::LEADER_LEASE,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .unwrap_or_default()
+    };
+    let leader = holder(&lab);
+    let index = ["one", "two"]
+        .iter()
+        .position(|n| *n == leader)
+        .unwrap_or_else(|| panic!("the leader is {leader:?}"));
+    let standby = operators.remove(1 - index);
+    let killed = operators.remove(0);
+    let start = Instant::now();
+    let (frr, prefix, plane) = (&lab.frr, &lab.prefix, &mut lab.cluster.plane);
+    let (short, back) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch_route(frr, prefix, 2, Duration::from_secs(75), start));
+        std::thread::sleep(Duration::from_secs(2));
+        // Down for 30 s; the leader dies 10 s in.
+        scope.spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            killed.kill();
+        });
+        plane
+            .restart_apiserver(Duration::from_secs(30))
+            .expect("apiserver restart");
+        let back = start.elapsed();
+        (watcher.join().expect("watch"), back)
+    });
+    let now_leading = holder(&lab);
+    println!(
+        "FIGURE apiserver down 30 s, leader killed meanwhile: next hops short {} (back at {:.1}s, leader now {now_leading})",
+        short.len(),
+        back.as_secs_f64()
     );
-    assert!(sessions.is_ok(), "{sessions:?}");
+    assert!(
+        short.is_empty(),
+        "FRR lost next hops of {}: {short:?}\nthe new leader:\n{}",
+        lab.prefix,
+        standby.output()
+    );
+    let other = ["one", "two"][1 - index];
+    assert_eq!(now_leading, other, "the standby took over");
+    lab.both_established();
 }
 
 /// A NodeAnnouncement whose status passes the CRD's schema but not the

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrolb_api::constants::manager;
+use ferrolb_runtime::Heard;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -107,8 +108,15 @@ pub async fn run(
         },
         {
             let (lease_events, news) = (lease_events.clone(), news.clone());
-            move || {
-                news.lock().expect("news lock").heard(Instant::now());
+            move |heard: Heard| {
+                {
+                    let mut news = news.lock().expect("news lock");
+                    match heard {
+                        Heard::News => news.heard(Instant::now()),
+                        Heard::Listing | Heard::Failed => news.failed(),
+                        Heard::Listed => {}
+                    }
+                }
                 lease_events.notify_one();
             }
         },

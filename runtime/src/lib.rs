@@ -61,10 +61,37 @@ pub async fn client() -> Result<kube::Client, Box<dyn std::error::Error + Send +
     Ok(kube::Client::try_from(config)?)
 }
 
+/// What a watch just heard, for callers that must tell news from failure
+/// (liveness: a watch error is not news that nobody renewed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// An object changed, or a (re-)list is complete: the store is current.
+    News,
+    /// A (re-)list began: until it completes, the store shows the last one.
+    Listing,
+    /// One object of a list under way (not in the store until it completes).
+    Listed,
+    /// The watch failed and is retried with back-off: no news.
+    Failed,
+}
+
+impl Heard {
+    fn of<K>(event: &Result<watcher::Event<K>, watcher::Error>) -> Heard {
+        match event {
+            Err(_) => Heard::Failed,
+            Ok(watcher::Event::Init) => Heard::Listing,
+            Ok(watcher::Event::InitApply(_)) => Heard::Listed,
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                Heard::News
+            }
+        }
+    }
+}
+
 /// Watches `api` into a store that follows the cluster; `on_event` runs after
-/// every event (to wake a controller). Watch errors are logged and retried
-/// with back-off.
-pub fn watch_store<K>(api: Api<K>, on_event: impl Fn() + Send + 'static) -> Store<K>
+/// every event, told what it was (to wake a controller). Watch errors are
+/// logged and retried with back-off.
+pub fn watch_store<K>(api: Api<K>, on_event: impl Fn(Heard) + Send + 'static) -> Store<K>
 where
     K: kube::Resource
         + Clone
@@ -78,10 +105,10 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watch_config()).default_backoff());
     tokio::spawn(stream.for_each(move |event| {
-        if let Err(e) = event {
+        if let Err(e) = &event {
             tracing::warn!(error = %e, "watch error; retrying");
         }
-        on_event();
+        on_event(Heard::of(&event));
         futures::future::ready(())
     }));
     reader
@@ -140,7 +167,7 @@ pub fn read_lenient<K: serde::de::DeserializeOwned>(
 pub fn watch_store_lenient<K>(
     client: kube::Client,
     namespace: Option<&str>,
-    on_event: impl Fn() + Send + 'static,
+    on_event: impl Fn(Heard) + Send + 'static,
     events: Option<kube::runtime::events::Recorder>,
 ) -> Store<K>
 where
@@ -228,7 +255,7 @@ where
             if let Some(typed) = typed {
                 writer.apply_watcher_event(&typed);
             }
-            on_event();
+            on_event(Heard::of(&event));
         }
     });
     reader

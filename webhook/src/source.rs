@@ -32,11 +32,11 @@ impl Watched {
             // ferrolb's kinds leniently: one object that does not read must not
             // keep the webhook from serving (its Fail policy would then refuse
             // every pool, peer and advertisement write).
-            pools: watch_store_lenient(client.clone(), None, || {}, None),
-            peers: watch_store_lenient(client.clone(), None, || {}, None),
-            bgp: watch_store_lenient(client.clone(), None, || {}, None),
-            services: watch_store(Api::all(client.clone()), || {}),
-            bfd_profiles: watch_store_lenient(client.clone(), None, || {}, None),
+            pools: watch_store_lenient(client.clone(), None, |_| {}, None),
+            peers: watch_store_lenient(client.clone(), None, |_| {}, None),
+            bgp: watch_store_lenient(client.clone(), None, |_| {}, None),
+            services: watch_store(Api::all(client.clone()), |_| {}),
+            bfd_profiles: watch_store_lenient(client.clone(), None, |_| {}, None),
             client,
         }
     }

@@ -14,7 +14,7 @@ use ferrolb_api::{
     BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, NodeAnnouncement,
     PrefixSet,
 };
-use ferrolb_runtime::{watch_store, watch_store_lenient};
+use ferrolb_runtime::{Heard, watch_store, watch_store_lenient};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -61,15 +61,18 @@ impl Stores {
     /// Starts every watch (ferrolb's own kinds leniently: an object that does
     /// not read is skipped and named in the log and in an `events` Event,
     /// never stalls the watch). `wake` is called on each change; speaker Lease
-    /// changes call `lease_wake` instead (renewals are frequent and rarely
-    /// change anything). Leases are read in `namespace` only.
+    /// changes call `lease_wake` instead, told whether the watch brought news
+    /// or failed (renewals are frequent and rarely change anything, and a
+    /// failed watch is not news that nobody renewed). Leases are read in
+    /// `namespace` only.
     pub fn watch(
         client: &Client,
         namespace: &str,
         wake: impl Fn() + Clone + Send + 'static,
-        lease_wake: impl Fn() + Send + 'static,
+        lease_wake: impl Fn(Heard) + Send + 'static,
         events: kube::runtime::events::Recorder,
     ) -> Stores {
+        let wake = move |_: Heard| wake();
         Stores {
             services: watch_store(Api::all(client.clone()), wake.clone()),
             pools: watch_store_lenient(client.clone(), None, wake.clone(), Some(events.clone())),

@@ -8,8 +8,10 @@
 //! - It expires one Lease duration after the last renewal seen.
 //! - The operator's own lack of news never expires anybody. When no Lease
 //!   event came for [`SILENCE`] (the apiserver is away, or the watch is dead),
-//!   nothing expires; when news comes back after such a gap, every Lease gets
-//!   a whole duration from then to show a renewal before it may expire.
+//!   or the watch failed since its last event (a watch error is no news: it
+//!   says nothing about renewals), nothing expires; when news comes back
+//!   after such a gap, every Lease gets a whole duration from then to show a
+//!   renewal before it may expire.
 //!
 //! Pure: the time is an input, so tests replay outages and clock steps.
 
@@ -33,32 +35,58 @@ pub struct LeaseView {
     pub duration: Duration,
 }
 
-/// When the operator last heard from the apiserver about Leases, and when
-/// news came back after the last gap.
+/// When the operator last heard from the apiserver about Leases, whether
+/// its Lease watch has failed since, and when news came back after the last
+/// gap or failure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct News {
     last: Option<Instant>,
     resumed: Option<Instant>,
+    /// The watch failed (or began a re-list) since the last news: the store
+    /// may be behind the cluster.
+    stale: bool,
 }
 
 impl News {
-    /// A Lease event (or the Lease watch's first list) arrived at `at`.
+    /// News arrived at `at`: a Lease changed, or a (re-)list completed. After
+    /// a failure, or a silence longer than [`SILENCE`], it counts as news
+    /// coming back.
     pub fn heard(&mut self, at: Instant) {
-        if let Some(last) = self.last
-            && at.saturating_duration_since(last) > SILENCE
+        if self.stale
+            || self
+                .last
+                .is_some_and(|last| at.saturating_duration_since(last) > SILENCE)
         {
             self.resumed = Some(at);
         }
+        self.stale = false;
         self.last = Some(self.last.map_or(at, |last| last.max(at)));
     }
 
-    /// No news for longer than [`SILENCE`] at `now` (or none ever).
-    pub fn silent(&self, now: Instant) -> bool {
-        self.last
-            .is_none_or(|last| now.saturating_duration_since(last) > SILENCE)
+    /// The Lease watch failed, or began a re-list: an error from a watch is
+    /// no news (a watch failing for a minute is a minute of silence, not of
+    /// speakers not renewing), and the store may be behind until news comes.
+    pub fn failed(&mut self) {
+        self.stale = true;
     }
 
-    /// When news last came back after a gap.
+    /// Why nothing may expire at `now` for lack of news, if so: the watch
+    /// failed since the last news, or no news for longer than [`SILENCE`]
+    /// (or none ever).
+    pub fn silent(&self, now: Instant) -> Option<&'static str> {
+        if self.stale {
+            Some("the Lease watch failed or is re-listing: no speaker is expired until it is back")
+        } else if self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) > SILENCE)
+        {
+            Some("no Lease news from the apiserver: no speaker is expired until it comes back")
+        } else {
+            None
+        }
+    }
+
+    /// When news last came back after a gap or a failure.
     pub fn resumed(&self) -> Option<Instant> {
         self.resumed
     }
@@ -94,13 +122,10 @@ impl Liveness {
     pub fn judge(&mut self, leases: &[LeaseView], news: &News, now: Instant) -> Judged {
         let names: BTreeSet<&str> = leases.iter().map(|l| l.name.as_str()).collect();
         self.seen.retain(|name, _| names.contains(name.as_str()));
-        let silent = news.silent(now);
+        let holding = news.silent(now);
+        let silent = holding.is_some();
         let mut judged = Judged {
-            holding: if silent {
-                Some("no Lease news from the apiserver: no speaker is expired until it comes back")
-            } else {
-                None
-            },
+            holding,
             ..Judged::default()
         };
         for lease in leases {
@@ -253,6 +278,82 @@ mod tests {
         news.heard(t.at(45.5));
         let judged = live.judge(&[lease("a", "3"), lease("b", "1")], &news, t.at(45.5));
         assert_eq!(names(&judged), ["a"]);
+    }
+
+    #[test]
+    fn watch_errors_during_an_outage_are_no_news_and_the_relist_gives_a_whole_duration() {
+        // What a chaos run found: the apiserver restarts for 25 s. Its watch
+        // errors arrive every second or so; once they counted as news, the
+        // grace began with one of them, during the outage, and ran out just
+        // after the apiserver came back, before any speaker could renew: the
+        // leader then expired every speaker and withdrew every IP.
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        let before = [lease("a", "1"), lease("b", "1")];
+        news.heard(t.at(0.0));
+        live.judge(&before, &news, t.at(0.0));
+        for s in [1.0, 2.0, 4.0, 8.0, 12.0, 15.5, 20.0, 24.0] {
+            news.failed();
+            let judged = live.judge(&before, &news, t.at(s));
+            assert_eq!(names(&judged), ["a", "b"], "at {s} s, during the outage");
+            assert!(judged.holding.is_some());
+            assert_eq!(judged.next, None);
+        }
+        // Back at 25 s: the old resource version is gone, the watch re-lists
+        // (Init, the objects, InitDone) and finds the Leases as they were.
+        news.failed();
+        assert_eq!(names(&live.judge(&before, &news, t.at(25.0))), ["a", "b"]);
+        news.heard(t.at(25.2));
+        // a renews at 27 s and then every 5 s; b's node died in the outage.
+        for step in 0..=29 {
+            let s = 25.2 + f64::from(step) * 0.5;
+            let a = if s < 27.0 {
+                "1".to_string()
+            } else {
+                format!("2-{}", ((s - 27.0) / 5.0).floor())
+            };
+            news.heard(t.at(s));
+            let judged = live.judge(&[lease("a", &a), lease("b", "1")], &news, t.at(s));
+            if s < 40.2 {
+                assert_eq!(
+                    names(&judged),
+                    ["a", "b"],
+                    "at {s} s: b gets 15 s from the re-list"
+                );
+            } else {
+                assert_eq!(names(&judged), ["a"], "at {s} s");
+            }
+        }
+    }
+
+    #[test]
+    fn a_brief_watch_error_holds_expiries_until_the_next_news_and_then_grants_a_duration() {
+        let t = Clock(Instant::now());
+        let (mut live, mut news) = (Liveness::default(), News::default());
+        news.heard(t.at(0.0));
+        live.judge(&[lease("a", "1")], &news, t.at(0.0));
+        // a stops renewing at 0 s; the watch fails once at 14 s.
+        news.failed();
+        let judged = live.judge(&[lease("a", "1")], &news, t.at(16.0));
+        assert_eq!(
+            names(&judged),
+            ["a"],
+            "no expiry while the store may be behind"
+        );
+        // The watch is back at 17 s (a replayed event of another Lease):
+        // a gets a whole duration from then, and is expired after it.
+        news.heard(t.at(17.0));
+        let judged = live.judge(&[lease("a", "1")], &news, t.at(17.0));
+        assert_eq!(names(&judged), ["a"]);
+        assert_eq!(judged.next, Some(LEASE));
+        for s in [24.0, 31.0, 32.0] {
+            news.heard(t.at(s)); // other speakers' renewals
+        }
+        assert!(
+            live.judge(&[lease("a", "1")], &news, t.at(32.0))
+                .alive
+                .is_empty()
+        );
     }
 
     #[test]
