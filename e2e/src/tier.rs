@@ -3,7 +3,7 @@
 //! on the nodes' LAN, and the reads the scenarios judge by (a Service's IP,
 //! the node answering for it, fast failover armed, every Pod Ready).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -91,6 +91,16 @@ pub enum Install<'a> {
 
 /// [`installed`], by kubectl or by Helm.
 pub fn installed_by(root: &Path, nodes: usize, prefix: &str, how: Install) -> Real {
+    let real = started(root, nodes, prefix, &[]);
+    real.install(root, how, TAG);
+    real
+}
+
+/// A real cluster of `nodes` nodes with the images built here and the
+/// archives `extra` (an earlier build's image, say) in every node's
+/// containerd, and nothing installed yet; the client is `.3` on the nodes'
+/// LAN.
+pub fn started(root: &Path, nodes: usize, prefix: &str, extra: &[PathBuf]) -> Real {
     let built = build_all(&crate::process::bin_dir(), &root.join(".cache/images")).expect("images");
     let local =
         std::fs::read_to_string(root.join("config/local/kustomization.yaml")).expect("overlay");
@@ -103,10 +113,12 @@ pub fn installed_by(root: &Path, nodes: usize, prefix: &str, how: Install) -> Re
         .tempdir()
         .expect("dir")
         .keep();
+    let mut images: Vec<PathBuf> = built.archives.iter().map(|(_, p)| p.clone()).collect();
+    images.extend(extra.iter().cloned());
     let cluster = RealCluster::start(Options {
         nodes,
         proxy: ProxyMode::Iptables,
-        images: built.archives.iter().map(|(_, p)| p.clone()).collect(),
+        images,
         sandbox_image: format!("{PAUSE}:{TAG}"),
         dir,
     })
@@ -116,41 +128,7 @@ pub fn installed_by(root: &Path, nodes: usize, prefix: &str, how: Install) -> Re
         cluster.ready_after
     );
     let client = cluster.client(3, CLIENT_MAC).expect("client");
-    let real = Real { cluster, client };
-    let started = Instant::now();
-    match how {
-        Install::Kustomize => {
-            real.kubectl(&[
-                "apply",
-                "-k",
-                &root.join("config/local").display().to_string(),
-            ]);
-        }
-        Install::Helm(sets) => {
-            let chart = root.join("charts/ferrolb").display().to_string();
-            let mut args = vec!["install", "ferrolb", &chart, "--create-namespace"];
-            let image = format!("image.repository={FERROLB}");
-            args.extend(["--set", &image]);
-            for set in sets {
-                args.extend(["--set", set]);
-            }
-            real.helm(&args);
-        }
-    }
-    real.rolled_out(&[
-        "deploy/ferrolb-webhook",
-        "deploy/ferrolb-operator",
-        "ds/ferrolb-speaker",
-    ]);
-    println!(
-        "FIGURE REAL install: every ferrolb Pod Ready {:?} after {}",
-        started.elapsed(),
-        match how {
-            Install::Kustomize => "kubectl apply -k",
-            Install::Helm(_) => "helm install",
-        }
-    );
-    real
+    Real { cluster, client }
 }
 
 /// A real cluster with ferrolb installed, and a client on its LAN.
@@ -162,6 +140,69 @@ pub struct Real {
 }
 
 impl Real {
+    /// Installs (or upgrades to) ferrolb from the source tree `source` (this
+    /// one, or an earlier commit's) with the image `localhost/ferrolb:tag`
+    /// (the nodes hold it, never pull it), then waits until every ferrolb
+    /// workload has rolled out. Kustomize applies `config/local` when that is
+    /// what `source` and `tag` name, else an overlay of `config/default`
+    /// written for them; Helm installs the release `ferrolb`, or upgrades it
+    /// when it is there.
+    pub fn install(&self, source: &Path, how: Install, tag: &str) {
+        let started = Instant::now();
+        match how {
+            Install::Kustomize => {
+                let local = source.join("config/local");
+                let overlay = tempfile::tempdir().expect("overlay");
+                let kustomization =
+                    std::fs::read_to_string(local.join("kustomization.yaml")).unwrap_or_default();
+                let dir = if kustomization.contains(&format!("newTag: {tag}")) {
+                    local
+                } else {
+                    std::fs::write(
+                        overlay.path().join("kustomization.yaml"),
+                        format!(
+                            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\nimages:\n- name: ghcr.io/ferrolb/ferrolb\n  newName: {FERROLB}\n  newTag: {tag}\n",
+                            source.join("config/default").display()
+                        ),
+                    )
+                    .expect("overlay");
+                    overlay.path().to_path_buf()
+                };
+                self.kubectl(&["apply", "-k", &dir.display().to_string()]);
+            }
+            Install::Helm(sets) => {
+                let chart = source.join("charts/ferrolb").display().to_string();
+                let mut args = vec![
+                    "upgrade",
+                    "--install",
+                    "ferrolb",
+                    &chart,
+                    "--create-namespace",
+                ];
+                let image = format!("image.repository={FERROLB}");
+                let tag = format!("image.tag={tag}");
+                args.extend(["--set", &image, "--set", &tag]);
+                for set in sets {
+                    args.extend(["--set", set]);
+                }
+                self.helm(&args);
+            }
+        }
+        self.rolled_out(&[
+            "deploy/ferrolb-webhook",
+            "deploy/ferrolb-operator",
+            "ds/ferrolb-speaker",
+        ]);
+        println!(
+            "FIGURE REAL install: every ferrolb Pod Ready {:?} after {} ({tag})",
+            started.elapsed(),
+            match how {
+                Install::Kustomize => "kubectl apply -k",
+                Install::Helm(_) => "helm upgrade --install",
+            }
+        );
+    }
+
     /// Helm as admin in ferrolb-system; panics with its output when it
     /// fails.
     pub fn helm(&self, args: &[&str]) -> String {

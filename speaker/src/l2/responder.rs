@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
@@ -73,19 +73,58 @@ const REPEATS: [Duration; 5] = [
     Duration::from_secs(3),
 ];
 
+/// How long a node whose link was down stays silent for its IPs once the
+/// link is back, unless a new set of IPs comes first: while it was cut off,
+/// a standby may have taken them over (fast failover moves an IP after
+/// 300 ms of silence) and the operator made that official, but this node's
+/// spec still says the IPs are its own until the new one arrives (a chaos run
+/// saw it answer for 120 ms beside the new holder, each client flipping
+/// between the two MACs). Clients keep their ARP entries meanwhile, so an IP
+/// nobody took loses nothing.
+pub const REJOIN_QUIET: Duration = Duration::from_secs(2);
+
+/// Whether the responder stays silent after its link came back (see
+/// [`REJOIN_QUIET`]). Pure: the time and whether the IP set changed since
+/// are inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejoin {
+    quiet_until: Option<Instant>,
+}
+
+impl Rejoin {
+    /// The link works again at `now`.
+    pub fn link_back(&mut self, now: Instant) {
+        self.quiet_until = Some(now + REJOIN_QUIET);
+    }
+
+    /// Whether to stay silent at `now`; `new_ips` says a new IP set arrived
+    /// since the link came back (the spec read after the gap), which ends
+    /// the silence.
+    pub fn quiet(&mut self, now: Instant, new_ips: bool) -> bool {
+        match self.quiet_until {
+            Some(until) if now < until && !new_ips => true,
+            _ => {
+                self.quiet_until = None;
+                false
+            }
+        }
+    }
+}
+
 /// Answers requests for the IPs in `ips` (minus `own`) on `socket` as `mac`,
 /// until `ips` is dropped; a gratuitous ARP from another MAC for one of them
 /// goes to `claims`, unanswered.
 pub async fn answer(
     socket: Arc<PacketSocket>,
     mac: Mac,
-    ips: watch::Receiver<BTreeSet<IpAddr>>,
+    mut ips: watch::Receiver<BTreeSet<IpAddr>>,
     own: BTreeSet<IpAddr>,
     counters: Arc<Counters>,
     claims: Arc<WireClaims>,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 65536];
     let mut failing = false;
+    let mut rejoin = Rejoin::default();
     loop {
         // The link going down (a cut cable, `ip link set down`) makes the
         // socket fail with ENETDOWN until it comes back: wait it out, never
@@ -93,8 +132,13 @@ pub async fn answer(
         let len = match socket.receive(&mut buffer).await {
             Ok(len) => {
                 if failing {
-                    tracing::info!("the interface works again: answering");
+                    tracing::info!(
+                        quiet = ?REJOIN_QUIET,
+                        "the interface works again: answering once the spec is fresh"
+                    );
                     failing = false;
+                    ips.mark_unchanged();
+                    rejoin.link_back(Instant::now());
                 }
                 len
             }
@@ -108,12 +152,14 @@ pub async fn answer(
             }
         };
         let frame = &buffer[..len];
-        let holds = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
+        let quiet = rejoin.quiet(Instant::now(), ips.has_changed().unwrap_or(true));
+        let ours = |ip: IpAddr| !own.contains(&ip) && ips.borrow().contains(&ip);
+        let holds = |ip: IpAddr| !quiet && ours(ip);
         match packet::parse(frame) {
             Ok(Request::Arp(request))
                 if request.sender_mac != mac
                     && request.sender_ip == request.target_ip
-                    && holds(request.target_ip.into()) =>
+                    && ours(request.target_ip.into()) =>
             {
                 counters.claims_seen.inc();
                 claims.push(request.target_ip.into(), request.sender_mac);
@@ -191,5 +237,36 @@ pub async fn announce(
         if ips.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_back_from_a_cut_link_stays_silent_until_its_spec_is_new_or_the_quiet_ends() {
+        let start = Instant::now();
+        let mut rejoin = Rejoin::default();
+        assert!(
+            !rejoin.quiet(start, false),
+            "answering while nothing happened"
+        );
+        rejoin.link_back(start);
+        assert!(rejoin.quiet(start + Duration::from_millis(120), false));
+        assert!(
+            !rejoin.quiet(start + Duration::from_millis(150), true),
+            "the spec read after the gap ends the silence"
+        );
+        assert!(
+            !rejoin.quiet(start + Duration::from_millis(160), false),
+            "and it stays ended"
+        );
+        rejoin.link_back(start + Duration::from_secs(10));
+        assert!(rejoin.quiet(start + Duration::from_millis(11_999), false));
+        assert!(
+            !rejoin.quiet(start + Duration::from_secs(12), false),
+            "an IP nobody moved is answered again after the quiet"
+        );
     }
 }
