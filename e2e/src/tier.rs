@@ -152,21 +152,22 @@ impl Real {
         match how {
             Install::Kustomize => {
                 let local = source.join("config/local");
-                let overlay = tempfile::tempdir().expect("overlay");
                 let kustomization =
                     std::fs::read_to_string(local.join("kustomization.yaml")).unwrap_or_default();
                 let dir = if kustomization.contains(&format!("newTag: {tag}")) {
                     local
                 } else {
+                    // Beside config/default: kustomize takes relative paths only.
+                    let overlay = source.join(format!("config/overlay-{tag}"));
+                    std::fs::create_dir_all(&overlay).expect("overlay");
                     std::fs::write(
-                        overlay.path().join("kustomization.yaml"),
+                        overlay.join("kustomization.yaml"),
                         format!(
-                            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\nimages:\n- name: ghcr.io/ferrolb/ferrolb\n  newName: {FERROLB}\n  newTag: {tag}\n",
-                            source.join("config/default").display()
+                            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../default\nimages:\n- name: ghcr.io/ferrolb/ferrolb\n  newName: {FERROLB}\n  newTag: {tag}\n"
                         ),
                     )
                     .expect("overlay");
-                    overlay.path().to_path_buf()
+                    overlay
                 };
                 self.kubectl(&["apply", "-k", &dir.display().to_string()]);
             }

@@ -170,7 +170,7 @@ fn lane(how: Install, name: &str) {
         &root,
         3,
         &format!("ferrolb-upgrade-{name}-"),
-        &[from.archive.clone()],
+        std::slice::from_ref(&from.archive),
     );
     real.install(&from.source, how, &from.tag);
     let want = format!("{FERROLB}:{}", from.tag);
@@ -218,7 +218,11 @@ fn lane(how: Install, name: &str) {
     )
     .expect("objects applied");
     real.apply(&ECHO.replace("TAG", TAG));
-    let ips: Vec<String> = SERVICES.iter().map(|s| real.settled(s).0).collect();
+    // The layer 2 Services settle (announced, fast failover armed); the BGP
+    // one answers through FRR below.
+    real.settled("echo");
+    real.settled("echo-local");
+    let ips: Vec<String> = SERVICES.iter().map(|s| real.service_ip(s)).collect();
     for ip in &ips {
         until(&format!("{ip} to answer"), Duration::from_secs(90), || {
             let out = real
@@ -271,7 +275,9 @@ fn lane(how: Install, name: &str) {
     check("the rollback", back, &want);
 }
 
+// Not yet part of `make test` (`make upgrade` runs it): see the README.
 #[test]
+#[ignore = "make upgrade runs it; not yet in make test"]
 fn upgrades_and_rollbacks_under_traffic_keep_every_ip_and_every_stored_object() {
     lane(Install::Kustomize, "kustomize");
     lane(Install::Helm(&[]), "helm");
