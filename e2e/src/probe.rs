@@ -20,6 +20,8 @@ pub struct Request {
     pub at: Instant,
     /// The body, when it succeeded.
     pub answer: Option<String>,
+    /// Why it failed, when it did: the step and the error.
+    pub error: Option<String>,
 }
 
 /// Everything sampled.
@@ -113,16 +115,24 @@ fn enter(namespace: &str) {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
-fn get(target: SocketAddr) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+fn get(target: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| format!("socket: {e}"))?;
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: service\r\n\r\n")
-        .ok()?;
+        .map_err(|e| format!("write: {e}"))?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?.trim().to_string();
-    (!body.is_empty()).then_some(body)
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    if body.is_empty() {
+        return Err(format!("empty answer ({} bytes)", response.len()));
+    }
+    Ok(body.to_string())
 }
 
 impl Prober {
@@ -178,12 +188,15 @@ impl Prober {
                     workers.push(std::thread::spawn(move || {
                         enter(&namespace);
                         let at = Instant::now();
-                        let answer = get(target);
+                        let (answer, error) = match get(target) {
+                            Ok(body) => (Some(body), None),
+                            Err(e) => (None, Some(e)),
+                        };
                         samples
                             .lock()
                             .expect("samples")
                             .tcp
-                            .push(Request { at, answer });
+                            .push(Request { at, answer, error });
                     }));
                     next += every;
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));

@@ -498,15 +498,22 @@ impl RealCluster {
         let cp_bin = binaries()?;
         let node_bin = node_binaries()?;
         fence_host()?;
+        // Claiming a slot (its bridge), sweeping what a killed run left in it
+        // and making the bridge again is one step under a host-wide lock:
+        // another cluster starting meanwhile, in this process or another,
+        // would otherwise claim the slot while its bridge is briefly gone.
+        let claim = fs::File::create("/run/ferrolb-realcluster.lock")?;
+        let claim = nix::fcntl::Flock::lock(claim, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("lock /run/ferrolb-realcluster.lock")?;
         let slot = (0..SLOTS)
             .map(Slot)
             .find(|slot| ip(&["link", "add", &slot.bridge(), "type", "bridge"]).is_ok())
             .context("no free slot: ten clusters run already (ferrolb-realcluster down)")?;
-        // What a killed run left in this slot goes first (the bridge is ours
-        // now, and made again).
         sweep(slot, options.dir.exists().then_some(options.dir.as_path()));
         fence_host()?;
         ip(&["link", "add", &slot.bridge(), "type", "bridge"])?;
+        drop(claim);
         fs::create_dir_all(&options.dir)?;
         let dir = options.dir.canonicalize()?;
         fs::write(dir.join("slot"), slot.0.to_string())?;

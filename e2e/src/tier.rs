@@ -552,3 +552,72 @@ impl Real {
             .collect()
     }
 }
+
+/// Every ferrolb Pod's log, followed from now on into `dir/POD.log` with
+/// timestamps, Pods that start later included: what a rollout's replaced
+/// Pods said is kept after they are gone. Stops when dropped.
+pub struct LogTap {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogTap {
+    /// Starts following the logs of `real`'s ferrolb Pods into `dir`.
+    pub fn start(real: &Real, dir: &Path) -> LogTap {
+        use std::sync::atomic::Ordering;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("log dir");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kubectl, kubeconfig) = (
+            real.cluster.kubectl_bin.clone(),
+            real.cluster.kubeconfig.clone(),
+        );
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut followed: Vec<(String, std::process::Child)> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let pods = std::process::Command::new(&kubectl)
+                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                    .args(["-n", "ferrolb-system", "get", "pods", "-o", "name"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                for pod in pods.lines().map(|p| p.trim_start_matches("pod/")) {
+                    if followed.iter().any(|(name, _)| name == pod) {
+                        continue;
+                    }
+                    let Ok(file) = std::fs::File::create(dir.join(format!("{pod}.log"))) else {
+                        continue;
+                    };
+                    let child = std::process::Command::new(&kubectl)
+                        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                        .args(["-n", "ferrolb-system", "logs", "-f", "--timestamps", pod])
+                        .stdout(file)
+                        .stderr(std::process::Stdio::null())
+                        .spawn();
+                    if let Ok(child) = child {
+                        followed.push((pod.to_string(), child));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            for (_, mut child) in followed {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        });
+        LogTap {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LogTap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
