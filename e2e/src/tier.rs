@@ -11,10 +11,15 @@ use serde_json::Value;
 use crate::image::{FERROLB, PAUSE, TAG, build_all};
 use crate::netns::Host;
 use crate::real::{Options, ProxyMode, RealCluster};
+use crate::routers::Frr;
 use crate::wait::until;
 
 /// The client's MAC on the nodes' LAN.
 pub const CLIENT_MAC: &str = "02:00:00:00:0e:99";
+/// The router's MAC on the nodes' LAN ([`Real::router`]).
+pub const ROUTER_MAC: &str = "02:00:00:00:0e:02";
+/// The nodes' AS toward the router (`myASN` in [`bgp_objects`]).
+pub const NODE_ASN: u32 = 64512;
 
 /// A 4-replica echo Deployment (`TAG` stands for the image tag) behind two
 /// layer 2 Services, `echo` (externalTrafficPolicy Cluster) and
@@ -64,7 +69,7 @@ spec:
 /// front of the echo Pods.
 pub fn bgp_objects(slot: crate::real::Slot, peer_extra: &str) -> String {
     format!(
-        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: {router_ip}{peer_extra}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        "apiVersion: ferrolb.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: {NODE_ASN}, peerASN: 64513, peerAddress: {router_ip}{peer_extra}}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: bgp}}\nspec: {{addresses: ['10.213.{n}.10-10.213.{n}.50'], autoAssign: false}}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: bgp}}\nspec: {{ipAddressPools: [bgp]}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
         router_ip = slot.host_ip(2),
         n = slot.0
     )
@@ -202,6 +207,35 @@ impl Real {
                 Install::Helm(_) => "helm upgrade --install",
             }
         );
+    }
+
+    /// FRR as the nodes' router, `.2` on their LAN (forwarding on, ECMP
+    /// hashed on ports too), its `frr.conf` made by `config` from the nodes'
+    /// addresses with their AS ([`NODE_ASN`], as in [`bgp_objects`]); the
+    /// client reaches the BGP pools through it.
+    pub fn router(&self, config: impl FnOnce(&[(String, u32)]) -> String) -> Frr {
+        let slot = self.cluster.slot;
+        let router = self.cluster.client(2, ROUTER_MAC).expect("router");
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.fib_multipath_hash_policy=1",
+        ] {
+            router.run("sysctl", &["-qw", setting]).expect("sysctl");
+        }
+        let neighbors: Vec<(String, u32)> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| (n.ip.clone(), NODE_ASN))
+            .collect();
+        let frr = Frr::start(&router, &config(&neighbors)).expect("FRR");
+        self.client
+            .run(
+                "ip",
+                &["route", "replace", &slot.spare(), "via", &slot.host_ip(2)],
+            )
+            .expect("client route");
+        frr
     }
 
     /// Helm as admin in ferrolb-system; panics with its output when it

@@ -35,7 +35,6 @@ use ferrolb_e2e::chaos::{
 };
 use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::image::TAG;
-use ferrolb_e2e::netns::Host;
 use ferrolb_e2e::probe::{Prober, Samples};
 use ferrolb_e2e::routers::{Frr, Router, frr_config};
 use ferrolb_e2e::tier::{ECHO, Real, bgp_objects, installed};
@@ -72,7 +71,6 @@ struct Done {
 struct Chaos {
     real: Real,
     frr: Frr,
-    router: Host,
 }
 
 impl Chaos {
@@ -478,38 +476,20 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
 
     let real = installed(&root, 3, "ferrolb-chaos-");
     let slot = real.cluster.slot;
-    let router = real.cluster.client(2, "02:00:00:00:0e:02").expect("router");
-    for setting in [
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.fib_multipath_hash_policy=1",
-    ] {
-        router.run("sysctl", &["-qw", setting]).expect("sysctl");
-    }
-    let neighbors: Vec<(String, u32)> = real
-        .cluster
-        .nodes
-        .iter()
-        .map(|n| (n.ip.clone(), 64512))
-        .collect();
-    let config = format!(
-        "{}bfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n !\n!\n",
-        frr_config(
-            ROUTER_ASN,
-            &slot.host_ip(2),
-            &neighbors,
-            &["bfd profile fast"],
-            &[],
-            true
-        )
-    );
-    let frr = Frr::start(&router, &config).expect("FRR");
     // The client reaches the BGP pool through the router.
-    real.client
-        .run(
-            "ip",
-            &["route", "replace", &slot.spare(), "via", &slot.host_ip(2)],
+    let frr = real.router(|neighbors| {
+        format!(
+            "{}bfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n !\n!\n",
+            frr_config(
+                ROUTER_ASN,
+                &slot.host_ip(2),
+                neighbors,
+                &["bfd profile fast"],
+                &[],
+                true
+            )
         )
-        .expect("client route");
+    });
     let objects = format!(
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: l2}}\nspec: {{addresses: [{l2_from}-{l2_to}]}}\n---\n\
          apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2]}}\n---\n\
@@ -525,7 +505,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
     )
     .expect("objects applied");
     real.apply(&ECHO.replace("TAG", TAG));
-    let chaos = Chaos { real, frr, router };
+    let chaos = Chaos { real, frr };
     let none = Done {
         target: String::new(),
         killed_pod: None,
@@ -726,7 +706,6 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         end.as_secs_f64(),
         violations.len()
     );
-    let _ = &chaos.router;
     if !violations.is_empty() {
         keep_logs(&chaos, &root, end);
     }

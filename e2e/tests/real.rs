@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::image::TAG;
 use ferrolb_e2e::probe::{Prober, median_and_max};
-use ferrolb_e2e::routers::{Frr, Router, frr_config};
+use ferrolb_e2e::routers::{Router, frr_config};
 use ferrolb_e2e::tier::{ECHO, Real, bgp_objects, installed};
 use ferrolb_e2e::wait::until;
 
@@ -313,18 +313,8 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
 
     // (f) BGP with FRR and externalTrafficPolicy Local: the route's next
     // hops are the nodes with a ready echo Pod, and follow the Pods.
-    let router = real.cluster.client(2, "02:00:00:00:0e:02").expect("router");
-    let neighbors: Vec<(String, u32)> = real
-        .cluster
-        .nodes
-        .iter()
-        .map(|n| (n.ip.clone(), 64512))
-        .collect();
-    let frr = Frr::start(
-        &router,
-        &frr_config(64513, &slot.host_ip(2), &neighbors, &[], &[], true),
-    )
-    .expect("FRR");
+    let frr =
+        real.router(|neighbors| frr_config(64513, &slot.host_ip(2), neighbors, &[], &[], true));
     let bgp = format!(
         "{}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: catalog\n  namespace: default\n  annotations: {{ferrolb.io/address-pool: bgp}}\nspec:\n  type: LoadBalancer\n  selector: {{app: echo}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
         bgp_objects(slot, "")

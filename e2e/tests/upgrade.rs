@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::controlplane::workspace_root;
 use ferrolb_e2e::image::{FERROLB, TAG, ferrolb_image};
 use ferrolb_e2e::probe::{Prober, Samples};
-use ferrolb_e2e::routers::{Frr, frr_config};
+use ferrolb_e2e::routers::frr_config;
 use ferrolb_e2e::tier::{ECHO, Install, LogTap, Real, bgp_objects, started};
 use ferrolb_e2e::wait::until;
 
@@ -221,38 +221,20 @@ fn lane(how: Install, name: &str) {
     .expect("the earlier build runs");
 
     let slot = real.cluster.slot;
-    let router = real.cluster.client(2, "02:00:00:00:0e:02").expect("router");
-    router
-        .run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
-        .expect("sysctl");
-    let neighbors: Vec<(String, u32)> = real
-        .cluster
-        .nodes
-        .iter()
-        .map(|n| (n.ip.clone(), 64512))
-        .collect();
-    let _frr = Frr::start(
-        &router,
-        // Graceful restart on both sides, as for any BGP peer whose speakers
-        // are upgraded in place: a stopping speaker closes its session
-        // silently and FRR keeps forwarding to that node (kube-proxy there
-        // still serves) until the new speaker is back.
-        &frr_config(
+    // Graceful restart on both sides, as for any BGP peer whose speakers are
+    // upgraded in place: a stopping speaker closes its session silently and
+    // FRR keeps forwarding to that node (kube-proxy there still serves)
+    // until the new speaker is back.
+    let _frr = real.router(|neighbors| {
+        frr_config(
             ROUTER_ASN,
             &slot.host_ip(2),
-            &neighbors,
+            neighbors,
             &[],
             &["bgp graceful-restart"],
             true,
-        ),
-    )
-    .expect("FRR");
-    real.client
-        .run(
-            "ip",
-            &["route", "replace", &slot.spare(), "via", &slot.host_ip(2)],
         )
-        .expect("client route");
+    });
     let objects = format!(
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: l2}}\nspec: {{addresses: [{}-{}]}}\n---\n\
          apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: l2}}\nspec: {{ipAddressPools: [l2]}}\n---\n\
