@@ -15,7 +15,7 @@ help:
 	@echo "make demo-down     stop everything make demo started and remove it"
 	@echo "make demo-lite     the same job with ferrolb as processes against a bare kube-apiserver (no kubelet)"
 	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier, on Kubernetes 1.37"
-	@echo "make versions      the apiserver tier on Kubernetes 1.35 and 1.36, the real-cluster tier on 1.35 (not yet in make test)"
+	@echo "make versions      just the older Kubernetes lanes (part of make test): the apiserver tier on 1.35 and 1.36, the real-cluster tier on 1.35"
 	@echo "make upgrade       just the upgrade lane (part of make test): from an earlier commit and back under traffic, kubectl and Helm"
 	@echo "make image         ferrolb's image (and the test images) as OCI archives in .cache/images, tag = the version"
 	@echo "make release       dist/ferrolb-VERSION: ferrolb.yaml, the image archive, the Helm chart, the kubectl plugin + krew manifest, SHA256SUMS"
@@ -70,10 +70,12 @@ bins:
 e2e: packages controlplane nodes bins
 	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
+# Every test on Kubernetes 1.37, then the older minors' lanes (versions.sh).
 test: packages controlplane nodes helm crds-check bins
 	$(CARGO) test --workspace
+	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 
-# The older Kubernetes versions' lanes (not yet part of make test).
+# The older Kubernetes versions' lanes alone (make test runs them too).
 versions: packages bins
 	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 

@@ -152,6 +152,34 @@ async fn invalid_objects_are_denied_with_their_reason_and_warnings_show() {
     assert!(
         metric(r#"ferrolb_webhook_admissions_total{kind="bgppeers",verdict="allowed"}"#) >= 2.0
     );
+
+    // A BFDProfile a peer uses is not deleted (MetalLB's e2e checks the
+    // same); once no peer names it, it is.
+    cluster
+        .apply_ok(&format!(
+            "{HEAD}kind: BFDProfile\nmetadata: {{name: fast}}\nspec: {{receiveInterval: 100, transmitInterval: 100}}\n---\n\
+             {HEAD}kind: BGPPeer\nmetadata: {{name: router}}\nspec: {{myASN: 64512, peerASN: 64513, peerAddress: 192.168.10.254, nodeSelectors: [{{matchLabels: {{rack: a}}}}], bfdProfile: fast}}\n"
+        ))
+        .expect("a peer with BFD");
+    let out = cluster
+        .kubectl(&["delete", "bfdprofile", "fast"])
+        .expect_err("deleting a BFDProfile in use is refused");
+    let said = out.to_string();
+    assert!(
+        said.contains("admission webhook")
+            && said.contains("BFDProfile 'fast' is used by BGPPeer 'router'")
+            && said.contains("remove spec.bfdProfile"),
+        "{said}"
+    );
+    cluster
+        .kubectl(&["get", "bfdprofile", "fast"])
+        .expect("the profile is still there");
+    cluster
+        .kubectl(&["delete", "bgppeer", "router"])
+        .expect("the peer goes");
+    cluster
+        .kubectl(&["delete", "bfdprofile", "fast"])
+        .expect("an unused profile is deleted");
 }
 
 /// Valid objects that reference each other, one per file.

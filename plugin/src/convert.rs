@@ -66,7 +66,7 @@ pub const NO_ECHO: &str = "ferrolb runs BFD in asynchronous mode only (no echo)"
 /// Converts a legacy ConfigMap (or its `config` text).
 pub fn legacy(text: &str) -> Result<Converted, String> {
     let config = legacy::read(text)?;
-    let mut out = from_legacy(&config)?;
+    let mut out = from_legacy(&config, text)?;
     out.finish();
     Ok(out)
 }
@@ -92,14 +92,14 @@ pub fn convert(text: &str) -> Result<Converted, String> {
     for (i, doc) in docs.iter().enumerate() {
         let api = doc["apiVersion"].as_str().unwrap_or_default();
         let part = if doc["kind"] == "ConfigMap" {
-            let text = serde_yaml::to_string(doc).expect("JSON is YAML");
-            from_legacy(&legacy::read(&text)?)?
+            let map = serde_yaml::to_string(doc).expect("JSON is YAML");
+            from_legacy(&legacy::read(&map)?, text)?
         } else if doc.get("configInline").is_some() {
             let config: Config = serde_json::from_value(doc["configInline"].clone())
                 .map_err(|e| format!("document {}: configInline: {e}", i + 1))?;
-            from_legacy(&config)?
+            from_legacy(&config, text)?
         } else if api.starts_with("metallb.io/") {
-            let one = crate::resources::convert(doc, &aliases)?;
+            let one = crate::resources::convert(doc, &aliases, text)?;
             let mut part = Converted {
                 warnings: one.warnings,
                 ..Converted::default()
@@ -119,7 +119,7 @@ pub fn convert(text: &str) -> Result<Converted, String> {
                 serde_json::from_value(doc.clone())
                     .map_err(|e| format!("document {}: {e}", i + 1))?
             };
-            from_legacy(&config)?
+            from_legacy(&config, text)?
         } else {
             return Err(format!(
                 "document {}: not MetalLB configuration (a legacy ConfigMap, its config, Helm values with configInline, or a metallb.io object); kind {}",
@@ -186,14 +186,36 @@ fn selector(legacy: &legacy::NodeSelector) -> Value {
 }
 
 /// One address as ferrolb writes it: a range without spaces, or as given.
-fn address(entry: &str) -> String {
-    match entry.split_once('-') {
+/// One pool entry as ferrolb writes it (a range's ends without spaces),
+/// refused when ferrolb would refuse it: `at` names the field, and the
+/// error gives the entry's line in `source` (the input) and, when the entry
+/// holds two addresses joined some other way (`A ~ B`, `A to B`), the range
+/// to write instead.
+pub fn pool_address(entry: &str, at: &str, source: &str) -> Result<String, String> {
+    let written = match entry.split_once('-') {
         Some((a, b)) if !entry.contains('/') => format!("{}-{}", a.trim(), b.trim()),
         _ => entry.trim().to_string(),
-    }
+    };
+    let Err(e) = ferrolb_api::address::parse_pool_entry(&written) else {
+        return Ok(written);
+    };
+    let line = source
+        .lines()
+        .position(|l| l.contains(entry.trim()))
+        .map(|n| format!(" (line {} of the input)", n + 1))
+        .unwrap_or_default();
+    let ends: Vec<std::net::IpAddr> = entry
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let instead = match ends.as_slice() {
+        [a, b] => format!("; here that is {a}-{b}"),
+        _ => String::new(),
+    };
+    Err(format!("{at}{line}: {e}{instead}"))
 }
 
-fn from_legacy(config: &Config) -> Result<Converted, String> {
+fn from_legacy(config: &Config, source: &str) -> Result<Converted, String> {
     let mut out = Converted::default();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut unique = |kind: &str, name: String, source: &str| -> Result<String, String> {
@@ -227,9 +249,13 @@ fn from_legacy(config: &Config) -> Result<Converted, String> {
         if pool.addresses.is_empty() {
             return Err(format!("{at}.addresses: no addresses"));
         }
-        let mut spec = json!({
-            "addresses": pool.addresses.iter().map(|a| address(a)).collect::<Vec<_>>(),
-        });
+        let addresses = pool
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(j, a)| pool_address(a, &format!("{at}.addresses[{j}]"), source))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut spec = json!({ "addresses": addresses });
         if pool.avoid_buggy_ips {
             spec["avoidBuggyIPs"] = json!(true);
         }
@@ -413,12 +439,48 @@ mod tests {
 
     #[test]
     fn a_range_loses_its_spaces_and_a_cidr_stays() {
+        let address = |a: &str| pool_address(a, "here", "").expect(a);
         assert_eq!(
             address("192.168.1.240 - 192.168.1.250"),
             "192.168.1.240-192.168.1.250"
         );
         assert_eq!(address(" 10.0.0.0/24"), "10.0.0.0/24");
         assert_eq!(address("fd00::1-fd00::9"), "fd00::1-fd00::9");
+        assert_eq!(address("10.0.0.7"), "10.0.0.7");
+    }
+
+    #[test]
+    fn an_entry_ferrolb_would_refuse_is_refused_with_its_line_and_what_to_write() {
+        let config = "address-pools:\n- name: lan\n  protocol: layer2\n  addresses:\n  - 10.0.0.0/24\n  - 172.17.30.171 ~ 172.17.30.179\n";
+        let error = legacy(config).unwrap_err();
+        for part in [
+            "address-pools[0] (lan).addresses[1]",
+            "line 6 of the input",
+            "'172.17.30.171 ~ 172.17.30.179' is not an address",
+            "here that is 172.17.30.171-172.17.30.179",
+        ] {
+            assert!(error.contains(part), "{part}: {error}");
+        }
+        for (entry, wanted) in [
+            ("10.0.0.1/24", "host bits"),
+            ("10.0.0.9-10.0.0.1", "10.0.0.9-10.0.0.1"),
+            ("10.0.0.1-fd00::1", "10.0.0.1-fd00::1"),
+            ("pool-a", "is not an address"),
+        ] {
+            let error = pool_address(entry, "x", "").unwrap_err();
+            assert!(error.contains(wanted), "{entry}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_metallb_io_pool_entry_is_checked_too() {
+        let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan, namespace: metallb-system}\nspec:\n  addresses:\n  - 10.0.0.1 to 10.0.0.9\n";
+        let error = convert(text).unwrap_err();
+        assert!(
+            error.contains("IPAddressPool lan: spec.addresses[0] (line 6 of the input)")
+                && error.contains("here that is 10.0.0.1-10.0.0.9"),
+            "{error}"
+        );
     }
 
     #[test]

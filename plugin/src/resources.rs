@@ -81,7 +81,11 @@ pub struct One {
 }
 
 /// Converts one `metallb.io` object.
-pub fn convert(doc: &Value, aliases: &BTreeMap<String, String>) -> Result<One, String> {
+pub fn convert(
+    doc: &Value,
+    aliases: &BTreeMap<String, String>,
+    source: &str,
+) -> Result<One, String> {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let name = doc["metadata"]["name"]
         .as_str()
@@ -116,6 +120,16 @@ pub fn convert(doc: &Value, aliases: &BTreeMap<String, String>) -> Result<One, S
     let spec = doc["spec"].as_object().unwrap_or(&empty);
     let mut out = Map::new();
     for (field, value) in spec {
+        if (kind, field.as_str()) == ("IPAddressPool", "addresses") {
+            let mut list = Vec::new();
+            for (j, entry) in value.as_array().into_iter().flatten().enumerate() {
+                let entry = entry.as_str().unwrap_or_default();
+                let at = format!("{at}: spec.addresses[{j}]");
+                list.push(json!(crate::convert::pool_address(entry, &at, source)?));
+            }
+            out.insert(field.clone(), Value::Array(list));
+            continue;
+        }
         if same_fields(kind).contains(&field.as_str()) {
             out.insert(field.clone(), value.clone());
             continue;

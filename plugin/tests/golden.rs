@@ -96,6 +96,20 @@ fn an_unreadable_configuration_is_an_error_with_no_output() {
 }
 
 #[test]
+fn a_range_ferrolb_cannot_read_is_refused_without_check_and_nothing_is_written() {
+    // The legacy ConfigMap as some users wrote it, a tilde between the ends.
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config, namespace: metallb-system}\ndata:\n  config: |\n    address-pools:\n    - name: lan\n      protocol: layer2\n      addresses:\n      - 172.17.30.171 ~ 172.17.30.179\n";
+    let (code, stdout, stderr) = convert(&["convert", "-f", "-"], Some(config));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("address-pools[0] (lan).addresses[0] (line 10 of the input)")
+            && stderr.contains("here that is 172.17.30.171-172.17.30.179"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn every_verb_has_help() {
     for (verb, says) in [
         ("convert", "legacy configuration"),

@@ -54,6 +54,10 @@ impl Needs {
                 pools: true,
                 ..Needs::default()
             },
+            "bfdprofiles" => Needs {
+                peers: true,
+                ..Needs::default()
+            },
             _ => Needs {
                 pools: true,
                 peers: true,
@@ -104,11 +108,12 @@ pub struct Handler {
 }
 
 /// The kinds with an endpoint, by their plural resource name.
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 5] = [
     "ipaddresspools",
     "l2advertisements",
     "bgppeers",
     "bgpadvertisements",
+    "bfdprofiles",
 ];
 
 fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, String> {
@@ -146,6 +151,9 @@ impl Handler {
                 let old: Option<IPAddressPool> = typed(&old)?;
                 Ok(rules::pool(new.as_ref(), old.as_ref(), &snapshot))
             }
+            "bfdprofiles" if request.operation == Operation::Delete => {
+                Ok(rules::bfd_profile_deleted(&request.name, &snapshot))
+            }
             _ if new.is_none() => Ok(Verdict::default()),
             "l2advertisements" => {
                 let new: L2Advertisement = typed(&new)?.ok_or("no object")?;
@@ -168,6 +176,7 @@ impl Handler {
                 let new: BGPAdvertisement = typed(&new)?.ok_or("no object")?;
                 Ok(rules::bgp_advertisement(&new, &snapshot))
             }
+            "bfdprofiles" => Ok(Verdict::default()),
             other => Err(format!("ferrolb-webhook does not validate {other}")),
         }
     }
@@ -233,7 +242,7 @@ async fn validate(
     Json(handler.review(&kind, &body).await).into_response()
 }
 
-/// The admission routes: `POST /validate/{ipaddresspools|l2advertisements|bgppeers|bgpadvertisements}`,
+/// The admission routes: `POST /validate/{ipaddresspools|l2advertisements|bgppeers|bgpadvertisements|bfdprofiles}`,
 /// plus `/healthz` and `/readyz` so probes can use the TLS port too.
 pub fn router(handler: Handler) -> Router {
     Router::new()

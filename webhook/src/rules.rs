@@ -298,6 +298,28 @@ pub fn peer(new: &BGPPeer, snapshot: &Snapshot, secret_missing: bool) -> Verdict
     verdict
 }
 
+/// A BFDProfile being deleted: refused while a BGPPeer names it, since
+/// those peers' sessions would go on without BFD (failures found in the
+/// hold time, seconds, instead of the profile's milliseconds). Unlike a
+/// pool's delete, which Services survive with their IPs, this one changes
+/// what runs.
+pub fn bfd_profile_deleted(name: &str, snapshot: &Snapshot) -> Verdict {
+    let mut verdict = Verdict::default();
+    let users: Vec<String> = snapshot
+        .peers
+        .iter()
+        .filter(|p| p.spec.bfd_profile.as_deref() == Some(name))
+        .map(|p| format!("'{}'", p.name_any()))
+        .collect();
+    if !users.is_empty() {
+        verdict.deny(format!(
+            "BFDProfile '{name}' is used by BGPPeer {}: their sessions would run without BFD; remove spec.bfdProfile from them (or delete them) first",
+            some_of(&users)
+        ));
+    }
+    verdict
+}
+
 fn missing_pools(verdict: &mut Verdict, names: &[String], snapshot: &Snapshot) {
     for name in names {
         if !snapshot.pools.iter().any(|p| p.name_any() == *name) {

@@ -359,3 +359,43 @@ fn references_to_objects_not_there_yet_are_warnings() {
     let verdict = super::bgp_advertisement(&adv("a", "{peers: [router]}"), &snapshot);
     assert!(verdict.allowed() && verdict.warnings[0].contains("BGPPeer 'router'"));
 }
+
+#[test]
+fn a_bfd_profile_a_peer_uses_cannot_be_deleted_and_an_unused_one_can() {
+    let snapshot = Snapshot {
+        peers: vec![
+            peer(
+                "tor-a",
+                "{myASN: 64512, peerASN: 64513, peerAddress: 10.0.0.1, bfdProfile: fast}",
+            ),
+            peer(
+                "tor-b",
+                "{myASN: 64512, peerASN: 64513, peerAddress: 10.0.0.2, bfdProfile: fast}",
+            ),
+            peer(
+                "edge",
+                "{myASN: 64512, peerASN: 64514, peerAddress: 10.0.0.3, bfdProfile: slow}",
+            ),
+            peer(
+                "plain",
+                "{myASN: 64512, peerASN: 64515, peerAddress: 10.0.0.4}",
+            ),
+        ],
+        ..Snapshot::default()
+    };
+    denied_with(
+        &bfd_profile_deleted("fast", &snapshot),
+        &[
+            "BFDProfile 'fast'",
+            "'tor-a', 'tor-b'",
+            "without BFD",
+            "remove spec.bfdProfile",
+        ],
+    );
+    let slow = bfd_profile_deleted("slow", &snapshot);
+    assert!(
+        !slow.allowed() && !slow.denials[0].contains("tor-a"),
+        "{slow:?}"
+    );
+    assert_eq!(bfd_profile_deleted("unused", &snapshot), Verdict::default());
+}
