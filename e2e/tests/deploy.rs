@@ -44,10 +44,22 @@ async fn the_manifests_apply_and_each_component_can_do_only_its_job() {
     ] {
         assert!(dry.contains(kind), "{kind} in:\n{dry}");
     }
+    // No apply prints a warning (an unknown schema format, a deprecated
+    // field): users read them as something wrong, and GitOps tools show
+    // them. The one kubectl prints here because this harness made the
+    // namespace without apply is not the manifests'.
+    let warnings = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains("Warning") && !l.contains("last-applied-configuration"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(warnings(&dry), Vec::<String>::new(), "config/default");
     for component in ["operator", "speaker", "webhook"] {
-        cluster
+        let out = cluster
             .kubectl(&["apply", "-k", &config(component)])
             .unwrap_or_else(|e| panic!("config/{component}: {e}"));
+        assert_eq!(warnings(&out), Vec::<String>::new(), "config/{component}");
     }
     let matrix: &[(&str, &str, bool)] = &[
         (
