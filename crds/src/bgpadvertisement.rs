@@ -84,6 +84,13 @@ pub struct BGPAdvertisementSpec {
     #[schemars(schema_with = "cel::selector_list")]
     pub node_selectors: Vec<LabelSelector>,
 
+    /// Label selectors on Services: only the Services of its pools that
+    /// match any one of them are advertised by this advertisement. Empty:
+    /// every Service of its pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "cel::selector_list")]
+    pub service_selectors: Vec<LabelSelector>,
+
     /// Names of the BGPPeers to advertise to. Empty: every peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "cel::name_set")]
@@ -131,6 +138,11 @@ impl Validate for BGPAdvertisementSpec {
             &self.ip_address_pool_selectors,
         );
         selector::check_all(&mut errors, "spec.nodeSelectors", &self.node_selectors);
+        selector::check_all(
+            &mut errors,
+            "spec.serviceSelectors",
+            &self.service_selectors,
+        );
         errors.into_vec()
     }
 }

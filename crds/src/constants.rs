@@ -96,6 +96,9 @@ pub mod condition {
         pub const ANNOUNCED: &str = "Announced";
         /// No advertisement covers the pool.
         pub const NO_ADVERTISEMENT: &str = "NoAdvertisement";
+        /// Advertisements cover the pool, but their `serviceSelectors`
+        /// skip the Service.
+        pub const NOT_SELECTED: &str = "NotSelected";
         /// No node may announce.
         pub const NO_ELIGIBLE_NODE: &str = "NoEligibleNode";
         /// externalTrafficPolicy Local and no node has a ready endpoint.

@@ -52,6 +52,14 @@ pub struct L2AdvertisementSpec {
     #[schemars(schema_with = "cel::selector_list")]
     pub node_selectors: Vec<LabelSelector>,
 
+    /// Label selectors on Services: only the Services of its pools that
+    /// match any one of them are announced by this advertisement. Empty:
+    /// every Service of its pools. Services sharing an IP are announced
+    /// together, by the advertisements that select all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "cel::selector_list")]
+    pub service_selectors: Vec<LabelSelector>,
+
     /// Network interfaces to answer on, such as `eth0` or `bond0`. Empty: the
     /// interface that carries the node's own address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -94,6 +102,11 @@ impl Validate for L2AdvertisementSpec {
             &self.ip_address_pool_selectors,
         );
         selector::check_all(&mut errors, "spec.nodeSelectors", &self.node_selectors);
+        selector::check_all(
+            &mut errors,
+            "spec.serviceSelectors",
+            &self.service_selectors,
+        );
         for (i, name) in self.interfaces.iter().enumerate() {
             if !is_interface_name(name) {
                 errors.add(

@@ -357,3 +357,66 @@ async fn node_selectors_pick_the_nodes_and_a_node_added_later_joins() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[tokio::test]
+async fn service_selectors_on_advertisements_pick_the_services_and_name_the_skipping_ones() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    // One pool, announced in layer 2 for frontends only and over BGP for
+    // nothing it holds: a backend Service gets an IP and is told why no
+    // node announces it.
+    cluster
+        .apply_ok("apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: shared}\nspec: {addresses: [10.104.0.0/29]}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: frontends}\nspec:\n  ipAddressPools: [shared]\n  serviceSelectors:\n  - matchLabels: {tier: frontend}\n---\napiVersion: ferrolb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: data-tier}\nspec:\n  ipAddressPools: [shared]\n  serviceSelectors:\n  - matchExpressions:\n    - {key: tier, operator: In, values: [data]}\n")
+        .expect("pool and advertisements");
+    for node in ["node-a", "node-b"] {
+        cluster.node(node).expect("node");
+        lease(&cluster, node, 0, 3600);
+    }
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    for (name, tier) in [("web", "frontend"), ("api", "backend")] {
+        cluster
+            .apply_ok(&service_yaml(
+                "default",
+                name,
+                &format!("  labels: {{tier: {tier}}}\n"),
+                "",
+            ))
+            .expect("service");
+    }
+    until_async("web is to be announced, api is not selected", WAIT, || async {
+        let web = cluster.announced("web");
+        let api = cluster.announced("api");
+        let web_ok = web.2.contains("L2:") && web.1 != "NotSelected";
+        let api_ok = api.0 == "False"
+            && api.1 == "NotSelected"
+            && api.2.contains("L2Advertisement 'frontends'")
+            && api.2.contains("BGPAdvertisement 'data-tier'")
+            && api.2.contains("pool shared");
+        if web_ok && api_ok {
+            Ok(())
+        } else {
+            Err(format!("web: {web:?}; api: {api:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let web = cluster.service_ip("web").expect("web's IP");
+    let api = cluster.service_ip("api").expect("api's IP");
+    let (active, _) = holders(&cluster, &web).await;
+    assert_eq!(active.len(), 1, "one node answers for web: {active:?}");
+    let (active, standby) = holders(&cluster, &api).await;
+    assert!(active.is_empty() && standby.is_empty(), "nobody answers for api");
+    // Labelled as the advertisement wants, api is announced too.
+    cluster
+        .kubectl(&["label", "svc", "api", "tier=frontend", "--overwrite"])
+        .expect("label");
+    until_async("api announced once selected", WAIT, || async {
+        let (active, _) = holders(&cluster, &api).await;
+        if active.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{active:?} {:?}", cluster.announced("api")))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}

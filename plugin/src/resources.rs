@@ -21,6 +21,7 @@ fn same_fields(kind: &str) -> &'static [&'static str] {
             "ipAddressPools",
             "ipAddressPoolSelectors",
             "nodeSelectors",
+            "serviceSelectors",
             "interfaces",
         ],
         "BGPAdvertisement" => &[
@@ -30,6 +31,7 @@ fn same_fields(kind: &str) -> &'static [&'static str] {
             "ipAddressPools",
             "ipAddressPoolSelectors",
             "nodeSelectors",
+            "serviceSelectors",
             "peers",
         ],
         "BGPPeer" => &[

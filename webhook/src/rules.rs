@@ -340,6 +340,11 @@ pub fn l2_advertisement(new: &L2Advertisement, snapshot: &Snapshot) -> Verdict {
         &new.spec.ip_address_pool_selectors,
     );
     duplicate_selectors(&mut verdict, "spec.nodeSelectors", &new.spec.node_selectors);
+    duplicate_selectors(
+        &mut verdict,
+        "spec.serviceSelectors",
+        &new.spec.service_selectors,
+    );
     missing_pools(&mut verdict, &new.spec.ip_address_pools, snapshot);
     verdict
 }
@@ -355,6 +360,11 @@ pub fn bgp_advertisement(new: &BGPAdvertisement, snapshot: &Snapshot) -> Verdict
         &spec.ip_address_pool_selectors,
     );
     duplicate_selectors(&mut verdict, "spec.nodeSelectors", &spec.node_selectors);
+    duplicate_selectors(
+        &mut verdict,
+        "spec.serviceSelectors",
+        &spec.service_selectors,
+    );
     missing_pools(&mut verdict, &spec.ip_address_pools, snapshot);
     for name in &spec.peers {
         if !snapshot.peers.iter().any(|p| p.name_any() == *name) {
@@ -390,6 +400,10 @@ pub fn bgp_advertisement(new: &BGPAdvertisement, snapshot: &Snapshot) -> Verdict
                 || spec.peers.iter().any(|p| other.spec.peers.contains(p));
             let nodes_meet =
                 selector_lists_intersect(&spec.node_selectors, &other.spec.node_selectors);
+            // Advertisements for disjoint sets of Services never meet on a
+            // route.
+            let services_meet =
+                selector_lists_intersect(&spec.service_selectors, &other.spec.service_selectors);
             let theirs_selected = selection(
                 &other.spec.ip_address_pools,
                 &other.spec.ip_address_pool_selectors,
@@ -398,9 +412,10 @@ pub fn bgp_advertisement(new: &BGPAdvertisement, snapshot: &Snapshot) -> Verdict
             if let Some(pools) = selected.intersects(&theirs_selected)
                 && peers_meet
                 && nodes_meet
+                && services_meet
             {
                 verdict.deny(format!(
-                    "spec.localPref: {pref} conflicts with BGPAdvertisement '{}' (localPref {theirs}) for {pools} to the same peers from the same nodes: a route can carry one LOCAL_PREF; make them equal or separate their peers or nodeSelectors",
+                    "spec.localPref: {pref} conflicts with BGPAdvertisement '{}' (localPref {theirs}) for {pools} to the same peers from the same nodes: a route can carry one LOCAL_PREF; make them equal or separate their peers, nodeSelectors or serviceSelectors",
                     other.name_any()
                 ));
             }

@@ -352,6 +352,7 @@ pub fn bgp_advertisements(
                     pools,
                 ),
                 node_selectors: spec.node_selectors.iter().map(Selector::from).collect(),
+                service_selectors: spec.service_selectors.iter().map(Selector::from).collect(),
                 peers: spec.peers.clone(),
                 aggregation_v4: spec.aggregation_length,
                 aggregation_v6: spec.aggregation_length_v6,
@@ -372,6 +373,8 @@ pub fn advertisements(
         .map(|a| {
             let spec = &a.spec;
             announce::L2Advertisement {
+                name: a.name_any(),
+                service_selectors: spec.service_selectors.iter().map(Selector::from).collect(),
                 pools: resolve_pools(
                     &spec.ip_address_pools,
                     &spec.ip_address_pool_selectors,

@@ -87,6 +87,7 @@ pub fn announced(
             .cloned()
     });
     Announced {
+        labels: service.object.metadata.labels.clone().unwrap_or_default(),
         standby: assignments
             .first()
             .and_then(|first| standbys.get(&first.ip))
@@ -253,7 +254,7 @@ fn bgp_verdict(
     summaries: &Summaries,
 ) -> Option<Verdict> {
     match outcome {
-        bgp::Outcome::NoAdvertisement => None,
+        bgp::Outcome::NoAdvertisement | bgp::Outcome::NotSelected(_) => None,
         bgp::Outcome::NoLocalEndpoints => Some(Verdict::no(
             reason::NO_LOCAL_ENDPOINTS,
             "BGP: externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service",
@@ -426,7 +427,7 @@ pub fn verdict(
         .collect::<Vec<_>>()
         .join(", ");
     let l2 = match outcome {
-        Some(Outcome::NoAdvertisement) | None => None,
+        Some(Outcome::NoAdvertisement | Outcome::NotSelected(_)) | None => None,
         Some(outcome) => Some(l2_verdict(
             outcome,
             ips,
@@ -436,14 +437,22 @@ pub fn verdict(
         )),
     };
     let bgp = bgp_outcome.and_then(|o| bgp_verdict(o, &listed, announcements, summaries));
+    let pools = pools.iter().cloned().collect::<Vec<_>>().join(", ");
     match (l2, bgp) {
-        (None, None) => Verdict::no(
-            reason::NO_ADVERTISEMENT,
-            format!(
-                "no L2Advertisement or BGPAdvertisement covers pool {}: create one that selects it",
-                pools.iter().cloned().collect::<Vec<_>>().join(", ")
+        (None, None) => match skipped_by(outcome, bgp_outcome) {
+            Some(skipping) => Verdict::no(
+                reason::NOT_SELECTED,
+                format!(
+                    "{skipping} cover pool {pools}, but their serviceSelectors do not select this Service (in layer 2, with every Service sharing its IP): label it to match one, or add a selector for it"
+                ),
             ),
-        ),
+            None => Verdict::no(
+                reason::NO_ADVERTISEMENT,
+                format!(
+                    "no L2Advertisement or BGPAdvertisement covers pool {pools}: create one that selects it"
+                ),
+            ),
+        },
         (Some(one), None) | (None, Some(one)) => one,
         (Some(l2), Some(bgp)) => {
             let message = format!("{}; {}", l2.message, bgp.message);
@@ -454,6 +463,20 @@ pub fn verdict(
             }
         }
     }
+}
+
+/// The advertisements whose `serviceSelectors` skipped a Service, named
+/// with their kinds (a few, then a count), when any did.
+fn skipped_by(l2: Option<&Outcome>, bgp: Option<&bgp::Outcome>) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(Outcome::NotSelected(skipping)) = l2 {
+        names.extend(skipping.iter().map(|n| format!("L2Advertisement '{n}'")));
+    }
+    if let Some(bgp::Outcome::NotSelected(skipping)) = bgp {
+        names.extend(skipping.iter().map(|n| format!("BGPAdvertisement '{n}'")));
+    }
+    (!names.is_empty())
+        .then(|| announce::some_of(&names.iter().map(String::as_str).collect::<Vec<_>>(), ", "))
 }
 
 /// The layer 2 part of the Announced verdict.
@@ -493,6 +516,13 @@ fn l2_verdict(
             }
         }
         Outcome::NoAdvertisement => Verdict::no(reason::NO_ADVERTISEMENT, "L2: no L2Advertisement"),
+        Outcome::NotSelected(skipping) => Verdict::no(
+            reason::NOT_SELECTED,
+            format!(
+                "L2: the serviceSelectors of {} skip this Service",
+                name_some(&skipping.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        ),
         Outcome::NoLocalEndpoints => Verdict::no(
             reason::NO_LOCAL_ENDPOINTS,
             "L2: externalTrafficPolicy is Local and no eligible node has a ready endpoint of this Service",

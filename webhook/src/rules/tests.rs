@@ -399,3 +399,35 @@ fn a_bfd_profile_a_peer_uses_cannot_be_deleted_and_an_unused_one_can() {
     );
     assert_eq!(bfd_profile_deleted("unused", &snapshot), Verdict::default());
 }
+
+#[test]
+fn service_selectors_are_checked_and_keep_disjoint_local_prefs_apart() {
+    let twice = l2(
+        "a",
+        "{serviceSelectors: [{matchLabels: {tier: web}}, {matchLabels: {tier: web}}]}",
+    );
+    denied_with(
+        &l2_advertisement(&twice, &Snapshot::default()),
+        &["spec.serviceSelectors[1]: duplicate of spec.serviceSelectors[0]"],
+    );
+    // Two localPrefs for one pool, to one peer, from the same nodes: refused
+    // unless their serviceSelectors pick different Services.
+    let snapshot = Snapshot {
+        pools: vec![pool("p", "[10.0.0.0/24]")],
+        bgp_advertisements: vec![adv(
+            "web",
+            "{ipAddressPools: [p], localPref: 100, serviceSelectors: [{matchLabels: {tier: web}}]}",
+        )],
+        ..Snapshot::default()
+    };
+    let db = adv(
+        "db",
+        "{ipAddressPools: [p], localPref: 200, serviceSelectors: [{matchLabels: {tier: db}}]}",
+    );
+    assert!(bgp_advertisement(&db, &snapshot).allowed());
+    let everything = adv("all", "{ipAddressPools: [p], localPref: 200}");
+    denied_with(
+        &bgp_advertisement(&everything, &snapshot),
+        &["spec.localPref: 200 conflicts with BGPAdvertisement 'web'", "serviceSelectors"],
+    );
+}

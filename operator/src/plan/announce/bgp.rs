@@ -53,6 +53,8 @@ pub struct Advertisement {
     pub pools: Pools,
     /// Nodes that advertise; empty for all.
     pub node_selectors: Vec<Selector>,
+    /// Services it advertises (of those pools); empty for all.
+    pub service_selectors: Vec<Selector>,
     /// BGPPeers to advertise to; empty for all.
     pub peers: Vec<String>,
     /// IPv4 prefix length.
@@ -73,6 +75,9 @@ pub enum Outcome {
     Advertised(std::sync::Arc<BTreeSet<(String, String)>>),
     /// No BGPAdvertisement covers its pool(s).
     NoAdvertisement,
+    /// BGPAdvertisements cover its pool(s), but the `serviceSelectors` of
+    /// each (named) skip it.
+    NotSelected(Vec<String>),
     /// `externalTrafficPolicy: Local` and no eligible node has an endpoint.
     NoLocalEndpoints,
     /// No node may advertise; the message says why.
@@ -247,6 +252,7 @@ pub fn plan_bgp(
     for service in services {
         let mut reaches: Vec<std::sync::Arc<Reach>> = Vec::new();
         let mut covered = false;
+        let mut skipped: BTreeSet<&str> = BTreeSet::new();
         for (ip, pool) in &service.ips {
             let Some(pool) = pool else { continue };
             for (a, advertisement) in advertisements
@@ -254,6 +260,10 @@ pub fn plan_bgp(
                 .enumerate()
                 .filter(|(_, a)| a.pools.covers(pool))
             {
+                if !any_matches(&advertisement.service_selectors, &service.labels) {
+                    skipped.insert(&advertisement.name);
+                    continue;
+                }
                 covered = true;
                 let text = prefix(*ip, advertisement);
                 if !service.local {
@@ -301,7 +311,9 @@ pub fn plan_bgp(
             .iter()
             .flat_map(|r| r.reasons.iter().map(String::as_str))
             .collect();
-        let outcome = if !covered {
+        let outcome = if !covered && !skipped.is_empty() {
+            Outcome::NotSelected(skipped.into_iter().map(str::to_string).collect())
+        } else if !covered {
             Outcome::NoAdvertisement
         } else if !used.is_empty() {
             Outcome::Advertised(used)
@@ -491,6 +503,7 @@ mod tests {
             name: "adv".to_string(),
             pools: Pools::All,
             node_selectors: Vec::new(),
+            service_selectors: Vec::new(),
             peers: Vec::new(),
             aggregation_v4: 32,
             aggregation_v6: 128,
@@ -502,6 +515,7 @@ mod tests {
     fn service(name: &str, ips: &[&str]) -> Announced {
         Announced {
             service: ServiceKey::new("default", name),
+            labels: [("app".to_string(), name.to_string())].into(),
             ips: ips
                 .iter()
                 .map(|ip| (ip.parse().unwrap(), Some("pool".to_string())))
@@ -647,6 +661,39 @@ mod tests {
         );
         assert_eq!(prefixes(&plan, "a", "r1"), vec!["172.20.0.5/32"]);
         assert!(prefixes(&plan, "a", "r2").is_empty());
+    }
+
+    #[test]
+    fn service_selectors_pick_the_services_an_advertisement_carries() {
+        let selector = |app: &str| -> Selector {
+            Selector::from(&serde_json::from_value(serde_json::json!({"matchLabels": {"app": app}})).unwrap())
+        };
+        let mut web_only = advertisement();
+        web_only.service_selectors = vec![selector("web")];
+        let mut to_r2 = advertisement();
+        to_r2.name = "db-to-r2".into();
+        to_r2.peers = vec!["r2".into()];
+        to_r2.service_selectors = vec![selector("db")];
+        let services = [
+            service("web", &["172.20.0.5"]),
+            service("db", &["172.20.0.6"]),
+            service("cache", &["172.20.0.7"]),
+        ];
+        let plan = plan_bgp(
+            &[node("a")],
+            &[peer("r1", "10.0.0.1"), peer("r2", "10.0.0.2")],
+            &[web_only, to_r2],
+            &services,
+        );
+        assert_eq!(prefixes(&plan, "a", "r1"), vec!["172.20.0.5/32"]);
+        assert_eq!(
+            prefixes(&plan, "a", "r2"),
+            vec!["172.20.0.5/32", "172.20.0.6/32"]
+        );
+        assert_eq!(
+            plan.services[&ServiceKey::new("default", "cache")],
+            Outcome::NotSelected(vec!["adv".into(), "db-to-r2".into()])
+        );
     }
 
     fn many(count: u32) -> Vec<Announced> {

@@ -62,8 +62,12 @@ impl Pools {
 /// An L2Advertisement with its pool selection resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L2Advertisement {
+    /// The L2Advertisement's name.
+    pub name: String,
     /// The pools it covers.
     pub pools: Pools,
+    /// Services it announces (of those pools); empty for all.
+    pub service_selectors: Vec<Selector>,
     /// Nodes it selects; empty for all.
     pub node_selectors: Vec<Selector>,
     /// Interfaces to answer on; empty for the default.
@@ -75,6 +79,8 @@ pub struct L2Advertisement {
 pub struct Announced {
     /// Which Service.
     pub service: ServiceKey,
+    /// Its labels, for advertisements' `serviceSelectors`.
+    pub labels: Labels,
     /// Its IPs and the pool of each (`None` when in no pool any more).
     pub ips: Vec<(IpAddr, Option<String>)>,
     /// `externalTrafficPolicy: Local`.
@@ -128,6 +134,9 @@ pub enum Outcome {
     },
     /// No L2Advertisement covers its pool(s).
     NoAdvertisement,
+    /// L2Advertisements cover its pool(s), but the `serviceSelectors` of
+    /// each (named) skip it or another Service sharing its IP.
+    NotSelected(Vec<String>),
     /// `externalTrafficPolicy: Local` and no eligible node has an endpoint.
     NoLocalEndpoints,
     /// No node may announce; the message says why each was left out.
@@ -381,29 +390,46 @@ pub fn plan_l2_from(
             .iter()
             .flat_map(|s| s.ips.iter().filter_map(|(_, p)| p.as_deref()))
             .collect();
-        // Advertisements covering every pool of the group.
-        let advertising: Vec<&L2Advertisement> = advertisements
+        // Advertisements covering every pool of the group, and of those the
+        // ones whose serviceSelectors select every Service of it: a group
+        // sharing an IP is announced by one node, never split between the
+        // nodes of advertisements that select some of its Services.
+        let covering: Vec<usize> = advertisements
             .iter()
-            .filter(|a| !pools.is_empty() && pools.iter().all(|p| a.pools.covers(p)))
+            .enumerate()
+            .filter(|(_, a)| !pools.is_empty() && pools.iter().all(|p| a.pools.covers(p)))
+            .map(|(i, _)| i)
             .collect();
+        let chosen: Vec<usize> = covering
+            .iter()
+            .copied()
+            .filter(|i| {
+                let selectors = &advertisements[*i].service_selectors;
+                members.iter().all(|s| any_matches(selectors, &s.labels))
+            })
+            .collect();
+        let advertising: Vec<&L2Advertisement> =
+            chosen.iter().map(|i| &advertisements[*i]).collect();
         let outcome_for_all = |plan: &mut Plan, outcome: Outcome| {
             for member in &members {
                 plan.services
                     .insert(member.service.clone(), outcome.clone());
             }
         };
-        if advertising.is_empty() {
+        if covering.is_empty() {
             outcome_for_all(&mut plan, Outcome::NoAdvertisement);
+            continue;
+        }
+        if advertising.is_empty() {
+            let skipping = covering
+                .iter()
+                .map(|i| advertisements[*i].name.clone())
+                .collect();
+            outcome_for_all(&mut plan, Outcome::NotSelected(skipping));
             continue;
         }
         // Which nodes the group's advertisements let announce: the same for
         // every group of the same advertisements, so worked out once.
-        let chosen: Vec<usize> = advertisements
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| pools.iter().all(|p| a.pools.covers(p)))
-            .map(|(i, _)| i)
-            .collect();
         if !by_advertisements.contains_key(&chosen) {
             let selection = Selection::of(nodes, &advertising, placements.eligible.get(&chosen));
             eligible_now.insert(chosen.clone(), selection.names.clone());

@@ -18,7 +18,9 @@ fn node(name: &str) -> Node {
 
 fn everywhere() -> L2Advertisement {
     L2Advertisement {
+        name: "everywhere".to_string(),
         pools: Pools::All,
+        service_selectors: Vec::new(),
         node_selectors: Vec::new(),
         interfaces: Vec::new(),
     }
@@ -27,6 +29,7 @@ fn everywhere() -> L2Advertisement {
 fn service(name: &str, ips: &[&str]) -> Announced {
     Announced {
         service: ServiceKey::new("default", name),
+        labels: Labels::from([("app".to_string(), name.to_string())]),
         ips: ips
             .iter()
             .map(|ip| (ip.parse().expect("ip"), Some("pool".to_string())))
@@ -154,11 +157,76 @@ fn a_node_whose_network_is_unavailable_does_not_announce() {
     );
 }
 
+fn app_is(app: &str) -> Selector {
+    Selector {
+        labels: Labels::from([("app".to_string(), app.to_string())]),
+        ..Selector::default()
+    }
+}
+
+#[test]
+fn service_selectors_pick_the_services_and_a_shared_ip_is_never_split() {
+    let nodes = [node("a"), node("b")];
+    let on = |node: &str, name: &str, apps: &[&str]| L2Advertisement {
+        name: name.to_string(),
+        service_selectors: apps.iter().map(|a| app_is(a)).collect(),
+        node_selectors: vec![Selector {
+            labels: Labels::from([("kubernetes.io/hostname".to_string(), node.to_string())]),
+            ..Selector::default()
+        }],
+        ..everywhere()
+    };
+    let advertisements = [on("a", "web-on-a", &["web"]), on("b", "db-on-b", &["db"])];
+    let plan = plan_l2(
+        &nodes,
+        &advertisements,
+        &[
+            service("web", &["10.0.0.1"]),
+            service("db", &["10.0.0.2"]),
+            service("cache", &["10.0.0.3"]),
+        ],
+    );
+    assert_eq!(active_of(&plan, "web"), Some("a".into()));
+    assert_eq!(active_of(&plan, "db"), Some("b".into()));
+    assert_eq!(
+        plan.services[&ServiceKey::new("default", "cache")],
+        Outcome::NotSelected(vec!["web-on-a".into(), "db-on-b".into()])
+    );
+    // web and db sharing one IP: no advertisement selects both, so neither
+    // node answers for it (two would split it), and both say why.
+    let shared = plan_l2(
+        &nodes,
+        &advertisements,
+        &[service("web", &["10.0.0.9"]), service("db", &["10.0.0.9"])],
+    );
+    assert!(shared.nodes.values().all(Vec::is_empty), "{shared:?}");
+    for name in ["web", "db"] {
+        assert!(
+            matches!(
+                &shared.services[&ServiceKey::new("default", name)],
+                Outcome::NotSelected(skipping) if skipping.len() == 2
+            ),
+            "{name}: {shared:?}"
+        );
+    }
+    // An advertisement selecting both announces the shared IP from one node.
+    let both = [on("b", "both-on-b", &["web", "db"])];
+    let shared = plan_l2(
+        &nodes,
+        &both,
+        &[service("web", &["10.0.0.9"]), service("db", &["10.0.0.9"])],
+    );
+    assert_eq!(active_of(&shared, "web"), Some("b".into()));
+    assert_eq!(active_of(&shared, "db"), Some("b".into()));
+}
+
 #[test]
 fn advertisements_select_pools_nodes_and_interfaces() {
     let nodes = [node("a"), node("b")];
     let only_b = L2Advertisement {
+        name: "only-b".to_string(),
         pools: Pools::Named(BTreeSet::from(["pool".to_string()])),
+        service_selectors: Vec::new(),
         node_selectors: vec![Selector {
             labels: Labels::from([("kubernetes.io/hostname".to_string(), "b".to_string())]),
             ..Selector::default()
@@ -419,7 +487,9 @@ proptest! {
         let mut nodes = cluster(size);
         let mut services = many(count);
         let only_zone_a = L2Advertisement {
+            name: "zone-a".to_string(),
             pools: Pools::All,
+            service_selectors: Vec::new(),
             node_selectors: vec![Selector::from(&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
                 match_labels: Some([("zone".to_string(), "a".to_string())].into()),
                 ..Default::default()

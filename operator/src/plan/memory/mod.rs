@@ -496,6 +496,12 @@ impl Memory {
                 .or_else(|| active_now.get(&first));
             let same = kept.announced.as_ref().is_some_and(|a| {
                 a.local == service.local
+                    && service
+                        .object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .map_or(a.labels.is_empty(), |l| *l == a.labels)
                     && a.endpoint_nodes == *endpoints
                     && a.current.as_ref() == current
                     && a.avoid.as_ref() == snapshot.takeovers.from.get(&first)
