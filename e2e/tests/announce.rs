@@ -261,6 +261,28 @@ async fn local_traffic_policy_follows_the_endpoints_and_missing_advertisements_a
     let c = api.get("node-c").await.expect("node-c");
     assert_eq!(c.spec.l2[0].interfaces, ["eth1"]);
     assert_eq!(c.spec.l2[0].ips.to_string(), "10.101.0.0");
+    // The interface changed at run time (MetalLB's e2e checks the same):
+    // node-c is told to answer on the new one, and stays the one answering.
+    cluster
+        .kubectl(&[
+            "patch",
+            "l2advertisement",
+            "l2",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"interfaces":["eth2"]}}"#,
+        ])
+        .expect("patch");
+    until_async("node-c answers on eth2", WAIT, || async {
+        let c = api.get("node-c").await.map_err(|e| e.to_string())?;
+        match c.spec.l2.first() {
+            Some(entry) if entry.interfaces == ["eth2"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(active_for(&cluster, "10.101.0.0").await, "node-c");
 
     // A pool no L2Advertisement covers.
     cluster
@@ -382,21 +404,25 @@ async fn service_selectors_on_advertisements_pick_the_services_and_name_the_skip
             ))
             .expect("service");
     }
-    until_async("web is to be announced, api is not selected", WAIT, || async {
-        let web = cluster.announced("web");
-        let api = cluster.announced("api");
-        let web_ok = web.2.contains("L2:") && web.1 != "NotSelected";
-        let api_ok = api.0 == "False"
-            && api.1 == "NotSelected"
-            && api.2.contains("L2Advertisement 'frontends'")
-            && api.2.contains("BGPAdvertisement 'data-tier'")
-            && api.2.contains("pool shared");
-        if web_ok && api_ok {
-            Ok(())
-        } else {
-            Err(format!("web: {web:?}; api: {api:?}"))
-        }
-    })
+    until_async(
+        "web is to be announced, api is not selected",
+        WAIT,
+        || async {
+            let web = cluster.announced("web");
+            let api = cluster.announced("api");
+            let web_ok = web.2.contains("L2:") && web.1 != "NotSelected";
+            let api_ok = api.0 == "False"
+                && api.1 == "NotSelected"
+                && api.2.contains("L2Advertisement 'frontends'")
+                && api.2.contains("BGPAdvertisement 'data-tier'")
+                && api.2.contains("pool shared");
+            if web_ok && api_ok {
+                Ok(())
+            } else {
+                Err(format!("web: {web:?}; api: {api:?}"))
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let web = cluster.service_ip("web").expect("web's IP");
@@ -404,7 +430,10 @@ async fn service_selectors_on_advertisements_pick_the_services_and_name_the_skip
     let (active, _) = holders(&cluster, &web).await;
     assert_eq!(active.len(), 1, "one node answers for web: {active:?}");
     let (active, standby) = holders(&cluster, &api).await;
-    assert!(active.is_empty() && standby.is_empty(), "nobody answers for api");
+    assert!(
+        active.is_empty() && standby.is_empty(),
+        "nobody answers for api"
+    );
     // Labelled as the advertisement wants, api is announced too.
     cluster
         .kubectl(&["label", "svc", "api", "tier=frontend", "--overwrite"])

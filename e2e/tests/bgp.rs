@@ -773,6 +773,74 @@ fn frr_withdraws_when_a_speaker_dies_and_keeps_routes_stale_with_graceful_restar
     );
 }
 
+/// MetalLB's e2e checks the same: what a router advertises to a speaker is
+/// never installed on the node and never passed on to another peer.
+#[test]
+fn routes_a_router_sends_are_neither_installed_nor_passed_on() {
+    let mut t = topology(1);
+    let frr = frr(
+        &t,
+        &[0],
+        &[],
+        &["no bgp network import-check", "network 10.99.1.0/24"],
+        false,
+    );
+    let second = t
+        .network
+        .host("rtr2", "02:00:00:00:01:02", &["10.77.0.2/24"])
+        .expect("second router");
+    let gobgp = GoBgp::start(
+        &second,
+        &format!(
+            "[global.config]\n  as = 64501\n  router-id = \"10.77.0.2\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = 64512\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n",
+            node_v4(0)
+        ),
+    )
+    .expect("GoBGP");
+    let ours = [("172.20.6.1/32", &[][..], None)];
+    let _speaker = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[
+            session("frr", 64512, 64500, "10.77.0.1", &ours, ""),
+            session("gobgp", 64512, 64501, "10.77.0.2", &ours, ""),
+        ],
+        &[],
+    );
+    route_within(&frr, "172.20.6.1/32", LIMIT, |_| true);
+    route_within(&gobgp, "172.20.6.1/32", LIMIT, |_| true);
+    // FRR did send its route to the node.
+    until("FRR to advertise 10.99.1.0/24 to the node", LIMIT, || {
+        let sent = frr
+            .json(&format!(
+                "show bgp ipv4 unicast neighbors {} advertised-routes json",
+                node_v4(0)
+            ))
+            .ok()?;
+        sent.to_string().contains("10.99.1.0/24").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Some keepalives later: not installed, not passed on.
+    std::thread::sleep(Duration::from_secs(4));
+    let table = t.nodes[0]
+        .run("ip", &["route", "show", "table", "all", "10.99.1.0/24"])
+        .expect("ip route");
+    assert!(
+        String::from_utf8_lossy(&table.stdout).trim().is_empty(),
+        "installed on the node: {}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    assert_eq!(
+        gobgp.route("10.99.1.0/24").expect("gobgp"),
+        None,
+        "the speaker passed FRR's route on to GoBGP"
+    );
+    assert!(
+        gobgp.route("172.20.6.1/32").expect("gobgp").is_some(),
+        "and its own route is still there"
+    );
+}
+
 #[test]
 fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_back() {
     let t = topology(1);

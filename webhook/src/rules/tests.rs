@@ -428,6 +428,9 @@ fn service_selectors_are_checked_and_keep_disjoint_local_prefs_apart() {
     let everything = adv("all", "{ipAddressPools: [p], localPref: 200}");
     denied_with(
         &bgp_advertisement(&everything, &snapshot),
-        &["spec.localPref: 200 conflicts with BGPAdvertisement 'web'", "serviceSelectors"],
+        &[
+            "spec.localPref: 200 conflicts with BGPAdvertisement 'web'",
+            "serviceSelectors",
+        ],
     );
 }

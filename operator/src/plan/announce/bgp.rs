@@ -666,7 +666,9 @@ mod tests {
     #[test]
     fn service_selectors_pick_the_services_an_advertisement_carries() {
         let selector = |app: &str| -> Selector {
-            Selector::from(&serde_json::from_value(serde_json::json!({"matchLabels": {"app": app}})).unwrap())
+            Selector::from(
+                &serde_json::from_value(serde_json::json!({"matchLabels": {"app": app}})).unwrap(),
+            )
         };
         let mut web_only = advertisement();
         web_only.service_selectors = vec![selector("web")];
