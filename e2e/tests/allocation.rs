@@ -371,6 +371,72 @@ async fn dual_stack_services() {
     assert_eq!(prefer.ips, [ip("10.50.0.1"), ip("fd00:50::")]);
 }
 
+/// MetalLB's e2e walks a Service through the ipFamilyPolicy changes a user
+/// makes; each keeps the IP of the family that stays, and gains or frees
+/// the other.
+#[tokio::test]
+async fn ip_family_policy_transitions_keep_the_ip_that_stays() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .apply_ok(&pool_yaml("v4", &["10.51.0.0/29"], ""))
+        .expect("v4");
+    cluster
+        .apply_ok(&pool_yaml("v6", &["fd00:51::/125"], ""))
+        .expect("v6");
+    let _operator = cluster.operator("solo", &[]).expect("operator");
+    let set = |name: &str, policy: &str, families: &str| {
+        cluster
+            .apply_ok(&service_yaml(
+                "default",
+                name,
+                "",
+                &format!("  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n"),
+            ))
+            .unwrap_or_else(|e| panic!("{name} {policy} {families}: {e}"));
+    };
+    let families = |a: &Allocation| -> Vec<bool> { a.ips.iter().map(IpAddr::is_ipv4).collect() };
+    let wait = |name: &'static str, want: Vec<bool>| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .wait_allocation("default", name, WAIT, |a| families(a) == want)
+                .await
+                .unwrap_or_else(|e| panic!("{name} families {want:?}: {e}"))
+        }
+    };
+    set("flip", "SingleStack", "[IPv4]");
+    let first = wait("flip", vec![true]).await.ips[0];
+    let steps: [(&str, &str, Vec<bool>); 6] = [
+        ("PreferDualStack", "[IPv4, IPv6]", vec![true, false]),
+        ("RequireDualStack", "[IPv4, IPv6]", vec![true, false]),
+        ("PreferDualStack", "[IPv4, IPv6]", vec![true, false]),
+        ("SingleStack", "[IPv4]", vec![true]),
+        ("RequireDualStack", "[IPv4, IPv6]", vec![true, false]),
+        ("SingleStack", "[IPv4]", vec![true]),
+    ];
+    let mut v6: Option<IpAddr> = None;
+    for (policy, list, want) in steps {
+        set("flip", policy, list);
+        let now = wait("flip", want.clone()).await;
+        assert_eq!(now.ips[0], first, "{policy}: the IPv4 address stays");
+        if want.len() == 2 {
+            // Unchanged while the policy stays dual, whichever one.
+            if let Some(before) = v6 {
+                assert_eq!(now.ips[1], before, "{policy}: the IPv6 address stays");
+            }
+            v6 = Some(now.ips[1]);
+        } else {
+            v6 = None;
+        }
+    }
+    // IPv6 first: the IPv6 address stays primary, IPv4 joins behind it.
+    set("six-first", "SingleStack", "[IPv6]");
+    let six = wait("six-first", vec![false]).await.ips[0];
+    set("six-first", "PreferDualStack", "[IPv6, IPv4]");
+    let both = wait("six-first", vec![false, true]).await;
+    assert_eq!(both.ips[0], six, "the IPv6 address stays first");
+}
+
 #[tokio::test]
 async fn editing_or_deleting_a_pool_keeps_ips_and_explains() {
     let cluster = TestCluster::start().await.expect("cluster");
