@@ -158,21 +158,21 @@ impl TestCluster {
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let base = format!("https://127.0.0.1:{port}/validate");
         // As config/webhook has it: Fail on create and update, Ignore on
-        // deletes (pools, BFDProfiles).
-        let hook = |name: &str, kind: &str, operations: &str, policy: &str| {
+        // the one entry for deletes (pools, BFDProfiles).
+        let hook = |name: &str, path: &str, operations: &str, policy: &str| {
+            let resources = if path == "deletes" {
+                "ipaddresspools, bfdprofiles"
+            } else {
+                path
+            };
             format!(
-                "- name: {name}.ferrolb.io\n  clientConfig: {{url: '{base}/{kind}'{bundle}}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{kind}]}}]\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
+                "- name: {name}.ferrolb.io\n  clientConfig: {{url: '{base}/{path}'{bundle}}}\n  rules: [{{apiGroups: [ferrolb.io], apiVersions: [v1alpha1], operations: [{operations}], resources: [{resources}]}}]\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n"
             )
         };
         let config = format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}{}{}",
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: ferrolb-webhook}}\nwebhooks:\n{}{}{}{}{}",
             hook("ipaddresspools", "ipaddresspools", "CREATE, UPDATE", "Fail"),
-            hook(
-                "ipaddresspool-deletes",
-                "ipaddresspools",
-                "DELETE",
-                "Ignore"
-            ),
+            hook("ipaddresspool-deletes", "deletes", "DELETE", "Ignore"),
             hook(
                 "l2advertisements",
                 "l2advertisements",
@@ -186,7 +186,6 @@ impl TestCluster {
                 "CREATE, UPDATE",
                 "Fail"
             ),
-            hook("bfdprofile-deletes", "bfdprofiles", "DELETE", "Ignore"),
         );
         self.apply_ok(&config)?;
         let mut args = vec![

@@ -122,8 +122,8 @@ fn helm_installs_upgrades_under_traffic_and_uninstalls_keeping_the_users_objects
         "-o",
         "jsonpath={.webhooks[*].failurePolicy}",
     ]);
-    // Every entry: the four the value sets and the two deletes (always Ignore).
-    assert_eq!(policies, "Ignore Ignore Ignore Ignore Ignore Ignore");
+    // Every entry: the four the value sets and the deletes (always Ignore).
+    assert_eq!(policies, "Ignore Ignore Ignore Ignore Ignore");
     assert_eq!(ca(), ca_before, "the upgrade kept the webhook's caBundle");
     let replicas = real.kubectl(&[
         "-n",

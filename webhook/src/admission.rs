@@ -204,6 +204,14 @@ impl Handler {
         };
         let mut response = AdmissionResponse::from(&request);
         let name = request.name.clone();
+        // The one delete entry (`/validate/deletes`) carries several kinds:
+        // the request names its resource.
+        let resource = request.resource.resource.clone();
+        let kind = if kind == DELETES && KINDS.contains(&resource.as_str()) {
+            resource.as_str()
+        } else {
+            kind
+        };
         let outcome = match self.decide(kind, &request).await {
             Ok(verdict) => {
                 if !verdict.warnings.is_empty() {
@@ -231,18 +239,25 @@ impl Handler {
     }
 }
 
+/// The path of the webhook entry for deletes, of every kind that has rules
+/// for them. One entry, not one per kind: the webhook writes `caBundle` into
+/// each entry, so an entry a later version drops would be left half-written
+/// by a server-side apply (Helm's rollback) and refused. Entries are never
+/// added or removed, only their rules and paths change.
+const DELETES: &str = "deletes";
+
 async fn validate(
     State(handler): State<Handler>,
     Path(kind): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !KINDS.contains(&kind.as_str()) {
+    if !KINDS.contains(&kind.as_str()) && kind != DELETES {
         return (StatusCode::NOT_FOUND, format!("no endpoint for {kind}")).into_response();
     }
     Json(handler.review(&kind, &body).await).into_response()
 }
 
-/// The admission routes: `POST /validate/{ipaddresspools|l2advertisements|bgppeers|bgpadvertisements|bfdprofiles}`,
+/// The admission routes: `POST /validate/{ipaddresspools|l2advertisements|bgppeers|bgpadvertisements|bfdprofiles|deletes}`,
 /// plus `/healthz` and `/readyz` so probes can use the TLS port too.
 pub fn router(handler: Handler) -> Router {
     Router::new()
