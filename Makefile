@@ -15,8 +15,8 @@ help:
 	@echo "make demo-down     stop everything make demo started and remove it"
 	@echo "make demo-lite     the same job with ferrolb as processes against a bare kube-apiserver (no kubelet)"
 	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier, on Kubernetes 1.37"
-	@echo "make versions      just the older Kubernetes lanes (part of make test): the apiserver tier on 1.35 and 1.36, the real-cluster tier on 1.35"
-	@echo "make upgrade       just the upgrade lane (part of make test): from an earlier commit and back under traffic, kubectl and Helm"
+	@echo "make versions      the older Kubernetes lanes (not yet in make test): the apiserver tier on 1.35 and 1.36, the real-cluster tier on 1.35"
+	@echo "make upgrade       upgrade from an earlier commit and back under traffic, kubectl and Helm (not yet in make test)"
 	@echo "make image         ferrolb's image (and the test images) as OCI archives in .cache/images, tag = the version"
 	@echo "make release       dist/ferrolb-VERSION: ferrolb.yaml, the image archive, the Helm chart, the kubectl plugin + krew manifest, SHA256SUMS"
 	@echo "make real-up       just the real cluster (3 nodes, images loaded); make real-down removes it"
@@ -70,18 +70,16 @@ bins:
 e2e: packages controlplane nodes bins
 	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
-# Every test on Kubernetes 1.37, then the older minors' lanes (versions.sh).
 test: packages controlplane nodes helm crds-check bins
 	$(CARGO) test --workspace
-	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 
-# The older Kubernetes versions' lanes alone (make test runs them too).
+# The older Kubernetes versions' lanes (not yet part of make test).
 versions: packages bins
 	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 
-# The upgrade lane from an earlier commit alone (make test runs it too).
+# The upgrade lane from an earlier commit (not yet part of make test).
 upgrade: packages controlplane nodes helm bins
-	$(CARGO) test -p ferrolb-e2e --test upgrade -- --nocapture
+	$(CARGO) test -p ferrolb-e2e --test upgrade -- --ignored --nocapture
 
 bench:
 	$(CARGO) bench -p ferrolb-operator --bench allocation
