@@ -238,6 +238,17 @@ impl Real {
         frr
     }
 
+    /// Applies `objects` until they are admitted (90 s at most): the
+    /// webhook may still be coming up, and a GitOps tool retries too.
+    pub fn admit(&self, objects: &str) {
+        until(
+            "the objects to be admitted",
+            Duration::from_secs(90),
+            || self.apply(objects).status.success().then_some(()),
+        )
+        .expect("objects applied");
+    }
+
     /// Helm as admin in ferrolb-system; panics with its output when it
     /// fails.
     pub fn helm(&self, args: &[&str]) -> String {

@@ -498,12 +498,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         l2_to = slot.host_ip(220),
         bgp = bgp_objects(slot, ", bfdProfile: fast"),
     );
-    until(
-        "the objects to be admitted",
-        Duration::from_secs(90),
-        || real.apply(&objects).status.success().then_some(()),
-    )
-    .expect("objects applied");
+    real.admit(&objects);
     real.apply(&ECHO.replace("TAG", TAG));
     let chaos = Chaos { real, frr };
     let none = Done {

@@ -243,12 +243,7 @@ fn lane(how: Install, name: &str) {
         slot.host_ip(220),
         bgp_objects(slot, ", enableGracefulRestart: true"),
     );
-    until(
-        "the objects to be admitted",
-        Duration::from_secs(90),
-        || real.apply(&objects).status.success().then_some(()),
-    )
-    .expect("objects applied");
+    real.admit(&objects);
     real.apply(&ECHO.replace("TAG", TAG));
     // The layer 2 Services settle (announced, fast failover armed); the BGP
     // one answers through FRR below.
