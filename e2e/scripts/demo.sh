@@ -11,6 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${DEMO_DIR:-$root/.cache/demo}
+mkdir -p "$(dirname "$dir")"
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, cgroups, mounts)" >&2; exit 1; }
 bash "$root/e2e/scripts/need-packages.sh"
 real=("$root/target/debug/ferrolb-realcluster" --dir "$dir")
