@@ -7,17 +7,8 @@
 # e2e/kubernetes. Prints the folder holding the binaries on its last line.
 set -euo pipefail
 
-# One pin per supported Kubernetes minor, in e2e/kubernetes/<minor>;
-# FERROLB_KUBERNETES picks one (the newest by default).
-version=${FERROLB_KUBERNETES:-1.37}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-here="$root/e2e/kubernetes/$version"
-if [ ! -f "$here/go.mod" ]; then
-  echo "no Kubernetes pin for FERROLB_KUBERNETES=$version: the pins are $(ls "$root/e2e/kubernetes" | tr '\n' ' ')" >&2
-  exit 1
-fi
-cache=${FERROLB_CACHE:-$root/.cache}
-key=$(cat "$here/go.mod" "$here/go.sum" "$0" | sha256sum | cut -c1-16)
+source "$(dirname "$0")/pin.sh"
+key=$(cat "$here/go.mod" "$here/go.sum" "$0" "$(dirname "$0")/pin.sh" | sha256sum | cut -c1-16)
 out="$cache/nodes/$key"
 
 if [ -x "$out/kubelet" ] && [ -x "$out/kube-proxy" ] && [ -x "$out/kube-scheduler" ]; then
