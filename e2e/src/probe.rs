@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -115,9 +115,62 @@ fn enter(namespace: &str) {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
+/// The source ports the probes of this process take in turn, so that a
+/// client never reuses a 4-tuple within a node's conntrack lifetime for an
+/// unanswered SYN (`nf_conntrack_tcp_timeout_syn_sent`, 120 s).
+///
+/// Why: the kernel's own choice reuses a port towards one destination after
+/// about 3,000 connections (60 s at 50 per second). When a crashed node's
+/// Pods come back under new IPs, kube-proxy leaves the SYN_SENT entries that
+/// pointed at the old endpoints (it cleans up only UDP entries), and every
+/// reuse of such a tuple is DNATed to the dead endpoint again and renews the
+/// entry. One client hammering one IP then fails a request a minute or two
+/// after the node is back: Kubernetes' behaviour, not the load balancer's,
+/// and one that many clients with their own ports do not show.
+static SOURCE_PORT: AtomicU16 = AtomicU16::new(FIRST_SOURCE_PORT);
+const FIRST_SOURCE_PORT: u16 = 20_000;
+const LAST_SOURCE_PORT: u16 = 60_999;
+
+fn next_source_port() -> u16 {
+    SOURCE_PORT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+            Some(if p >= LAST_SOURCE_PORT {
+                FIRST_SOURCE_PORT
+            } else {
+                p + 1
+            })
+        })
+        .unwrap_or(FIRST_SOURCE_PORT)
+}
+
+/// A TCP connection to `target` from the next free source port of
+/// [`SOURCE_PORT`]'s rotation.
+fn connect(target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let domain = Domain::for_address(target);
+    let unspecified: std::net::IpAddr = if target.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let mut last = None;
+    for _ in 0..64 {
+        let socket = Socket::new(domain, Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        let from = SocketAddr::new(unspecified, next_source_port());
+        if let Err(e) = socket.bind(&from.into()) {
+            last = Some(e);
+            continue;
+        }
+        socket.connect_timeout(&target.into(), timeout)?;
+        return Ok(socket.into());
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no source port free")))
+}
+
 fn get(target: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1))
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream =
+        connect(target, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| format!("socket: {e}"))?;

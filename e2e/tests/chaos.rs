@@ -436,6 +436,14 @@ fn keep_logs(chaos: &Chaos, root: &std::path::Path, run: Duration) {
             let _ = std::fs::copy(entry.path(), dir.join(entry.file_name()));
         }
     }
+    // The nodes' own daemons: the kubelet's sandbox and container
+    // collection, containerd's CNI calls and kube-proxy's syncs.
+    for node in &chaos.real.cluster.nodes {
+        for daemon in ["kubelet", "containerd", "kube-proxy"] {
+            let from = node.dir.join(format!("{daemon}.log"));
+            let _ = std::fs::copy(&from, dir.join(format!("{}-{daemon}.log", node.name)));
+        }
+    }
     println!("CHAOS logs kept in {}", dir.display());
 }
 
@@ -669,6 +677,15 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
             end.as_secs_f64(),
             lost.len()
         );
+        for at in &lost {
+            let why = samples[SERVICES.iter().position(|s| s == service).unwrap_or(0)]
+                .tcp
+                .iter()
+                .find(|r| r.at.saturating_duration_since(origin) == *at)
+                .and_then(|r| r.error.clone())
+                .unwrap_or_default();
+            println!("CHAOS {service}: failed at {:.2}s: {why}", at.as_secs_f64());
+        }
         if let Some(first) = lost.first() {
             violations.push(format!(
                 "{service}: {} requests failed outside every fault's window, the first at {:.2}s",
@@ -701,9 +718,7 @@ fn a_seeded_schedule_of_faults_keeps_every_service_serving_within_its_bounds() {
         end.as_secs_f64(),
         violations.len()
     );
-    if !violations.is_empty() {
-        keep_logs(&chaos, &root, end);
-    }
+    keep_logs(&chaos, &root, end);
     assert!(
         violations.is_empty(),
         "seed {seed} (replay: FERROLB_CHAOS_SEED={seed}):\n{}\n{}",
