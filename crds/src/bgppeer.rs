@@ -143,6 +143,15 @@ pub struct BGPPeerSpec {
     #[serde(default)]
     pub enable_graceful_restart: bool,
 
+    /// Carry both address families on this one session (MetalLB's field):
+    /// an IPv4 session also advertises the IPv6 prefixes, with this node's
+    /// IPv6 address on the session's interface as next hop, and an IPv6
+    /// session the IPv4 ones. A family the router does not offer, or one for
+    /// which the node has no address there, is not sent, and the session's
+    /// status says so.
+    #[serde(default)]
+    pub dual_stack_address_family: bool,
+
     /// The BFDProfile whose BFD session guards this peer's BGP sessions: when
     /// BFD goes down (a node or link failure), the BGP session goes down at
     /// once instead of after the hold time. Unset: no BFD.

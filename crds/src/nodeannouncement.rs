@@ -191,6 +191,9 @@ pub struct BgpSession {
     /// Negotiate graceful restart.
     #[serde(default)]
     pub enable_graceful_restart: bool,
+    /// Offer both address families on this session.
+    #[serde(default)]
+    pub dual_stack_address_family: bool,
     /// The TCP-MD5 password's Secret key; the value itself is never written here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,

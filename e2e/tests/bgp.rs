@@ -841,6 +841,172 @@ fn routes_a_router_sends_are_neither_installed_nor_passed_on() {
     );
 }
 
+/// MetalLB's `dynamicASN`: the peer's AS is not written down, only whether
+/// it is ours. FRR (AS 64500) peers with two speakers of AS 64512: the one
+/// that expects an external peer establishes and its route is installed; the
+/// one that expects an internal peer refuses FRR's OPEN with a Bad Peer AS
+/// NOTIFICATION and says why.
+#[test]
+fn frr_peers_with_a_dynamic_external_asn_and_a_dynamic_internal_one_refuses_it() {
+    let t = topology(2);
+    let router = frr(&t, &[0, 1], &[], &[], false);
+    let dynamic = |kind: &str, prefix: &'static str| {
+        session(
+            "dynamic",
+            64512,
+            64500,
+            "10.77.0.1",
+            &[(prefix, &[], None)],
+            "",
+        )
+        .replace("peerASN: 64500", &format!("dynamicASN: {kind}"))
+    };
+    let _external = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[dynamic("external", "172.20.6.1/32")],
+        &[],
+    );
+    let internal = Speaker::start(
+        &t.nodes[1],
+        t.dir.path(),
+        &[dynamic("internal", "172.20.6.2/32")],
+        &[],
+    );
+    route_within(&router, "172.20.6.1/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    // Several connect attempts of the refused one (2 s apart).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_ne!(router.neighbor_state(&node_v4(1)).unwrap(), "Established");
+    assert!(router.route("172.20.6.2/32").unwrap().is_none());
+    let log = internal.log();
+    assert!(
+        log.contains("the peer says it is AS 64500; expected a dynamic internal AS"),
+        "the session's status says why: {log}"
+    );
+}
+
+/// `dualStackAddressFamily`: one session carries both families. Over IPv4
+/// (node 0) the IPv6 prefix goes with the node's global IPv6 address as next
+/// hop; over IPv6 (node 1) the IPv4 prefix with the node's IPv4 address. A
+/// router that does not activate IPv6 for a session (node 2) gets the IPv4
+/// prefix only, and the speaker says why the other is not sent.
+#[test]
+fn frr_takes_both_families_over_one_session_of_either_family() {
+    let t = topology(3);
+    let neighbors = vec![
+        (node_v4(0), 64512),
+        (node_v6(1), 64512),
+        (node_v4(2), 64512),
+    ];
+    let config = frr_config(64500, "10.77.0.1", &neighbors, &[], &[], false).replace(
+        &format!("  neighbor {} activate\n", node_v6(1)),
+        &format!(
+            "  neighbor {} activate\n  neighbor {} activate\n",
+            node_v6(1),
+            node_v4(0)
+        ),
+    );
+    let router = Frr::start(&t.router, &config).unwrap();
+    let both = |name: &str, address: &str, i: usize| {
+        let (v4, v6) = (
+            format!("172.20.8.{}/32", i + 1),
+            format!("fd20:8::{}/128", i + 1),
+        );
+        session(
+            name,
+            64512,
+            64500,
+            address,
+            &[(v4.as_str(), &[], None), (v6.as_str(), &[], None)],
+            "    dualStackAddressFamily: true\n",
+        )
+    };
+    let _over_v4 = Speaker::start(
+        &t.nodes[0],
+        t.dir.path(),
+        &[both("v4", "10.77.0.1", 0)],
+        &[],
+    );
+    let _over_v6 = Speaker::start(&t.nodes[1], t.dir.path(), &[both("v6", "fd77::1", 1)], &[]);
+    let refused = Speaker::start(
+        &t.nodes[2],
+        t.dir.path(),
+        &[both("v4only", "10.77.0.1", 2)],
+        &[],
+    );
+    route_within(&router, "fd20:8::1/128", LIMIT, |r| {
+        r.next_hops == vec![node_v6(0)]
+    });
+    route_within(&router, "172.20.8.1/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(0)]
+    });
+    route_within(&router, "172.20.8.2/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(1)]
+    });
+    route_within(&router, "fd20:8::2/128", LIMIT, |r| {
+        r.next_hops == vec![node_v6(1)]
+    });
+    route_within(&router, "172.20.8.3/32", LIMIT, |r| {
+        r.next_hops == vec![node_v4(2)]
+    });
+    assert!(router.route("fd20:8::3/128").unwrap().is_none());
+    let log = refused.log();
+    assert!(
+        log.contains("the peer does not offer both address families"),
+        "the speaker says why the IPv6 prefix is not sent: {log}"
+    );
+}
+
+/// The same with BIRD: an IPv4 session and an IPv6 one, each with both
+/// channels, take both of a node's prefixes with next hops of their own family.
+#[test]
+fn bird_takes_both_families_over_one_session_of_either_family() {
+    let t = topology(2);
+    let both = "ipv4 { import all; export none; }; ipv6 { import all; export none; };";
+    let config = format!(
+        "router id 10.77.0.1;\nprotocol device {{}}\n\
+         protocol bgp d4 {{ local 10.77.0.1 as 64500; neighbor {} as 64512; {both} }}\n\
+         protocol bgp d6 {{ local fd77::1 as 64500; neighbor {} as 64512; {both} }}\n",
+        node_v4(0),
+        node_v6(1),
+    );
+    let bird = Bird::start(&t.router, &config).unwrap();
+    let prefixes = |i: usize| {
+        (
+            format!("172.20.9.{}/32", i + 1),
+            format!("fd20:9::{}/128", i + 1),
+        )
+    };
+    let speakers: Vec<Speaker> = [(0, "10.77.0.1"), (1, "fd77::1")]
+        .iter()
+        .map(|(i, router)| {
+            let (v4, v6) = prefixes(*i);
+            Speaker::start(
+                &t.nodes[*i],
+                t.dir.path(),
+                &[session(
+                    "both",
+                    64512,
+                    64500,
+                    router,
+                    &[(v4.as_str(), &[], None), (v6.as_str(), &[], None)],
+                    "    dualStackAddressFamily: true\n",
+                )],
+                &[],
+            )
+        })
+        .collect();
+    for i in 0..2 {
+        let (v4, v6) = prefixes(i);
+        route_within(&bird, &v4, LIMIT, |r| r.next_hops == vec![node_v4(i)]);
+        route_within(&bird, &v6, LIMIT, |r| r.next_hops == vec![node_v6(i)]);
+    }
+    drop(speakers);
+    let _ = bird.log();
+}
+
 #[test]
 fn frr_route_refresh_is_answered_and_restarting_brings_the_session_and_routes_back() {
     let t = topology(1);

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         multihop: false,
         graceful_restart: true,
         password: None,
+        dual_stack: false,
     };
     let local = Local {
         asn: 64512,

@@ -473,6 +473,23 @@ mod tests {
     }
 
     #[test]
+    fn a_metallb_peer_local_asn_becomes_its_my_asn_and_dual_stack_is_kept() {
+        let text = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor, namespace: metallb-system}\nspec: {myASN: 64512, localASN: 64600, dynamicASN: external, peerAddress: 10.0.0.1, dualStackAddressFamily: true}\n";
+        let out = convert(text).unwrap();
+        let (notes, peer) = &out.objects[0];
+        assert_eq!(peer["spec"]["myASN"], 64600);
+        assert!(peer["spec"].get("localASN").is_none());
+        assert_eq!(peer["spec"]["dynamicASN"], "external");
+        assert_eq!(peer["spec"]["dualStackAddressFamily"], true);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("localASN 64600 is this peer's myASN")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
     fn a_metallb_io_pool_entry_is_checked_too() {
         let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan, namespace: metallb-system}\nspec:\n  addresses:\n  - 10.0.0.1 to 10.0.0.9\n";
         let error = convert(text).unwrap_err();

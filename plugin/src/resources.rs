@@ -48,6 +48,7 @@ fn same_fields(kind: &str) -> &'static [&'static str] {
             "ebgpMultiHop",
             "enableGracefulRestart",
             "dynamicASN",
+            "dualStackAddressFamily",
             "bfdProfile",
         ],
         "BFDProfile" => &[
@@ -175,6 +176,8 @@ pub fn convert(
                     ),
                 );
             }
+            // Applied after the loop: it wins over myASN.
+            ("BGPPeer", "localASN") => {}
             ("BFDProfile", "echoMode" | "echoInterval") => {
                 if value != &json!(false) {
                     warn(
@@ -188,6 +191,16 @@ pub fn convert(
                 format!("{at}: spec.{field} has no ferrolb equivalent; left out"),
             ),
         }
+    }
+    if kind == "BGPPeer"
+        && let Some(local) = spec.get("localASN")
+    {
+        // MetalLB's per-peer override of the one router-wide myASN; ferrolb's
+        // myASN is per peer already.
+        out.insert("myASN".into(), local.clone());
+        one.notes.push(format!(
+            "spec.localASN {local} is this peer's myASN (myASN is per peer in ferrolb)"
+        ));
     }
     one.object = Some(json!({
         "apiVersion": "ferrolb.io/v1alpha1",

@@ -37,6 +37,7 @@ fn peer(port: u16) -> Peer {
         multihop: false,
         graceful_restart: false,
         password: None,
+        dual_stack: false,
     }
 }
 

@@ -319,6 +319,7 @@ pub fn bgp_peers(peers: &[Arc<BGPPeer>], profiles: &[Arc<BFDProfile>]) -> Vec<bg
                     connect_time: connect.into(),
                     ebgp_multi_hop: spec.ebgp_multi_hop,
                     enable_graceful_restart: spec.enable_graceful_restart,
+                    dual_stack_address_family: spec.dual_stack_address_family,
                     password_secret_ref: spec.password_secret_ref.clone(),
                     bfd: spec.bfd_profile.as_ref().and_then(|wanted| {
                         profiles

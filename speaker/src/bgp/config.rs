@@ -39,6 +39,8 @@ pub struct Peer {
     pub multihop: bool,
     /// Negotiate graceful restart.
     pub graceful_restart: bool,
+    /// Offer both address families, whatever the session's own.
+    pub dual_stack: bool,
     /// The TCP-MD5 password's Secret key.
     pub password: Option<SecretKeyRef>,
 }
@@ -107,6 +109,7 @@ pub fn read(session: &BgpSession) -> Result<Session, String> {
         connect_retry: session.connect_time.0,
         multihop: session.ebgp_multi_hop,
         graceful_restart: session.enable_graceful_restart,
+        dual_stack: session.dual_stack_address_family,
         password: session.password_secret_ref.clone(),
     };
     let mut routes = Routes::new();

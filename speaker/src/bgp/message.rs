@@ -165,7 +165,9 @@ pub fn check_open(
     if !peer.accepts_asn(peer_asn) {
         let expected = match (peer.peer_asn, peer.dynamic) {
             (Some(asn), _) => format!("AS {asn}"),
-            (None, Some(kind)) => format!("a dynamic {kind:?} AS").to_lowercase(),
+            (None, Some(kind)) => {
+                format!("a dynamic {} AS", format!("{kind:?}").to_lowercase())
+            }
             (None, None) => "a configured AS".to_string(),
         };
         return Err((
@@ -259,6 +261,47 @@ impl Sender {
                 None => (None, Some(v6)),
             },
         }
+    }
+
+    /// The next hops from the connection's local address and, with
+    /// `dual_stack`, this node's address of the other family on the same
+    /// interface (`addresses`: each interface's name and address). An IPv6
+    /// next hop must be global (a router a hop away cannot use a link-local
+    /// one without the interface); none found: that family is not sent.
+    pub fn next_hops_on(
+        local: IpAddr,
+        dual_stack: bool,
+        addresses: &[(String, IpAddr)],
+    ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let (mut v4, mut v6) = Self::next_hops(local);
+        if !dual_stack {
+            return (v4, v6);
+        }
+        let local = local.to_canonical();
+        let Some(interface) = addresses
+            .iter()
+            .find(|(_, a)| *a == local)
+            .map(|(name, _)| name)
+        else {
+            return (v4, v6);
+        };
+        for (_, address) in addresses.iter().filter(|(name, _)| name == interface) {
+            match address {
+                IpAddr::V4(a) if v4.is_none() && !a.is_loopback() && !a.is_link_local() => {
+                    v4 = Some(*a)
+                }
+                IpAddr::V6(a)
+                    if v6.is_none()
+                        && !a.is_loopback()
+                        && !a.is_unicast_link_local()
+                        && a.to_ipv4_mapped().is_none() =>
+                {
+                    v6 = Some(*a)
+                }
+                _ => {}
+            }
+        }
+        (v4, v6)
     }
 
     /// Whether routes of `family` can be sent (a next hop of that family exists).
@@ -510,6 +553,56 @@ mod tests {
     use netgauze_bgp_pkt::codec::BgpCodec;
     use tokio_util::codec::{Decoder, Encoder};
 
+    #[test]
+    fn a_dual_stack_session_takes_the_other_family_from_its_own_interface() {
+        let addresses: Vec<(String, IpAddr)> = [
+            ("lo", "127.0.0.1"),
+            ("lo", "::1"),
+            ("eth0", "192.168.5.11"),
+            ("eth0", "fe80::1"),
+            ("eth0", "fd00:5::11"),
+            ("eth1", "10.9.0.11"),
+            ("eth1", "fd00:9::11"),
+        ]
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
+        .collect();
+        let v4: IpAddr = "192.168.5.11".parse().unwrap();
+        let v6: IpAddr = "fd00:9::11".parse().unwrap();
+        // Over IPv4 on eth0: eth0's global IPv6 address, not its link-local one.
+        assert_eq!(
+            Sender::next_hops_on(v4, true, &addresses),
+            (
+                Some("192.168.5.11".parse().unwrap()),
+                Some("fd00:5::11".parse().unwrap())
+            )
+        );
+        // Over IPv6 on eth1: eth1's IPv4 address, not eth0's.
+        assert_eq!(
+            Sender::next_hops_on(v6, true, &addresses),
+            (
+                Some("10.9.0.11".parse().unwrap()),
+                Some("fd00:9::11".parse().unwrap())
+            )
+        );
+        // Not asked, or no address of the other family there: one family.
+        assert_eq!(
+            Sender::next_hops_on(v4, false, &addresses),
+            (Some("192.168.5.11".parse().unwrap()), None)
+        );
+        let only_v4: Vec<(String, IpAddr)> = vec![("eth0".into(), v4)];
+        assert_eq!(
+            Sender::next_hops_on(v4, true, &only_v4),
+            (Some("192.168.5.11".parse().unwrap()), None)
+        );
+        // An IPv4-mapped local address is the IPv4 one.
+        let mapped: IpAddr = "::ffff:192.168.5.11".parse().unwrap();
+        assert_eq!(
+            Sender::next_hops_on(mapped, true, &addresses).1,
+            Some("fd00:5::11".parse().unwrap())
+        );
+    }
+
     fn peer() -> Peer {
         Peer {
             name: "r".into(),
@@ -526,6 +619,7 @@ mod tests {
             multihop: false,
             graceful_restart: true,
             password: None,
+            dual_stack: false,
         }
     }
 

@@ -366,6 +366,24 @@ fn router_id(peer: &Peer, local: IpAddr) -> Ipv4Addr {
     }
 }
 
+/// Each interface's addresses in this network namespace (none on error).
+fn interface_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(entries) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let address = entry.address?;
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(address.as_sockaddr_in6()?.ip())
+            };
+            Some((entry.interface_name, ip))
+        })
+        .collect()
+}
+
 /// The routes that can go to this peer: negotiated families with a next hop.
 fn sendable(routes: &Routes, negotiated: &Negotiated, sender: &Sender) -> Routes {
     routes
@@ -479,7 +497,25 @@ async fn run(
                         .and_then(|f| f.get_ref().local_addr().ok())
                         .map(|a| a.ip());
                     if let (Some(framed), Some(local)) = (connection.as_mut(), local) {
-                        let (next_hop_v4, next_hop_v6) = Sender::next_hops(local);
+                        let addresses = if peer.dual_stack {
+                            interface_addresses()
+                        } else {
+                            Vec::new()
+                        };
+                        let (next_hop_v4, next_hop_v6) =
+                            Sender::next_hops_on(local, peer.dual_stack, &addresses);
+                        for family in &negotiated.families {
+                            let missing = match family {
+                                Family::V4 => next_hop_v4.is_none(),
+                                Family::V6 => next_hop_v6.is_none(),
+                            };
+                            if missing {
+                                tracing::warn!(session = %peer.name, ?family, "no address of this family on the session's interface: its prefixes are not sent");
+                            }
+                        }
+                        if peer.dual_stack && negotiated.families.len() < 2 {
+                            tracing::warn!(session = %peer.name, families = ?negotiated.families, "the peer does not offer both address families: only these are sent");
+                        }
                         session = Established {
                             sender: Some(Sender {
                                 asn: peer.my_asn,
@@ -547,9 +583,10 @@ async fn run(
                                 asn: peer.my_asn,
                                 router_id: router_id(&peer, address.ip()),
                                 hold_time: u16::try_from(peer.hold_time.as_secs()).unwrap_or(u16::MAX),
-                                families: match peer.address {
-                                    IpAddr::V4(_) => vec![Family::V4],
-                                    IpAddr::V6(_) => vec![Family::V6],
+                                families: match (peer.dual_stack, peer.address) {
+                                    (true, _) => vec![Family::V4, Family::V6],
+                                    (false, IpAddr::V4(_)) => vec![Family::V4],
+                                    (false, IpAddr::V6(_)) => vec![Family::V6],
                                 },
                                 graceful_restart: peer.graceful_restart,
                             };

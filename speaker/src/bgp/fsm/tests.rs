@@ -24,6 +24,7 @@ fn peer() -> Peer {
         multihop: false,
         graceful_restart: true,
         password: None,
+        dual_stack: false,
     }
 }
 
