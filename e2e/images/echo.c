@@ -2,6 +2,8 @@
  * (default 8080, IPv6 and IPv4) is answered with the Pod's and the node's
  * names (POD_NAME, NODE_NAME from the downward API), so a client sees which
  * Pod on which node served it. One connection at a time, HTTP/1.0 close.
+ * A child process answers every UDP datagram on the same port with the same
+ * names (a Service with TCP and UDP on one port).
  * On SIGTERM it goes on serving for two seconds (what a well-behaved app or
  * a preStop hook does while kube-proxy drops the Pod), then exits.
  * Built with `cc -static` into the test image localhost/echo. */
@@ -49,6 +51,24 @@ int main(void) {
                        "Connection: close\r\n\r\n%s",
                        length, body);
   fprintf(stderr, "echo: serving on %d as %s", port, body);
+  if (fork() == 0) {
+    int udp = socket(AF_INET6, SOCK_DGRAM, 0);
+    setsockopt(udp, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
+    if (bind(udp, (struct sockaddr *)&address, sizeof address) != 0) {
+      perror("echo: udp");
+      _exit(1);
+    }
+    for (;;) {
+      char datagram[512];
+      struct sockaddr_in6 from;
+      socklen_t size = sizeof from;
+      if (recvfrom(udp, datagram, sizeof datagram, 0, (struct sockaddr *)&from, &size) < 0)
+        continue;
+      if (sendto(udp, body, length, 0, (struct sockaddr *)&from, size) < 0) {
+        /* the client went away: nothing to do */
+      }
+    }
+  }
   for (;;) {
     int client = accept(server, NULL, NULL);
     if (client < 0) continue;

@@ -188,6 +188,37 @@ fn get(target: SocketAddr) -> Result<String, String> {
     Ok(body.to_string())
 }
 
+/// One UDP question to `ip`:`port` from `client`'s namespace: the answer, or
+/// why there was none within a second.
+pub fn udp_ask(client: &Host, ip: &str, port: u16) -> Result<String, String> {
+    let target: SocketAddr = format!("{ip}:{port}")
+        .parse()
+        .map_err(|e| format!("{ip}: {e}"))?;
+    let namespace = client.namespace.clone();
+    std::thread::spawn(move || {
+        enter(&namespace);
+        let bind = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .send_to(b"who?", target)
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buffer = [0u8; 512];
+        let (n, _) = socket
+            .recv_from(&mut buffer)
+            .map_err(|e| format!("receive: {e}"))?;
+        Ok(String::from_utf8_lossy(&buffer[..n]).trim().to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the asking thread panicked".into()))
+}
+
 impl Prober {
     /// Starts probing `ip` (HTTP on `port`) from `client`, a TCP request
     /// every 50 ms.

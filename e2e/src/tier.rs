@@ -50,7 +50,9 @@ metadata: {name: echo, namespace: default}
 spec:
   type: LoadBalancer
   selector: {app: echo}
-  ports: [{port: 80, targetPort: 8080}]
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080}
+  - {name: udp, protocol: UDP, port: 80, targetPort: 8080}
 ---
 apiVersion: v1
 kind: Service

@@ -197,6 +197,20 @@ fn ferrolb_installed_from_config_default_serves_and_fails_over_on_real_nodes() {
         real.kubectl(&["get", "endpointslices", "-o", "wide"])
     );
 
+    // One port, two protocols (MetalLB's e2e checks it in layer 2): the
+    // Service's UDP port 80 is answered through the same IP and node.
+    let (mut asked, mut answer) = (0, Err(String::new()));
+    while asked < 30 && answer.is_err() {
+        asked += 1;
+        answer = ferrolb_e2e::probe::udp_ask(&real.client, &ip, 80);
+    }
+    println!("echo over UDP through {ip}: {answer:?} after {asked} datagrams");
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.contains("node=")),
+        "UDP on the TCP Service's port is answered through {ip}: {answer:?}\n{}",
+        real.diagnose()
+    );
+
     // (c) A rolling update of the speaker DaemonSet: nothing lost.
     let mac = real.mac_of(&active);
     let seen = measure(&real, &ip, &mac, Duration::from_secs(2), || {
