@@ -200,6 +200,7 @@ impl SharedPrefixes {
                     return session.clone();
                 }
                 let v6 = session.peer_address.is_ipv6();
+                let both = session.dual_stack_address_family;
                 let mut merged = MergedPrefixes::default();
                 for p in &session.prefixes {
                     merged.add(&p.prefix, &p.communities, p.local_pref);
@@ -209,7 +210,11 @@ impl SharedPrefixes {
                         continue;
                     };
                     for set in shards.values() {
-                        for prefix in set.prefixes.iter().filter(|p| p.contains(':') == v6) {
+                        for prefix in set
+                            .prefixes
+                            .iter()
+                            .filter(|p| both || p.contains(':') == v6)
+                        {
                             merged.add(prefix, &set.communities, set.local_pref);
                         }
                     }
@@ -278,6 +283,14 @@ mod resolve_tests {
         assert!(resolved[0].advertisements.is_empty());
         assert_eq!(prefixes(&resolved[1]), vec!["fd20::5/128"]);
         assert!(prefixes(&resolved[2]).is_empty());
+        // With dualStackAddressFamily, an IPv4 session carries both families.
+        let mut both = session("both", "10.0.0.3", &["a"]);
+        both.dual_stack_address_family = true;
+        let resolved = shared.resolve(&[both]);
+        assert_eq!(
+            prefixes(&resolved[0]),
+            vec!["172.20.0.5/32", "172.20.0.6/32", "fd20::5/128"]
+        );
     }
 
     #[test]

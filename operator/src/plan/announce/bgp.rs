@@ -39,8 +39,10 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn family_v4(&self) -> bool {
-        !self.session.peer_address.is_ipv6()
+    /// Whether its sessions carry prefixes of this family: the session's
+    /// own, or both with `dualStackAddressFamily`.
+    fn carries(&self, v4: bool) -> bool {
+        self.session.dual_stack_address_family || self.session.peer_address.is_ipv4() == v4
     }
 }
 
@@ -183,8 +185,7 @@ fn reach(
         for (p, peer) in peers.iter().enumerate() {
             let wanted =
                 advertisement.peers.is_empty() || advertisement.peers.contains(&peer.session.name);
-            if !wanted || peer.family_v4() != v4 || !sessions.contains_key(&(node.name.clone(), p))
-            {
+            if !wanted || !peer.carries(v4) || !sessions.contains_key(&(node.name.clone(), p)) {
                 continue;
             }
             peered = true;
@@ -194,7 +195,7 @@ fn reach(
         if !peered {
             let family = if v4 { "IPv4" } else { "IPv6" };
             reach.reasons.insert(format!(
-                "{}: no selected BGPPeer of the {family} family peers with it",
+                "{}: no selected BGPPeer carrying {family} peers with it",
                 node.name
             ));
         }
@@ -561,6 +562,34 @@ mod tests {
             panic!("{plan:?}");
         };
         assert_eq!(used.len(), 4);
+    }
+
+    #[test]
+    fn a_dual_stack_peer_carries_both_families_and_a_single_family_one_its_own() {
+        let mut both = peer("both", "10.0.0.1");
+        both.session.dual_stack_address_family = true;
+        let plan = plan_bgp(
+            &[node("a")],
+            &[both],
+            &[advertisement()],
+            &[service("web", &["172.20.0.5", "fd20::5"])],
+        );
+        assert_eq!(
+            prefixes(&plan, "a", "both"),
+            vec!["172.20.0.5/32", "fd20::5/128"]
+        );
+        let plan = plan_bgp(
+            &[node("a")],
+            &[peer("v4", "10.0.0.1")],
+            &[advertisement()],
+            &[service("six", &["fd20::6"])],
+        );
+        assert!(prefixes(&plan, "a", "v4").is_empty());
+        let outcome = format!("{:?}", plan.services[&ServiceKey::new("default", "six")]);
+        assert!(
+            outcome.contains("no selected BGPPeer carrying IPv6"),
+            "{outcome}"
+        );
     }
 
     #[test]
