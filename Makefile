@@ -14,9 +14,9 @@ help:
 	@echo "make demo          ferrolb on a real 3-node Kubernetes cluster here, installed with kubectl apply -k; FRR router, client; stays up"
 	@echo "make demo-down     stop everything make demo started and remove it"
 	@echo "make demo-lite     the same job with ferrolb as processes against a bare kube-apiserver (no kubelet)"
-	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier, on Kubernetes 1.37"
-	@echo "make versions      the older Kubernetes lanes (not yet in make test): the apiserver tier on 1.35 and 1.36, the real-cluster tier on 1.35"
-	@echo "make upgrade       upgrade from an earlier commit and back under traffic, kubectl and Helm (not yet in make test)"
+	@echo "make test          every test: unit tests, generated-CRD check, apiserver tests, the real-cluster tier and the upgrade lane on Kubernetes 1.37, then make versions"
+	@echo "make versions      the older Kubernetes lanes: the apiserver tier on 1.35 and 1.36, the real-cluster tier on 1.35"
+	@echo "make upgrade       just the upgrade lane: from an earlier commit and back under traffic, kubectl and Helm"
 	@echo "make image         ferrolb's image (and the test images) as OCI archives in .cache/images, tag = the version"
 	@echo "make release       dist/ferrolb-VERSION: ferrolb.yaml, the image archive, the Helm chart, the kubectl plugin + krew manifest, SHA256SUMS"
 	@echo "make real-up       just the real cluster (3 nodes, images loaded); make real-down removes it"
@@ -70,16 +70,18 @@ bins:
 e2e: packages controlplane nodes bins
 	@CARGO=$(CARGO) TAGS=$(TAGS) bash e2e/scripts/e2e.sh
 
+# Everything on 1.37 (the upgrade lane included), then the older minors.
 test: packages controlplane nodes helm crds-check bins
 	$(CARGO) test --workspace
+	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 
-# The older Kubernetes versions' lanes (not yet part of make test).
+# The older Kubernetes versions' lanes (the end of make test).
 versions: packages bins
 	@CARGO=$(CARGO) bash e2e/scripts/versions.sh
 
-# The upgrade lane from an earlier commit (not yet part of make test).
+# The upgrade lane from an earlier commit (make test runs it too).
 upgrade: packages controlplane nodes helm bins
-	$(CARGO) test -p ferrolb-e2e --test upgrade -- --ignored --nocapture
+	$(CARGO) test -p ferrolb-e2e --test upgrade -- --nocapture
 
 bench:
 	$(CARGO) bench -p ferrolb-operator --bench allocation

@@ -413,6 +413,11 @@ pub struct SessionState {
     /// an authentication failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// While established: the address families this session carries but
+    /// does not send, and why (the router does not offer one in its OPEN, or
+    /// the node has no address of it for a next hop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families_not_sent: Option<String>,
     /// The BFD session guarding it, when the peer has a BFDProfile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdStatus>,
@@ -531,6 +536,16 @@ fn l2_rules(schema: &mut Schema) {
             ),
         ],
     );
+}
+
+impl BgpSession {
+    /// Whether this session carries prefixes of the family of `v6` (true:
+    /// IPv6): its peer address's family, or both with
+    /// `dualStackAddressFamily`. The one rule the planner, the shared
+    /// prefixes and `kubectl ferrolb status` read.
+    pub fn carries_family(&self, v6: bool) -> bool {
+        self.dual_stack_address_family || self.peer_address.is_ipv6() == v6
+    }
 }
 
 impl Validate for NodeAnnouncementSpec {

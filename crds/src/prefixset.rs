@@ -199,8 +199,6 @@ impl SharedPrefixes {
                 if session.advertisements.is_empty() {
                     return session.clone();
                 }
-                let v6 = session.peer_address.is_ipv6();
-                let both = session.dual_stack_address_family;
                 let mut merged = MergedPrefixes::default();
                 for p in &session.prefixes {
                     merged.add(&p.prefix, &p.communities, p.local_pref);
@@ -213,7 +211,7 @@ impl SharedPrefixes {
                         for prefix in set
                             .prefixes
                             .iter()
-                            .filter(|p| both || p.contains(':') == v6)
+                            .filter(|p| session.carries_family(p.contains(':')))
                         {
                             merged.add(prefix, &set.communities, set.local_pref);
                         }

@@ -1,6 +1,12 @@
 //! Test networks of Linux network namespaces: a switch (a bridge in its own
 //! namespace), nodes and a client plugged into it with veth pairs and fixed
 //! MACs. Everything is named with this process's ID and removed on drop.
+//!
+//! No test address can leave the machine: these namespaces have no link to
+//! the host's, and on top of that every subnet a host here is given, and
+//! every range the tests announce from one ([`ANNOUNCED`]), is routed
+//! `unreachable` in the host namespace before the address is assigned. The
+//! routes go with the last switch.
 
 use std::process::{Command, Output, Stdio};
 
@@ -20,6 +26,89 @@ pub fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The ranges the process-tier tests announce (BGP prefixes and pools that
+/// no interface carries) and send to through a router namespace.
+pub const ANNOUNCED: [&str; 6] = [
+    "172.20.0.0/16",
+    "172.30.0.0/15",
+    "10.99.0.0/16",
+    "fd20::/16",
+    "fd31::/16",
+    "fd73::/16",
+];
+/// The metric of the host's `unreachable` routes for these networks (so they
+/// are told from the real-cluster tier's and removed with the last switch).
+const FENCE_METRIC: &str = "4211";
+/// Fencing and unfencing one at a time within the process: a switch created
+/// while the last other one goes must keep its routes.
+static FENCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The network of `address` (CIDR), such as `10.77.0.0/24` for
+/// `10.77.0.11/24`; a bare address is its own /32 or /128.
+fn subnet(address: &str) -> Result<ipnet::IpNet> {
+    let net: ipnet::IpNet = match address.parse() {
+        Ok(net) => net,
+        Err(_) => ipnet::IpNet::from(
+            address
+                .parse::<std::net::IpAddr>()
+                .with_context(|| format!("address {address}"))?,
+        ),
+    };
+    Ok(net.trunc())
+}
+
+/// Routes `range` `unreachable` in the host namespace (idempotent).
+fn fence(range: &str) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["route", "add", "unreachable", range, "metric", FENCE_METRIC])
+        .output()
+        .context("running ip")?;
+    let error = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !error.contains("File exists") {
+        bail!("ip route add unreachable {range}: {error}");
+    }
+    Ok(())
+}
+
+/// Removes every fence route when no switch of this harness is left.
+fn unfence_if_last() {
+    let namespaces = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if namespaces.lines().any(|l| l.starts_with("fl-sw")) {
+        return;
+    }
+    for family in ["-4", "-6"] {
+        let routes = Command::new("ip")
+            .args([family, "route", "show", "type", "unreachable"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in routes.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ours = words
+                .windows(2)
+                .any(|w| w[0] == "metric" && w[1] == FENCE_METRIC);
+            let range = words
+                .iter()
+                .find(|w| w.contains('/') || w.contains('.') || w.contains(':'));
+            if let (true, Some(range)) = (ours, range) {
+                let _ = ip(&[
+                    family,
+                    "route",
+                    "del",
+                    "unreachable",
+                    range,
+                    "metric",
+                    FENCE_METRIC,
+                ]);
+            }
+        }
+    }
 }
 
 /// A host on the test network.
@@ -98,7 +187,11 @@ impl Network {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 10_000);
         let switch = format!("fl-sw{tag}");
+        let _fencing = FENCE.lock().unwrap_or_else(|e| e.into_inner());
         ip(&["netns", "add", &switch])?;
+        for range in ANNOUNCED {
+            fence(range)?;
+        }
         let network = Network {
             switch,
             hosts: Vec::new(),
@@ -140,6 +233,7 @@ impl Network {
             "-n", &namespace, "link", "set", "dev", inside, "address", mac,
         ])?;
         for address in addresses {
+            fence(&subnet(address)?.to_string())?;
             let mut args = vec![
                 "-n",
                 namespace.as_str(),
@@ -210,6 +304,7 @@ impl Network {
             (namespace.as_str(), "eth0", addresses),
         ] {
             for address in list {
+                fence(&subnet(address)?.to_string())?;
                 let mut args = vec!["-n", ns, "addr", "add", address, "dev", dev];
                 if address.contains(':') {
                     args.push("nodad");
@@ -228,6 +323,8 @@ impl Drop for Network {
         for host in &self.hosts {
             let _ = ip(&["netns", "del", &host.namespace]);
         }
+        let _fencing = FENCE.lock().unwrap_or_else(|e| e.into_inner());
         let _ = ip(&["netns", "del", &self.switch]);
+        unfence_if_last();
     }
 }

@@ -954,7 +954,7 @@ fn frr_takes_both_families_over_one_session_of_either_family() {
     assert!(router.route("fd20:8::3/128").unwrap().is_none());
     let log = refused.log();
     assert!(
-        log.contains("the peer does not offer both address families"),
+        log.contains("the peer does not offer IPv6 unicast on this session"),
         "the speaker says why the IPv6 prefix is not sent: {log}"
     );
 }

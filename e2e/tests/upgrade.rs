@@ -313,14 +313,12 @@ fn lane(how: Install, name: &str) {
 static ONE_LANE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
-#[ignore = "make upgrade runs it: the Helm rollback step still loses requests in about one run in four"]
 fn kubectl_apply_k_upgrade_and_rollback_under_traffic_keep_every_ip_and_every_stored_object() {
     let _one = ONE_LANE.lock().unwrap_or_else(|e| e.into_inner());
     lane(Install::Kustomize, "kustomize");
 }
 
 #[test]
-#[ignore = "make upgrade runs it: the Helm rollback step still loses requests in about one run in four"]
 fn helm_upgrade_and_rollback_under_traffic_keep_every_ip_and_every_stored_object() {
     let _one = ONE_LANE.lock().unwrap_or_else(|e| e.into_inner());
     lane(Install::Helm(&[]), "helm");

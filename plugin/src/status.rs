@@ -78,6 +78,9 @@ pub struct BgpReport {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The families the established session carries but does not send, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub families_not_sent: Option<String>,
     /// The BFD session guarding it (`Up`, `Down: why`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
@@ -276,8 +279,8 @@ fn bgp(snapshot: &Snapshot, ip: IpAddr) -> Vec<BgpReport> {
                     .filter(|(ad, _)| session.advertisements.iter().any(|a| a == ad))
                     .map(|(_, p)| *p),
             );
-            // A session carries only prefixes of its peer's family.
-            if prefixes.is_empty() || session.peer_address.is_ipv4() != ip.is_ipv4() {
+            // A session carries its peer's family, or both (dualStackAddressFamily).
+            if prefixes.is_empty() || !session.carries_family(ip.is_ipv6()) {
                 continue;
             }
             let reported = status.bgp.iter().find(|s| s.name == session.name);
@@ -288,6 +291,7 @@ fn bgp(snapshot: &Snapshot, ip: IpAddr) -> Vec<BgpReport> {
                     prefix: prefix.to_string(),
                     state: reported.map_or(NOT_REPORTED.into(), |s| format!("{:?}", s.state)),
                     last_error: reported.and_then(|s| s.last_error.clone()),
+                    families_not_sent: reported.and_then(|s| s.families_not_sent.clone()),
                     bfd: reported
                         .and_then(|s| s.bfd.as_ref())
                         .map(|b| match &b.message {
@@ -359,6 +363,9 @@ pub fn render(report: &ServiceReport, now: Timestamp) -> String {
             }
             if let Some(error) = &session.last_error {
                 let _ = write!(line, " (last error: {error})");
+            }
+            if let Some(why) = &session.families_not_sent {
+                let _ = write!(line, " ({why})");
             }
             let _ = writeln!(out, "{line}");
         }
@@ -623,6 +630,36 @@ status:
             text.contains("(in no pool)") && text.contains("announced by no node"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_ipv6_prefix_shows_on_an_ipv4_session_only_when_it_carries_both_families() {
+        let mut s = snapshot();
+        s.pools.push(parse(
+            "metadata: {name: v6}\nspec: {addresses: ['fd20::/120']}",
+        ));
+        s.announcements[1].spec.bgp[0]
+            .prefixes
+            .push(parse("{prefix: 'fd20::7/128'}"));
+        let report = super::report(&s, &service("fd20::7"));
+        assert!(report.ips[0].bgp.is_empty(), "{:?}", report.ips[0].bgp);
+        s.announcements[1].spec.bgp[0].dual_stack_address_family = true;
+        let report = super::report(&s, &service("fd20::7"));
+        let bgp = &report.ips[0].bgp;
+        assert_eq!(
+            bgp.iter()
+                .map(|b| (b.node.as_str(), b.peer.as_str(), b.prefix.as_str()))
+                .collect::<Vec<_>>(),
+            [("node-b", "router", "fd20::7/128")]
+        );
+        // The router did not offer IPv6: the session says so.
+        let why =
+            "the peer does not offer IPv6 unicast on this session: its IPv6 prefixes are not sent";
+        s.announcements[1].status.as_mut().expect("status").bgp[0].families_not_sent =
+            Some(why.into());
+        let report = super::report(&s, &service("fd20::7"));
+        let text = render(&report, s.now);
+        assert!(text.contains(why), "{text}");
     }
 
     #[test]

@@ -440,6 +440,7 @@ async fn report_as_speakers(client: kube::Client) {
                             since: None,
                             prefixes_advertised: 0,
                             last_error: None,
+                            families_not_sent: None,
                             bfd: None,
                         })
                         .collect(),

@@ -104,6 +104,7 @@ fn sessions(
             since: None,
             prefixes_advertised,
             last_error: last_error.map(str::to_string),
+            families_not_sent: None,
             bfd: None,
         })
         .collect()

@@ -204,6 +204,7 @@ impl Bgp {
                         .map(Time),
                     prefixes_advertised: i32::try_from(status.prefixes).unwrap_or(i32::MAX),
                     last_error: status.last_error,
+                    families_not_sent: status.unsent,
                     bfd: handle.bfd_status().map(|s| bfd::status(&s)),
                 }
             })
@@ -215,6 +216,7 @@ impl Bgp {
                 since: None,
                 prefixes_advertised: 0,
                 last_error: Some(format!("cannot read this session: {why}")),
+                families_not_sent: None,
                 bfd: None,
             });
         }

@@ -54,6 +54,9 @@ pub struct Status {
     pub prefixes: usize,
     /// The last failure, for people.
     pub last_error: Option<String>,
+    /// While established: the families this session carries but does not
+    /// send, and why (the peer does not offer one, or no next hop of it).
+    pub unsent: Option<String>,
     /// UPDATEs sent.
     pub updates_sent: u64,
     /// UPDATEs received (and ignored).
@@ -74,6 +77,7 @@ impl Default for Status {
             since: std::time::SystemTime::now(),
             prefixes: 0,
             last_error: None,
+            unsent: None,
             updates_sent: 0,
             updates_received: 0,
             notifications_sent: 0,
@@ -384,6 +388,45 @@ fn interface_addresses() -> Vec<(String, IpAddr)> {
         .collect()
 }
 
+/// Which families an established session carries but cannot send, and why,
+/// for the session's status: with `dual_stack` both are wanted, otherwise
+/// the session's own (`over_v6`); a family goes unsent when the peer did not
+/// offer it in its OPEN, or when the node has no address of it on the
+/// session's interface for a next hop.
+pub fn unsent_families(
+    dual_stack: bool,
+    over_v6: bool,
+    negotiated: &std::collections::BTreeSet<Family>,
+    next_hops: (bool, bool),
+) -> Option<String> {
+    let wanted: &[Family] = match (dual_stack, over_v6) {
+        (true, _) => &[Family::V4, Family::V6],
+        (false, false) => &[Family::V4],
+        (false, true) => &[Family::V6],
+    };
+    let reasons: Vec<String> = wanted
+        .iter()
+        .filter_map(|family| {
+            let (name, hop) = match family {
+                Family::V4 => ("IPv4", next_hops.0),
+                Family::V6 => ("IPv6", next_hops.1),
+            };
+            if !negotiated.contains(family) {
+                Some(format!(
+                    "the peer does not offer {name} unicast on this session: its {name} prefixes are not sent"
+                ))
+            } else if !hop {
+                Some(format!(
+                    "no {name} address on the session's interface for a next hop: its {name} prefixes are not sent"
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
 /// The routes that can go to this peer: negotiated families with a next hop.
 fn sendable(routes: &Routes, negotiated: &Negotiated, sender: &Sender) -> Routes {
     routes
@@ -504,18 +547,16 @@ async fn run(
                         };
                         let (next_hop_v4, next_hop_v6) =
                             Sender::next_hops_on(local, peer.dual_stack, &addresses);
-                        for family in &negotiated.families {
-                            let missing = match family {
-                                Family::V4 => next_hop_v4.is_none(),
-                                Family::V6 => next_hop_v6.is_none(),
-                            };
-                            if missing {
-                                tracing::warn!(session = %peer.name, ?family, "no address of this family on the session's interface: its prefixes are not sent");
-                            }
+                        let unsent = unsent_families(
+                            peer.dual_stack,
+                            local.is_ipv6(),
+                            &negotiated.families,
+                            (next_hop_v4.is_some(), next_hop_v6.is_some()),
+                        );
+                        if let Some(why) = &unsent {
+                            tracing::warn!(session = %peer.name, families = ?negotiated.families, "{why}");
                         }
-                        if peer.dual_stack && negotiated.families.len() < 2 {
-                            tracing::warn!(session = %peer.name, families = ?negotiated.families, "the peer does not offer both address families: only these are sent");
-                        }
+                        reporter.update(|s| s.unsent = unsent);
                         session = Established {
                             sender: Some(Sender {
                                 asn: peer.my_asn,
@@ -560,6 +601,9 @@ async fn run(
                 s.last_error = Some(why.to_string());
             } else if fsm.state() == BgpState::Established {
                 s.last_error = None;
+            }
+            if fsm.state() != BgpState::Established {
+                s.unsent = None;
             }
         });
         if let Some(why) = failed {
@@ -734,5 +778,58 @@ impl Established {
             send(framed, reporter, message).await?;
         }
         send(framed, reporter, message::end_of_rib(family)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_session_says_which_families_it_carries_but_does_not_send() {
+        let both: BTreeSet<Family> = [Family::V4, Family::V6].into();
+        let v4: BTreeSet<Family> = [Family::V4].into();
+        let v6: BTreeSet<Family> = [Family::V6].into();
+        let cases = [
+            // dual stack, over IPv6, negotiated, next hops (v4, v6), says
+            (true, false, &both, (true, true), None),
+            (false, false, &v4, (true, false), None),
+            (false, true, &v6, (false, true), None),
+            (
+                true,
+                false,
+                &v4,
+                (true, true),
+                Some(
+                    "the peer does not offer IPv6 unicast on this session: its IPv6 prefixes are not sent",
+                ),
+            ),
+            (
+                true,
+                true,
+                &both,
+                (false, true),
+                Some(
+                    "no IPv4 address on the session's interface for a next hop: its IPv4 prefixes are not sent",
+                ),
+            ),
+            (
+                true,
+                true,
+                &v4,
+                (false, true),
+                Some(
+                    "no IPv4 address on the session's interface for a next hop: its IPv4 prefixes are not sent; the peer does not offer IPv6 unicast on this session: its IPv6 prefixes are not sent",
+                ),
+            ),
+        ];
+        for (dual, over_v6, negotiated, hops, says) in cases {
+            assert_eq!(
+                unsent_families(dual, over_v6, negotiated, hops).as_deref(),
+                says,
+                "dual stack {dual}, over IPv6 {over_v6}, {negotiated:?}, {hops:?}"
+            );
+        }
     }
 }

@@ -42,7 +42,7 @@ impl Peer {
     /// Whether its sessions carry prefixes of this family: the session's
     /// own, or both with `dualStackAddressFamily`.
     fn carries(&self, v4: bool) -> bool {
-        self.session.dual_stack_address_family || self.session.peer_address.is_ipv4() == v4
+        self.session.carries_family(!v4)
     }
 }
 
