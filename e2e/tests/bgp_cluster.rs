@@ -166,9 +166,10 @@ async fn routes_reach_frr_follow_endpoints_and_a_wrong_password_is_explained() {
         "Local policy: only nodes with an endpoint advertise",
         || local_policy(&lab),
     );
-    step("a NotReady node's next hop goes and comes back", || {
-        not_ready(&lab)
-    });
+    step(
+        "a NotReady node's next hop goes and comes back, and a node whose network is unavailable",
+        || not_ready(&lab),
+    );
     step("layer 2 and BGP on one Service", || layer2_and_bgp(&lab));
     step("the speakers' metrics show the session and updates", || {
         metrics(&lab)
@@ -487,6 +488,8 @@ fn local_policy(lab: &Lab) {
 }
 
 /// A node going NotReady withdraws its next hop; Ready again brings it back.
+/// The same for a Ready node whose network is unavailable (MetalLB's e2e
+/// check: `NetworkUnavailable` True).
 fn not_ready(lab: &Lab) {
     let Lab {
         cluster,
@@ -505,6 +508,29 @@ fn not_ready(lab: &Lab) {
     cluster.set_ready(NODES[2], true).expect("ready");
     until(
         "three next hops again",
+        Duration::from_secs(30),
+        hops(frr, prefix, 3),
+    )
+    .unwrap();
+    let network = |unavailable| {
+        cluster
+            .set_conditions(
+                NODES[1],
+                &[("Ready", true), ("NetworkUnavailable", unavailable)],
+            )
+            .expect("conditions")
+    };
+    network(true);
+    let two = until(
+        "node-b's next hop to go while its network is unavailable",
+        Duration::from_secs(30),
+        hops(frr, prefix, 2),
+    )
+    .unwrap();
+    assert!(!two.next_hops.contains(&node_ip(1)));
+    network(false);
+    until(
+        "three next hops once node-b's network is back",
         Duration::from_secs(30),
         hops(frr, prefix, 3),
     )
