@@ -1,7 +1,10 @@
 /* A tiny HTTP server for the real-cluster tests: every request on PORT
  * (default 8080, IPv6 and IPv4) is answered with the Pod's and the node's
  * names (POD_NAME, NODE_NAME from the downward API), so a client sees which
- * Pod on which node served it. One connection at a time, HTTP/1.0 close.
+ * Pod on which node served it. HTTP/1.0 close; each connection is served by
+ * a child of its own, as any real server serves connections concurrently:
+ * one connection whose request never comes (its packets went to another
+ * node when an IP moved) must not hold up every later client of this Pod.
  * A child process answers every UDP datagram on the same port with the same
  * names (a Service with TCP and UDP on one port).
  * On SIGTERM it goes on serving for two seconds (what a well-behaved app or
@@ -33,6 +36,7 @@ int main(void) {
   signal(SIGTERM, stopping);
   signal(SIGINT, stop);
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGCHLD, SIG_IGN); /* connection children reap themselves */
   int port = atoi(getenv("PORT") ? getenv("PORT") : "8080");
   int server = socket(AF_INET6, SOCK_STREAM, 0);
   int no = 0, yes = 1;
@@ -72,6 +76,11 @@ int main(void) {
   for (;;) {
     int client = accept(server, NULL, NULL);
     if (client < 0) continue;
+    if (fork() != 0) {
+      close(client);
+      continue;
+    }
+    close(server);
     struct timeval timeout = {.tv_sec = 2};
     setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     char request[2048];
@@ -86,5 +95,6 @@ int main(void) {
       /* the client went away: nothing to do */
     }
     close(client);
+    _exit(0);
   }
 }
