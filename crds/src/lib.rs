@@ -16,6 +16,7 @@ pub mod constants;
 pub mod ipaddresspool;
 pub mod ipset;
 pub mod l2advertisement;
+pub mod lease;
 pub mod nodeannouncement;
 pub mod overlap;
 pub mod prefixset;

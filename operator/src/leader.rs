@@ -111,33 +111,20 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Another replica's hold on the Lease, as this replica saw it: the Lease
-/// counts as expired once its renewal (renew time and holder) has not changed
-/// for a whole Lease duration by this replica's own monotonic clock. The
-/// holder's `renewTime` is never compared with the local clock, so a replica
-/// whose clock is ahead does not steal the Lease, nor one behind wait longer.
+/// Another replica's hold on the Lease, as this replica saw it, by the rule
+/// of [`ferrolb_api::lease`]: expired once its renewal (renew time and
+/// holder) has not changed for a whole Lease duration by this replica's own
+/// monotonic clock. The holder's `renewTime` is never compared with the
+/// local clock, so a replica whose clock is ahead does not steal the Lease,
+/// nor one behind wait longer.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
-    renewal: Option<String>,
-    at: Option<Instant>,
+    last: Option<ferrolb_api::lease::Sighting>,
 }
 
 impl Seen {
     fn expired(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
-        let renewal = spec
-            .renew_time
-            .as_ref()
-            .or(spec.acquire_time.as_ref())
-            .map(|t| format!("{} {}", spec.holder_identity.as_deref().unwrap_or(""), t.0));
-        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
-        match self.at {
-            Some(at) if self.renewal == renewal => now.saturating_duration_since(at) >= duration,
-            _ => {
-                self.renewal = renewal;
-                self.at = Some(now);
-                false
-            }
-        }
+        !ferrolb_api::lease::alive_seen(&mut self.last, spec, now)
     }
 }
 

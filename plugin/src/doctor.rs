@@ -71,12 +71,14 @@ pub fn failed(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
 }
 
+/// Read once, a Lease is alive until its written renewal plus its duration
+/// ([`ferrolb_api::lease::alive_at`]: the rule the operator reads Leases by,
+/// with the written time standing in for a renewal seen).
 fn fresh(lease: &Lease, now: Timestamp) -> bool {
-    let spec = lease.spec.clone().unwrap_or_default();
-    let (Some(renewed), Some(seconds)) = (spec.renew_time, spec.lease_duration_seconds) else {
-        return false;
-    };
-    renewed.0.as_second() + i64::from(seconds) >= now.as_second()
+    lease
+        .spec
+        .as_ref()
+        .is_some_and(|spec| ferrolb_api::lease::alive_at(spec, now))
 }
 
 fn lease<'a>(s: &'a Snapshot, name: &str) -> Option<&'a Lease> {

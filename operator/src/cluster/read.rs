@@ -31,32 +31,18 @@ use crate::plan::liveness::LeaseView;
 
 pub use ferrolb_api::constants::speaker_lease;
 
-/// Leases as liveness reads them: what changes at each renewal (the renew
-/// time and the holder, as text; never compared with a clock) and the
-/// duration. A Lease with no holder (released) was never renewed.
+/// Leases as liveness reads them, by the one rule of [`ferrolb_api::lease`]:
+/// what changes at each renewal (never compared with a clock) and the
+/// duration. A released Lease has no renewal.
 pub fn lease_views(leases: &[Arc<Lease>]) -> Vec<LeaseView> {
     leases
         .iter()
         .map(|lease| {
             let spec = lease.spec.as_ref();
-            let holder = spec.and_then(|s| s.holder_identity.as_deref());
-            let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()));
-            let renewal = match (holder, renewed) {
-                (Some(holder), Some(at)) if !holder.is_empty() => {
-                    Some(format!("{holder} {}", at.0))
-                }
-                // Written without a holder (older speakers): the time alone.
-                (None, Some(at)) => Some(at.0.to_string()),
-                _ => None,
-            };
             LeaseView {
                 name: lease.name_any(),
-                renewal,
-                duration: Duration::from_secs(
-                    spec.and_then(|s| s.lease_duration_seconds)
-                        .unwrap_or(0)
-                        .max(0) as u64,
-                ),
+                renewal: spec.and_then(ferrolb_api::lease::renewal),
+                duration: spec.map(ferrolb_api::lease::duration).unwrap_or_default(),
             }
         })
         .collect()

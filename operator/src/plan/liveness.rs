@@ -4,8 +4,10 @@
 //! - A Lease counts as renewed when this process *sees* its renewal (a new
 //!   `renewTime` or holder), not at the `renewTime` it carries: that is the
 //!   renewer's wall clock, and two machines' wall clocks are never compared.
-//!   A Lease first seen now counts as renewed now.
-//! - It expires one Lease duration after the last renewal seen.
+//!   A Lease first seen now counts as renewed now. It expires one Lease
+//!   duration after the last renewal seen. This is the rule of
+//!   [`ferrolb_api::lease`], which the leader election and `kubectl ferrolb
+//!   doctor` read Leases by too; what liveness adds is the next point.
 //! - The operator's own lack of news never expires anybody. When no Lease
 //!   event came for [`SILENCE`] (the apiserver is away, or the watch is dead),
 //!   or the watch failed since its last event (a watch error is no news: it
@@ -17,6 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use ferrolb_api::lease::Sighting;
 
 /// With no Lease event for this long, the operator has no news: speakers
 /// renew every few seconds, so silence means the apiserver or the watch is
@@ -92,12 +96,6 @@ impl News {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Sighting {
-    renewal: String,
-    at: Instant,
-}
-
 /// Which Leases are alive, remembered from pass to pass.
 #[derive(Clone, Debug, Default)]
 pub struct Liveness {
@@ -133,24 +131,14 @@ impl Liveness {
                 self.seen.remove(&lease.name);
                 continue;
             };
-            let sighting = self
+            let seen = self
                 .seen
                 .entry(lease.name.clone())
-                .or_insert_with(|| Sighting {
-                    renewal: renewal.clone(),
-                    at: now,
-                });
-            if sighting.renewal != *renewal {
-                *sighting = Sighting {
-                    renewal: renewal.clone(),
-                    at: now,
-                };
-            }
+                .or_insert_with(|| Sighting::new(renewal, now))
+                .see(renewal, now);
             // A whole duration from the last renewal seen, or from news
             // coming back after a gap, whichever is later.
-            let from = news
-                .resumed()
-                .map_or(sighting.at, |back| back.max(sighting.at));
+            let from = news.resumed().map_or(seen, |back| back.max(seen));
             let ends = from + lease.duration;
             if silent || now < ends {
                 judged.alive.insert(lease.name.clone());
