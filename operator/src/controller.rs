@@ -165,7 +165,6 @@ pub async fn run(
     let mut forget_at: Option<Instant> = None;
     // A NodeAnnouncement write held back by the pacing is due.
     let mut announce_at: Option<Instant> = None;
-    let mut last_pass: Option<Instant> = None;
     let until = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(Instant::now()));
     loop {
         let (retry_in, expiry_in, forget_in, announce_in) = (
@@ -210,11 +209,10 @@ pub async fn run(
                 continue;
             }
         }
-        // In a burst (a pass ended less than a second ago), let more events
-        // land before one pass over all of them; a lone change passes at once.
-        if last_pass.is_some_and(|at: Instant| at.elapsed() < Duration::from_secs(1)) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // No wait before a pass: a lone change is planned and written at
+        // once, and the events that land while a pass runs (its writes are
+        // awaited) leave one permit on `notify`, so the next pass takes them
+        // all together.
         if !*leading.borrow() {
             unwritable = Unwritable::default();
             if memory.take().is_some() {
@@ -258,7 +256,6 @@ pub async fn run(
         forget_at = memory.next_forget().map(instant);
         announce_at = memory.next_announcement().map(instant);
         let outcome = writer.write(pass.writes).await;
-        last_pass = Some(Instant::now());
         if unwritable.after(&outcome, Instant::now()) {
             tracing::error!(after = ?STEP_DOWN_AFTER, "no write has landed for this long while the apiserver answers the leader Lease: stepping down for another replica");
             term.step_down();
