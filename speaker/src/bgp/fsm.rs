@@ -19,7 +19,16 @@ use netgauze_bgp_pkt::open::BgpOpenMessage;
 
 use super::config::Peer;
 use super::message::{self, Family, Local, Negotiated};
-use super::session::Stop;
+
+/// Why a session ends (the FSM decides what each stop sends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Removed from the NodeAnnouncement: Cease / Peer De-configured.
+    Deconfigured,
+    /// The speaker stops: Cease / Administrative Shutdown, or with graceful
+    /// restart negotiated, a silent close so the peer keeps the routes.
+    Shutdown,
+}
 
 /// How long to wait for the peer's OPEN (RFC 4271 suggests 4 minutes).
 pub const OPEN_HOLD: Duration = Duration::from_secs(240);

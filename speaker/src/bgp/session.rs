@@ -33,15 +33,7 @@ use super::fsm::{Action, Event, Fsm};
 use super::md5;
 use super::message::{self, Family, Local, Negotiated, Sender};
 
-/// Why a session ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// Removed from the NodeAnnouncement: Cease / Peer De-configured.
-    Deconfigured,
-    /// The speaker stops: Cease / Administrative Shutdown, or with graceful
-    /// restart negotiated, a silent close so the peer keeps the routes.
-    Shutdown,
-}
+pub use super::fsm::Stop;
 
 /// What a session reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,13 +30,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use tracker::{Settings, Taken};
 use tracker::{Reach, Tracker};
 use wire::{Key, Kind, Message};
 use yields::Yields;
@@ -53,22 +54,6 @@ const REMEMBERED: usize = 64;
 /// hand-off echoing the probes still remembered.
 const HANDOFFS_REMEMBERED: usize = 4096;
 
-/// Fast-path settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// Probe every this long.
-    pub interval: Duration,
-    /// Take over after this many intervals without an answer.
-    pub misses: u32,
-}
-
-impl Settings {
-    /// How long a silent active node gets before the standby takes over.
-    pub fn deadline(&self) -> Duration {
-        self.interval * self.misses
-    }
-}
-
 /// An active node this node stands by for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -78,17 +63,6 @@ pub struct Target {
     pub address: SocketAddr,
     /// The IPs this node stands by for on it.
     pub ips: BTreeSet<IpAddr>,
-}
-
-/// An IP this node took over before the operator made it official.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Taken {
-    /// The node it was taken from.
-    pub from: String,
-    /// Why, for people.
-    pub why: String,
-    /// When.
-    pub since: SystemTime,
 }
 
 /// How the fast path stands towards one active node this node stands by for.

@@ -24,7 +24,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Settings, Taken};
+/// Fast-path settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Probe every this long.
+    pub interval: Duration,
+    /// Take over after this many intervals without an answer.
+    pub misses: u32,
+}
+
+impl Settings {
+    /// How long a silent active node gets before the standby takes over.
+    pub fn deadline(&self) -> Duration {
+        self.interval * self.misses
+    }
+}
+
+/// An IP this node took over before the operator made it official.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The node it was taken from.
+    pub from: String,
+    /// Why, for people.
+    pub why: String,
+    /// When.
+    pub since: SystemTime,
+}
 
 /// Why fast failover towards an active node cannot be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]

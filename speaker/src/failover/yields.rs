@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::Settings;
+use super::tracker::Settings;
 
 /// One yielded IP: to whom, and when they last claimed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
