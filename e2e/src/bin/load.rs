@@ -9,8 +9,10 @@
 //! It then prints when every Service was `Announced`, the size of the
 //! desired state, what one more Service costs (objects rewritten, their
 //! bytes, the time until its IP is in every affected node's desired state
-//! and until it is `Announced`), and the operator's idle CPU. Figures only:
-//! nothing here asserts a time.
+//! and until it is `Announced`), and the operator's idle CPU. Last, the
+//! steady state: `--steady K` Services created one at a time, `--every` ms
+//! apart, with the N Services present (create → IP p50/p99 and the
+//! operator's CPU per create). Figures only: nothing here asserts a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +49,12 @@ struct Cli {
     /// How the simulated nodes announce: `l2` or `bgp`.
     #[arg(long, default_value = "l2")]
     mode: String,
+    /// Then create this many more, one at a time (0: none).
+    #[arg(long, default_value_t = 100)]
+    steady: usize,
+    /// Milliseconds between those single creates.
+    #[arg(long, default_value_t = 200)]
+    every: u64,
 }
 
 use ferrolb_e2e::process::rss_kib;
@@ -249,6 +257,9 @@ async fn main() -> Result<()> {
     if simulated.is_some() {
         announced_figures(&cluster, cli.services, started, deadline).await?;
         desired_figures(&cluster, cli.services, bgp, deadline).await?;
+    }
+    if cli.steady > 0 {
+        steady_figures(&cluster, cli.steady, Duration::from_millis(cli.every), pid).await?;
     }
     sampling.abort();
     let peak = |i: usize| peaks[i].load(std::sync::atomic::Ordering::Relaxed) / 1024;
@@ -636,6 +647,86 @@ async fn desired_figures(
         changes.len(),
         rewritten,
         names
+    );
+    Ok(())
+}
+
+/// The steady state: with the bulk present, `count` Services created one at
+/// a time, `every` apart (a stream of single creates, each a lone change),
+/// each timed from its create to a watch seeing `IPAllocated=True`.
+async fn steady_figures(
+    cluster: &TestCluster,
+    count: usize,
+    every: Duration,
+    operator: u32,
+) -> Result<()> {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
+    let allocated: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watching = {
+        let allocated = allocated.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels("load=steady");
+            let mut events = watcher(api, config).applied_objects().boxed();
+            while let Ok(Some(service)) = events.try_next().await {
+                let done = service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == "ferrolb.io/IPAllocated" && c.status == "True")
+                    });
+                if done {
+                    let mut map = allocated.lock().await;
+                    map.entry(service.metadata.name.unwrap_or_default())
+                        .or_insert_with(Instant::now);
+                    if map.len() >= count {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_before = cpu_ticks(operator).context("operator CPU")?;
+    let mut created = HashMap::new();
+    for i in 0..count {
+        let name = format!("steady-{i:04}");
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "load", "labels": {"load": "steady"}},
+            "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                     "selector": {"app": name}, "ports": [{"port": 80}]},
+        }))?;
+        let at = Instant::now();
+        api.create(&PostParams::default(), &service).await?;
+        created.insert(name, at);
+        tokio::time::sleep(every).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .is_err()
+    {
+        bail!(
+            "only {} of {count} steady Services allocated after 60 s",
+            allocated.lock().await.len()
+        );
+    }
+    let cpu = cpu_ticks(operator).context("operator CPU")? - cpu_before;
+    let allocated = allocated.lock().await;
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .filter_map(|(name, at)| allocated.get(name).map(|done| done.saturating_duration_since(*at)))
+        .collect();
+    latencies.sort();
+    println!(
+        "steady creates:      {count}, one every {} ms: create → IP p50 {} ms, p99 {} ms, max {} ms; operator CPU {:.1} ms per create (Lease renewals included)",
+        every.as_millis(),
+        percentile(&latencies, 50.0).as_millis(),
+        percentile(&latencies, 99.0).as_millis(),
+        latencies.last().copied().unwrap_or_default().as_millis(),
+        cpu as f64 * 10.0 / count as f64,
     );
     Ok(())
 }
