@@ -77,6 +77,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The operator's passes (count, seconds) and API writes by kind, from its
+/// `/metrics`.
+fn operator_counters(process: &Process) -> String {
+    let Ok(page) = process.scrape() else {
+        return "(no /metrics)".to_string();
+    };
+    page.lines()
+        .filter(|l| {
+            l.starts_with("ferrolb_api_writes_total")
+                || l.starts_with("ferrolb_reconcile_duration_seconds_count")
+                || l.starts_with("ferrolb_reconcile_duration_seconds_sum")
+        })
+        .map(|l| l.trim_start_matches("ferrolb_"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn operator_writes(process: &Process) -> usize {
     process
         .output()
@@ -254,6 +271,7 @@ async fn main() -> Result<()> {
         "operator API writes: {} Service status writes (+ pool status, events)",
         operator_writes(&operator)
     );
+    println!("operator after creates: {}", operator_counters(&operator));
     if simulated.is_some() {
         announced_figures(&cluster, cli.services, started, deadline).await?;
         desired_figures(&cluster, cli.services, bgp, deadline).await?;

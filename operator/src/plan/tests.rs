@@ -775,7 +775,7 @@ fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
         announced(&memory.pass(&first, t0)).as_deref(),
         Some("192.168.1.10")
     );
-    assert_eq!(memory.next_announcement(), None);
+    assert_eq!(memory.next_node_announcement(), None);
     // A second Service 50 ms later: its IP is allocated at once, the node's
     // object waits.
     let second = read(&["web", "db"]);
@@ -787,14 +787,104 @@ fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
             .iter()
             .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
     );
-    let due = memory.next_announcement().expect("a write is due");
+    let due = memory.next_node_announcement().expect("a write is due");
     assert_eq!(due, t0 + memory::pacing::LONGEST);
+    assert!(
+        memory.next_announcement().is_some_and(|at| at <= due),
+        "a pass is wanted by then"
+    );
     // Due: written with the change it held back.
     assert_eq!(
         announced(&memory.pass(&second, due)).as_deref(),
         Some("192.168.1.10-192.168.1.11")
     );
-    assert_eq!(memory.next_announcement(), None);
+    assert_eq!(memory.next_node_announcement(), None);
+}
+
+#[test]
+fn a_paced_prefix_set_is_written_when_due_with_every_change_since() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a")]);
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let read = |services: &[&str]| {
+        let mut yaml = vec![
+            POOL.to_string(),
+            NODE.to_string(),
+            PEER.to_string(),
+            BGP.to_string(),
+        ];
+        yaml.extend(services.iter().map(|s| service(s, "")));
+        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+    };
+    let prefixes = |pass: &Pass| -> Option<Vec<String>> {
+        pass.writes.iter().find_map(|w| match w {
+            Write::PrefixSet { spec, .. } => {
+                Some(spec.prefixes.clone())
+            }
+            _ => None,
+        })
+    };
+    let first = read(&["web"]);
+    let mut memory = Memory::rebuild(&first).paced(crate::plan::pacing::RATE);
+    assert_eq!(
+        prefixes(&memory.pass(&first, t0)),
+        Some(vec!["192.168.1.10/32".to_string()])
+    );
+    assert_eq!(memory.next_prefix_set(), None);
+    // A second Service 50 ms later: its IP is allocated at once, the shard
+    // waits.
+    let second = read(&["web", "db"]);
+    let t1 = t0 + std::time::Duration::from_millis(50);
+    let pass = memory.pass(&second, t1);
+    assert_eq!(prefixes(&pass), None);
+    assert!(
+        pass.writes
+            .iter()
+            .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
+    );
+    let due = memory.next_prefix_set().expect("a write is due");
+    assert_eq!(due, t0 + memory::pacing::SHARD_EVERY);
+    assert!(
+        memory.next_announcement().is_some_and(|at| at <= due),
+        "a pass is wanted by then"
+    );
+    // Due: written with the change it held back.
+    assert_eq!(
+        prefixes(&memory.pass(&second, due)),
+        Some(vec![
+            "192.168.1.10/32".to_string(),
+            "192.168.1.11/32".to_string()
+        ])
+    );
+    // Stored as planned: nothing is due any more.
+    let mut stored = objects(
+        &[
+            POOL.to_string(),
+            NODE.to_string(),
+            PEER.to_string(),
+            BGP.to_string(),
+            service("web", ""),
+            service("db", ""),
+        ]
+        .join("\n---\n"),
+    );
+    let written = memory.pass(&second, due + memory::pacing::SHARD_EVERY);
+    stored.prefix_sets = written
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::PrefixSet { name, spec, .. } => {
+                Some(Arc::new(ferrolb_api::PrefixSet::new(name, spec.clone())))
+            }
+            _ => None,
+        })
+        .collect();
+    let landed = crate::cluster::Snapshot::read(stored, &options, &live);
+    assert_eq!(prefixes(&memory.pass(&landed, due + memory::pacing::SHARD_EVERY)), None);
+    assert_eq!(memory.next_prefix_set(), None, "no shard held back");
 }
 
 #[test]

@@ -107,6 +107,10 @@ pub struct Memory {
     prefix_sets_compared: Option<BTreeMap<String, Same<ferrolb_api::PrefixSet>>>,
     /// How often each node's NodeAnnouncement may be written.
     pacing: pacing::Pacing,
+    /// The same for PrefixSet shards.
+    set_pacing: pacing::Pacing,
+    /// Pool and BGPPeer status writes, once a second while they change.
+    status_pacing: pacing::Pacing,
     /// A Service's holdings changed last pass: the failing ones try again.
     retry_failing: bool,
     /// Re-plan everything every pass (to check the incremental passes).
@@ -230,17 +234,41 @@ impl Memory {
         &self.allocator
     }
 
-    /// Writes of a node's NodeAnnouncement paced by its size (see
-    /// [`pacing`]); off unless asked for.
+    /// Writes of a node's NodeAnnouncement paced by its size, of a
+    /// PrefixSet shard every 250 ms and of pool and BGPPeer status once a
+    /// second while they keep changing (see [`pacing`]); off unless asked
+    /// for.
     pub fn paced(mut self, bytes_per_second: u64) -> Memory {
         self.pacing = pacing::Pacing::new(bytes_per_second);
+        self.set_pacing = pacing::Pacing::every(pacing::SHARD_EVERY);
+        self.status_pacing = pacing::Pacing::every(pacing::STATUS_EVERY);
         self
     }
 
-    /// When a NodeAnnouncement write held back by the pacing is due: a pass
-    /// is wanted then, though nothing in the cluster changed.
+    /// When a NodeAnnouncement, PrefixSet or status write held back by the
+    /// pacing is due: a pass is wanted then, though nothing in the cluster
+    /// changed.
     pub fn next_announcement(&self) -> Option<Timestamp> {
+        [
+            self.pacing.next_due(),
+            self.set_pacing.next_due(),
+            self.status_pacing.next_due(),
+        ]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the first NodeAnnouncement write held back is due.
+    #[cfg(test)]
+    pub(crate) fn next_node_announcement(&self) -> Option<Timestamp> {
         self.pacing.next_due()
+    }
+
+    /// When the first PrefixSet write held back is due.
+    #[cfg(test)]
+    pub(crate) fn next_prefix_set(&self) -> Option<Timestamp> {
+        self.set_pacing.next_due()
     }
 
     /// Per IP, the node active for it: as the stored NodeAnnouncements show,
@@ -541,7 +569,7 @@ impl Memory {
             .collect();
         let unsettled = self.prefix_sets_compared.as_ref() != Some(&stored);
         if whole || !changed.is_empty() || unsettled {
-            let settled = self.prefix_sets(snapshot, &mut writes);
+            let settled = self.prefix_sets(snapshot, now, &mut writes);
             // Settled: nothing to compare again until a Service, the world
             // or a stored PrefixSet changes.
             self.prefix_sets_compared = settled.then_some(stored);

@@ -129,7 +129,12 @@ impl Memory {
 
     /// The PrefixSets of the shared prefixes; returns whether the stored ones
     /// already show them.
-    pub(super) fn prefix_sets(&self, snapshot: &Snapshot, writes: &mut Vec<Write>) -> bool {
+    pub(super) fn prefix_sets(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) -> bool {
         let specs_now: BTreeMap<String, PrefixSetSpec> = snapshot
             .prefix_sets
             .iter()
@@ -137,7 +142,14 @@ impl Memory {
             .collect();
         let changes = prefix_set_changes(&self.bgp.shared, &specs_now);
         let settled = changes.apply.is_empty() && changes.delete.is_empty();
+        // A shard held back that no longer differs is due no more.
+        self.set_pacing
+            .held
+            .retain(|name, _| changes.apply.iter().any(|(n, _)| n == name));
         for (name, spec) in changes.apply {
+            if !self.set_pacing.may_write(&name, &spec, now) {
+                continue;
+            }
             let seen = Seen {
                 // `prefix_set_changes` lists only shards that differ.
                 up_to_date: false,
@@ -149,6 +161,7 @@ impl Memory {
             writes.push(Write::PrefixSet { name, spec, seen });
         }
         for name in changes.delete {
+            self.set_pacing.forget(&name);
             writes.push(Write::DropPrefixSet { name });
         }
         settled
@@ -419,15 +432,29 @@ impl Memory {
     }
 
     /// BGPPeer and pool status.
-    pub(super) fn statuses(&self, snapshot: &Snapshot, now: Timestamp, writes: &mut Vec<Write>) {
+    pub(super) fn statuses(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) {
         let now_time = Time(now);
+        // Statuses that changed but wait for their pacing; the rest are due
+        // no more.
+        let mut waiting: BTreeSet<String> = BTreeSet::new();
         for peer in &snapshot.peer_objects {
             let status =
                 conditions::peer_status(peer, &self.bgp, &snapshot.announcements, &now_time);
+            let up_to_date = peer.status.as_ref() == Some(&status);
+            let key = format!("BGPPeer/{}", peer.name_any());
+            if !up_to_date && !self.status_pacing.may_write(&key, &(), now) {
+                waiting.insert(key);
+                continue;
+            }
             writes.push(Write::Peer {
                 name: peer.name_any(),
                 seen: Seen {
-                    up_to_date: peer.status.as_ref() == Some(&status),
+                    up_to_date,
                     version: version(peer.as_ref()),
                 },
                 status,
@@ -444,14 +471,21 @@ impl Memory {
                 state,
                 now_time.clone(),
             );
+            let up_to_date = pool.status.as_ref() == Some(&status);
+            let key = format!("IPAddressPool/{name}");
+            if !up_to_date && !self.status_pacing.may_write(&key, &(), now) {
+                waiting.insert(key);
+                continue;
+            }
             writes.push(Write::Pool {
                 name,
                 seen: Seen {
-                    up_to_date: pool.status.as_ref() == Some(&status),
+                    up_to_date,
                     version: version(pool.as_ref()),
                 },
                 status,
             });
         }
+        self.status_pacing.held.retain(|key, _| waiting.contains(key));
     }
 }
