@@ -846,7 +846,7 @@ fn a_paced_prefix_set_is_written_when_due_with_every_change_since() {
             .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
     );
     let due = memory.next_prefix_set().expect("a write is due");
-    assert_eq!(due, t0 + memory::pacing::SHARD_EVERY);
+    assert_eq!(due, t0 + memory::pacing::BURST_EVERY);
     assert!(
         memory.next_announcement().is_some_and(|at| at <= due),
         "a pass is wanted by then"
@@ -871,7 +871,7 @@ fn a_paced_prefix_set_is_written_when_due_with_every_change_since() {
         ]
         .join("\n---\n"),
     );
-    let written = memory.pass(&second, due + memory::pacing::SHARD_EVERY);
+    let written = memory.pass(&second, due + memory::pacing::BURST_EVERY);
     stored.prefix_sets = written
         .writes
         .iter()
@@ -883,8 +883,49 @@ fn a_paced_prefix_set_is_written_when_due_with_every_change_since() {
         })
         .collect();
     let landed = crate::cluster::Snapshot::read(stored, &options, &live);
-    assert_eq!(prefixes(&memory.pass(&landed, due + memory::pacing::SHARD_EVERY)), None);
+    assert_eq!(prefixes(&memory.pass(&landed, due + memory::pacing::BURST_EVERY)), None);
     assert_eq!(memory.next_prefix_set(), None, "no shard held back");
+}
+
+#[test]
+fn a_pool_status_in_a_burst_is_written_once_a_second_with_its_last_count() {
+    let options = Options {
+        lb_class: "ferrolb.io/ferrolb".into(),
+        ignore_exclude_lb: false,
+    };
+    let live = BTreeSet::from([speaker_lease("node-a")]);
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let read = |services: &[&str]| {
+        let mut yaml = vec![POOL.to_string(), NODE.to_string(), L2.to_string()];
+        yaml.extend(services.iter().map(|s| service(s, "")));
+        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+    };
+    // The pool's count, when the pass writes a new one.
+    let assigned = |pass: &Pass| -> Option<i64> {
+        pass.writes.iter().find_map(|w| match w {
+            Write::Pool { status, seen, .. } if !seen.up_to_date => Some(status.assigned),
+            _ => None,
+        })
+    };
+    let first = read(&["web"]);
+    let mut memory = Memory::rebuild(&first).paced(crate::plan::pacing::RATE);
+    assert_eq!(assigned(&memory.pass(&first, t0)), Some(1), "a lone change at once");
+    let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+    // The pool holds two addresses: a second Service takes the other, a
+    // third finds none.
+    let second = read(&["web", "db"]);
+    assert_eq!(assigned(&memory.pass(&second, ms(20))), None, "held back");
+    let third = read(&["web", "db", "api"]);
+    assert_eq!(assigned(&memory.pass(&third, ms(500))), None, "still held back");
+    assert!(
+        memory.next_announcement().is_some_and(|at| at <= ms(1_000)),
+        "a pass is wanted once it is due"
+    );
+    assert_eq!(
+        assigned(&memory.pass(&third, ms(1_000))),
+        Some(2),
+        "written when due, with the last count"
+    );
 }
 
 #[test]

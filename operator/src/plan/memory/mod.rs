@@ -234,13 +234,13 @@ impl Memory {
         &self.allocator
     }
 
-    /// Writes of a node's NodeAnnouncement paced by its size, of a
-    /// PrefixSet shard every 250 ms and of pool and BGPPeer status once a
-    /// second while they keep changing (see [`pacing`]); off unless asked
-    /// for.
+    /// Writes of a node's NodeAnnouncement paced by its size (and at most
+    /// every 250 ms), of a PrefixSet shard every 250 ms and of pool and
+    /// BGPPeer status once a second while they keep changing (see
+    /// [`pacing`]); off unless asked for.
     pub fn paced(mut self, bytes_per_second: u64) -> Memory {
         self.pacing = pacing::Pacing::new(bytes_per_second);
-        self.set_pacing = pacing::Pacing::every(pacing::SHARD_EVERY);
+        self.set_pacing = pacing::Pacing::every(pacing::BURST_EVERY);
         self.status_pacing = pacing::Pacing::every(pacing::STATUS_EVERY);
         self
     }
