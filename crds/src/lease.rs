@@ -115,8 +115,16 @@ mod tests {
             Some("1970-01-01T00:00:00Z"),
             "an older speaker's Lease renews by its time alone"
         );
-        assert_eq!(renewal(&spec(Some(""), Some(0), Some(15))), None, "released");
-        assert_eq!(renewal(&spec(Some("a"), None, Some(15))), None, "never renewed");
+        assert_eq!(
+            renewal(&spec(Some(""), Some(0), Some(15))),
+            None,
+            "released"
+        );
+        assert_eq!(
+            renewal(&spec(Some("a"), None, Some(15))),
+            None,
+            "never renewed"
+        );
         assert_ne!(
             renewal(&spec(Some("a"), Some(0), Some(15))),
             renewal(&spec(Some("b"), Some(0), Some(15))),
@@ -134,20 +142,48 @@ mod tests {
             last = None;
             let lease = spec(Some("a"), Some(renewed), Some(15));
             assert!(alive_seen(&mut last, &lease, start));
-            assert!(alive_seen(&mut last, &lease, start + Duration::from_secs(14)));
-            assert!(!alive_seen(&mut last, &lease, start + Duration::from_secs(15)));
+            assert!(alive_seen(
+                &mut last,
+                &lease,
+                start + Duration::from_secs(14)
+            ));
+            assert!(!alive_seen(
+                &mut last,
+                &lease,
+                start + Duration::from_secs(15)
+            ));
         }
         // A renewal seen late starts the duration again.
         let renewed = spec(Some("a"), Some(7), Some(15));
-        assert!(alive_seen(&mut last, &renewed, start + Duration::from_secs(20)));
-        assert!(alive_seen(&mut last, &renewed, start + Duration::from_secs(34)));
-        assert!(!alive_seen(&mut last, &renewed, start + Duration::from_secs(35)));
+        assert!(alive_seen(
+            &mut last,
+            &renewed,
+            start + Duration::from_secs(20)
+        ));
+        assert!(alive_seen(
+            &mut last,
+            &renewed,
+            start + Duration::from_secs(34)
+        ));
+        assert!(!alive_seen(
+            &mut last,
+            &renewed,
+            start + Duration::from_secs(35)
+        ));
         // Released: dead at once, and forgotten.
-        assert!(!alive_seen(&mut last, &spec(Some(""), Some(8), Some(15)), start));
+        assert!(!alive_seen(
+            &mut last,
+            &spec(Some(""), Some(8), Some(15)),
+            start
+        ));
         assert_eq!(last, None);
         // No duration: never alive.
         let mut last = None;
-        assert!(!alive_seen(&mut last, &spec(Some("a"), Some(0), None), start));
+        assert!(!alive_seen(
+            &mut last,
+            &spec(Some("a"), Some(0), None),
+            start
+        ));
     }
 
     #[test]
@@ -156,7 +192,13 @@ mod tests {
         assert!(alive_at(&spec(Some("a"), Some(90), Some(15)), now));
         assert!(alive_at(&spec(Some("a"), Some(85), Some(15)), now));
         assert!(!alive_at(&spec(Some("a"), Some(84), Some(15)), now));
-        assert!(!alive_at(&spec(Some(""), Some(99), Some(15)), now), "released");
-        assert!(!alive_at(&spec(Some("a"), Some(99), None), now), "no duration");
+        assert!(
+            !alive_at(&spec(Some(""), Some(99), Some(15)), now),
+            "released"
+        );
+        assert!(
+            !alive_at(&spec(Some("a"), Some(99), None), now),
+            "no duration"
+        );
     }
 }

@@ -69,6 +69,37 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Watches Services (as a user's tooling would) and records when each first
+/// shows `IPAllocated=True`, until `total` have.
+fn watch_allocated(
+    api: Api<Service>,
+    config: watcher::Config,
+    allocated: Arc<Mutex<HashMap<String, Instant>>>,
+    total: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).applied_objects().boxed();
+        while let Ok(Some(service)) = events.try_next().await {
+            let done = service
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "ferrolb.io/IPAllocated" && c.status == "True")
+                });
+            if done {
+                let mut map = allocated.lock().await;
+                map.entry(service.metadata.name.unwrap_or_default())
+                    .or_insert_with(Instant::now);
+                if map.len() >= total {
+                    break;
+                }
+            }
+        }
+    })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -142,31 +173,12 @@ async fn main() -> Result<()> {
 
     // Watch for the condition as a user's tooling would.
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
-    let watch_allocated = allocated.clone();
-    let total = cli.services;
-    let watching = tokio::spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Ok(Some(service)) = events.try_next().await {
-            let done = service
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "ferrolb.io/IPAllocated" && c.status == "True")
-                });
-            if done {
-                let mut map = watch_allocated.lock().await;
-                map.entry(service.metadata.name.unwrap_or_default())
-                    .or_insert_with(Instant::now);
-                if map.len() >= total {
-                    break;
-                }
-            }
-        }
-    });
+    let watching = watch_allocated(
+        api,
+        watcher::Config::default(),
+        allocated.clone(),
+        cli.services,
+    );
 
     // Peak RSS of the operator, kube-apiserver and etcd.
     let pids = [pid, plane_pids[0], plane_pids[1]];
@@ -680,32 +692,12 @@ async fn steady_figures(
 ) -> Result<()> {
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "load");
     let allocated: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watching = {
-        let allocated = allocated.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            let config = watcher::Config::default().labels("load=steady");
-            let mut events = watcher(api, config).applied_objects().boxed();
-            while let Ok(Some(service)) = events.try_next().await {
-                let done = service
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c.type_ == "ferrolb.io/IPAllocated" && c.status == "True")
-                    });
-                if done {
-                    let mut map = allocated.lock().await;
-                    map.entry(service.metadata.name.unwrap_or_default())
-                        .or_insert_with(Instant::now);
-                    if map.len() >= count {
-                        break;
-                    }
-                }
-            }
-        })
-    };
+    let watching = watch_allocated(
+        api.clone(),
+        watcher::Config::default().labels("load=steady"),
+        allocated.clone(),
+        count,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu_before = cpu_ticks(operator).context("operator CPU")?;
     let mut created = HashMap::new();
@@ -735,7 +727,11 @@ async fn steady_figures(
     let allocated = allocated.lock().await;
     let mut latencies: Vec<Duration> = created
         .iter()
-        .filter_map(|(name, at)| allocated.get(name).map(|done| done.saturating_duration_since(*at)))
+        .filter_map(|(name, at)| {
+            allocated
+                .get(name)
+                .map(|done| done.saturating_duration_since(*at))
+        })
         .collect();
     latencies.sort();
     println!(

@@ -754,8 +754,18 @@ fn l2_announced(pass: &Pass) -> Option<String> {
     })
 }
 
-#[test]
-fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
+/// A paced memory: `web` at t0, `web` and `db` 50 ms later. Returns what
+/// `written` finds in the first pass, in the second (the Service status of
+/// `db` is written at once whatever else waits), and in the pass at the
+/// time `due` gives for the held write (`wait` after the first; a pass is
+/// wanted by then).
+fn paced_second_service(
+    yaml: &[&str],
+    rate: u64,
+    wait: std::time::Duration,
+    written: impl Fn(&Pass) -> Option<Vec<String>>,
+    due: impl Fn(&Memory) -> Option<Timestamp>,
+) -> [Option<Vec<String>>; 3] {
     let options = Options {
         lb_class: "ferrolb.io/ferrolb".into(),
         ignore_exclude_lb: false,
@@ -763,128 +773,76 @@ fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
     let live = BTreeSet::from([speaker_lease("node-a")]);
     let t0 = Timestamp::from_second(1_800_000_000).unwrap();
     let read = |services: &[&str]| {
-        let mut yaml = vec![POOL.to_string(), NODE.to_string(), L2.to_string()];
-        yaml.extend(services.iter().map(|s| service(s, "")));
-        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
+        let mut all: Vec<String> = yaml.iter().map(|y| y.to_string()).collect();
+        all.extend(services.iter().map(|s| service(s, "")));
+        crate::cluster::Snapshot::read(objects(&all.join("\n---\n")), &options, &live)
     };
-    let announced = l2_announced;
     let first = read(&["web"]);
-    // One byte a second: any object waits the longest after a write.
-    let mut memory = Memory::rebuild(&first).paced(1);
-    assert_eq!(
-        announced(&memory.pass(&first, t0)).as_deref(),
-        Some("192.168.1.10")
-    );
-    assert_eq!(memory.next_node_announcement(), None);
-    // A second Service 50 ms later: its IP is allocated at once, the node's
-    // object waits.
+    let mut memory = Memory::rebuild(&first).paced(rate);
+    let at_first = written(&memory.pass(&first, t0));
+    assert_eq!(due(&memory), None, "nothing held back after a lone change");
     let second = read(&["web", "db"]);
-    let t1 = t0 + std::time::Duration::from_millis(50);
-    let pass = memory.pass(&second, t1);
-    assert_eq!(announced(&pass), None);
+    let pass = memory.pass(&second, t0 + std::time::Duration::from_millis(50));
     assert!(
         pass.writes
             .iter()
-            .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
+            .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db")),
+        "the new Service's status is never held back"
     );
-    let due = memory.next_node_announcement().expect("a write is due");
-    assert_eq!(due, t0 + memory::pacing::LONGEST);
+    let at_second = written(&pass);
+    let when = due(&memory).expect("a write is due");
+    assert_eq!(when, t0 + wait);
     assert!(
-        memory.next_announcement().is_some_and(|at| at <= due),
+        memory.next_announcement().is_some_and(|at| at <= when),
         "a pass is wanted by then"
     );
-    // Due: written with the change it held back.
+    let when_due = written(&memory.pass(&second, when));
+    assert_eq!(due(&memory), None, "nothing held back once written");
+    [at_first, at_second, when_due]
+}
+
+#[test]
+fn a_paced_node_announcement_is_written_when_due_with_every_change_since() {
+    let ips = |pass: &Pass| l2_announced(pass).map(|ips| vec![ips]);
+    // One byte a second: any object waits the longest after a write.
+    let [first, second, due] =
+        paced_second_service(&[POOL, NODE, L2], 1, memory::pacing::LONGEST, ips, |m| {
+            m.next_node_announcement()
+        });
+    assert_eq!(first, Some(vec!["192.168.1.10".to_string()]));
+    assert_eq!(second, None, "the node's object waits");
     assert_eq!(
-        announced(&memory.pass(&second, due)).as_deref(),
-        Some("192.168.1.10-192.168.1.11")
+        due,
+        Some(vec!["192.168.1.10-192.168.1.11".to_string()]),
+        "written when due with the change it held back"
     );
-    assert_eq!(memory.next_node_announcement(), None);
 }
 
 #[test]
 fn a_paced_prefix_set_is_written_when_due_with_every_change_since() {
-    let options = Options {
-        lb_class: "ferrolb.io/ferrolb".into(),
-        ignore_exclude_lb: false,
-    };
-    let live = BTreeSet::from([speaker_lease("node-a")]);
-    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-    let read = |services: &[&str]| {
-        let mut yaml = vec![
-            POOL.to_string(),
-            NODE.to_string(),
-            PEER.to_string(),
-            BGP.to_string(),
-        ];
-        yaml.extend(services.iter().map(|s| service(s, "")));
-        crate::cluster::Snapshot::read(objects(&yaml.join("\n---\n")), &options, &live)
-    };
-    let prefixes = |pass: &Pass| -> Option<Vec<String>> {
+    let prefixes = |pass: &Pass| {
         pass.writes.iter().find_map(|w| match w {
-            Write::PrefixSet { spec, .. } => {
-                Some(spec.prefixes.clone())
-            }
+            Write::PrefixSet { spec, .. } => Some(spec.prefixes.clone()),
             _ => None,
         })
     };
-    let first = read(&["web"]);
-    let mut memory = Memory::rebuild(&first).paced(crate::plan::pacing::RATE);
+    let [first, second, due] = paced_second_service(
+        &[POOL, NODE, PEER, BGP],
+        crate::plan::pacing::RATE,
+        memory::pacing::BURST_EVERY,
+        prefixes,
+        |m| m.next_prefix_set(),
+    );
+    assert_eq!(first, Some(vec!["192.168.1.10/32".to_string()]));
+    assert_eq!(second, None, "the shard waits");
     assert_eq!(
-        prefixes(&memory.pass(&first, t0)),
-        Some(vec!["192.168.1.10/32".to_string()])
-    );
-    assert_eq!(memory.next_prefix_set(), None);
-    // A second Service 50 ms later: its IP is allocated at once, the shard
-    // waits.
-    let second = read(&["web", "db"]);
-    let t1 = t0 + std::time::Duration::from_millis(50);
-    let pass = memory.pass(&second, t1);
-    assert_eq!(prefixes(&pass), None);
-    assert!(
-        pass.writes
-            .iter()
-            .any(|w| matches!(w, Write::Service { key, .. } if key.name == "db"))
-    );
-    let due = memory.next_prefix_set().expect("a write is due");
-    assert_eq!(due, t0 + memory::pacing::BURST_EVERY);
-    assert!(
-        memory.next_announcement().is_some_and(|at| at <= due),
-        "a pass is wanted by then"
-    );
-    // Due: written with the change it held back.
-    assert_eq!(
-        prefixes(&memory.pass(&second, due)),
+        due,
         Some(vec![
             "192.168.1.10/32".to_string(),
             "192.168.1.11/32".to_string()
-        ])
+        ]),
+        "written when due with the change it held back"
     );
-    // Stored as planned: nothing is due any more.
-    let mut stored = objects(
-        &[
-            POOL.to_string(),
-            NODE.to_string(),
-            PEER.to_string(),
-            BGP.to_string(),
-            service("web", ""),
-            service("db", ""),
-        ]
-        .join("\n---\n"),
-    );
-    let written = memory.pass(&second, due + memory::pacing::BURST_EVERY);
-    stored.prefix_sets = written
-        .writes
-        .iter()
-        .filter_map(|w| match w {
-            Write::PrefixSet { name, spec, .. } => {
-                Some(Arc::new(ferrolb_api::PrefixSet::new(name, spec.clone())))
-            }
-            _ => None,
-        })
-        .collect();
-    let landed = crate::cluster::Snapshot::read(stored, &options, &live);
-    assert_eq!(prefixes(&memory.pass(&landed, due + memory::pacing::BURST_EVERY)), None);
-    assert_eq!(memory.next_prefix_set(), None, "no shard held back");
 }
 
 #[test]
@@ -909,14 +867,22 @@ fn a_pool_status_in_a_burst_is_written_once_a_second_with_its_last_count() {
     };
     let first = read(&["web"]);
     let mut memory = Memory::rebuild(&first).paced(crate::plan::pacing::RATE);
-    assert_eq!(assigned(&memory.pass(&first, t0)), Some(1), "a lone change at once");
+    assert_eq!(
+        assigned(&memory.pass(&first, t0)),
+        Some(1),
+        "a lone change at once"
+    );
     let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
     // The pool holds two addresses: a second Service takes the other, a
     // third finds none.
     let second = read(&["web", "db"]);
     assert_eq!(assigned(&memory.pass(&second, ms(20))), None, "held back");
     let third = read(&["web", "db", "api"]);
-    assert_eq!(assigned(&memory.pass(&third, ms(500))), None, "still held back");
+    assert_eq!(
+        assigned(&memory.pass(&third, ms(500))),
+        None,
+        "still held back"
+    );
     assert!(
         memory.next_announcement().is_some_and(|at| at <= ms(1_000)),
         "a pass is wanted once it is due"

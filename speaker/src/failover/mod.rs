@@ -37,8 +37,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use tracker::{Settings, Taken};
 use tracker::{Reach, Tracker};
+pub use tracker::{Settings, Taken};
 use wire::{Key, Kind, Message};
 use yields::Yields;
 

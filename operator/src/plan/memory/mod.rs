@@ -254,9 +254,9 @@ impl Memory {
             self.set_pacing.next_due(),
             self.status_pacing.next_due(),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the first NodeAnnouncement write held back is due.

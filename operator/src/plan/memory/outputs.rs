@@ -486,6 +486,8 @@ impl Memory {
                 status,
             });
         }
-        self.status_pacing.held.retain(|key, _| waiting.contains(key));
+        self.status_pacing
+            .held
+            .retain(|key, _| waiting.contains(key));
     }
 }
